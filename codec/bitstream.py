@@ -1,0 +1,149 @@
+"""The ``.aec`` container: header, chunks and CRC. Spec: docs/FORMAT.md (keep the two in step).
+
+Pure functions over bytes; nothing here touches the network. Every length is checked against the
+bytes actually present and the pixel count against a limit *before* anything is allocated.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from .errors import FormatError
+
+MAGIC = b"\x89AEC"
+VERSION = 1
+#: Default limit on width × height a decoder accepts (raise with ``max_pixels``).
+MAX_PIXELS = 1 << 28
+QUALITY_SCALE = 1000  # quality stored as round(q * 1000) in a u16
+
+LAYOUT_RGB, LAYOUT_GRAY = 0, 1
+LAYOUTS = {LAYOUT_RGB: "RGB", LAYOUT_GRAY: "L"}
+
+# fixed header after the magic: version, layout, quality, width, height, weights hash, model-id length
+_FIXED = struct.Struct("<BBHII8sB")
+_CHUNK = struct.Struct("<4sI")
+_CRC = struct.Struct("<I")
+
+#: Chunks a decoder must understand (upper-case first letter) and ancillary ones it may skip.
+Z_STREAM, Y_STREAM, ALPHA, ICC, EXIF = b"ZSTR", b"YSTR", b"aLPH", b"iCCP", b"eXIF"
+CRITICAL = {Z_STREAM, Y_STREAM}
+
+
+@dataclass
+class AecFile:
+    """Everything a ``.aec`` file holds, in memory."""
+
+    width: int
+    height: int
+    quality: float
+    layout: int = LAYOUT_RGB
+    model_id: str = ""
+    weights_hash: bytes = b"\0" * 8
+    z_stream: bytes = b""
+    y_stream: bytes = b""
+    alpha: bytes | None = None  # PNG-compressed alpha plane, lossless
+    icc: bytes | None = None
+    exif: bytes | None = None
+    version: int = VERSION
+    extra: dict[bytes, bytes] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        """The PIL mode a decode returns."""
+        base = LAYOUTS[self.layout]
+        return base + "A" if self.alpha is not None else base
+
+
+def quantize_quality(quality: float) -> float:
+    """The quality actually coded: the stored 1/1000 grid, so encoder and decoder agree exactly."""
+    return round(float(quality) * QUALITY_SCALE) / QUALITY_SCALE
+
+
+def pack(f: AecFile) -> bytes:
+    model = f.model_id.encode("ascii")
+    if len(model) > 255:
+        raise ValueError("model id longer than 255 bytes")
+    if len(f.weights_hash) != 8:
+        raise ValueError("weights hash must be 8 bytes")
+    if not (1 <= f.width <= 0xFFFFFFFF and 1 <= f.height <= 0xFFFFFFFF):
+        raise ValueError("image dimensions out of range")
+    parts = [
+        MAGIC,
+        _FIXED.pack(
+            f.version, f.layout, round(f.quality * QUALITY_SCALE), f.width, f.height, f.weights_hash, len(model)
+        ),
+        model,
+    ]
+    chunks = [(Z_STREAM, f.z_stream), (Y_STREAM, f.y_stream)]
+    chunks += [(tag, data) for tag, data in ((ALPHA, f.alpha), (ICC, f.icc), (EXIF, f.exif)) if data is not None]
+    for tag, data in chunks:
+        parts += [_CHUNK.pack(tag, len(data)), data]
+    body = b"".join(parts)
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> AecFile:
+    """Parse and validate a ``.aec`` file; raises FormatError with a one-line reason."""
+    data = bytes(data)
+    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+        raise FormatError("not an .aec file (wrong magic bytes)")
+    if len(data) < len(MAGIC) + _FIXED.size + _CRC.size:
+        raise FormatError("truncated .aec file (header incomplete)")
+    version = data[len(MAGIC)]
+    if version != VERSION:
+        raise FormatError(f"unsupported .aec format version {version} (this decoder reads version {VERSION})")
+    body, (crc,) = data[: -_CRC.size], _CRC.unpack(data[-_CRC.size :])
+    if zlib.crc32(body) != crc:
+        raise FormatError("corrupt .aec file (CRC mismatch: truncated or damaged)")
+    version, layout, q, width, height, whash, mlen = _FIXED.unpack_from(body, len(MAGIC))
+    pos = len(MAGIC) + _FIXED.size
+    if layout not in LAYOUTS:
+        raise FormatError(f"unknown channel layout {layout}")
+    if width < 1 or height < 1:
+        raise FormatError("image dimensions must be at least 1x1")
+    if width * height > max_pixels:
+        raise FormatError(f"image of {width}x{height} exceeds the limit of {max_pixels} pixels")
+    quality = q / QUALITY_SCALE
+    if not (1.0 <= quality <= 8.0):
+        raise FormatError(f"quality {quality:g} out of range")
+    if pos + mlen > len(body):
+        raise FormatError("truncated .aec file (model id)")
+    try:
+        model_id = body[pos : pos + mlen].decode("ascii")
+    except UnicodeDecodeError:
+        raise FormatError("model id is not ASCII") from None
+    pos += mlen
+    f = AecFile(width, height, quality, layout, model_id, whash, version=version)
+    seen: set[bytes] = set()
+    while pos < len(body):
+        if pos + _CHUNK.size > len(body):
+            raise FormatError("truncated .aec file (chunk header)")
+        tag, length = _CHUNK.unpack_from(body, pos)
+        pos += _CHUNK.size
+        if length > len(body) - pos:
+            raise FormatError(f"chunk {tag!r} claims {length} bytes past the end of the file")
+        if tag in seen:
+            raise FormatError(f"duplicate chunk {tag!r}")
+        seen.add(tag)
+        payload = body[pos : pos + length]
+        pos += length
+        if tag == Z_STREAM:
+            f.z_stream = payload
+        elif tag == Y_STREAM:
+            f.y_stream = payload
+        elif tag == ALPHA:
+            f.alpha = payload
+        elif tag == ICC:
+            f.icc = payload
+        elif tag == EXIF:
+            f.exif = payload
+        elif tag[:1].isupper():
+            raise FormatError(f"unknown critical chunk {tag!r}")
+        else:
+            f.extra[tag] = payload
+    missing = CRITICAL - seen
+    if missing:
+        raise FormatError(f"missing chunk(s): {', '.join(sorted(t.decode('latin-1') for t in missing))}")
+    return f

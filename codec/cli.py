@@ -1,0 +1,235 @@
+"""``aecodec`` command line: a thin shell over ``codec.api`` (click).
+
+Exit codes: 0 success; 2 bad input, bad file or bad usage; 1 anything else. Errors are one line on
+stderr, never a traceback. With several inputs each failure is reported and the rest still run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from . import files
+from .errors import AecError
+
+EXIT_BAD_INPUT, EXIT_OTHER = 2, 1
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"aecodec: {msg}", err=True)
+
+
+def _run_many(inputs: tuple[str, ...], job: Callable[[str], str], unit: str) -> None:
+    """Run ``job`` per input with a progress bar; exit with the worst status seen."""
+    status = 0
+    many = len(inputs) > 1
+    bar = None
+    if many:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(inputs), unit=unit, file=sys.stderr, dynamic_ncols=True)
+    t0, pixels = time.perf_counter(), 0
+    for src in inputs:
+        try:
+            pixels += int(job(src))
+        except AecError as e:
+            _fail(str(e))
+            status = max(status, EXIT_BAD_INPUT)
+        except KeyboardInterrupt:
+            _fail("interrupted")
+            sys.exit(130)
+        except Exception as e:  # noqa: BLE001 - the CLI promises one line, never a traceback
+            _fail(f"{src}: internal error: {type(e).__name__}: {e}")
+            status = max(status, EXIT_OTHER) if status != EXIT_BAD_INPUT else status
+        if bar:
+            bar.update(1)
+            bar.set_postfix(MPps=f"{pixels / 1e6 / max(time.perf_counter() - t0, 1e-9):.2f}")
+    if bar:
+        bar.close()
+    if many and status:
+        _fail("some inputs failed (see above)")
+    sys.exit(status)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="aecodec", prog_name="aecodec")
+def main() -> None:
+    """aecodec: a learned image codec.
+
+    \b
+      aecodec encode photo.png            writes photo.aec
+      aecodec decode photo.aec            writes photo.png
+      aecodec info photo.aec
+    """
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "-o", "--output", help="Output file, folder (ends with / or exists; required for several inputs), or - for stdout."
+)
+@click.option(
+    "-q",
+    "--quality",
+    type=float,
+    default=4.0,
+    show_default=True,
+    help="1 (fewest bits) to 8 (best quality); fractions interpolate.",
+)
+@click.option(
+    "--target-bpp", type=float, help="Search the quality whose file is closest below this many bits per pixel."
+)
+@click.option("--max-bytes", type=int, help="Highest quality whose file fits in this many bytes (fails if none does).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--model", "model_id", help="Model id from weights/manifest.json (default: the manifest's default).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
+def encode(inputs, output, quality, target_bpp, max_bytes, device, model_id, force) -> None:
+    """Compress images (PNG, JPEG, WebP, TIFF, ...) to .aec. Use - to read stdin."""
+    from .api import encode as encode_image
+    from .quality import check_quality
+    from .weights import load_codec
+
+    try:
+        check_quality(quality)
+        if target_bpp is not None and max_bytes is not None:
+            raise AecError("give either --target-bpp or --max-bytes, not both")
+        codec = load_codec(model_id, device)
+    except (AecError, ValueError) as e:
+        _fail(str(e))
+        sys.exit(EXIT_BAD_INPUT)
+
+    def job(src: str) -> int:
+        dest = files.output_path(src, output, ".aec", len(inputs) > 1)
+        _check_not_input(src, dest)
+        if dest != files.STDIO and Path(dest).exists() and not force:
+            raise AecError(f"{dest}: exists (use --force to overwrite)")
+        image = files.open_image(files.read_bytes(src), src)
+        data = encode_image(image, quality, target_bpp=target_bpp, max_bytes=max_bytes, codec=codec)
+        files.write_output(dest, data, force)
+        return image.width * image.height
+
+    _run_many(inputs, job, "img")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", help="Output file (.png, .jpg, .webp, .tif), folder, or - for stdout (PNG).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
+def decode(inputs, output, device, force) -> None:
+    """Decompress .aec files to PNG (or the format the output name asks for). Use - to read stdin."""
+    from . import bitstream as bs
+    from .api import decode as decode_image
+    from .weights import load_codec_for
+
+    def job(src: str) -> int:
+        dest = files.output_path(src, output, ".png", len(inputs) > 1)
+        _check_not_input(src, dest)
+        if dest != files.STDIO and Path(dest).exists() and not force:
+            raise AecError(f"{dest}: exists (use --force to overwrite)")
+        data = files.read_bytes(src)
+        header = bs.unpack(data)
+        image = decode_image(data, codec=load_codec_for(header.model_id, header.weights_hash, device))
+        files.write_output(dest, files.image_bytes(image, dest), force)
+        return image.width * image.height
+
+    _run_many(inputs, job, "img")
+
+
+@main.command()
+@click.argument("file")
+def info(file) -> None:
+    """Describe an .aec file: size, channels, quality, bpp, model, format version."""
+    from . import bitstream as bs
+
+    try:
+        data = files.read_bytes(file)
+        f = bs.unpack(data)
+    except AecError as e:
+        _fail(str(e))
+        sys.exit(EXIT_BAD_INPUT)
+    pixels = f.width * f.height
+    lines = [
+        ("file", file),
+        ("format version", f.version),
+        ("size", f"{f.width}x{f.height}"),
+        ("channels", f.mode),
+        ("quality", f"{f.quality:g}"),
+        ("bytes", len(data)),
+        ("bpp", f"{len(data) * 8 / pixels:.4f}"),
+        ("model", f.model_id),
+        ("weights", f.weights_hash.hex()),
+        ("streams", f"z {len(f.z_stream)} B, y {len(f.y_stream)} B" + (f", alpha {len(f.alpha)} B" if f.alpha else "")),
+        ("icc profile", f"{len(f.icc)} B" if f.icc else "none"),
+        ("exif", f"{len(f.exif)} B" if f.exif else "none"),
+    ]
+    for k, v in lines:
+        click.echo(f"{k + ':':16}{v}")
+
+
+def _check_not_input(src: str, dest: str) -> None:
+    if src != files.STDIO and dest != files.STDIO and Path(src).resolve() == Path(dest).resolve():
+        raise AecError(f"{src}: output would overwrite the input")
+
+
+@main.command()
+@click.argument("train_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--val", "val_dir", type=click.Path(exists=True, file_okay=False), help="Validation folder.")
+@click.option("--run-dir", default=None, help="Checkpoints and logs (default ~/.cache/aecodec/runs/default).")
+@click.option("--steps", type=int, default=100_000, show_default=True)
+@click.option("--max-minutes", type=float, default=0.0, help="Time budget for this invocation (0 = none).")
+@click.option("--crop", type=int, default=128, show_default=True)
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--lr", type=float, default=5e-4, show_default=True)
+@click.option("--metric", type=click.Choice(["mse", "ms-ssim"]), default="mse", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--val-every", type=int, default=2000, show_default=True)
+@click.option("--val-images", type=int, default=8, show_default=True)
+@click.option("--ckpt-minutes", type=float, default=5.0, show_default=True)
+@click.option("--N", "N", type=int, default=128, show_default=True)
+@click.option("--M", "M", type=int, default=192, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", type=int, default=0)
+def train(train_dir, val_dir, run_dir, **kw) -> None:
+    """Train (or resume) the variable-rate network on a folder of photos.
+
+    Resumes from RUN_DIR/last.pt when it exists. Ctrl-C saves a checkpoint. Multi-GPU:
+    torchrun --nproc-per-node K -m codec.cli train ...
+    """
+    from .train import TrainConfig
+    from .train import train as run_training
+
+    cfg = TrainConfig(train_dir=train_dir, val_dir=val_dir, **kw)
+    if run_dir:
+        cfg.run_dir = run_dir
+    try:
+        state = run_training(cfg)
+    except (AecError, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+        sys.exit(EXIT_BAD_INPUT)
+    click.echo(f"stopped at step {state['step']}; checkpoint in {cfg.run_dir}/last.pt")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--name", "model_id", required=True, help="Model id, e.g. aec-gain-msh-128-192-v1.")
+@click.option("--weights-dir", default="weights", show_default=True)
+@click.option("--half/--no-half", default=False, help="Store transform weights as fp16.")
+@click.option("--train-data", default=None, help="Training data description for the manifest.")
+@click.option("--device-used", default=None, help="Where it was trained, for the manifest.")
+def export(checkpoint, model_id, weights_dir, half, train_data, device_used) -> None:
+    """Write a checkpoint's weights (entropy tables built now) and its manifest entry."""
+    from .export import checkpoint_meta, model_from_checkpoint
+    from .export import export as do_export
+
+    model, state = model_from_checkpoint(checkpoint)
+    entry = do_export(model, model_id, Path(weights_dir), half, checkpoint_meta(state, train_data, device_used))
+    click.echo(f"wrote {Path(weights_dir) / entry['file']} (sha256 {entry['sha256'][:16]}...)")
+
+
+if __name__ == "__main__":
+    main()

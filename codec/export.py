@@ -1,0 +1,66 @@
+"""Checkpoint → shipped weights (``aecodec export``): tables built here, manifest entry written."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from . import engine
+from .model import AECModel, Arch
+from .train import _without_tables, load_checkpoint
+from .weights import save_weights
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[AECModel, dict]:
+    ck = load_checkpoint(Path(path))
+    model = AECModel(Arch(**ck["arch"]))
+    model.load_state_dict(_without_tables(ck["model"]), strict=False)
+    model.eval()
+    engine.build_tables(model)
+    return model, ck["state"]
+
+
+def write_manifest_entry(folder: Path, model_id: str, entry: dict, make_default: bool = True) -> None:
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {"format": 1, "models": {}}
+    manifest["models"][model_id] = entry
+    if make_default or "default" not in manifest:
+        manifest["default"] = model_id
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def export(model: AECModel, model_id: str, folder: Path, half: bool, meta: dict, make_default: bool = True) -> dict:
+    """Write ``folder/<model_id>.safetensors`` and its manifest entry; returns the entry."""
+    model = model.cpu().eval()
+    engine.build_tables(model)
+    file = f"{model_id}.safetensors"
+    digest = save_weights(model, folder / file, half=half)
+    entry = {
+        "file": file,
+        "sha256": digest,
+        "arch": asdict(model.arch),
+        "dtype": "float16" if half else "float32",
+        **meta,
+    }
+    write_manifest_entry(folder, model_id, entry, make_default)
+    return entry
+
+
+def checkpoint_meta(state: dict, train_dir: str | None = None, device: str | None = None) -> dict:
+    return {
+        "training": {
+            "steps": state.get("step"),
+            "seconds": round(state.get("seconds", 0.0)),
+            "data": train_dir,
+            "device": device,
+            "lambdas": "CompressAI MSE ladder, q 1..8",
+            "validation": state.get("val", []),
+        },
+        "torch": torch.__version__,
+    }

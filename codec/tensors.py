@@ -1,0 +1,38 @@
+"""Pure conversions between uint8 images and padded network tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model import PAD_MULTIPLE
+
+
+def padded_size(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 → (1, 3, Hp, Wp) float in [0, 1], edges replicated up to the pad multiple."""
+    x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float().div_(255)
+    h, w = rgb.shape[:2]
+    hp, wp = padded_size(h, w)
+    if (hp, wp) != (h, w):
+        # Replicate padding needs the pad smaller than the input on some torch versions: pad in steps.
+        while x.shape[2] < hp or x.shape[3] < wp:
+            ph, pw = min(hp - x.shape[2], x.shape[2]), min(wp - x.shape[3], x.shape[3])
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x
+
+
+def to_uint8(x: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """(1, 3, Hp, Wp) float → (height, width, 3) uint8, cropping the padding away."""
+    x = x[0, :, :height, :width].clamp(0, 1).mul(255).round_().to(torch.uint8)
+    return x.permute(1, 2, 0).cpu().numpy()
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB between two uint8 arrays (peak 255)."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))

@@ -1,0 +1,277 @@
+"""Training loop for the variable-rate network (``aecodec train``).
+
+One network learns all qualities: every sample of a batch draws its own quality uniformly in
+[1, 8] (fractional values included, so the gain interpolation is trained too) and is weighted by
+that quality's λ. Loss per sample = bpp + λ·255²·MSE (or λ_ms·(1 − MS-SSIM)).
+
+Runs resume from ``last.pt`` in the run folder; a checkpoint is written every few minutes, on
+Ctrl-C / SIGTERM and at the end. Under ``torchrun`` every process trains on its own shard of the
+images and DistributedDataParallel averages the gradients (gloo on CPU, NCCL on CUDA).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from . import engine
+from . import quality as Q
+from .data import CropSampler, image_files, load_rgb
+from .model import AECModel, Arch
+from .tensors import psnr
+
+
+@dataclass
+class TrainConfig:
+    train_dir: str
+    val_dir: str | None = None
+    run_dir: str = str(Path.home() / ".cache" / "aecodec" / "runs" / "default")
+    N: int = 128
+    M: int = 192
+    crop: int = 128
+    batch: int = 8
+    lr: float = 5e-4
+    final_lr_fraction: float = 0.05
+    decay_start: float = 0.7  # fraction of the budget after which the LR follows a cosine down
+    warmup_steps: int = 300
+    steps: int = 100_000
+    max_minutes: float = 0.0  # 0 = no time budget
+    metric: str = "mse"  # or "ms-ssim"
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    val_every: int = 2000
+    val_images: int = 8
+    val_qualities: tuple[float, ...] = (1.0, 4.0, 8.0)
+    ckpt_minutes: float = 5.0
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 50
+    extra: dict = field(default_factory=dict)
+
+
+# -- small pure helpers ------------------------------------------------------------------------
+def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warm-up, flat, then a cosine down to ``final_lr_fraction`` over the last part."""
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    if progress <= cfg.decay_start:
+        return cfg.lr * warm
+    t = min(1.0, (progress - cfg.decay_start) / (1 - cfg.decay_start))
+    lo = cfg.final_lr_fraction
+    return cfg.lr * warm * (lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def lambdas_for(qualities: Tensor) -> Tensor:
+    """λ of each (fractional) quality, log-linear between ladder points."""
+    return torch.tensor([Q.lmbda(float(q)) for q in qualities], dtype=torch.float32)
+
+
+def rd_loss(out: dict, x: Tensor, lmbda: Tensor, metric: str) -> dict[str, Tensor]:
+    """Per-sample rate + λ·distortion, averaged; also returns the pieces for logging."""
+    B, _, H, W = x.shape
+    bpp = sum(-torch.log2(lik).reshape(B, -1).sum(1) for lik in out["likelihoods"].values()) / (H * W)
+    mse = ((out["x_hat"] - x) ** 2).reshape(B, -1).mean(1)
+    if metric == "mse":
+        dist_term = lmbda * 255**2 * mse
+    else:
+        from pytorch_msssim import ms_ssim
+
+        # CompressAI's MS-SSIM λ ladder is ~ MSE λ × 1000/ (255²) in scale; keep one ladder.
+        msssim = ms_ssim(out["x_hat"], x, data_range=1.0, size_average=False)
+        dist_term = lmbda * 255**2 * (1 - msssim) * 0.02
+    loss = (bpp + dist_term).mean()
+    return {"loss": loss, "bpp": bpp.mean().detach(), "mse": mse.detach(), "aux": out["aux"]}
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype. On CPU fp32 is the default: bf16 measured no faster on this project's CPUs
+    (AVX-512 without AMX) for these convolutions; on CUDA bf16 halves the time."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+# -- validation ---------------------------------------------------------------------------------
+@torch.no_grad()
+def validate(model: AECModel, files: list[Path], qualities: tuple[float, ...], device: torch.device) -> dict:
+    """Real coding of each validation image: bpp from the bytes of a real ``.aec`` file, PSNR of its decode."""
+    from .api import Codec, decode_array, encode_array
+
+    model.eval()
+    engine.build_tables(model)
+    codec = Codec(model, engine.EntropyTables.from_model(model), device=device)
+    results = {}
+    for q in qualities:
+        bpps, psnrs = [], []
+        for path in files:
+            rgb = load_rgb(path)
+            data = encode_array(rgb, q, codec)
+            rec = decode_array(data, codec)
+            bpps.append(len(data) * 8 / (rgb.shape[0] * rgb.shape[1]))
+            psnrs.append(psnr(rgb, rec))
+        results[f"{q:g}"] = {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))}
+    model.train()
+    return results
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+def save_checkpoint(path: Path, model: AECModel, opt, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state, "arch": asdict(model.arch)}, tmp
+    )
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+# -- the loop -----------------------------------------------------------------------------
+def train(cfg: TrainConfig) -> dict:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(cfg.device, local_rank)
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(cfg.seed + rank)
+    amp = pick_precision(cfg.precision, device)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "last.pt"
+
+    model = AECModel(Arch(cfg.N, cfg.M)).to(device)
+    state = {"step": 0, "seconds": 0.0, "val": []}
+    aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+    main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    opt = torch.optim.Adam([{"params": main_params}, {"params": aux_params, "lr": 1e-3, "aux": True}], lr=cfg.lr)
+    if ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path, map_location=device)
+        if ck["arch"] != asdict(model.arch):
+            raise ValueError(f"{ckpt_path} has architecture {ck['arch']}, asked for {asdict(model.arch)}")
+        model.load_state_dict(_without_tables(ck["model"]), strict=False)
+        opt.load_state_dict(ck["optimizer"])
+        state = ck["state"]
+        if rank == 0:
+            print(f"resumed {ckpt_path} at step {state['step']}", flush=True)
+    model = model.to(memory_format=torch.channels_last)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[local_rank] if device.type == "cuda" else None
+        )
+    scaler = torch.amp.GradScaler(enabled=amp == torch.float16)
+
+    sampler = CropSampler(cfg.train_dir, cfg.crop, seed=cfg.seed + state["step"], shard=(rank, world))
+    val_files = image_files(cfg.val_dir)[: cfg.val_images] if cfg.val_dir and rank == 0 else []
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("flag", True))
+    qgen = torch.Generator().manual_seed(cfg.seed * 7919 + rank + state["step"])
+
+    start_step, t0 = state["step"], time.time()
+    last_ckpt = time.time()
+    budget_s = cfg.max_minutes * 60
+    bar = None
+    if rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start_step, dynamic_ncols=True, mininterval=5)
+    log = open(run_dir / "log.jsonl", "a") if rank == 0 else None
+
+    def checkpoint() -> None:
+        if rank == 0:
+            state["seconds"] += time.time() - checkpoint.t
+            checkpoint.t = time.time()
+            save_checkpoint(ckpt_path, model, opt, state)
+
+    checkpoint.t = t0
+    model.train()
+    try:
+        while state["step"] < cfg.steps and not stop["flag"]:
+            step = state["step"]
+            elapsed = time.time() - t0
+            progress = max(
+                (step - start_step) / max(1, cfg.steps - start_step), elapsed / budget_s if budget_s else 0.0
+            )
+            if budget_s and elapsed >= budget_s:
+                break
+            lr = lr_at(cfg, step - start_step, progress)
+            for g in opt.param_groups:
+                if not g.get("aux"):
+                    g["lr"] = lr
+            x = sampler.batch(cfg.batch).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            q = Q.Q_MIN + (Q.Q_MAX - Q.Q_MIN) * torch.rand(cfg.batch, generator=qgen)
+            out = net(x, q.to(device), amp)
+            losses = rd_loss(out, x, lambdas_for(q).to(device), cfg.metric)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(losses["loss"] + losses["aux"]).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(main_params, 1.0)
+            scaler.step(opt)
+            scaler.update()
+            state["step"] = step + 1
+            if rank == 0:
+                if state["step"] % cfg.log_every == 0:
+                    p = float(np.mean([10 * np.log10(1 / max(m, 1e-10)) for m in losses["mse"].tolist()]))
+                    rec = {
+                        "step": state["step"],
+                        "loss": losses["loss"].item(),
+                        "bpp": losses["bpp"].item(),
+                        "psnr": p,
+                        "aux": losses["aux"].item(),
+                        "lr": lr,
+                        "t": round(time.time() - t0, 1),
+                    }
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{rec['loss']:.3f}", bpp=f"{rec['bpp']:.3f}", psnr=f"{p:.2f}")
+                bar.update(1)
+                if val_files and state["step"] % cfg.val_every == 0:
+                    res = validate(model, val_files, cfg.val_qualities, device)
+                    state["val"].append({"step": state["step"], **res})
+                    log.write(json.dumps({"step": state["step"], "val": res}) + "\n")
+                    log.flush()
+                    bar.write(
+                        f"val @ {state['step']}: "
+                        + "  ".join(f"q{k}: {v['bpp']:.3f} bpp {v['psnr']:.2f} dB" for k, v in res.items())
+                    )
+                if time.time() - last_ckpt > cfg.ckpt_minutes * 60:
+                    checkpoint()
+                    last_ckpt = time.time()
+    except KeyboardInterrupt:
+        if rank == 0:
+            print("interrupted: saving checkpoint", flush=True)
+    finally:
+        checkpoint()
+        if bar:
+            bar.close()
+        if log:
+            log.close()
+        if world > 1:
+            dist.destroy_process_group()
+    return state
+
+
+def _without_tables(sd: dict) -> dict:
+    """Drop the size-varying CDF buffers; they are rebuilt by ``engine.build_tables``."""
+    return {k: v for k, v in sd.items() if not k.endswith(("_quantized_cdf", "_offset", "_cdf_length"))}

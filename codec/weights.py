@@ -1,0 +1,143 @@
+"""Shipped weights: a JSON manifest plus safetensors files in ``weights/``, loaded once per process.
+
+Nothing is unpickled: safetensors only. Every file's sha256 is checked against the manifest before
+use, and its first 8 bytes are written into each ``.aec`` so a decoder can tell that a file needs
+weights it does not have. The entropy tables (quantized CDFs) are stored in the file, built at
+export, so loading never calls CompressAI's ``update()``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import engine
+from .api import Codec
+from .errors import AecError
+from .model import AECModel, Arch
+
+TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
+
+
+def weights_dir() -> Path:
+    """``$AECODEC_WEIGHTS`` if set, else the ``weights/`` folder shipped beside the package."""
+    env = os.environ.get("AECODEC_WEIGHTS")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for cand in (here / "weights", here.parent / "weights"):
+        if (cand / "manifest.json").exists():
+            return cand
+    return here.parent / "weights"
+
+
+def read_manifest(folder: Path | None = None) -> dict:
+    folder = folder or weights_dir()
+    path = folder / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AecError(f"no weights manifest at {path}") from None
+    except json.JSONDecodeError as e:
+        raise AecError(f"weights manifest {path} is not valid JSON ({e})") from None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def state_dict_for_model(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Stored tensors → float32 state dict (fp16-stored transforms are widened on load)."""
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
+
+
+def model_from_state(arch: Arch, sd: dict[str, torch.Tensor]) -> AECModel:
+    model = AECModel(arch)
+    # The CDF buffers are empty in a fresh model: give them the stored shapes before loading.
+    for name, _ in model.named_buffers():
+        if name.endswith(TABLE_BUFFERS) and name in sd:
+            module = model.get_submodule(name.rsplit(".", 1)[0])
+            setattr(module, name.rsplit(".", 1)[1], torch.empty_like(sd[name]))
+    model.load_state_dict(sd, strict=True)
+    return model.eval()
+
+
+@functools.lru_cache(maxsize=8)
+def _load(model_id: str | None, device: str, folder: str) -> Codec:
+    manifest = read_manifest(Path(folder))
+    model_id = model_id or manifest.get("default")
+    entry = manifest.get("models", {}).get(model_id)
+    if entry is None:
+        raise AecError(f"model {model_id!r} is not in {folder}/manifest.json")
+    path = Path(folder) / entry["file"]
+    if not path.exists():
+        raise AecError(f"weights file {path} is missing")
+    digest = sha256_file(path)
+    if digest != entry["sha256"]:
+        raise AecError(f"weights file {path} does not match its manifest sha256 (tampered or damaged)")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise AecError(f"cannot read weights {path}: {e}") from None
+    model = model_from_state(Arch(**entry["arch"]), state_dict_for_model(tensors))
+    dev = torch.device(device)
+    model = model.to(dev)
+    return Codec(model, engine.EntropyTables.from_model(model), model_id, bytes.fromhex(digest[:16]), dev)
+
+
+def resolve_device(device: str | torch.device | None) -> str:
+    name = str(device or "auto")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise AecError("--device cuda asked for, but CUDA is not available")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise AecError(f"unknown device {name!r} (use auto, cpu or cuda)")
+    return name
+
+
+def load_codec(model_id: str | None = None, device: str | torch.device | None = None) -> Codec:
+    """The codec for ``model_id`` (default: the manifest's default), cached per process."""
+    return _load(model_id, resolve_device(device), str(weights_dir()))
+
+
+def load_codec_for(model_id: str, weights_hash: bytes, device: str | torch.device | None = None) -> Codec:
+    """The codec a file names; a clear error when this installation lacks those weights."""
+    manifest = read_manifest()
+    entry = manifest.get("models", {}).get(model_id)
+    if entry is None or bytes.fromhex(entry["sha256"][:16]) != weights_hash:
+        raise AecError(
+            f"this file needs model {model_id!r} with weights {weights_hash.hex()}, "
+            "which this installation does not have"
+        )
+    return load_codec(model_id, device)
+
+
+def save_weights(model: AECModel, path: Path, half: bool) -> str:
+    """Write a model (tables included) as safetensors; returns its sha256.
+
+    With ``half`` the transform weights are stored as fp16; gains, quantiles and tables stay exact.
+    """
+    keep_fp32 = ("log_y_gain", "log_z_gain", "quantiles", "scale_table", *TABLE_BUFFERS)
+    sd = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        if half and v.is_floating_point() and not k.endswith(keep_fp32):
+            v = v.half()
+        sd[k] = v
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(sd, str(tmp))
+    os.replace(tmp, path)
+    return sha256_file(path)

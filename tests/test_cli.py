@@ -1,0 +1,166 @@
+"""The aecodec command line: outputs, overwrite rules, stdin/stdout, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from codec import bitstream as bs
+from codec.cli import main
+
+
+@pytest.fixture
+def png(tmp_path, photo_like) -> Path:
+    path = tmp_path / "img.png"
+    Image.fromarray(photo_like(48, 80)).save(path)
+    return path
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+def assert_one_line_error(result, code=2):
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aecodec: "), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_encode_decode_default_names(png):
+    assert run("encode", png).exit_code == 0
+    aec = png.with_suffix(".aec")
+    assert aec.exists()
+    png.rename(png.with_name("orig.png"))
+    assert run("decode", aec).exit_code == 0
+    with Image.open(png) as im:
+        assert im.size == (80, 48)
+
+
+def test_output_option_and_formats(png, tmp_path):
+    aec = tmp_path / "x.aec"
+    assert run("encode", png, "-o", aec, "-q", "6.5").exit_code == 0
+    for name in ("a.jpg", "b.webp", "c.tif", "d.png"):
+        assert run("decode", aec, "-o", tmp_path / name).exit_code == 0
+        with Image.open(tmp_path / name) as im:
+            assert im.size == (80, 48)
+    assert_one_line_error(run("decode", aec, "-o", tmp_path / "e.xyz"))
+
+
+def test_no_overwrite_without_force(png):
+    out = png.with_suffix(".aec")
+    out.write_bytes(b"precious")
+    assert_one_line_error(run("encode", png))
+    assert out.read_bytes() == b"precious"
+    assert run("encode", png, "--force").exit_code == 0
+    assert out.read_bytes()[:4] == bs.MAGIC
+
+
+def test_never_overwrites_input(tmp_path, png):
+    assert_one_line_error(run("encode", png, "-o", png, "--force"))
+    with Image.open(png) as im:
+        assert im.size == (80, 48)
+
+
+def test_many_inputs_to_folder_with_one_bad(tmp_path, png, photo_like):
+    other = tmp_path / "two.png"
+    Image.fromarray(photo_like(20, 20)).save(other)
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    out = tmp_path / "out"
+    result = run("encode", png, bad, other, "-o", out)
+    assert result.exit_code == 2
+    assert sorted(p.name for p in out.iterdir()) == ["img.aec", "two.aec"]
+    assert "bad.png" in result.stderr
+
+
+def test_info(png, tmp_path):
+    aec = tmp_path / "x.aec"
+    run("encode", png, "-o", aec, "-q", "2.5")
+    result = run("info", aec)
+    assert result.exit_code == 0
+    assert "80x48" in result.output and re.search(r"quality:\s+2.5\n", result.output) and "RGB" in result.output
+
+
+def test_quality_out_of_range(png):
+    assert_one_line_error(run("encode", png, "-q", "9"))
+
+
+@pytest.mark.parametrize("kind", ["magic", "version", "truncated", "crc", "weights", "empty", "missing"])
+def test_malformed_files_exit_2(tmp_path, png, kind):
+    aec = tmp_path / "x.aec"
+    run("encode", png, "-o", aec)
+    data = aec.read_bytes()
+    f = bs.unpack(data)
+    bad = tmp_path / "bad.aec"
+    if kind == "magic":
+        bad.write_bytes(b"GIF8" + data[4:])
+    elif kind == "version":
+        body = bytearray(data[:-4])
+        body[4] = 2
+        import struct
+        import zlib
+
+        bad.write_bytes(bytes(body) + struct.pack("<I", zlib.crc32(bytes(body))))
+    elif kind == "truncated":
+        bad.write_bytes(data[: len(data) // 2])
+    elif kind == "crc":
+        bad.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    elif kind == "weights":
+        f.weights_hash = b"\xff" * 8
+        bad.write_bytes(bs.pack(f))
+    elif kind == "empty":
+        bad.write_bytes(b"")
+    else:
+        bad = tmp_path / "nope.aec"
+    result = run("decode", bad, "-o", tmp_path / "out.png")
+    assert_one_line_error(result)
+    assert not (tmp_path / "out.png").exists()
+    if kind == "weights":
+        assert "does not have" in result.stderr
+    assert_one_line_error(run("info", bad)) if kind not in ("weights",) else None
+
+
+def test_text_file_named_png(tmp_path):
+    fake = tmp_path / "fake.png"
+    fake.write_text("hello")
+    assert_one_line_error(run("encode", fake))
+    assert not fake.with_suffix(".aec").exists()
+
+
+def test_stdin_stdout_subprocess(png, tmp_path):
+    """Real process: bytes through pipes, exit codes as the shell sees them."""
+    env = dict(os.environ)
+    cmd = [sys.executable, "-m", "codec.cli"]
+    enc = subprocess.run(cmd + ["encode", "-", "-q", "3"], input=png.read_bytes(), capture_output=True, env=env)
+    assert enc.returncode == 0, enc.stderr
+    assert enc.stdout[:4] == bs.MAGIC
+    dec = subprocess.run(cmd + ["decode", "-"], input=enc.stdout, capture_output=True, env=env)
+    assert dec.returncode == 0, dec.stderr
+    out = tmp_path / "piped.png"
+    out.write_bytes(dec.stdout)
+    with Image.open(out) as im:
+        assert im.size == (80, 48)
+    empty = subprocess.run(cmd + ["decode", "-"], input=b"", capture_output=True, env=env)
+    assert empty.returncode == 2
+    assert empty.stderr.decode().strip().count("\n") == 0 and b"Traceback" not in empty.stderr
+
+
+def test_decoded_pixels_match_api(png, tmp_path):
+    import codec
+
+    aec = tmp_path / "x.aec"
+    run("encode", png, "-o", aec, "-q", "5")
+    run("decode", aec, "-o", tmp_path / "x.png")
+    with Image.open(png) as src:
+        api = np.asarray(codec.decode(codec.encode(src, quality=5)))
+    with Image.open(tmp_path / "x.png") as im:
+        assert np.array_equal(np.asarray(im), api)

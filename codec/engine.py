@@ -60,6 +60,10 @@ def _encode(symbols: Tensor, indexes: Tensor, cdf, cdf_len, offset) -> bytes:
 
 
 def _decode(data: bytes, indexes: Tensor, cdf, cdf_len, offset) -> Tensor:
+    # The C++ decoder reads 32-bit words without bounds checks; a valid stream is consumed exactly,
+    # but a damaged one can run past its end. Zero padding (two words per symbol, at most one
+    # renormalization read per decode) keeps those reads inside our buffer.
+    data = bytes(data) + bytes(8 * indexes.numel() + 64)
     values = ans.RansDecoder().decode_with_indexes(data, indexes.reshape(-1).tolist(), cdf, cdf_len, offset)
     return torch.tensor(values, dtype=torch.int32).reshape(indexes.shape)
 

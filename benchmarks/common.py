@@ -1,0 +1,58 @@
+"""Small helpers shared by the RD and speed benchmarks: image selection, weights and devices."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from codec.data import image_files
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def select_images(data: str | Path, limit: int | None = None) -> list[Path]:
+    """The first ``limit`` images of a folder in sorted order (all when ``limit`` is None)."""
+    paths = image_files(data)
+    return paths[:limit] if limit else paths
+
+
+def use_weights(folder: str | Path | None) -> None:
+    """Point ``codec.weights`` at ``folder`` (it reads ``$AECODEC_WEIGHTS`` on every load)."""
+    if folder:
+        os.environ["AECODEC_WEIGHTS"] = str(Path(folder).resolve())
+
+
+def parse_floats(text: str) -> list[float]:
+    """``"1,2,4.5"`` → ``[1.0, 2.0, 4.5]``; the CLIs take sweeps as comma lists."""
+    return [float(t) for t in text.split(",") if t.strip()]
+
+
+def devices(choice: str) -> list[str]:
+    """Devices to run on: ``auto`` is CPU plus CUDA when present, so both numbers land in one report."""
+    if choice == "cpu":
+        return ["cpu"]
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda asked for, but CUDA is not available")
+        return ["cuda"]
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def finite_or_none(value):
+    """JSON has no NaN/inf: write them as null (recursively through lists and dicts)."""
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(finite_or_none(data), indent=2) + "\n")

@@ -1,0 +1,131 @@
+"""Rate-distortion benchmark: aecodec against Pillow's JPEG/WebP/AVIF (and JPEG XL) on a folder of images.
+
+    python -m benchmarks.rd --data data/kodak [--limit N] [--qualities 1,2,...,8] [--device auto|cpu|cuda]
+
+Writes ``benchmarks/results/<dataset>/``: ``rd.json`` (CompressAI's results format, one entry per
+codec), ``rd.csv``, ``rd_per_image.csv``, ``rd.png`` and ``bdrate.md``. Kodak runs also draw the
+published curves from ``--anchors``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import PIL
+import torch
+from tqdm import tqdm
+
+from codec.data import load_rgb
+
+from . import coders, metrics, report
+from .common import REPO_ROOT, RESULTS_DIR, parse_floats, select_images, use_weights, write_json
+
+DEFAULT_ANCHORS_DIR = REPO_ROOT.parent / "shared" / "anchors" / "kodak"
+
+
+def measure(coder: coders.Coder, rgb: np.ndarray) -> dict:
+    """One codec setting on one image: real file size, quality metrics and wall-clock times."""
+    t0 = time.perf_counter()
+    data = coder.encode(rgb)
+    t1 = time.perf_counter()
+    out = coder.decode(data)
+    t2 = time.perf_counter()
+    h, w = rgb.shape[:2]
+    if out.shape != rgb.shape:
+        raise RuntimeError(f"{coder.codec} q{coder.quality:g} decoded {out.shape}, expected {rgb.shape}")
+    ssim = metrics.ms_ssim(rgb, out)
+    return {"codec": coder.codec, "quality": coder.quality, "bytes": len(data), "bpp": metrics.bpp(len(data), h, w),
+            "psnr": metrics.psnr(rgb, out), "ms_ssim": ssim, "enc_s": t1 - t0, "dec_s": t2 - t1}
+
+
+def build_coders(qualities: list[float], pillow_qualities: list[float], device: str, jxl: bool,
+                 ) -> tuple[list[coders.Coder], dict[str, str], list[str]]:
+    """Every (codec, setting) to run, the codec descriptions, and notes on what was skipped."""
+    from codec.weights import load_codec
+
+    codec = load_codec(device=device)
+    todo = coders.aecodec_coders(codec, qualities)
+    descriptions = {"aecodec": f"aecodec, model {codec.model_id} on {codec.device}"}
+    notes = []
+    for pc in coders.PILLOW_CODECS:
+        reason = "JPEG XL skipped (--no-jxl)" if pc.format == "JXL" and not jxl else coders.unavailable_reason(pc)
+        if reason:
+            notes.append(reason)
+            continue
+        todo += coders.pillow_coders(pc, pillow_qualities)
+        descriptions[pc.name] = pc.description
+    return todo, descriptions, notes
+
+
+def warm_up(todo: list[coders.Coder]) -> None:
+    """One untimed pass per codec on a small image, so first-call setup does not land in the times."""
+    rgb = np.full((64, 64, 3), 128, np.uint8)
+    for name in dict.fromkeys(c.codec for c in todo):
+        c = next(c for c in todo if c.codec == name)
+        c.decode(c.encode(rgb))
+
+
+def run(data: str | Path, out: str | Path | None = None, name: str | None = None, limit: int | None = None,
+        qualities: list[float] | None = None, pillow_qualities: list[float] | None = None, device: str = "auto",
+        jxl: bool = True, anchors: str | Path | None = None, anchor_set: str = "default") -> Path:
+    """Run the benchmark and write its report; returns the output folder."""
+    name = name or Path(data).resolve().name
+    out = Path(out) if out else RESULTS_DIR / name
+    out.mkdir(parents=True, exist_ok=True)
+    paths = select_images(data, limit)
+    todo, descriptions, notes = build_coders(qualities or [float(q) for q in range(1, 9)],
+                                             pillow_qualities or list(coders.PILLOW_QUALITIES), device, jxl)
+    warm_up(todo)
+    records, short_side = [], []
+    for path in tqdm(paths, desc=f"rd {name}", unit="img"):
+        rgb = load_rgb(path)
+        short_side.append(min(rgb.shape[:2]))
+        for coder in todo:
+            records.append({"image": path.name, **measure(coder, rgb)})
+    if min(short_side) < metrics.MS_SSIM_MIN_SIDE:
+        notes.append(f"MS-SSIM is NaN/null for images under {metrics.MS_SSIM_MIN_SIDE} px on the short side "
+                     "(pytorch-msssim default window and 5 scales)")
+    curves = report.aggregate(records)
+    anchor_dir = Path(anchors) if anchors else DEFAULT_ANCHORS_DIR
+    published = report.load_anchors(anchor_dir, anchor_set) if "kodak" in name.lower() and anchor_dir.is_dir() else {}
+    title = f"{name} ({len(paths)} images)"
+    env = {"torch": torch.__version__, "pillow": PIL.__version__, "threads": torch.get_num_threads()}
+    write_json(out / "rd.json", {
+        "dataset": name, "images": [p.name for p in paths], "notes": notes, "environment": env,
+        "codecs": {c: {"name": c, "description": descriptions[c], "results": r} for c, r in curves.items()},
+    })
+    report.write_csv(out / "rd.csv", curves)
+    report.write_per_image_csv(out / "rd_per_image.csv", records)
+    report.plot_rd(out / "rd.png", curves, published, title)
+    (out / "bdrate.md").write_text(report.bdrate_markdown(curves, published, title, notes))
+    return out
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of images.")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder [default: benchmarks/results/<name>].")
+@click.option("--name", help="Dataset name [default: the data folder's name].")
+@click.option("--limit", type=int, help="Use only the first N images.")
+@click.option("--qualities", default="1,2,3,4,5,6,7,8", show_default=True, help="aecodec qualities.")
+@click.option("--pillow-qualities", default=",".join(map(str, coders.PILLOW_QUALITIES)), show_default=True,
+              help="Quality sweep of the Pillow codecs.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--weights", type=click.Path(exists=True, file_okay=False), help="Weights folder (sets AECODEC_WEIGHTS).")
+@click.option("--jxl/--no-jxl", default=True, show_default=True, help="JPEG XL when pillow_jxl is installed.")
+@click.option("--anchors", type=click.Path(file_okay=False),
+              help="Published curves for Kodak [default: ../shared/anchors/kodak beside the repo].")
+@click.option("--anchor-set", type=click.Choice(["default", "all"]), default="default", show_default=True)
+def main(data, out, name, limit, qualities, pillow_qualities, device, weights, jxl, anchors, anchor_set) -> None:
+    """Rate-distortion benchmark of aecodec against Pillow's codecs."""
+    use_weights(weights)
+    folder = run(data, out, name, limit, parse_floats(qualities), parse_floats(pillow_qualities), device, jxl,
+                 anchors, anchor_set)
+    click.echo(f"wrote {folder}")
+    click.echo((folder / "bdrate.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

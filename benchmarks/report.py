@@ -1,0 +1,190 @@
+"""Turn per-image measurements into the RD report: means per setting, JSON, CSV, plot, BD-rate table."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .bdrate import bd_rate
+from .metrics import ms_ssim_db
+
+#: Per-point fields averaged over images, and their names in CompressAI's results format.
+FIELDS = {"bpp": "bpp", "psnr": "psnr-rgb", "ms_ssim": "ms-ssim-rgb",
+          "enc_s": "encoding_time", "dec_s": "decoding_time"}
+#: Published Kodak curves drawn by default (file stems in the anchors folder); the rest only with "all".
+DEFAULT_ANCHORS = (
+    "jpeg", "webp", "jpeg2000", "bpg_444_x265_ycbcr", "av1", "vtm",
+    "compressai-bmshj2018-hyperprior_mse_cuda", "compressai-mbt2018-mean_mse_cuda", "mbt2018-mean-vbr-ans",
+    "compressai-cheng2020-anchor_mse_cuda", "ELIC-paper", "TCM-large", "DCAE",
+)
+
+
+def aggregate(records: Iterable[dict]) -> dict[str, dict]:
+    """Mean over images per (codec, quality), in CompressAI's results layout, settings in run order.
+
+    PSNR is averaged per image (not computed from the mean MSE), as CompressAI does; MS-SSIM in dB
+    is taken from the mean MS-SSIM, the same conversion the published curves get.
+    """
+    groups: dict[str, dict[float, list[dict]]] = {}
+    for r in records:
+        groups.setdefault(r["codec"], {}).setdefault(r["quality"], []).append(r)
+    out = {}
+    for codec, by_q in groups.items():
+        res: dict[str, list] = {"quality": list(by_q)}
+        for key, name in FIELDS.items():
+            res[name] = [float(np.mean([r[key] for r in rs])) for rs in by_q.values()]
+        res["ms-ssim-db"] = [ms_ssim_db(v) for v in res["ms-ssim-rgb"]]
+        res["images"] = [len(rs) for rs in by_q.values()]
+        out[codec] = res
+    return out
+
+
+def with_db(results: dict) -> dict:
+    """A published curve with ``ms-ssim-db`` added when it has MS-SSIM."""
+    res = dict(results)
+    if "ms-ssim-rgb" in res and "ms-ssim-db" not in res:
+        res["ms-ssim-db"] = [ms_ssim_db(float(v)) for v in res["ms-ssim-rgb"]]
+    return res
+
+
+def load_anchors(folder: Path, which: str = "default") -> dict[str, dict]:
+    """Published curves from CompressAI-format JSON files, keyed by a short label; unreadable files skipped."""
+    files = sorted(folder.glob("*.json"))
+    if which == "default":
+        chosen = [folder / f"{s}.json" for s in DEFAULT_ANCHORS if (folder / f"{s}.json").exists()]
+        files = chosen or files
+    out = {}
+    for f in files:
+        try:
+            res = json.loads(f.read_text())["results"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if "bpp" in res and "psnr-rgb" in res:
+            label = f.stem.removeprefix("compressai-").removesuffix("_cuda")
+            out[label] = with_db(res)
+    return out
+
+
+# -- files ------------------------------------------------------------------------------------
+def write_csv(path: Path, curves: dict[str, dict]) -> None:
+    cols = ["quality", "bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-db", "encoding_time", "decoding_time", "images"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["codec", *(c.replace("-", "_") for c in cols)])
+        for codec, res in curves.items():
+            for i in range(len(res["bpp"])):
+                w.writerow([codec, *(_fmt_csv(res[c][i]) for c in cols)])
+
+
+def write_per_image_csv(path: Path, records: list[dict]) -> None:
+    cols = ["image", "codec", "quality", "bytes", "bpp", "psnr", "ms_ssim", "enc_s", "dec_s"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in records:
+            w.writerow([_fmt_csv(r[c]) for c in cols])
+
+
+def _fmt_csv(v):
+    return f"{v:.6g}" if isinstance(v, float) else v
+
+
+def plot_rd(path: Path, curves: dict[str, dict], anchors: dict[str, dict], title: str) -> None:
+    """Two panels, PSNR–bpp and MS-SSIM(dB)–bpp: measured curves solid, published ones dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5))
+    colors = {n: "black" if n == "aecodec" else plt.cm.tab10(i % 10) for i, n in enumerate(curves)}
+    measured_max = max((max(r["bpp"]) for r in curves.values() if r["bpp"]), default=2.0)
+    panels = (("psnr-rgb", "PSNR (RGB) [dB]"), ("ms-ssim-db", "MS-SSIM (RGB) [dB]"))
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        drawn = 0
+        for name, res in curves.items():
+            bold = name == "aecodec"
+            drawn += _line(ax, res, key, name, colors[name], "-", "o" if bold else ".", 2.2 if bold else 1.3, 3)
+        for i, (name, res) in enumerate(anchors.items()):
+            color = colors.get(name, plt.cm.turbo(0.05 + 0.9 * i / max(len(anchors) - 1, 1)))
+            drawn += _line(ax, res, key, f"{name} (published)", color, "--", None, 1.0, 2)
+        if not drawn:
+            ax.text(0.5, 0.5, "no finite values\n(MS-SSIM needs images ≥ 161 px)", ha="center", va="center",
+                    transform=ax.transAxes)
+        ax.set_xlim(0, min(measured_max * 1.05, 3.0))
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _line(ax, res: dict, key: str, label: str, color, style: str, marker, width: float, z: int) -> int:
+    if key not in res:
+        return 0
+    pts = sorted((b, v) for b, v in zip(res["bpp"], res[key], strict=True) if v is not None and math.isfinite(v))
+    if not pts:
+        return 0
+    xs, ys = zip(*pts, strict=True)
+    ax.plot(xs, ys, linestyle=style, marker=marker, color=color, label=label, linewidth=width, markersize=4,
+            zorder=z)
+    return 1
+
+
+# -- BD-rate table -------------------------------------------------------------------------
+def _bd(anchor: dict, test: dict, key: str) -> float:
+    if key not in anchor or key not in test:
+        return math.nan
+    return bd_rate(anchor["bpp"], anchor[key], test["bpp"], test[key])
+
+
+def _cell(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{v:+.1f} %"
+
+
+def _table(rows: list[tuple[str, dict, dict]], first: str) -> list[str]:
+    lines = [f"| {first} | BD-rate (PSNR) | BD-rate (MS-SSIM dB) |", "|---|---:|---:|"]
+    for label, anchor, test in rows:
+        lines.append(f"| {label} | {_cell(_bd(anchor, test, 'psnr-rgb'))} | {_cell(_bd(anchor, test, 'ms-ssim-db'))} |")
+    return lines
+
+
+def bdrate_markdown(curves: dict[str, dict], anchors: dict[str, dict], title: str, notes: list[str]) -> str:
+    """BD-rate tables: every codec vs Pillow JPEG, aecodec vs every other codec, aecodec vs published curves."""
+    out = [
+        f"# BD-rate: {title}", "",
+        "Average bit-rate difference at equal quality over the overlapping quality range (Bjøntegaard, VCEG-M33:",
+        "cubic fit of log-rate against PSNR or MS-SSIM in dB; `bjontegaard` package). Negative: fewer bits than",
+        "the anchor. n/a: no overlap or no finite values (MS-SSIM needs images of at least 161 px).", "",
+    ]
+    if "jpeg" in curves:
+        out += ["## Against JPEG (Pillow, default settings)", ""]
+        out += _table([(n, curves["jpeg"], c) for n, c in curves.items() if n != "jpeg"], "codec")
+        out.append("")
+    if "aecodec" in curves:
+        others = [n for n in curves if n != "aecodec"]
+        if others:
+            out += ["## aecodec against each measured codec", ""]
+            out += _table([(n, curves[n], curves["aecodec"]) for n in others], "anchor")
+            out.append("")
+        if anchors:
+            out += ["## aecodec against published curves", ""]
+            out += _table([(f"{n} (published)", a, curves["aecodec"]) for n, a in anchors.items()], "anchor")
+            out.append("")
+    if "jpeg" in curves and "jpeg" in anchors:
+        out += ["## Check: measured against published", "",
+                "Near 0 % when this machine's Pillow JPEG matches the one the published curve was made with.", ""]
+        out += _table([("jpeg vs jpeg (published)", anchors["jpeg"], curves["jpeg"])], "pair")
+        out.append("")
+    if notes:
+        out += ["## Notes", "", *(f"- {n}" for n in notes), ""]
+    return "\n".join(out)

@@ -1,0 +1,306 @@
+"""Speed benchmark: encode/decode time, MP/s and peak memory of aecodec, CompressAI's stock coding path
+on the same network, and Pillow's JPEG/WebP/AVIF, all in one process so the ratios hold.
+
+    python -m benchmarks.speed --data data/kodak [--limit N] [--repeats R] [--device auto|cpu|cuda]
+
+Writes ``benchmarks/results/speed.json`` and ``speed.md``.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+import PIL
+import torch
+from tqdm import tqdm
+
+from codec.data import load_rgb
+from codec.model import AECModel
+from codec.tensors import to_tensor, to_uint8
+
+from . import coders
+from .common import RESULTS_DIR, devices, select_images, use_weights, write_json
+
+
+# -- CompressAI's reference path -------------------------------------------------------------
+@torch.inference_mode()
+def reference_compress(model: AECModel, x: torch.Tensor, quality: float) -> dict:
+    """``MeanScaleHyperprior.compress()`` as CompressAI writes it, on our network and gains.
+
+    The entropy coding goes through ``EntropyBottleneck.compress`` / ``GaussianConditional.compress``,
+    which rebuild the CDF lists on every call and decode ``z`` again inside compress, where
+    ``codec.engine`` converts its tables once per model.
+    """
+    y_gain, z_gain = model.gains(quality)
+    y = model.g_a(x).float()
+    z = model.h_a(y).float() * z_gain
+    z_strings = model.entropy_bottleneck.compress(z)
+    z_hat = model.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
+    scales, means = model.hyper_params(z_hat, z_gain, y_gain)
+    indexes = model.gaussian_conditional.build_indexes(scales)
+    y_strings = model.gaussian_conditional.compress(y * y_gain, indexes, means=means)
+    return {"strings": [y_strings, z_strings], "shape": tuple(z.size()[-2:])}
+
+
+@torch.inference_mode()
+def reference_decompress(model: AECModel, strings: list[list[bytes]], shape: tuple[int, int],
+                         quality: float) -> torch.Tensor:
+    """``MeanScaleHyperprior.decompress()`` on our network: (B, 3, Hp, Wp) in [0, 1], still padded."""
+    y_gain, z_gain = model.gains(quality)
+    z_hat = model.entropy_bottleneck.decompress(strings[1], shape)
+    scales, means = model.hyper_params(z_hat, z_gain, y_gain)
+    indexes = model.gaussian_conditional.build_indexes(scales)
+    y_hat = model.gaussian_conditional.decompress(strings[0], indexes, z_hat.dtype, means)
+    return model.g_s(y_hat / y_gain).float().clamp_(0, 1)
+
+
+# -- memory ----------------------------------------------------------------------------------
+def _status_kb(field: str) -> int | None:
+    try:
+        m = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+    except OSError:
+        return None
+    return int(m.group(1)) if m else None
+
+
+def _maxrss_kb() -> int:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r // 1024 if sys.platform == "darwin" else r  # bytes on macOS, kB on Linux
+
+
+class PeakMemory:
+    """Peak memory of a block above the level at its start: resident set, and CUDA allocations.
+
+    On Linux the process high-water mark is reset first (``/proc/self/clear_refs``), so the peak
+    belongs to this block alone; elsewhere it is the growth of ``ru_maxrss``, which can read 0 when
+    an earlier block already went higher.
+    """
+
+    def __enter__(self) -> PeakMemory:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self._base = _status_kb("VmRSS")
+            self._peak = lambda: _status_kb("VmHWM")
+        except OSError:
+            self._base = None
+        if self._base is None:
+            self._base, self._peak = _maxrss_kb(), _maxrss_kb
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._cuda_base = torch.cuda.memory_allocated()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.rss_mb = max(self._peak() - self._base, 0) / 1024
+        self.cuda_mb = None
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+            self.cuda_mb = (torch.cuda.max_memory_allocated() - self._cuda_base) / 2**20
+
+
+# -- methods ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Method:
+    """A thing to time: ``encode(rgb) -> payload``, ``decode(payload) -> rgb``, ``size(payload) -> bytes``."""
+
+    name: str
+    device: str
+    setting: str
+    encode: Callable[[np.ndarray], object]
+    decode: Callable[[object], np.ndarray]
+    size: Callable[[object], int]
+
+
+def aecodec_methods(device: str, quality: float) -> list[Method]:
+    """aecodec through its public API, and CompressAI's stock path on the same loaded network."""
+    from codec import api
+    from codec.weights import load_codec
+
+    codec = load_codec(device=device)
+    model, dev = codec.model, codec.device
+
+    def ref_encode(rgb: np.ndarray) -> tuple:
+        out = reference_compress(model, to_tensor(rgb).to(dev), quality)
+        return out, rgb.shape[:2]
+
+    def ref_decode(payload: tuple) -> np.ndarray:
+        out, (h, w) = payload
+        return to_uint8(reference_decompress(model, out["strings"], out["shape"], quality), h, w)
+
+    def ref_size(payload: tuple) -> int:
+        return sum(len(s) for group in payload[0]["strings"] for s in group)
+
+    setting = f"q{quality:g}, model {codec.model_id}"
+    return [
+        Method(f"aecodec-{device}", device, setting, lambda rgb: api.encode(rgb, quality, codec=codec),
+               lambda data: np.asarray(api.decode(data, codec=codec).convert("RGB")), len),
+        Method(f"compressai-ref-{device}", device, setting + " (streams only)", ref_encode, ref_decode, ref_size),
+    ]
+
+
+#: One setting per classical codec: Pillow's default quality, WebP at the RD benchmark's method=6.
+PILLOW_SPEED = {"jpeg": 75, "webp": 80, "avif": 75}
+
+
+def pillow_methods() -> tuple[list[Method], list[str]]:
+    out, notes = [], []
+    for pc in coders.PILLOW_CODECS:
+        if pc.name not in PILLOW_SPEED:
+            continue
+        reason = coders.unavailable_reason(pc)
+        if reason:
+            notes.append(reason)
+            continue
+        coder = coders.pillow_coders(pc, [PILLOW_SPEED[pc.name]])[0]
+        opts = "".join(f", {k}={v}" for k, v in pc.options)
+        out.append(Method(pc.name, "cpu", f"quality={PILLOW_SPEED[pc.name]}{opts}", coder.encode, coder.decode, len))
+    return out, notes
+
+
+# -- timing ----------------------------------------------------------------------------------
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_one(method: Method, rgb: np.ndarray, repeats: int) -> dict:
+    """Median encode and decode time over ``repeats`` after one warm-up, and the peak memory of the timed runs."""
+    payload = method.encode(rgb)
+    method.decode(payload)  # warm-up: allocator, cuDNN and table setup stay out of the times
+    enc, dec = [], []
+    with PeakMemory() as mem:
+        for _ in range(repeats):
+            _sync(method.device)
+            t0 = time.perf_counter()
+            payload = method.encode(rgb)
+            _sync(method.device)
+            t1 = time.perf_counter()
+            out = method.decode(payload)
+            _sync(method.device)
+            enc.append(t1 - t0)
+            dec.append(time.perf_counter() - t1)
+    h, w = rgb.shape[:2]
+    return {"encode_s": statistics.median(enc), "decode_s": statistics.median(dec), "bytes": method.size(payload),
+            "pixels": h * w, "peak_rss_mb": mem.rss_mb,
+            "peak_cuda_mb": mem.cuda_mb if method.device.startswith("cuda") else None, "output": out}
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Throughput over all images (total pixels / total time) and the worst per-image peak memory."""
+    mp = sum(r["pixels"] for r in rows) / 1e6
+    enc, dec = sum(r["encode_s"] for r in rows), sum(r["decode_s"] for r in rows)
+    cuda = [r["peak_cuda_mb"] for r in rows if r["peak_cuda_mb"] is not None]
+    return {"encode_ms": 1000 * enc / len(rows), "decode_ms": 1000 * dec / len(rows), "encode_mps": mp / enc,
+            "decode_mps": mp / dec, "bpp": 8 * sum(r["bytes"] for r in rows) / (mp * 1e6),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in rows), "peak_cuda_mb": max(cuda) if cuda else None}
+
+
+def ratios(summary: dict[str, dict], devs: list[str]) -> dict[str, dict]:
+    """How many times faster aecodec's engine is than CompressAI's stock path, per device."""
+    out = {}
+    for d in devs:
+        a, r = summary.get(f"aecodec-{d}"), summary.get(f"compressai-ref-{d}")
+        if a and r:
+            out[d] = {"encode_speedup": a["encode_mps"] / r["encode_mps"],
+                      "decode_speedup": a["decode_mps"] / r["decode_mps"]}
+    return out
+
+
+def environment() -> dict:
+    env = {"python": platform.python_version(), "torch": torch.__version__, "pillow": PIL.__version__,
+           "cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        env["cuda_device"] = torch.cuda.get_device_name()
+    return env
+
+
+def markdown(result: dict) -> str:
+    s = result["summary"]
+    lines = [
+        f"# Speed: {result['dataset']} ({len(result['images'])} images, median of {result['repeats']} runs each)", "",
+        "Times per image; MP/s = total megapixels / total time. Peak memory: resident-set growth during the timed",
+        "runs (and CUDA allocations). `compressai-ref` is CompressAI's stock `compress()`/`decompress()` entropy",
+        "coding on the same network; its bpp counts the streams only, without the `.aec` container.", "",
+        "| method | setting | encode ms | decode ms | encode MP/s | decode MP/s | bpp | peak RSS MB | peak CUDA MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in s.items():
+        cuda = "" if m["peak_cuda_mb"] is None else f"{m['peak_cuda_mb']:.1f}"
+        lines.append(f"| {name} | {result['methods'][name]['setting']} | {m['encode_ms']:.1f} | "
+                     f"{m['decode_ms']:.1f} | {m['encode_mps']:.2f} | {m['decode_mps']:.2f} | {m['bpp']:.3f} | "
+                     f"{m['peak_rss_mb']:.1f} | {cuda} |")
+    if result["ratios"]:
+        lines += ["", "| device | aecodec vs CompressAI stock: encode | decode | same output |", "|---|---:|---:|---|"]
+        for d, r in result["ratios"].items():
+            lines.append(f"| {d} | {r['encode_speedup']:.2f}x | {r['decode_speedup']:.2f}x | "
+                         f"{result['reference_matches'].get(d)} |")
+    env = result["environment"]
+    lines += ["", "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items())]
+    lines += ["", *(f"- {n}" for n in result["notes"])] if result["notes"] else []
+    return "\n".join(lines) + "\n"
+
+
+def run(data: str | Path, out: str | Path | None = None, limit: int | None = None, repeats: int = 5,
+        device: str = "auto", quality: float = 4.0) -> dict:
+    """Time every method on every image; writes speed.json and speed.md and returns the result."""
+    out = Path(out) if out else RESULTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    paths = select_images(data, limit)
+    devs = devices(device)
+    methods = [m for d in devs for m in aecodec_methods(d, quality)]
+    pillow, notes = pillow_methods()
+    methods += pillow
+    rows: dict[str, list[dict]] = {m.name: [] for m in methods}
+    matches: dict[str, bool] = {d: True for d in devs}
+    for path in tqdm(paths, desc="speed", unit="img"):
+        rgb = load_rgb(path)
+        outputs = {}
+        for m in methods:
+            r = time_one(m, rgb, repeats)
+            outputs[m.name] = r.pop("output")
+            rows[m.name].append({"image": path.name, **r})
+        for d in devs:  # the stock path must reproduce our decode exactly, or the ratio compares different work
+            matches[d] &= bool(np.array_equal(outputs[f"aecodec-{d}"], outputs[f"compressai-ref-{d}"]))
+    summary = {name: summarize(rs) for name, rs in rows.items()}
+    result = {"dataset": Path(data).resolve().name, "images": [p.name for p in paths], "repeats": repeats,
+              "quality": quality, "environment": environment(), "notes": notes, "summary": summary,
+              "ratios": ratios(summary, devs), "reference_matches": matches,
+              "methods": {m.name: {"device": m.device, "setting": m.setting, "per_image": rows[m.name]}
+                          for m in methods}}
+    write_json(out / "speed.json", result)
+    (out / "speed.md").write_text(markdown(result))
+    return result
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of images.")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder [default: benchmarks/results].")
+@click.option("--limit", type=int, help="Use only the first N images.")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: CPU, and CUDA as well when present.")
+@click.option("--quality", type=float, default=4.0, show_default=True, help="aecodec quality.")
+@click.option("--weights", type=click.Path(exists=True, file_okay=False), help="Weights folder (sets AECODEC_WEIGHTS).")
+@click.option("--threads", type=int, help="torch CPU threads [default: torch's choice].")
+def main(data, out, limit, repeats, device, quality, weights, threads) -> None:
+    """Encode/decode speed and memory of aecodec, CompressAI's stock path and Pillow's codecs."""
+    use_weights(weights)
+    if threads:
+        torch.set_num_threads(threads)
+    result = run(data, out, limit, repeats, device, quality)
+    click.echo(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

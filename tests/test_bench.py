@@ -1,0 +1,198 @@
+"""Benchmarks: RD and speed smoke runs on tiny images, BD-rate, metrics, and the Kodak fetcher's checksums."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from benchmarks.bdrate import bd_rate
+from benchmarks.metrics import ms_ssim, ms_ssim_db
+
+REPO = Path(__file__).resolve().parent.parent
+ANCHORS = REPO.parent / "shared" / "anchors" / "kodak"
+KODAK = REPO.parent / "shared" / "data" / "kodak"
+
+
+@pytest.fixture
+def tiny_dir(tmp_path, photo_like) -> Path:
+    """Three 64x96 images and a non-image file: --limit 2 must pick im0 and im1 only."""
+    d = tmp_path / "tiny"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(photo_like(64, 96, seed=i)).save(d / f"im{i}.png")
+    (d / "README.txt").write_text("not an image")
+    return d
+
+
+# -- RD benchmark ------------------------------------------------------------------------------
+def test_rd_smoke(tiny_dir, tmp_path):
+    from benchmarks import rd
+
+    out = tmp_path / "out"
+    args = ["--data", str(tiny_dir), "--out", str(out), "--limit", "2", "--qualities", "1,8", "--device", "cpu",
+            "--name", "kodak-smoke", "--anchors", str(ANCHORS if ANCHORS.is_dir() else tmp_path / "none")]
+    result = CliRunner().invoke(rd.main, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    for f in ("rd.json", "rd.csv", "rd_per_image.csv", "rd.png", "bdrate.md"):
+        assert (out / f).stat().st_size > 0, f
+
+    data = json.loads((out / "rd.json").read_text())
+    assert data["images"] == ["im0.png", "im1.png"]
+    codecs = data["codecs"]
+    assert {"aecodec", "jpeg", "jpeg-optimize", "jpeg-444", "webp"} <= set(codecs)
+    aec = codecs["aecodec"]["results"]
+    assert aec["quality"] == [1.0, 8.0]
+    assert all(b > 0 for b in aec["bpp"]) and all(math.isfinite(p) for p in aec["psnr-rgb"])
+    assert all(v is None for v in aec["ms-ssim-rgb"])  # 64 px images: MS-SSIM undefined, written as null
+    assert all(t > 0 for t in aec["encoding_time"] + aec["decoding_time"])
+    jpeg = codecs["jpeg"]["results"]
+    assert jpeg["quality"] == [float(q) for q in range(5, 100, 5)]
+    assert all(a < b for a, b in zip(jpeg["bpp"], jpeg["bpp"][1:], strict=False)), "JPEG bpp must grow with quality"
+    assert jpeg["psnr-rgb"][-1] > jpeg["psnr-rgb"][0] + 5
+    assert sum(codecs["jpeg-optimize"]["results"]["bpp"]) < sum(jpeg["bpp"])
+
+    with open(out / "rd.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == sum(len(c["results"]["bpp"]) for c in codecs.values())
+    with open(out / "rd_per_image.csv") as f:
+        assert len(list(csv.DictReader(f))) == 2 * len(rows)
+
+    md = (out / "bdrate.md").read_text()
+    assert "Against JPEG" in md and "| webp |" in md and "MS-SSIM" in md
+    if ANCHORS.is_dir():
+        assert "(published)" in md
+
+
+# -- BD-rate ---------------------------------------------------------------------------------
+RATE = [0.2, 0.35, 0.6, 1.0, 1.6]
+PSNR = [28.0, 30.5, 33.0, 35.5, 38.0]
+
+
+@pytest.mark.parametrize("scale, expected", [(0.8, -20.0), (1.25, 25.0), (1.0, 0.0)])
+def test_bd_rate_scaled_curve(scale, expected):
+    assert bd_rate(RATE, PSNR, [r * scale for r in RATE], PSNR) == pytest.approx(expected, abs=1e-6)
+
+
+def test_bd_rate_short_and_dirty_curves():
+    # Three points (PCHIP fallback), NaNs and unsorted input are all handled.
+    assert bd_rate(RATE[:3], PSNR[:3], [r * 0.8 for r in RATE[:3]], PSNR[:3]) == pytest.approx(-20.0, abs=1e-6)
+    test_r = [r * 0.8 for r in RATE][::-1] + [0.5]
+    test_d = PSNR[::-1] + [float("nan")]
+    assert bd_rate(RATE, PSNR, test_r, test_d) == pytest.approx(-20.0, abs=1e-6)
+
+
+def test_bd_rate_undefined():
+    assert math.isnan(bd_rate(RATE, PSNR, RATE, [p + 20 for p in PSNR]))  # no overlap
+    assert math.isnan(bd_rate(RATE, PSNR, [0.5], [31.0]))  # one point
+    assert math.isnan(bd_rate(RATE, [float("nan")] * 5, RATE, PSNR))
+
+
+@pytest.mark.skipif(not ANCHORS.is_dir(), reason="published anchors not present")
+@pytest.mark.parametrize("name, expected", [("webp", -36.6), ("av1", -62.7), ("vtm", -67.8)])
+def test_bd_rate_published_anchors(name, expected):
+    """The figures quoted in ../shared/anchors/README.md."""
+    jpeg = json.loads((ANCHORS / "jpeg.json").read_text())["results"]
+    test = json.loads((ANCHORS / f"{name}.json").read_text())["results"]
+    value = bd_rate(jpeg["bpp"], jpeg["psnr-rgb"], test["bpp"], test["psnr-rgb"])
+    assert value == pytest.approx(expected, abs=0.05)
+
+
+# -- metrics ---------------------------------------------------------------------------------
+def test_ms_ssim(photo_like):
+    a = photo_like(176, 176)
+    assert math.isnan(ms_ssim(a[:160], a[:160]))
+    assert ms_ssim(a, a) == pytest.approx(1.0, abs=1e-6)
+    noisy = (a.astype(int) + np.random.default_rng(1).integers(-20, 21, a.shape)).clip(0, 255).astype(np.uint8)
+    v = ms_ssim(a, noisy)
+    assert 0.5 < v < 1.0
+    assert ms_ssim_db(v) == pytest.approx(-10 * math.log10(1 - v))
+    assert ms_ssim_db(1.0) == math.inf and math.isnan(ms_ssim_db(float("nan")))
+
+
+# -- speed benchmark and CompressAI's reference path ----------------------------------------
+def test_reference_path_decodes_like_engine(photo_like):
+    from benchmarks.speed import reference_compress, reference_decompress
+    from codec import api
+    from codec.tensors import to_tensor, to_uint8
+    from codec.weights import load_codec
+
+    codec = load_codec(device="cpu")
+    rgb = photo_like(64, 96, seed=3)
+    ref = reference_compress(codec.model, to_tensor(rgb), 4.0)
+    ours = to_uint8(reference_decompress(codec.model, ref["strings"], ref["shape"], 4.0), 64, 96)
+    np.testing.assert_array_equal(ours, np.asarray(api.decode(api.encode(rgb, 4.0, codec=codec), codec=codec)))
+
+
+def test_speed_smoke(tiny_dir, tmp_path):
+    from benchmarks import speed
+
+    result = speed.run(tiny_dir, tmp_path / "sp", limit=1, repeats=1, device="cpu", quality=4.0)
+    saved = json.loads((tmp_path / "sp" / "speed.json").read_text())
+    assert saved["images"] == ["im0.png"]
+    assert {"aecodec-cpu", "compressai-ref-cpu", "jpeg", "webp"} <= set(saved["summary"])
+    for s in saved["summary"].values():
+        assert s["encode_ms"] > 0 and s["decode_mps"] > 0 and s["bpp"] > 0 and s["peak_rss_mb"] >= 0
+    assert saved["reference_matches"] == {"cpu": True}
+    assert saved["ratios"]["cpu"]["encode_speedup"] > 0
+    assert "aecodec vs CompressAI stock" in (tmp_path / "sp" / "speed.md").read_text()
+    assert result["summary"].keys() == saved["summary"].keys()
+
+
+# -- Kodak download script -------------------------------------------------------------------
+def _get_kodak():
+    spec = importlib.util.spec_from_file_location("get_kodak", REPO / "scripts" / "get_kodak.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_get_kodak_fetch_without_network(tmp_path, monkeypatch):
+    mod = _get_kodak()
+    assert len(mod.SHA256) == 24
+    monkeypatch.setitem(mod.SHA256, "fake.png", hashlib.sha256(b"right").hexdigest())
+    calls = []
+
+    def get(url):
+        calls.append(url)
+        return b"right"
+
+    assert mod.fetch("fake.png", tmp_path, "http://example.invalid/{name}", get) == "downloaded"
+    assert calls == ["http://example.invalid/fake.png"] and (tmp_path / "fake.png").read_bytes() == b"right"
+    assert mod.fetch("fake.png", tmp_path, "http://example.invalid/{name}", get) == "kept"
+    assert len(calls) == 1
+    (tmp_path / "fake.png").write_bytes(b"damaged")
+    status = mod.get_kodak(tmp_path, get=lambda url: b"wrong", names=["fake.png"])
+    assert status["fake.png"].startswith("error: fake.png: checksum mismatch")
+    assert (tmp_path / "fake.png").read_bytes() == b"damaged" and not list(tmp_path.glob("*.part"))
+
+
+@pytest.mark.skipif(not KODAK.is_dir(), reason="local Kodak copy not present")
+def test_get_kodak_against_local_copy(tmp_path):
+    mod = _get_kodak()
+    sums = dict(line.split()[::-1] for line in (KODAK / "SHA256SUMS").read_text().splitlines() if line.strip())
+    assert sums == mod.SHA256
+    target = tmp_path / "kodak"
+    target.mkdir()
+    for name in ("kodim01.png", "kodim02.png"):
+        shutil.copy(KODAK / name, target / name)
+    (target / "kodim03.png").write_bytes(b"truncated")
+
+    def no_network(url):
+        raise AssertionError(f"unexpected download of {url}")
+
+    assert mod.get_kodak(target, get=no_network, names=["kodim01.png", "kodim02.png"]) == {
+        "kodim01.png": "kept", "kodim02.png": "kept"}
+    # A damaged file is fetched again; a file:// URL stands in for the web server.
+    status = mod.get_kodak(target, url_template=KODAK.as_uri() + "/{name}", names=["kodim03.png"])
+    assert status == {"kodim03.png": "downloaded"}
+    assert mod.is_valid(target / "kodim03.png", "kodim03.png")

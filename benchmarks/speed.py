@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from codec.data import load_rgb
 from codec.model import AECModel
-from codec.tensors import to_tensor, to_uint8
+from codec.tensors import psnr, to_tensor, to_uint8
 
 from . import coders
 from .common import RESULTS_DIR, devices, select_images, use_weights, write_json
@@ -241,10 +241,11 @@ def markdown(result: dict) -> str:
                      f"{m['decode_ms']:.1f} | {m['encode_mps']:.2f} | {m['decode_mps']:.2f} | {m['bpp']:.3f} | "
                      f"{m['peak_rss_mb']:.1f} | {cuda} |")
     if result["ratios"]:
-        lines += ["", "| device | aecodec vs CompressAI stock: encode | decode | same output |", "|---|---:|---:|---|"]
+        lines += ["", "| device | aecodec vs CompressAI stock: encode | decode | PSNR between the two decodes (min) |",
+                  "|---|---:|---:|---:|"]
         for d, r in result["ratios"].items():
             lines.append(f"| {d} | {r['encode_speedup']:.2f}x | {r['decode_speedup']:.2f}x | "
-                         f"{result['reference_matches'].get(d)} |")
+                         f"{result['reference_psnr_db'].get(d):.1f} dB |")
     env = result["environment"]
     lines += ["", "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items())]
     lines += ["", *(f"- {n}" for n in result["notes"])] if result["notes"] else []
@@ -262,7 +263,9 @@ def run(data: str | Path, out: str | Path | None = None, limit: int | None = Non
     pillow, notes = pillow_methods()
     methods += pillow
     rows: dict[str, list[dict]] = {m.name: [] for m in methods}
-    matches: dict[str, bool] = {d: True for d in devs}
+    # PSNR between our decode and the stock path's: ours takes scale indexes from the integer-exact
+    # hyper-synthesis, the stock path from the float one, so the two are close but not bit-equal.
+    matches: dict[str, list[float]] = {d: [] for d in devs}
     for path in tqdm(paths, desc="speed", unit="img"):
         rgb = load_rgb(path)
         outputs = {}
@@ -270,12 +273,13 @@ def run(data: str | Path, out: str | Path | None = None, limit: int | None = Non
             r = time_one(m, rgb, repeats)
             outputs[m.name] = r.pop("output")
             rows[m.name].append({"image": path.name, **r})
-        for d in devs:  # the stock path must reproduce our decode exactly, or the ratio compares different work
-            matches[d] &= bool(np.array_equal(outputs[f"aecodec-{d}"], outputs[f"compressai-ref-{d}"]))
+        for d in devs:  # the stock path must decode (nearly) the same image, or the ratio compares different work
+            matches[d].append(psnr(outputs[f"aecodec-{d}"], outputs[f"compressai-ref-{d}"]))
     summary = {name: summarize(rs) for name, rs in rows.items()}
     result = {"dataset": Path(data).resolve().name, "images": [p.name for p in paths], "repeats": repeats,
               "quality": quality, "environment": environment(), "notes": notes, "summary": summary,
-              "ratios": ratios(summary, devs), "reference_matches": matches,
+              "ratios": ratios(summary, devs),
+              "reference_psnr_db": {d: float(min(v)) for d, v in matches.items()},
               "methods": {m.name: {"device": m.device, "setting": m.setting, "per_image": rows[m.name]}
                           for m in methods}}
     write_json(out / "speed.json", result)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from .errors import FormatError
 
 MAGIC = b"\x89AEC"
-VERSION = 1
+VERSION = 2  # 2: integer-exact hyper-synthesis (codec/exact.py); 1 was a float pre-release, never shipped
 #: Default limit on width × height a decoder accepts (raise with ``max_pixels``).
 MAX_PIXELS = 1 << 28
 QUALITY_SCALE = 1000  # quality stored as round(q * 1000) in a u16

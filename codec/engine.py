@@ -12,12 +12,14 @@ import torch
 from compressai import ans
 from torch import Tensor
 
+from .exact import ExactHyperSynthesis
 from .model import AECModel
 
 
 @dataclass
 class EntropyTables:
-    """CDF tables of one model in the list form the rANS coder takes."""
+    """What coding needs, prepared once per model: the CDFs in the list form the rANS coder takes
+    and the integer-exact hyper-synthesis that turns hyper-latent symbols into scale indexes."""
 
     z_cdf: list[list[int]]
     z_cdf_len: list[int]
@@ -25,12 +27,14 @@ class EntropyTables:
     y_cdf: list[list[int]]
     y_cdf_len: list[int]
     y_offset: list[int]
+    hyper: ExactHyperSynthesis
 
     @classmethod
     def from_model(cls, model: AECModel) -> EntropyTables:
         eb, gc = model.entropy_bottleneck, model.gaussian_conditional
-        if eb._quantized_cdf.numel() == 0 or gc._quantized_cdf.numel() == 0:
+        if eb._quantized_cdf.numel() == 0 or gc._quantized_cdf.numel() == 0 or not model.y_gain_table.any():
             raise RuntimeError("entropy tables missing: call build_tables(model) first")
+        device = model.log_y_gain.device
         return cls(
             eb._quantized_cdf.tolist(),
             eb._cdf_length.reshape(-1).tolist(),
@@ -38,6 +42,7 @@ class EntropyTables:
             gc._quantized_cdf.tolist(),
             gc._cdf_length.reshape(-1).tolist(),
             gc._offset.reshape(-1).tolist(),
+            ExactHyperSynthesis(model.h_s, eb._get_medians(), gc.scale_table, device),
         )
 
 
@@ -45,6 +50,7 @@ def build_tables(model: AECModel) -> None:
     """(Re)build the quantized CDFs from the current parameters; done at export and validation."""
     model.entropy_bottleneck.update(force=True)
     model.gaussian_conditional.update()
+    model.freeze_gains()
 
 
 def scale_indexes(model: AECModel, scales: Tensor) -> Tensor:
@@ -82,6 +88,10 @@ class Streams:
     z_shape: tuple[int, int]
 
 
+def _float_dtype(model: AECModel) -> torch.dtype:
+    return model.log_y_gain.dtype
+
+
 @torch.inference_mode()
 def analyze(model: AECModel, x: Tensor) -> Tensor:
     """The latent ``y`` of a batch ``x`` (B, 3, H, W) in [0, 1], H and W multiples of PAD_MULTIPLE.
@@ -89,28 +99,39 @@ def analyze(model: AECModel, x: Tensor) -> Tensor:
     Kept apart from ``code`` because ``y`` does not depend on the quality: a rate search runs the
     analysis transform once and only re-codes the latent.
     """
-    return model.g_a(x).float()
+    return model.g_a(x.to(_float_dtype(model)))
 
 
 @torch.inference_mode()
+def quantize(model: AECModel, tables: EntropyTables, y: Tensor, quality: float) -> Latents:
+    """Symbols and coding tables for latents ``y`` at ``quality`` (what the decoder will rebuild).
+
+    Only the encoder's own float values (``y``, ``z``) decide the symbols; everything the decoder
+    must reproduce (indexes, means) comes from ``tables.hyper`` on the symbols themselves.
+    """
+    y_gain, z_gain = model.inference_gains(quality)
+    medians = tables.hyper.medians.view(1, -1, 1, 1)
+    z = model.h_a(y).double().cpu()
+    z_sym = torch.round(z * z_gain.view(1, -1, 1, 1) - medians).int()
+    idx, means = tables.hyper(z_sym, z_gain, y_gain)
+    y_sym = torch.round(y.double().cpu() * y_gain.view(1, -1, 1, 1) - means).int()
+    return Latents(z_sym, y_sym, idx, means, y_gain)
+
+
+def entropy_code(model: AECModel, tables: EntropyTables, lat: Latents) -> list[Streams]:
+    """rANS-code quantized latents: one ``Streams`` per batch item."""
+    z_idx = _z_indexes(model, lat.z_sym.shape[1:])
+    out = []
+    for b in range(lat.y_sym.shape[0]):
+        zs = _encode(lat.z_sym[b], z_idx, tables.z_cdf, tables.z_cdf_len, tables.z_offset)
+        ys = _encode(lat.y_sym[b], lat.indexes[b], tables.y_cdf, tables.y_cdf_len, tables.y_offset)
+        out.append(Streams(zs, ys, tuple(lat.z_sym.shape[2:])))
+    return out
+
+
 def code(model: AECModel, tables: EntropyTables, y: Tensor, quality: float) -> list[Streams]:
     """Entropy-code latents ``y`` at ``quality``: one ``Streams`` per batch item."""
-    y_gain, z_gain = model.gains(quality)
-    z = model.h_a(y).float() * z_gain
-    medians = model.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
-    z_sym = torch.round(z - medians).int()
-    z_hat = z_sym.float() + medians
-    scales, means = model.hyper_params(z_hat, z_gain, y_gain)
-    y_sym = torch.round(y * y_gain - means).int().cpu()
-    idx = scale_indexes(model, scales).cpu()
-    z_sym = z_sym.cpu()
-    z_idx = _z_indexes(model, z_sym.shape[1:])
-    out = []
-    for b in range(y.shape[0]):
-        zs = _encode(z_sym[b], z_idx, tables.z_cdf, tables.z_cdf_len, tables.z_offset)
-        ys = _encode(y_sym[b], idx[b], tables.y_cdf, tables.y_cdf_len, tables.y_offset)
-        out.append(Streams(zs, ys, tuple(z.shape[2:])))
-    return out
+    return entropy_code(model, tables, quantize(model, tables, y, quality))
 
 
 def compress(model: AECModel, tables: EntropyTables, x: Tensor, quality: float) -> list[Streams]:
@@ -119,20 +140,39 @@ def compress(model: AECModel, tables: EntropyTables, x: Tensor, quality: float) 
 
 
 @torch.inference_mode()
-def decompress(model: AECModel, tables: EntropyTables, streams: list[Streams], quality: float) -> Tensor:
-    """Decode a batch of same-size streams to (B, 3, H, W) in [0, 1] (still padded)."""
-    device = model.log_y_gain.device
-    y_gain, z_gain = model.gains(quality)
-    N = model.arch.N
+def decode_latents(model: AECModel, tables: EntropyTables, streams: list[Streams], quality: float) -> Latents:
+    """rANS-decode a batch of same-size streams: symbols, indexes and means (all on the CPU)."""
+    y_gain, z_gain = model.inference_gains(quality)
     zh, zw = streams[0].z_shape
-    z_idx = _z_indexes(model, (N, zh, zw))
+    z_idx = _z_indexes(model, (model.arch.N, zh, zw))
     z_sym = torch.stack([_decode(s.z, z_idx, tables.z_cdf, tables.z_cdf_len, tables.z_offset) for s in streams])
-    medians = model.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
-    z_hat = z_sym.to(device).float() + medians
-    scales, means = model.hyper_params(z_hat, z_gain, y_gain)
-    idx = scale_indexes(model, scales).cpu()
+    idx, means = tables.hyper(z_sym, z_gain, y_gain)
     y_sym = torch.stack(
         [_decode(s.y, idx[b], tables.y_cdf, tables.y_cdf_len, tables.y_offset) for b, s in enumerate(streams)]
     )
-    y_hat = (y_sym.to(device).float() + means) / y_gain
-    return model.g_s(y_hat).float().clamp_(0, 1)
+    return Latents(z_sym, y_sym, idx, means, y_gain)
+
+
+@dataclass
+class Latents:
+    """Decoded symbols and the tables derived from them; exact, so equal on every machine."""
+
+    z_sym: Tensor
+    y_sym: Tensor
+    indexes: Tensor
+    means: Tensor
+    y_gain: Tensor
+
+    def y_hat(self) -> Tensor:
+        return (self.y_sym.double() + self.means) / self.y_gain.view(1, -1, 1, 1)
+
+
+@torch.inference_mode()
+def synthesize(model: AECModel, latents: Latents) -> Tensor:
+    device = model.log_y_gain.device
+    return model.g_s(latents.y_hat().to(device, _float_dtype(model))).float().clamp_(0, 1)
+
+
+def decompress(model: AECModel, tables: EntropyTables, streams: list[Streams], quality: float) -> Tensor:
+    """Decode a batch of same-size streams to (B, 3, H, W) in [0, 1] (still padded)."""
+    return synthesize(model, decode_latents(model, tables, streams, quality))

@@ -39,6 +39,7 @@ def export(model: AECModel, model_id: str, folder: Path, half: bool, meta: dict,
     """Write ``folder/<model_id>.safetensors`` and its manifest entry; returns the entry."""
     model = model.cpu().eval()
     engine.build_tables(model)
+    engine.EntropyTables.from_model(model)  # raises if the exact hyper-synthesis could overflow 2^53
     file = f"{model_id}.safetensors"
     digest = save_weights(model, folder / file, half=half)
     entry = {

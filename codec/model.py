@@ -109,19 +109,46 @@ class AECModel(nn.Module):
         init = 0.5 * torch.log(lam / lam[L // 2 - 1 : L // 2 + 1].mean())
         self.log_y_gain = nn.Parameter(init[:, None].repeat(1, M).clone())
         self.log_z_gain = nn.Parameter((0.5 * init)[:, None].repeat(1, N).clone())
+        self.register_buffer("y_gain_table", torch.zeros(L, M))
+        self.register_buffer("z_gain_table", torch.zeros(L, N))
 
     # -- gains -----------------------------------------------------------------------------
     def gains(self, quality: Tensor | float) -> tuple[Tensor, Tensor]:
-        """Per-sample (y_gain, z_gain) of shape (B, C, 1, 1) for qualities in [1, levels]."""
+        """Per-sample (y_gain, z_gain) of shape (B, C, 1, 1) for qualities in [1, levels].
+
+        Between two ladder levels the gains are interpolated linearly — the same formula the
+        integer-exact decoder path evaluates in float64 (``inference_gains``), so what is trained
+        is what is decoded, and no transcendental function (whose last bit varies between libms)
+        sits on the path that decides the entropy coder's tables.
+        """
         q = torch.as_tensor(quality, dtype=torch.float32, device=self.log_y_gain.device).reshape(-1)
         q = q.clamp(Q.Q_MIN, float(self.arch.levels))
         lo = (q.floor().long() - 1).clamp(max=self.arch.levels - 2)
         t = (q - 1 - lo.float())[:, None]
 
         def interp(table: Tensor) -> Tensor:
-            return torch.exp((1 - t) * table[lo] + t * table[lo + 1])[:, :, None, None]
+            g = table.exp()
+            return ((1 - t) * g[lo] + t * g[lo + 1])[:, :, None, None]
 
         return interp(self.log_y_gain), interp(self.log_z_gain)
+
+    @torch.no_grad()
+    def freeze_gains(self) -> None:
+        """Store exp(log gain) as plain numbers: decoders read these, never recompute exp."""
+        self.y_gain_table.copy_(self.log_y_gain.exp())
+        self.z_gain_table.copy_(self.log_z_gain.exp())
+
+    def inference_gains(self, quality: float) -> tuple[Tensor, Tensor]:
+        """(y_gain, z_gain) as float64 CPU vectors from the frozen tables, bit-identical everywhere."""
+        k = round(float(quality) * 1000)
+        level = min(k // 1000, self.arch.levels - 1) - 1
+        t = (k - 1000 * (level + 1)) / 1000
+
+        def interp(table: Tensor) -> Tensor:
+            g = table.detach().double().cpu()
+            return g[level] if t == 0 else (1 - t) * g[level] + t * g[level + 1]
+
+        return interp(self.y_gain_table), interp(self.z_gain_table)
 
     # -- training forward ----------------------------------------------------------------
     def forward(self, x: Tensor, quality: Tensor, autocast_dtype: torch.dtype | None = None) -> dict:
@@ -155,6 +182,7 @@ class AECModel(nn.Module):
 
     # -- inference pieces (used by codec.engine) -----------------------------------------
     def hyper_params(self, z_hat: Tensor, z_gain: Tensor, y_gain: Tensor) -> tuple[Tensor, Tensor]:
-        """(scales, means) of the gained latent, from the decoded hyper-latent."""
+        """Float (scales, means) of the gained latent — the training-time path; coding uses
+        ``codec.exact`` instead, which computes the same thing in integers."""
         scales, means = self.h_s(z_hat / z_gain).float().chunk(2, 1)
         return scales * y_gain, means * y_gain

@@ -90,10 +90,12 @@ def _load(model_id: str | None, device: str, folder: str) -> Codec:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise AecError(f"cannot read weights {path}: {e}") from None
-    model = model_from_state(Arch(**entry["arch"]), state_dict_for_model(tensors))
-    dev = torch.device(device)
-    model = model.to(dev)
-    return Codec(model, engine.EntropyTables.from_model(model), model_id, bytes.fromhex(digest[:16]), dev)
+    try:
+        model = model_from_state(Arch(**entry["arch"]), state_dict_for_model(tensors)).to(torch.device(device))
+        tables = engine.EntropyTables.from_model(model)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise AecError(f"weights {path} do not fit model {model_id!r}: {e}") from None
+    return Codec(model, tables, model_id, bytes.fromhex(digest[:16]), torch.device(device))
 
 
 def resolve_device(device: str | torch.device | None) -> str:
@@ -129,7 +131,7 @@ def save_weights(model: AECModel, path: Path, half: bool) -> str:
 
     With ``half`` the transform weights are stored as fp16; gains, quantiles and tables stay exact.
     """
-    keep_fp32 = ("log_y_gain", "log_z_gain", "quantiles", "scale_table", *TABLE_BUFFERS)
+    keep_fp32 = ("gain", "quantiles", "scale_table", *TABLE_BUFFERS)
     sd = {}
     for k, v in model.state_dict().items():
         v = v.detach().cpu().contiguous()

@@ -38,16 +38,16 @@ def _use_test_weights(test_weights, monkeypatch):
     yield
 
 
+def make_photo_like(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth synthetic image with edges and noise, more photo-like than uniform noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([128 + 80 * np.sin(xx / 17.0 + c + seed) * np.cos(yy / 23.0 - c) for c in range(3)], axis=-1)
+    base[(xx + 2 * yy) % 97 < 30] += 40
+    base += rng.normal(0, 6, base.shape)
+    return base.clip(0, 255).astype(np.uint8)
+
+
 @pytest.fixture
 def photo_like():
-    """A smooth synthetic image with edges and noise, more photo-like than uniform noise."""
-
-    def make(h: int, w: int, seed: int = 0) -> np.ndarray:
-        rng = np.random.default_rng(seed)
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        base = np.stack([128 + 80 * np.sin(xx / 17.0 + c) * np.cos(yy / 23.0 - c) for c in range(3)], axis=-1)
-        base[(xx + 2 * yy) % 97 < 30] += 40
-        base += rng.normal(0, 6, base.shape)
-        return base.clip(0, 255).astype(np.uint8)
-
-    return make
+    return make_photo_like

@@ -26,14 +26,14 @@ def test_round_trip_keeps_size(photo_like, h, w):
     assert out.mode == "RGB"
 
 
-def test_decode_matches_network_forward(photo_like):
-    """The coded path (real rANS streams) reconstructs exactly what the network's eval pass does."""
+def test_decode_close_to_float_network(photo_like):
+    """The coded path (exact integer hyper-synthesis, real rANS) stays close to the float network's eval pass."""
     c = load_codec()
     rgb = photo_like(64, 128)
-    out = np.asarray(codec.decode(codec.encode(rgb, quality=5.5, codec=c), codec=c))
+    out = np.asarray(codec.decode(codec.encode(rgb, quality=5.5, codec=c), codec=c)).astype(float)
     with torch.no_grad():
-        ref = c.model(to_tensor(rgb), torch.tensor([5.5]))["x_hat"]
-    assert np.array_equal(out, to_uint8(ref, 64, 128))
+        ref = to_uint8(c.model(to_tensor(rgb), torch.tensor([5.5]))["x_hat"], 64, 128).astype(float)
+    assert np.abs(out - ref).mean() < 1.0
 
 
 def test_encoding_is_deterministic(photo_like):

@@ -105,7 +105,7 @@ def test_malformed_files_exit_2(tmp_path, png, kind):
         bad.write_bytes(b"GIF8" + data[4:])
     elif kind == "version":
         body = bytearray(data[:-4])
-        body[4] = 2
+        body[4] = 99
         import struct
         import zlib
 

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import io
+import struct
+import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import bitstream as bs
 from . import engine
 from . import quality as Q
 from .errors import AecError
 from .model import AECModel
-from .tensors import to_tensor, to_uint8
+from .tensors import padded_size, to_tensor, to_uint8
 
 
 @dataclass
@@ -93,11 +96,25 @@ def encode_array_to_size(rgb: np.ndarray, max_bytes: int, codec: Codec | None = 
     return best, True
 
 
-def decode_file(f: bs.AecFile, codec: Codec) -> np.ndarray:
+def check_work_area(f: bs.AecFile, max_pixels: int = bs.MAX_PIXELS) -> None:
+    """Refuse a file whose padded working area exceeds ``max_pixels``, before anything is allocated.
+
+    ``unpack`` limits width × height; the network works on both sides rounded up to the pad multiple,
+    so a 1 × 2^28 header would otherwise cost 64 times the limit.
+    """
+    hp, wp = padded_size(f.height, f.width)
+    if hp * wp > max_pixels:
+        raise bs.FormatError(
+            f"image of {f.width}x{f.height} needs a working area of {wp}x{hp}, over the limit of {max_pixels} pixels"
+        )
+
+
+def decode_file(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) -> np.ndarray:
     """Decode the RGB planes of a parsed file to an (H, W, 3) uint8 array."""
     from .model import PAD_MULTIPLE
 
-    hp, wp = (-(-f.height // PAD_MULTIPLE)) * PAD_MULTIPLE, (-(-f.width // PAD_MULTIPLE)) * PAD_MULTIPLE
+    check_work_area(f, max_pixels)
+    hp, wp = padded_size(f.height, f.width)
     streams = engine.Streams(f.z_stream, f.y_stream, (hp // PAD_MULTIPLE, wp // PAD_MULTIPLE))
     try:
         x = engine.decompress(codec.model, codec.tables, [streams], f.quality)
@@ -106,9 +123,9 @@ def decode_file(f: bs.AecFile, codec: Codec) -> np.ndarray:
     return to_uint8(x, f.height, f.width)
 
 
-def decode_array(data: bytes, codec: Codec | None = None) -> np.ndarray:
-    f = bs.unpack(data)
-    return decode_file(f, _codec_for(f, codec))
+def decode_array(data: bytes, codec: Codec | None = None, max_pixels: int = bs.MAX_PIXELS) -> np.ndarray:
+    f = bs.unpack(data, max_pixels)
+    return decode_file(f, _codec_for(f, codec), max_pixels)
 
 
 def _codec_for(f: bs.AecFile, codec: Codec | None) -> Codec:
@@ -122,39 +139,87 @@ def _codec_for(f: bs.AecFile, codec: Codec | None) -> Codec:
 # -- PIL images ------------------------------------------------------------------------------
 def _to_planes(image: Image.Image | np.ndarray) -> tuple[np.ndarray, dict]:
     """Normalize any input image to RGB uint8 planes plus the fields that travel beside them."""
-    if isinstance(image, np.ndarray):
-        image = _array_to_image(image)
-    if not isinstance(image, Image.Image):
-        raise AecError(f"cannot encode object of type {type(image).__name__}")
-    extra: dict = {}
+    image = _as_image(image)
     icc = image.info.get("icc_profile")
-    image = ImageOps.exif_transpose(image) or image  # orientation applied, tag dropped from the EXIF
+    image = _apply_orientation(image)
     exif = image.info.get("exif")
+    image, icc = _to_coded_mode(image, icc)
+    extra: dict = {}
     if exif:
         extra["exif"] = bytes(exif)
     if icc:
         extra["icc"] = bytes(icc)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):
-        # 16-bit grey: keep the top 8 bits (the codec is 8-bit).
-        arr = np.asarray(image, dtype=np.uint32 if image.mode == "I" else np.uint16)
-        image = Image.fromarray((arr >> 8).clip(0, 255).astype(np.uint8), "L")
-    elif image.mode == "F":
-        image = Image.fromarray(np.asarray(image).clip(0, 255).astype(np.uint8), "L")
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
-    gray = image.mode in ("L", "LA", "1")
-    if image.mode == "P":
-        image = image.convert("RGBA" if has_alpha else "RGB")
-    if image.mode == "CMYK" or image.mode == "YCbCr" or image.mode == "LAB" or image.mode == "HSV":
-        image = image.convert("RGB")
-    if has_alpha:
-        alpha = image.getchannel("A")
+    if image.mode in ("RGBA", "LA"):
         buf = io.BytesIO()
-        alpha.save(buf, format="PNG", optimize=True)
+        image.getchannel("A").save(buf, format="PNG", optimize=True)
         extra["alpha"] = buf.getvalue()
-    rgb = np.asarray(image.convert("L").convert("RGB") if gray else image.convert("RGB"))
-    if gray:
+    if image.mode in ("L", "LA"):
         extra["layout"] = bs.LAYOUT_GRAY
-    return rgb, extra
+        return np.asarray(image.convert("L").convert("RGB")), extra
+    return np.asarray(image.convert("RGB")), extra
+
+
+def _as_image(image: Image.Image | np.ndarray) -> Image.Image:
+    if isinstance(image, np.ndarray):
+        image = _array_to_image(image)
+    if not isinstance(image, Image.Image):
+        raise AecError(f"cannot encode object of type {type(image).__name__}")
+    if image.width < 1 or image.height < 1:
+        raise AecError(f"cannot encode an empty image ({image.width}x{image.height})")
+    return image
+
+
+def _apply_orientation(image: Image.Image) -> Image.Image:
+    """Rotate the pixels as EXIF says (the tag is dropped); unreadable EXIF leaves them as they are."""
+    try:
+        return ImageOps.exif_transpose(image) or image
+    except PIL_DECODE_ERRORS:
+        return image
+
+
+_DEEP_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _to_coded_mode(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
+    """Bring any Pillow mode to one the codec carries: RGB, RGBA, L or LA (8 bits).
+
+    CMYK and LAB become RGB; their ICC profile describes the old colour space, so it is used for the
+    conversion where possible and then dropped. Premultiplied alpha is unpremultiplied; a colour-key
+    transparency (palette, grey or RGB PNG with tRNS) becomes an alpha plane.
+    """
+    mode = image.mode
+    if mode in ("RGB", "L") and "transparency" in image.info:  # a PNG colour key (tRNS): real alpha
+        return image.convert(mode + "A" if mode == "L" else "RGBA"), icc
+    if mode in ("RGB", "RGBA", "L", "LA"):
+        return image, icc
+    if mode in _DEEP_GRAY:
+        # 16-bit grey: keep the top 8 bits (the codec is 8-bit).
+        arr = np.asarray(image).astype(np.int64).clip(0, 0xFFFF)
+        return Image.fromarray((arr >> 8).astype(np.uint8), "L"), icc
+    if mode == "F":
+        return Image.fromarray(np.nan_to_num(np.asarray(image)).clip(0, 255).astype(np.uint8), "L"), icc
+    if mode == "CMYK":
+        return _cmyk_to_rgb(image, icc), None
+    target = {"1": "L", "La": "LA", "RGBa": "RGBA", "PA": "RGBA"}.get(mode, "RGB")
+    if mode == "P" and "transparency" in image.info:
+        target = "RGBA"
+    try:
+        return image.convert(target), (None if mode == "LAB" else icc)
+    except ValueError:
+        raise AecError(f"cannot encode images of mode {mode}") from None
+
+
+def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> Image.Image:
+    """CMYK → RGB through the embedded profile (to sRGB) when it is usable, else Pillow's formula."""
+    if icc:
+        from PIL import ImageCms
+
+        try:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            return ImageCms.profileToProfile(image, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+            pass  # a damaged or non-CMYK profile: the plain conversion below is still an image
+    return image.convert("RGB")
 
 
 def _array_to_image(arr: np.ndarray) -> Image.Image:
@@ -200,25 +265,59 @@ def encode(
     return data
 
 
-def decode(data: bytes, *, codec: Codec | None = None) -> Image.Image:
-    """Decompress ``.aec`` bytes to a PIL image (RGB, L, RGBA or LA as it was coded)."""
-    f = bs.unpack(data)
-    rgb = decode_file(f, _codec_for(f, codec))
+def decode(data: bytes, *, codec: Codec | None = None, max_pixels: int = bs.MAX_PIXELS) -> Image.Image:
+    """Decompress ``.aec`` bytes to a PIL image (RGB, L, RGBA or LA as it was coded).
+
+    Files larger than ``max_pixels`` (width × height, and the padded area the network works on) are
+    refused with FormatError before anything is allocated for them; raise it for very large images.
+    """
+    f = bs.unpack(data, max_pixels)
+    check_work_area(f, max_pixels)  # before the weights are even looked up
+    rgb = decode_file(f, _codec_for(f, codec), max_pixels)
     image = Image.fromarray(rgb, "RGB")
     if f.layout == bs.LAYOUT_GRAY:
         image = image.convert("L")
     if f.alpha is not None:
-        try:
-            with Image.open(io.BytesIO(f.alpha)) as a:
-                alpha = a.convert("L")
-                alpha.load()
-        except Exception:
-            raise bs.FormatError("corrupt alpha plane") from None
-        if alpha.size != image.size:
-            raise bs.FormatError("alpha plane size does not match the image")
-        image.putalpha(alpha)
+        image.putalpha(alpha_plane(f.alpha, image.size))
     if f.icc:
         image.info["icc_profile"] = f.icc
     if f.exif:
         image.info["exif"] = f.exif
     return image
+
+
+#: What Pillow raises on damaged PNG data (it has no common base class for them).
+PIL_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR, read without Pillow; None when it is not a PNG."""
+    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+def alpha_plane(png: bytes, size: tuple[int, int]) -> Image.Image:
+    """The lossless alpha plane of an ``aLPH`` chunk as mode L.
+
+    Only PNG is accepted (the chunk must not reach Pillow's other decoders), and its size must be the
+    image's: both are checked on the header, before Pillow allocates any pixel.
+    """
+    found = png_size(png)
+    if found is None:
+        raise bs.FormatError("corrupt alpha plane (not a PNG)")
+    if found != size:
+        raise bs.FormatError(f"alpha plane is {found[0]}x{found[1]}, the image {size[0]}x{size[1]}")
+    try:
+        with warnings.catch_warnings():
+            # The size was checked against the decoder's own pixel limit above.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(png), formats=["PNG"]) as a:
+                if a.size != size:
+                    raise bs.FormatError("alpha plane size does not match the image")
+                a.load()
+                return a.convert("L")
+    except UnidentifiedImageError:
+        raise bs.FormatError("corrupt alpha plane (not a readable PNG)") from None
+    except PIL_DECODE_ERRORS as e:
+        raise bs.FormatError(f"corrupt alpha plane ({type(e).__name__}: {e})") from None

@@ -6,6 +6,7 @@ bytes actually present and the pixel count against a limit *before* anything is 
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ _CRC = struct.Struct("<I")
 #: Chunks a decoder must understand (upper-case first letter) and ancillary ones it may skip.
 Z_STREAM, Y_STREAM, ALPHA, ICC, EXIF = b"ZSTR", b"YSTR", b"aLPH", b"iCCP", b"eXIF"
 CRITICAL = {Z_STREAM, Y_STREAM}
+KNOWN = CRITICAL | {ALPHA, ICC, EXIF}
 
 
 @dataclass
@@ -61,14 +63,48 @@ def quantize_quality(quality: float) -> float:
     return round(float(quality) * QUALITY_SCALE) / QUALITY_SCALE
 
 
-def pack(f: AecFile) -> bytes:
-    model = f.model_id.encode("ascii")
-    if len(model) > 255:
-        raise ValueError("model id longer than 255 bytes")
+def _check_fields(f: AecFile) -> bytes:
+    """Refuse fields a decoder would reject, so ``pack`` never writes a file ``unpack`` cannot read.
+
+    Returns the model id as bytes. Raises ValueError: a bad field is the caller's bug, not bad input.
+    """
+    model = f.model_id.encode("utf-8")
+    if len(model) > 255 or not _printable(model):
+        raise ValueError("model id must be at most 255 printable ASCII characters")
     if len(f.weights_hash) != 8:
         raise ValueError("weights hash must be 8 bytes")
     if not (1 <= f.width <= 0xFFFFFFFF and 1 <= f.height <= 0xFFFFFFFF):
         raise ValueError("image dimensions out of range")
+    if f.layout not in LAYOUTS:
+        raise ValueError(f"unknown channel layout {f.layout}")
+    if not (math.isfinite(f.quality) and 1 <= round(f.quality * QUALITY_SCALE) / QUALITY_SCALE <= 8):
+        raise ValueError(f"quality {f.quality!r} out of range")
+    if f.version != VERSION:
+        raise ValueError(f"this encoder writes version {VERSION} only")
+    for tag in f.extra:
+        if not _valid_tag(tag) or tag in KNOWN or _critical(tag):
+            raise ValueError(f"extra chunk tag {tag!r} must be 4 ASCII letters, lower-case first, not a known tag")
+    return model
+
+
+def _valid_tag(tag: bytes) -> bool:
+    """Four ASCII letters, as in PNG; anything else is damage, not an unknown chunk."""
+    return len(tag) == 4 and tag.isalpha()  # bytes.isalpha: ASCII letters only
+
+
+def _critical(tag: bytes) -> bool:
+    """Upper-case first letter: a decoder that does not know the chunk must refuse the file."""
+    return tag[:1].isupper()
+
+
+def _printable(text: bytes) -> bool:
+    """Printable ASCII only: a model id is echoed to terminals and error messages."""
+    return all(0x20 <= b < 0x7F for b in text)
+
+
+def pack(f: AecFile) -> bytes:
+    """Serialize ``f``; ancillary chunks in ``extra`` are written too, so parse → pack loses nothing."""
+    model = _check_fields(f)
     parts = [
         MAGIC,
         _FIXED.pack(
@@ -78,7 +114,10 @@ def pack(f: AecFile) -> bytes:
     ]
     chunks = [(Z_STREAM, f.z_stream), (Y_STREAM, f.y_stream)]
     chunks += [(tag, data) for tag, data in ((ALPHA, f.alpha), (ICC, f.icc), (EXIF, f.exif)) if data is not None]
+    chunks += list(f.extra.items())
     for tag, data in chunks:
+        if len(data) > 0xFFFFFFFF:
+            raise ValueError(f"chunk {tag!r} longer than 4 GiB")
         parts += [_CHUNK.pack(tag, len(data)), data]
     body = b"".join(parts)
     return body + _CRC.pack(zlib.crc32(body))
@@ -110,10 +149,9 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> AecFile:
         raise FormatError(f"quality {quality:g} out of range")
     if pos + mlen > len(body):
         raise FormatError("truncated .aec file (model id)")
-    try:
-        model_id = body[pos : pos + mlen].decode("ascii")
-    except UnicodeDecodeError:
-        raise FormatError("model id is not ASCII") from None
+    if not _printable(body[pos : pos + mlen]):
+        raise FormatError("model id is not printable ASCII")
+    model_id = body[pos : pos + mlen].decode("ascii")
     pos += mlen
     f = AecFile(width, height, quality, layout, model_id, whash, version=version)
     seen: set[bytes] = set()
@@ -122,6 +160,8 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> AecFile:
             raise FormatError("truncated .aec file (chunk header)")
         tag, length = _CHUNK.unpack_from(body, pos)
         pos += _CHUNK.size
+        if not _valid_tag(tag):
+            raise FormatError(f"invalid chunk tag {tag!r} (damaged file)")
         if length > len(body) - pos:
             raise FormatError(f"chunk {tag!r} claims {length} bytes past the end of the file")
         if tag in seen:
@@ -139,7 +179,7 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> AecFile:
             f.icc = payload
         elif tag == EXIF:
             f.exif = payload
-        elif tag[:1].isupper():
+        elif _critical(tag):
             raise FormatError(f"unknown critical chunk {tag!r}")
         else:
             f.extra[tag] = payload

@@ -8,19 +8,38 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from . import files
+from .bitstream import MAX_PIXELS
 from .errors import AecError
 
 EXIT_BAD_INPUT, EXIT_OTHER = 2, 1
+NO_LIMIT = 1 << 64  # above any u32 × u32
+
+
+def _one_line(msg: str) -> str:
+    """Messages can quote library errors or file names; the CLI promises one line per failure."""
+    return " ".join(str(msg).split())
 
 
 def _fail(msg: str) -> None:
-    click.echo(f"aecodec: {msg}", err=True)
+    click.echo(f"aecodec: {_one_line(msg)}", err=True)
+
+
+def _labelled(src: str, msg: str) -> str:
+    """Prefix a failure with its input, so a batch run says which file it was about."""
+    name = files.label(src)
+    return msg if msg.startswith(f"{name}:") else f"{name}: {msg}"
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Library warnings (e.g. Pillow on odd EXIF) as one ``aecodec: warning:`` line, not a source dump."""
+    click.echo(f"aecodec: warning: {_one_line(str(message))}", err=True)
 
 
 def _run_many(inputs: tuple[str, ...], job: Callable[[str], str], unit: str) -> None:
@@ -37,7 +56,7 @@ def _run_many(inputs: tuple[str, ...], job: Callable[[str], str], unit: str) -> 
         try:
             pixels += int(job(src))
         except AecError as e:
-            _fail(str(e))
+            _fail(_labelled(src, str(e)))
             status = max(status, EXIT_BAD_INPUT)
         except KeyboardInterrupt:
             _fail("interrupted")
@@ -65,6 +84,7 @@ def main() -> None:
       aecodec decode photo.aec            writes photo.png
       aecodec info photo.aec
     """
+    warnings.showwarning = _show_warning
 
 
 @main.command()
@@ -107,7 +127,7 @@ def encode(inputs, output, quality, target_bpp, max_bytes, device, model_id, for
         _check_not_input(src, dest)
         if dest != files.STDIO and Path(dest).exists() and not force:
             raise AecError(f"{dest}: exists (use --force to overwrite)")
-        image = files.open_image(files.read_bytes(src), src)
+        image = files.open_image(files.read_bytes(src), files.label(src))
         data = encode_image(image, quality, target_bpp=target_bpp, max_bytes=max_bytes, codec=codec)
         files.write_output(dest, data, force)
         return image.width * image.height
@@ -120,7 +140,14 @@ def encode(inputs, output, quality, target_bpp, max_bytes, device, model_id, for
 @click.option("-o", "--output", help="Output file (.png, .jpg, .webp, .tif), folder, or - for stdout (PNG).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
-def decode(inputs, output, device, force) -> None:
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=MAX_PIXELS,
+    show_default=True,
+    help="Refuse larger images (width x height, padded to 64) before allocating anything for them.",
+)
+def decode(inputs, output, device, force, max_pixels) -> None:
     """Decompress .aec files to PNG (or the format the output name asks for). Use - to read stdin."""
     from . import bitstream as bs
     from .api import decode as decode_image
@@ -132,8 +159,9 @@ def decode(inputs, output, device, force) -> None:
         if dest != files.STDIO and Path(dest).exists() and not force:
             raise AecError(f"{dest}: exists (use --force to overwrite)")
         data = files.read_bytes(src)
-        header = bs.unpack(data)
-        image = decode_image(data, codec=load_codec_for(header.model_id, header.weights_hash, device))
+        header = bs.unpack(data, max_pixels)
+        codec = load_codec_for(header.model_id, header.weights_hash, device)
+        image = decode_image(data, codec=codec, max_pixels=max_pixels)
         files.write_output(dest, files.image_bytes(image, dest), force)
         return image.width * image.height
 
@@ -148,7 +176,7 @@ def info(file) -> None:
 
     try:
         data = files.read_bytes(file)
-        f = bs.unpack(data)
+        f = bs.unpack(data, max_pixels=NO_LIMIT)  # describing allocates nothing: no size limit
     except AecError as e:
         _fail(str(e))
         sys.exit(EXIT_BAD_INPUT)

@@ -66,10 +66,13 @@ def _encode(symbols: Tensor, indexes: Tensor, cdf, cdf_len, offset) -> bytes:
 
 
 def _decode(data: bytes, indexes: Tensor, cdf, cdf_len, offset) -> Tensor:
-    # The C++ decoder reads 32-bit words without bounds checks; a valid stream is consumed exactly,
-    # but a damaged one can run past its end. Zero padding (two words per symbol, at most one
-    # renormalization read per decode) keeps those reads inside our buffer.
-    data = bytes(data) + bytes(8 * indexes.numel() + 64)
+    # CompressAI's C++ decoder reads without bounds checks; a valid stream is consumed exactly, a
+    # damaged one can run past its end (in bypass mode ~15 bytes per stream byte: found by
+    # scripts/fuzz.py as a SIGSEGV on a run of 0xFF). A valid stream needs at most 52 bits per symbol
+    # plus an 8-byte flush, so longer is damage; zero padding keeps every over-read inside our buffer.
+    if len(data) > 8 * indexes.numel() + 64:
+        raise ValueError(f"stream of {len(data)} bytes is longer than any coding of {indexes.numel()} symbols")
+    data = bytes(data) + bytes(16 * len(data) + 8 * indexes.numel() + 64)
     values = ans.RansDecoder().decode_with_indexes(data, indexes.reshape(-1).tolist(), cdf, cdf_len, offset)
     return torch.tensor(values, dtype=torch.int32).reshape(indexes.shape)
 
@@ -168,9 +171,15 @@ class Latents:
 
 
 @torch.inference_mode()
-def synthesize(model: AECModel, latents: Latents) -> Tensor:
+def synthesize_latent(model: AECModel, y_hat: Tensor) -> Tensor:
+    """g_s of a latent, clamped to [0, 1]; NaN/inf from damaged streams become 0/1, never errors."""
     device = model.log_y_gain.device
-    return model.g_s(latents.y_hat().to(device, _float_dtype(model))).float().clamp_(0, 1)
+    x = model.g_s(y_hat.to(device, _float_dtype(model))).float()
+    return torch.nan_to_num_(x, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0, 1)
+
+
+def synthesize(model: AECModel, latents: Latents) -> Tensor:
+    return synthesize_latent(model, latents.y_hat())
 
 
 def decompress(model: AECModel, tables: EntropyTables, streams: list[Streams], quality: float) -> Tensor:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
+import struct
 import sys
-import tempfile
+import time
+import warnings
+import zlib
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -14,6 +18,11 @@ from . import bitstream as bs
 from .errors import AecError
 
 STDIO = "-"
+
+
+def label(src: str) -> str:
+    """How messages name an input: its path, or ``stdin`` for ``-``."""
+    return "stdin" if src == STDIO else src
 
 
 def read_bytes(src: str) -> bytes:
@@ -27,43 +36,86 @@ def read_bytes(src: str) -> bytes:
     except PermissionError:
         raise AecError(f"{src}: permission denied") from None
     if not data:
-        raise AecError(f"{'stdin' if src == STDIO else src}: empty input")
+        raise AecError(f"{label(src)}: empty input")
     return data
 
 
+#: Input formats Pillow may try. EPS is left out: Pillow hands it to Ghostscript, a large attack surface
+#: for untrusted files; our own .aec is refused with a hint instead.
+_NOT_INPUTS = {"EPS", "AEC"}
+
+
+def input_formats() -> list[str]:
+    Image.init()
+    return [f for f in Image.OPEN if f not in _NOT_INPUTS]
+
+
 def open_image(data: bytes, name: str) -> Image.Image:
-    """Decode an input image fully (so truncation is caught here), honouring Pillow's bomb guard."""
+    """Decode an input image fully (so truncation is caught here), honouring Pillow's bomb guard.
+
+    Pillow only warns between ``MAX_IMAGE_PIXELS`` and twice that; here the warning is an error too, so
+    a hostile header is refused before its pixels are allocated.
+    """
     if data[: len(bs.MAGIC)] == bs.MAGIC:
         raise AecError(f"{name}: is already an .aec file (use 'aecodec decode')")
     try:
-        im = Image.open(io.BytesIO(data))
-        im.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=input_formats())
+            im.load()
         return im
-    except Image.DecompressionBombError as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise AecError(f"{name}: refused, image too large ({e})") from None
     except UnidentifiedImageError:
         raise AecError(f"{name}: not a readable image") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise AecError(f"{name}: damaged image ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as e:
+        raise AecError(f"{name}: damaged image ({type(e).__name__}: {e})") from None
+
+
+#: Test-only hook: seconds to sleep between writing the temporary file and renaming it, so a test can
+#: kill the process mid-write (tests/test_robust.py). Never set it in normal use.
+TEST_WRITE_DELAY = "AECODEC_TEST_WRITE_DELAY"
 
 
 def write_atomic(path: str | Path, data: bytes, force: bool) -> None:
     """Write via a temporary file in the same folder and rename, so a kill mid-write never leaves
-    a partial file under the final name; refuse to replace an existing file without ``force``."""
+    a partial file under the final name; refuse to replace an existing file without ``force``.
+
+    A kill can leave the hidden ``.NAME.XXXX.part`` temporary behind, never a damaged ``NAME``.
+    """
     path = Path(path)
     if path.exists() and not force:
         raise AecError(f"{path}: exists (use --force to overwrite)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.part"
     try:
-        with os.fdopen(fd, "wb") as f:
+        # os.open with 0o666 lets the umask decide the mode, as for any new file (mkstemp would give 0600).
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        delay = os.environ.get(TEST_WRITE_DELAY)
+        if delay:
+            time.sleep(float(delay))
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable; best effort (not every filesystem allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_output(dest: str, data: bytes, force: bool) -> None:
@@ -84,10 +136,23 @@ def image_bytes(image: Image.Image, dest: str) -> bytes:
         raise AecError(f"{dest}: unknown output format (use .png, .jpg, .webp or .tif)")
     if fmt == "JPEG" and image.mode in ("RGBA", "LA"):
         image = image.convert(image.mode[:-1])  # JPEG has no alpha
+    meta = {k: v for k, v in (("icc_profile", image.info.get("icc_profile")), ("exif", image.info.get("exif"))) if v}
+    quality = {"quality": 95} if fmt == "JPEG" else {}
+    try:
+        return _save(image, fmt, **meta, **quality)
+    except (OSError, SyntaxError, ValueError, struct.error) as e:
+        if not meta:
+            raise
+        _save(image, fmt, **quality)  # still fails without metadata: not a metadata problem, raise that
+        # e.g. EXIF over JPEG's 64 KiB segment, or EXIF that TIFF must parse and cannot. Refuse rather than drop it.
+        raise AecError(
+            f"{dest}: cannot store this image's EXIF/ICC metadata as {fmt} ({type(e).__name__}: {e}); "
+            "write .png or .webp instead, which keep it verbatim"
+        ) from None
+
+
+def _save(image: Image.Image, fmt: str, **params) -> bytes:
     buf = io.BytesIO()
-    params = {k: v for k, v in (("icc_profile", image.info.get("icc_profile")), ("exif", image.info.get("exif"))) if v}
-    if fmt == "JPEG":
-        params["quality"] = 95
     image.save(buf, format=fmt, **params)
     return buf.getvalue()
 

@@ -27,8 +27,12 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 
 def to_uint8(x: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """(1, 3, Hp, Wp) float → (height, width, 3) uint8, cropping the padding away."""
-    x = x[0, :, :height, :width].clamp(0, 1).mul(255).round_().to(torch.uint8)
+    """(1, 3, Hp, Wp) float → (height, width, 3) uint8, cropping the padding away.
+
+    Damaged streams can drive the network to NaN/inf; those map to 0/255 so a decode still yields an image.
+    """
+    x = torch.nan_to_num(x[0, :, :height, :width], nan=0.0, posinf=1.0, neginf=0.0)
+    x = x.clamp(0, 1).mul(255).round_().to(torch.uint8)
     return x.permute(1, 2, 0).cpu().numpy()
 
 

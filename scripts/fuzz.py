@@ -1,0 +1,636 @@
+#!/usr/bin/env python
+"""Seeded mutation fuzzer for the ``.aec`` decoder: every case must end in an image or the codec's own error.
+
+Each case takes one of a few valid tiny files (coded at start-up with a small seeded network, as in
+tests/conftest.py), applies 1 to 3 mutations (bit flips, truncation, insertion, deletion, header field
+edits, absurd dimensions, chunk lengths pointing past the end, renamed or extra chunks, garbage
+entropy-coded streams, damaged alpha / ICC / EXIF chunks, splices of two files) and, for half the
+cases, recomputes the CRC-32 so the mutation gets past the CRC check into the chunk parser, the rANS
+decoder and the network. Every ``--cli-every``-th case also goes through ``aecodec decode`` and
+``aecodec info`` in-process.
+
+A case fails when decoding raises anything but ``AecError``, returns an image that does not match
+its header, takes longer than ``--slow`` seconds, or kills or hangs the worker process (a watchdog
+in this process kills a case after ``--timeout`` seconds and carries on with the next one).
+
+    python scripts/fuzz.py --cases 100000 --seed 1                          # the long run
+    python scripts/fuzz.py --seed 1 --start 4711 --cases 1 --save /tmp/c    # replay one case
+
+Case ``i`` depends only on ``(seed, i)``, so any failure can be replayed alone. tests/test_fuzz.py
+runs a slice of the same cases in CI. Exit code: 0 when every case passed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import shutil
+import struct
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: make the checkout's ``codec`` importable
+    sys.path.insert(0, str(ROOT))
+
+#: Pixel limit the fuzzer decodes under: absurd but allowed sizes stay cheap (work area ≤ 128×128).
+FUZZ_MAX_PIXELS = 128 * 128
+#: Header layout (docs/FORMAT.md): name → (offset, struct format).
+HEADER = {
+    "version": (4, "<B"),
+    "layout": (5, "<B"),
+    "quality": (6, "<H"),
+    "width": (8, "<I"),
+    "height": (12, "<I"),
+    "hash": (16, "<8s"),
+    "model_len": (24, "<B"),
+}
+MODEL_AT = 25
+CRC_SIZE = 4
+
+
+# -- structure of a file ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Chunk:
+    tag: bytes
+    at: int  # offset of the tag
+    length: int
+
+    @property
+    def payload(self) -> slice:
+        return slice(self.at + 8, self.at + 8 + self.length)
+
+
+def chunks_of(data: bytes) -> list[Chunk]:
+    """The chunks of a (possibly already mutated) file, as far as they can be walked."""
+    if len(data) <= MODEL_AT + CRC_SIZE:
+        return []
+    pos, end, out = MODEL_AT + data[HEADER["model_len"][0]], len(data) - CRC_SIZE, []
+    while pos + 8 <= end:
+        tag, length = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        if pos + 8 + length > end:
+            break
+        out.append(Chunk(tag, pos, length))
+        pos += 8 + length
+    return out
+
+
+def with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def fix_crc(data: bytes) -> bytes:
+    """Recompute the trailing CRC-32, so a mutation is judged by the parser, not the checksum."""
+    return with_crc(data[:-CRC_SIZE]) if len(data) >= CRC_SIZE else data
+
+
+def chunk_bytes(tag: bytes, payload: bytes) -> bytes:
+    return tag + struct.pack("<I", len(payload)) + payload
+
+
+def replace_chunk(data: bytes, c: Chunk, payload: bytes, tag: bytes | None = None) -> bytes:
+    return data[: c.at] + chunk_bytes(tag or c.tag, payload) + data[c.payload.stop :]
+
+
+def append_chunk(data: bytes, tag: bytes, payload: bytes) -> bytes:
+    return data[:-CRC_SIZE] + chunk_bytes(tag, payload) + data[-CRC_SIZE:]
+
+
+# -- payloads for side chunks -------------------------------------------------------------------
+def png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def png_header_only(width: int, height: int, color_type: int = 0) -> bytes:
+    """A PNG claiming ``width × height`` with a tiny IDAT: built by hand, nothing allocated."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def image_file(arr: np.ndarray, fmt: str = "PNG", **params) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt, **params)
+    return buf.getvalue()
+
+
+def alpha_payloads(size: tuple[int, int], rng: random.Random) -> list[bytes]:
+    w, h = size
+    good = image_file(np.full((h, w), 200, np.uint8))
+    return [
+        b"",
+        rng.randbytes(rng.randrange(1, 64)),
+        good[: rng.randrange(8, len(good))],  # truncated PNG
+        good[:33] + rng.randbytes(len(good) - 33),  # header intact, data garbage
+        image_file(np.zeros((h + 1, w), np.uint8)),  # wrong size
+        image_file(np.zeros((h, w, 3), np.uint8)),  # RGB instead of L
+        png_header_only(100_000, 100_000),  # decompression bomb header
+        png_header_only(w, h),  # right size, IDAT too short
+        image_file(np.zeros((h, w), np.uint8), "GIF"),  # not a PNG
+    ]
+
+
+def exif_payloads(rng: random.Random) -> list[bytes]:
+    return [
+        b"",
+        rng.randbytes(rng.randrange(1, 100)),
+        b"Exif\0\0MM\0*\0\0\0\x08" + rng.randbytes(40),
+        b"II*\0\x08\0\0\0\xff\xff" + rng.randbytes(20),
+        b"Exif\0\0" + bytes(70_000),  # over JPEG's 64 KiB APP1 limit
+    ]
+
+
+# -- mutations ------------------------------------------------------------------------------
+Mutation = Callable[[bytes, random.Random, list[bytes]], bytes]
+INTERESTING_BYTES = (0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF)
+
+
+def flip_bits(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
+    out = bytearray(data)
+    span = MODEL_AT if rng.random() < 0.3 else len(out)  # the header is small: aim at it often
+    for _ in range(rng.randint(1, 8)):
+        i = rng.randrange(min(span, len(out)))
+        out[i] ^= 1 << rng.randrange(8)
+    return bytes(out)
+
+
+def set_bytes(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        out[rng.randrange(len(out))] = rng.choice(INTERESTING_BYTES) if rng.random() < 0.7 else rng.randrange(256)
+    return bytes(out)
+
+
+def truncate(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
+    return data[: rng.choice([0, 1, 3, 4, 8, MODEL_AT, len(data) - 1, len(data) - 5, rng.randrange(len(data))])]
+
+
+def insert(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
+    at = rng.randrange(len(data) + 1)
+    if rng.random() < 0.3:
+        blob = bytes([rng.choice((0x00, 0xFF))]) * rng.choice([4, 64, 1024, 4096])
+    else:
+        blob = rng.randbytes(rng.randint(1, 64))
+    return data[:at] + blob + data[at:]
+
+
+def delete(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
+    at = rng.randrange(len(data))
+    return data[:at] + data[at + rng.randint(1, 64) :]
+
+
+def duplicate(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
+    a = rng.randrange(len(data))
+    piece = data[a : a + rng.randint(1, 128)]
+    at = rng.randrange(len(data) + 1)
+    return data[:at] + piece + data[at:]
+
+
+def header_field(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
+    name = rng.choice(list(HEADER))
+    at, fmt = HEADER[name]
+    size = struct.calcsize(fmt)
+    if len(data) < at + size:
+        return data
+    values = {
+        "version": [0, 2, 255],
+        "layout": [0, 1, 2, 255],
+        "quality": [0, 999, 1000, 4500, 8000, 8001, 65535],
+        "width": [0, 1, 2, 63, 64, 65, 127, 128, 129, 1 << 16, 1 << 31, 0xFFFFFFFF],
+        "height": [0, 1, 2, 63, 64, 65, 127, 128, 129, 1 << 16, 1 << 31, 0xFFFFFFFF],
+        "model_len": [0, 1, data[at] - 1 if data[at] else 0, data[at] + 1, 255],
+    }
+    if name == "hash":
+        value = rng.randbytes(8)
+    elif rng.random() < 0.8:
+        value = rng.choice(values[name])
+    else:
+        value = rng.randrange(1 << (8 * size))
+    return data[:at] + struct.pack(fmt, value) + data[at + size :]
+
+
+def dimensions(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
+    """Absurd but well-formed sizes: zero, 2^32-1, 1 × 2^28, just over and under the fuzz limit."""
+    side = int(FUZZ_MAX_PIXELS**0.5)
+    w, h = rng.choice(
+        [
+            (0, 0),
+            (0, 16),
+            (0xFFFFFFFF, 0xFFFFFFFF),
+            (1, 1 << 28),
+            (1 << 28, 1),
+            (1 << 14, 1 << 14),
+            (1 << 16, 1 << 16),
+            (side, side),
+            (side + 1, side),
+            (side - 63, side - 63),
+            (1, FUZZ_MAX_PIXELS),
+            (FUZZ_MAX_PIXELS // 64, 64),
+            (1, 1),
+            (17, 5),
+            (rng.randint(1, side), rng.randint(1, side)),
+        ]
+    )
+    if len(data) < 16:
+        return data
+    return data[:8] + struct.pack("<II", w, h) + data[16:]
+
+
+def chunk_length(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
+    chunks = chunks_of(data)
+    if not chunks:
+        return data
+    c = rng.choice(chunks)
+    remaining = len(data) - CRC_SIZE - c.payload.start
+    value = rng.choice(
+        [
+            0,
+            c.length - 1,
+            c.length + 1,
+            remaining,
+            remaining + 1,
+            remaining + 4,
+            1 << 31,
+            0xFFFFFFFF,
+            rng.randrange(1 << 32),
+        ]
+    )
+    return data[: c.at + 4] + struct.pack("<I", max(value, 0)) + data[c.at + 8 :]
+
+
+def chunk_tag(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
+    chunks = chunks_of(data)
+    if not chunks:
+        return data
+    c = rng.choice(chunks)
+    tag = rng.choice(
+        [b"XXXX", b"xxxx", b"\0\0\0\0", b"ZST\xff", c.tag.swapcase(), rng.choice(chunks).tag, b"YSTR", b"ZSTR"]
+    )
+    return data[: c.at] + tag + data[c.at + 4 :]
+
+
+def stream_payload(data: bytes, rng: random.Random, seeds: list[bytes]) -> bytes:
+    """Garbage inside a well-formed ZSTR / YSTR chunk: the cases that reach the rANS decoder."""
+    streams = [c for c in chunks_of(data) if c.tag in (b"ZSTR", b"YSTR")]
+    if not streams:
+        return data
+    c = rng.choice(streams)
+    old = data[c.payload]
+    other = rng.choice([d[k.payload] for d in seeds for k in chunks_of(d) if k.tag in (b"ZSTR", b"YSTR")])
+    payload = rng.choice(
+        [
+            b"",
+            old[: len(old) // 2],
+            old + rng.randbytes(rng.randint(1, 32)),
+            rng.randbytes(rng.randint(1, 2 * len(old) + 8)),
+            # 0xFF floods put the rANS decoder in bypass mode, where it reads ~15 bytes past the
+            # stream per stream byte: a 2 MB flood found an out-of-bounds read (SIGSEGV).
+            b"\xff" * rng.choice([1, 7, 64, 512, 4096, 2_000_000]),
+            bytes(rng.choice([1, 8, 256])),
+            other,
+            bytes(b ^ (1 << rng.randrange(8)) if rng.random() < 0.05 else b for b in old),
+        ]
+    )
+    return replace_chunk(data, c, payload)
+
+
+def side_chunk(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
+    """Add or replace an alpha / ICC / EXIF chunk with damaged or hostile content."""
+    if len(data) < 16:
+        return data
+    width, height = struct.unpack_from("<II", data, 8)
+    size = (max(1, min(width, 256)), max(1, min(height, 256)))
+    tag = rng.choice([b"aLPH", b"iCCP", b"eXIF"])
+    if tag == b"aLPH":
+        payload = rng.choice(alpha_payloads(size, rng))
+    elif tag == b"eXIF":
+        payload = rng.choice(exif_payloads(rng))
+    else:
+        payload = rng.randbytes(rng.randint(0, 200))
+    existing = [c for c in chunks_of(data) if c.tag == tag]
+    return replace_chunk(data, existing[0], payload) if existing else append_chunk(data, tag, payload)
+
+
+def extra_chunk(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
+    tag = rng.choice([b"abcd", b"Abcd", b"zzzz", b"iCCP", b"ZSTR", bytes(rng.randrange(65, 123) for _ in range(4))])
+    return append_chunk(data, tag, rng.randbytes(rng.randint(0, 32)))
+
+
+def splice(data: bytes, rng: random.Random, seeds: list[bytes]) -> bytes:
+    """Header of one file, chunks of another (other size, layout or quality)."""
+    other = rng.choice(seeds)
+    mine, theirs = chunks_of(data), chunks_of(other)
+    if not mine or not theirs:
+        return data
+    return data[: mine[0].at] + other[theirs[0].at :]
+
+
+MUTATIONS: dict[str, Mutation] = {
+    f.__name__: f
+    for f in (
+        flip_bits,
+        set_bytes,
+        truncate,
+        insert,
+        delete,
+        duplicate,
+        header_field,
+        dimensions,
+        chunk_length,
+        chunk_tag,
+        stream_payload,
+        side_chunk,
+        extra_chunk,
+        splice,
+    )
+}
+
+
+def make_case(seeds: list[bytes], seed: int, index: int) -> tuple[str, bytes]:
+    """Case ``index`` of run ``seed``: (description, bytes). Depends on nothing else."""
+    rng = random.Random(f"aec-fuzz:{seed}:{index}")
+    data = rng.choice(seeds)
+    names = rng.choices(list(MUTATIONS), k=rng.choice([1, 1, 2, 3]))
+    for name in names:
+        if data:
+            data = MUTATIONS[name](data, rng, seeds)
+    crc = rng.random() < 0.5
+    if crc:
+        data = fix_crc(data)
+    return "+".join(names) + ("+crc" if crc else ""), data
+
+
+# -- seeds and the network ------------------------------------------------------------------
+def make_test_weights(folder: Path) -> None:
+    """The seeded random network of tests/conftest.py (same recipe), exported to ``folder``."""
+    import torch
+
+    from codec.export import export
+    from codec.model import AECModel, Arch
+
+    torch.manual_seed(1234)
+    model = AECModel(Arch(N=32, M=48))
+    with torch.no_grad():
+        levels = torch.linspace(0, 1, model.arch.levels)[:, None]
+        model.log_y_gain.copy_((np.log(5) + levels * np.log(100)).expand_as(model.log_y_gain))
+        model.log_z_gain.copy_((np.log(20) + levels * np.log(10)).expand_as(model.log_z_gain))
+    export(model, "test-model", folder, half=False, meta={"note": "seeded random network, fuzzing only"})
+
+
+def seed_files(codec) -> list[bytes]:
+    """Valid tiny files covering each layout and chunk: RGB, grey, RGBA, ICC + EXIF, 1×1."""
+    from codec.api import encode
+
+    rng = np.random.default_rng(7)
+
+    def img(h: int, w: int, c: int) -> np.ndarray:
+        return rng.integers(0, 256, (h, w, c) if c > 1 else (h, w), dtype=np.uint8)
+
+    exif = Image.Exif()
+    exif[0x010F] = "fuzz"
+    meta = Image.fromarray(img(7, 13, 3))
+    meta.info["icc_profile"] = b"not-really-an-icc-profile"
+    meta.info["exif"] = exif.tobytes()
+    return [
+        encode(Image.fromarray(img(16, 16, 3)), 4.0, codec=codec),
+        encode(Image.fromarray(img(16, 16, 1), "L"), 1.0, codec=codec),
+        encode(Image.fromarray(img(16, 16, 4), "RGBA"), 8.0, codec=codec),
+        encode(meta, 2.5, codec=codec),
+        encode(Image.fromarray(img(1, 1, 3)), 6.0, codec=codec),
+    ]
+
+
+# -- running one case -------------------------------------------------------------------------
+def decode_case(data: bytes, codec, max_pixels: int = FUZZ_MAX_PIXELS) -> str:
+    """Decode one case; returns ``"ok"`` or the kind of AecError. Anything else propagates.
+
+    ``codec=None`` takes the production path (the file's model id and weights hash pick the weights).
+    """
+    from codec import bitstream as bs
+    from codec.api import decode
+    from codec.errors import AecError
+
+    try:
+        image = decode(data, codec=codec, max_pixels=max_pixels)
+    except AecError as e:
+        msg = str(e)
+        if not msg or "\n" in msg:
+            raise AssertionError(f"AecError message is not one line: {msg!r}") from None
+        return "error:" + error_kind(msg)
+    header = bs.unpack(data, max_pixels)
+    if image.size != (header.width, header.height) or image.mode != header.mode:
+        raise AssertionError(
+            f"decoded {image.mode} {image.size}, header says {header.mode} {header.width}x{header.height}"
+        )
+    if np.asarray(image).dtype != np.uint8:
+        raise AssertionError("decoded image is not 8-bit")
+    return "ok"
+
+
+def error_kind(msg: str) -> str:
+    """A coarse bucket per failure, to show which layers the cases reached."""
+    keys = ("magic", "version", "CRC", "truncated", "exceeds", "working area", "alpha", "entropy", "chunk", "model")
+    for key in keys:
+        if key in msg:
+            return key
+    return "other"
+
+
+def cli_case(data: bytes, folder: Path, suffix: str, max_pixels: int = FUZZ_MAX_PIXELS) -> str:
+    """``aecodec decode`` and ``aecodec info`` in-process: exit 0, or exit 2 with exactly one line."""
+    from click.testing import CliRunner
+
+    from codec.cli import main
+
+    src, dest = folder / "case.aec", folder / f"out{suffix}"
+    src.write_bytes(data)
+    dest.unlink(missing_ok=True)
+    runner = CliRunner()
+    outcome = "cli-ok"
+    for args in (["decode", str(src), "-o", str(dest), "--max-pixels", str(max_pixels)], ["info", str(src)]):
+        result = runner.invoke(main, args)
+        if result.exit_code == 0:
+            continue
+        lines = result.stderr.strip().splitlines()
+        if result.exit_code != 2 or len(lines) != 1 or not lines[0].startswith("aecodec: "):
+            raise AssertionError(f"aecodec {args[0]}: exit {result.exit_code}, stderr {result.stderr!r}")
+        outcome = "cli-error"
+    if outcome == "cli-ok" and dest.exists():
+        with Image.open(dest) as im:
+            im.load()
+    return outcome
+
+
+CLI_SUFFIXES = (".png", ".jpg", ".webp", ".tif")
+
+
+# -- the harness: a watched worker ----------------------------------------------------------------
+@dataclass
+class Options:
+    """What to run; ``main`` fills it from the command line, tests/test_fuzz.py directly."""
+
+    cases: int
+    seed: int = 0
+    start: int = 0
+    max_pixels: int = FUZZ_MAX_PIXELS
+    slow: float = 5.0  # a case slower than this fails
+    timeout: float = 30.0  # the watchdog kills a case after this long
+    cli_every: int = 50  # also run every N-th case through the CLI (0: never)
+    save: str | None = None  # write every case's bytes here before running it
+
+
+@dataclass
+class Report:
+    outcomes: Counter = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    peak_rss_mb: int = 0
+
+
+def _worker(opts: Options, start: int, current, began, results, crash_log: str) -> None:
+    """Run cases [start, end) in this child; report per-chunk counts and every failure on ``results``."""
+    import faulthandler
+    import resource
+
+    import torch
+
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")  # Pillow's notes on damaged EXIF would drown the report
+    log = open(crash_log, "a")  # stays open: faulthandler writes to it if the process dies
+    faulthandler.enable(file=log)  # a crash in C code still says where it happened
+    from codec.weights import load_codec
+
+    codec = load_codec()
+    seeds = seed_files(codec)
+    counts: Counter = Counter()
+    folder = Path(tempfile.mkdtemp(prefix="aec-fuzz-"))
+    end = opts.start + opts.cases
+    for i in range(start, end):
+        name, data = make_case(seeds, opts.seed, i)
+        if opts.save:
+            Path(opts.save).mkdir(parents=True, exist_ok=True)
+            (Path(opts.save) / f"case-{opts.seed}-{i}.aec").write_bytes(data)
+        current.value, began.value = i, time.monotonic()
+        t0 = time.perf_counter()
+        try:
+            outcome = decode_case(data, codec if i % 2 else None, opts.max_pixels)
+            if opts.cli_every and i % opts.cli_every == 0:
+                suffix = CLI_SUFFIXES[(i // opts.cli_every) % len(CLI_SUFFIXES)]
+                counts[cli_case(data, folder, suffix, opts.max_pixels)] += 1
+        except Exception as e:  # noqa: BLE001 - the harness reports every unexpected exception, then goes on
+            tb = traceback.format_exc(limit=-3)
+            results.put(("fail", f"case {i} ({name}): {type(e).__name__}: {e}\n{tb}"))
+            outcome = "FAIL"
+        took = time.perf_counter() - t0
+        if took > opts.slow:
+            results.put(("fail", f"case {i} ({name}): slow, {took:.1f} s"))
+        counts[outcome] += 1
+        if (i + 1 - start) % 1000 == 0 or i + 1 == end:
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+            results.put(("counts", i + 1, dict(counts), rss))
+            counts.clear()
+    shutil.rmtree(folder, ignore_errors=True)
+    current.value = -1
+
+
+def supervise(opts: Options, progress: Callable[[str], None] = lambda line: None) -> Report:
+    """Run the cases in a spawned child; after a crash or a hang, report the case and go on after it."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    current, began, results = ctx.Value("q", -1), ctx.Value("d", 0.0), ctx.Queue()
+    crash_log = str(Path(tempfile.gettempdir()) / f"aec-fuzz-{opts.seed}-{os.getpid()}.log")
+    report, t0 = Report(), time.perf_counter()
+
+    def drain() -> None:
+        while not results.empty():
+            msg = results.get()
+            if msg[0] == "counts":
+                report.outcomes.update(msg[2])
+                report.peak_rss_mb = max(report.peak_rss_mb, msg[3])
+                progress(f"{msg[1] - opts.start} cases, {time.perf_counter() - t0:.0f} s, peak RSS {msg[3]} MB")
+            else:
+                report.failures.append(msg[1])
+                progress("FAIL " + msg[1])
+
+    start, end = opts.start, opts.start + opts.cases
+    while start < end:
+        current.value = -1
+        child = ctx.Process(target=_worker, args=(opts, start, current, began, results, crash_log))
+        child.start()
+        hung = False
+        while child.is_alive():
+            child.join(0.25)
+            drain()
+            if current.value >= 0 and time.monotonic() - began.value > opts.timeout:
+                child.kill()
+                child.join()
+                hung = True
+        drain()
+        if child.exitcode == 0:
+            break
+        bad = current.value
+        why = f"hung over {opts.timeout:g} s" if hung else f"worker died with exit code {child.exitcode}"
+        report.failures.append(
+            f"case {bad}: {why} (traceback in {crash_log}); replay: "
+            f"python scripts/fuzz.py --seed {opts.seed} --start {bad} --cases 1 --save /tmp/case"
+        )
+        progress("FAIL " + report.failures[-1])
+        if bad < 0:
+            break  # died before its first case: nothing to skip past
+        report.outcomes["crash"] += 1
+        start = bad + 1
+    report.seconds = time.perf_counter() - t0
+    if "crash" not in report.outcomes:
+        Path(crash_log).unlink(missing_ok=True)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cases", type=int, default=100_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start", type=int, default=0, help="First case index (to replay one: --start I --cases 1).")
+    p.add_argument("--max-pixels", type=int, default=FUZZ_MAX_PIXELS, help="Decoder pixel limit during fuzzing.")
+    p.add_argument("--slow", type=float, default=5.0, help="A case slower than this many seconds fails.")
+    p.add_argument("--timeout", type=float, default=30.0, help="Watchdog: kill a case after this many seconds.")
+    p.add_argument("--cli-every", type=int, default=50, help="Also run every N-th case through the CLI (0: never).")
+    p.add_argument("--save", help="Write every case's bytes to this folder before running it.")
+    p.add_argument("--weights", help="Weights folder to fuzz with (default: the seeded test network).")
+    args = p.parse_args(argv)
+    opts = Options(
+        args.cases, args.seed, args.start, args.max_pixels, args.slow, args.timeout, args.cli_every, args.save
+    )
+    with tempfile.TemporaryDirectory(prefix="aec-fuzz-weights-") as folder:
+        if args.weights:
+            os.environ["AECODEC_WEIGHTS"] = args.weights
+        else:
+            make_test_weights(Path(folder))
+            os.environ["AECODEC_WEIGHTS"] = folder  # inherited by the spawned worker
+        report = supervise(opts, progress=lambda line: print(line, flush=True))
+    print(f"\n{opts.cases} cases (seed {opts.seed}, from {opts.start}) in {report.seconds:.0f} s", end="")
+    print(f"; peak RSS {report.peak_rss_mb} MB")
+    print("outcomes:", ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items())))
+    print(f"failures: {len(report.failures)}")
+    return 1 if report.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,11 +13,11 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import bitstream as bs
-from . import engine
+from . import engine, tiling
 from . import quality as Q
 from .errors import AecError
-from .model import AECModel
-from .tensors import padded_size, to_tensor, to_uint8
+from .model import PAD_MULTIPLE, AECModel
+from .tensors import padded_size
 
 
 @dataclass
@@ -40,16 +40,21 @@ def _resolve(codec: Codec | None, device: str | torch.device | None = None) -> C
 
 
 # -- arrays: the core path ----------------------------------------------------------------------
-def encode_array(rgb: np.ndarray, quality: float, codec: Codec | None = None, **extra) -> bytes:
+def encode_array(
+    rgb: np.ndarray, quality: float, codec: Codec | None = None, tile: int = tiling.TILE, **extra
+) -> bytes:
     """Code an (H, W, 3) uint8 array; ``extra`` fills AecFile fields (layout, alpha, icc, exif)."""
     codec = _resolve(codec)
-    y = engine.analyze(codec.model, to_tensor(rgb).to(codec.device))
-    return _pack_at(codec, y, rgb.shape[0], rgb.shape[1], Q.check_quality(quality), extra)
+    tiling.check_tile_size(tile)
+    y = tiling.analyze(codec.model, rgb, tile, codec.device)
+    return _pack_at(codec, y, rgb.shape[0], rgb.shape[1], tile, Q.check_quality(quality), extra)
 
 
-def _pack_at(codec: Codec, y: torch.Tensor, h: int, w: int, quality: float, extra: dict) -> bytes:
+def _pack_at(codec: Codec, y: torch.Tensor, h: int, w: int, tile: int, quality: float, extra: dict) -> bytes:
     q = bs.quantize_quality(quality)
-    (streams,) = engine.code(codec.model, codec.tables, y, q)
+    tiles = tiling.grid(h, w, tile)
+    streams = tiling.code(codec.model, codec.tables, y, tiles, q)
+    many = len(tiles) > 1
     return bs.pack(
         bs.AecFile(
             w,
@@ -57,14 +62,18 @@ def _pack_at(codec: Codec, y: torch.Tensor, h: int, w: int, quality: float, extr
             q,
             model_id=codec.model_id,
             weights_hash=codec.weights_hash,
-            z_stream=streams.z,
-            y_stream=streams.y,
+            z_stream=b"".join(s.z for s in streams),
+            y_stream=b"".join(s.y for s in streams),
+            tile=tile if many else 0,
+            tile_lengths=[(len(s.z), len(s.y)) for s in streams] if many else None,
             **extra,
         )
     )
 
 
-def encode_array_to_size(rgb: np.ndarray, max_bytes: int, codec: Codec | None = None, **extra) -> tuple[bytes, bool]:
+def encode_array_to_size(
+    rgb: np.ndarray, max_bytes: int, codec: Codec | None = None, tile: int = tiling.TILE, **extra
+) -> tuple[bytes, bool]:
     """Highest quality whose whole file fits in ``max_bytes`` (bisection on real encoded sizes).
 
     Returns (data, fits); when even the lowest quality is too big, that encode with ``fits=False``.
@@ -72,10 +81,10 @@ def encode_array_to_size(rgb: np.ndarray, max_bytes: int, codec: Codec | None = 
     """
     codec = _resolve(codec)
     h, w = rgb.shape[:2]
-    y = engine.analyze(codec.model, to_tensor(rgb).to(codec.device))
+    y = tiling.analyze(codec.model, rgb, tiling.check_tile_size(tile), codec.device)
 
     def at(k: int) -> bytes:
-        return _pack_at(codec, y, h, w, k / bs.QUALITY_SCALE, extra)
+        return _pack_at(codec, y, h, w, tile, k / bs.QUALITY_SCALE, extra)
 
     lo, hi = int(Q.Q_MIN * bs.QUALITY_SCALE), int(Q.Q_MAX * bs.QUALITY_SCALE)
     best = at(lo)
@@ -110,17 +119,21 @@ def check_work_area(f: bs.AecFile, max_pixels: int = bs.MAX_PIXELS) -> None:
 
 
 def decode_file(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) -> np.ndarray:
-    """Decode the RGB planes of a parsed file to an (H, W, 3) uint8 array."""
-    from .model import PAD_MULTIPLE
-
+    """Decode the RGB planes of a parsed file to an (H, W, 3) uint8 array, tile by tile."""
     check_work_area(f, max_pixels)
     hp, wp = padded_size(f.height, f.width)
-    streams = engine.Streams(f.z_stream, f.y_stream, (hp // PAD_MULTIPLE, wp // PAD_MULTIPLE))
+    tiles = tiling.grid(f.height, f.width, f.tile or max(hp, wp))
+    if len(tiles) != f.tile_count():
+        raise bs.FormatError("tile grid does not match the header")
+    streams = [
+        engine.Streams(z, y, ((t.y1 - t.y0) // PAD_MULTIPLE, (t.x1 - t.x0) // PAD_MULTIPLE))
+        for t, (z, y) in zip(tiles, f.tile_streams(), strict=True)
+    ]
     try:
-        x = engine.decompress(codec.model, codec.tables, [streams], f.quality)
+        y_hat = tiling.decode_latent(codec.model, codec.tables, streams, tiles, f.quality, hp, wp)
     except (RuntimeError, ValueError) as e:  # rANS / shape errors on damaged streams
         raise bs.FormatError(f"corrupt entropy-coded data ({e})") from None
-    return to_uint8(x, f.height, f.width)
+    return tiling.synthesize(codec.model, y_hat, tiles, f.height, f.width)
 
 
 def decode_array(data: bytes, codec: Codec | None = None, max_pixels: int = bs.MAX_PIXELS) -> np.ndarray:
@@ -240,26 +253,32 @@ def encode(
     max_bytes: int | None = None,
     codec: Codec | None = None,
     device: str | None = None,
+    tile: int = tiling.TILE,
 ) -> bytes:
     """Compress a PIL image or uint8 array to ``.aec`` bytes.
 
     ``quality`` in [1, 8] (fractions allowed); or ``target_bpp`` / ``max_bytes`` to search the
     quality on real file sizes. ``max_bytes`` that no quality meets raises AecError; a
-    ``target_bpp`` below the lowest quality's rate gives that lowest quality.
+    ``target_bpp`` below the lowest quality's rate gives that lowest quality. Images larger than
+    ``tile`` pixels on a side are coded in independently decodable tiles (bounded memory).
     """
+    try:
+        tiling.check_tile_size(tile)
+    except ValueError as e:
+        raise AecError(str(e)) from None
     if target_bpp is not None and max_bytes is not None:
         raise AecError("give either target_bpp or max_bytes, not both")
     rgb, extra = _to_planes(image)
     codec = _resolve(codec, device)
     if target_bpp is None and max_bytes is None:
-        return encode_array(rgb, quality, codec, **extra)
+        return encode_array(rgb, quality, codec, tile, **extra)
     if target_bpp is not None:
         if not target_bpp > 0:
             raise AecError(f"target bpp must be positive, got {target_bpp}")
         budget = int(target_bpp * rgb.shape[0] * rgb.shape[1] / 8)
     else:
         budget = int(max_bytes)
-    data, fits = encode_array_to_size(rgb, budget, codec, **extra)
+    data, fits = encode_array_to_size(rgb, budget, codec, tile, **extra)
     if not fits and max_bytes is not None:
         raise AecError(f"cannot fit the image in {max_bytes} bytes: the lowest quality needs {len(data)}")
     return data

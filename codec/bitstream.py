@@ -22,15 +22,21 @@ QUALITY_SCALE = 1000  # quality stored as round(q * 1000) in a u16
 LAYOUT_RGB, LAYOUT_GRAY = 0, 1
 LAYOUTS = {LAYOUT_RGB: "RGB", LAYOUT_GRAY: "L"}
 
-# fixed header after the magic: version, layout, quality, width, height, weights hash, model-id length
-_FIXED = struct.Struct("<BBHII8sB")
+#: Tile sides are stored in units of this many pixels (the network's pad multiple).
+TILE_UNIT = 64
+
+# fixed header after the magic: version, layout, quality, width, height, tile side / 64, weights hash,
+# model-id length
+_FIXED = struct.Struct("<BBHIIH8sB")
 _CHUNK = struct.Struct("<4sI")
 _CRC = struct.Struct("<I")
 
 #: Chunks a decoder must understand (upper-case first letter) and ancillary ones it may skip.
-Z_STREAM, Y_STREAM, ALPHA, ICC, EXIF = b"ZSTR", b"YSTR", b"aLPH", b"iCCP", b"eXIF"
+Z_STREAM, Y_STREAM, TILE_LENGTHS = b"ZSTR", b"YSTR", b"TLEN"
+ALPHA, ICC, EXIF = b"aLPH", b"iCCP", b"eXIF"
 CRITICAL = {Z_STREAM, Y_STREAM}
-KNOWN = CRITICAL | {ALPHA, ICC, EXIF}
+KNOWN = CRITICAL | {TILE_LENGTHS, ALPHA, ICC, EXIF}
+_LENGTH_PAIR = struct.Struct("<II")
 
 
 @dataclass
@@ -43,13 +49,30 @@ class AecFile:
     layout: int = LAYOUT_RGB
     model_id: str = ""
     weights_hash: bytes = b"\0" * 8
-    z_stream: bytes = b""
-    y_stream: bytes = b""
+    z_stream: bytes = b""  # all tiles' hyper-latent streams, concatenated in raster order
+    y_stream: bytes = b""  # all tiles' latent streams, concatenated in raster order
+    tile: int = 0  # tile side in pixels (a multiple of TILE_UNIT); 0: the whole image is one tile
+    tile_lengths: list[tuple[int, int]] | None = None  # (z, y) stream bytes per tile; None: one tile
     alpha: bytes | None = None  # PNG-compressed alpha plane, lossless
     icc: bytes | None = None
     exif: bytes | None = None
     version: int = VERSION
     extra: dict[bytes, bytes] = field(default_factory=dict)
+
+    def tile_count(self) -> int:
+        if not self.tile:
+            return 1
+        hp, wp = (-(-n // TILE_UNIT) * TILE_UNIT for n in (self.height, self.width))
+        return -(-hp // self.tile) * -(-wp // self.tile)
+
+    def tile_streams(self) -> list[tuple[bytes, bytes]]:
+        """(z, y) streams of each tile, in raster order."""
+        lengths = self.tile_lengths or [(len(self.z_stream), len(self.y_stream))]
+        out, zpos, ypos = [], 0, 0
+        for zl, yl in lengths:
+            out.append((self.z_stream[zpos : zpos + zl], self.y_stream[ypos : ypos + yl]))
+            zpos, ypos = zpos + zl, ypos + yl
+        return out
 
     @property
     def mode(self) -> str:
@@ -81,6 +104,13 @@ def _check_fields(f: AecFile) -> bytes:
         raise ValueError(f"quality {f.quality!r} out of range")
     if f.version != VERSION:
         raise ValueError(f"this encoder writes version {VERSION} only")
+    if f.tile < 0 or f.tile % TILE_UNIT or f.tile // TILE_UNIT > 0xFFFF:
+        raise ValueError(f"tile side must be 0 or a multiple of {TILE_UNIT} up to {0xFFFF * TILE_UNIT}")
+    if f.tile_count() > 1:
+        if f.tile_lengths is None or len(f.tile_lengths) != f.tile_count():
+            raise ValueError(f"need {f.tile_count()} tile lengths for a {f.tile}-pixel tile grid")
+        if sum(z for z, _ in f.tile_lengths) != len(f.z_stream) or sum(y for _, y in f.tile_lengths) != len(f.y_stream):
+            raise ValueError("tile lengths do not add up to the streams")
     for tag in f.extra:
         if not _valid_tag(tag) or tag in KNOWN or _critical(tag):
             raise ValueError(f"extra chunk tag {tag!r} must be 4 ASCII letters, lower-case first, not a known tag")
@@ -108,11 +138,20 @@ def pack(f: AecFile) -> bytes:
     parts = [
         MAGIC,
         _FIXED.pack(
-            f.version, f.layout, round(f.quality * QUALITY_SCALE), f.width, f.height, f.weights_hash, len(model)
+            f.version,
+            f.layout,
+            round(f.quality * QUALITY_SCALE),
+            f.width,
+            f.height,
+            f.tile // TILE_UNIT,
+            f.weights_hash,
+            len(model),
         ),
         model,
     ]
     chunks = [(Z_STREAM, f.z_stream), (Y_STREAM, f.y_stream)]
+    if f.tile_count() > 1:
+        chunks.append((TILE_LENGTHS, b"".join(_LENGTH_PAIR.pack(*pair) for pair in f.tile_lengths)))
     chunks += [(tag, data) for tag, data in ((ALPHA, f.alpha), (ICC, f.icc), (EXIF, f.exif)) if data is not None]
     chunks += list(f.extra.items())
     for tag, data in chunks:
@@ -136,7 +175,7 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> AecFile:
     body, (crc,) = data[: -_CRC.size], _CRC.unpack(data[-_CRC.size :])
     if zlib.crc32(body) != crc:
         raise FormatError("corrupt .aec file (CRC mismatch: truncated or damaged)")
-    version, layout, q, width, height, whash, mlen = _FIXED.unpack_from(body, len(MAGIC))
+    version, layout, q, width, height, tile_units, whash, mlen = _FIXED.unpack_from(body, len(MAGIC))
     pos = len(MAGIC) + _FIXED.size
     if layout not in LAYOUTS:
         raise FormatError(f"unknown channel layout {layout}")
@@ -153,7 +192,8 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> AecFile:
         raise FormatError("model id is not printable ASCII")
     model_id = body[pos : pos + mlen].decode("ascii")
     pos += mlen
-    f = AecFile(width, height, quality, layout, model_id, whash, version=version)
+    f = AecFile(width, height, quality, layout, model_id, whash, tile=tile_units * TILE_UNIT, version=version)
+    tile_table = None
     seen: set[bytes] = set()
     while pos < len(body):
         if pos + _CHUNK.size > len(body):
@@ -173,6 +213,8 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> AecFile:
             f.z_stream = payload
         elif tag == Y_STREAM:
             f.y_stream = payload
+        elif tag == TILE_LENGTHS:
+            tile_table = payload
         elif tag == ALPHA:
             f.alpha = payload
         elif tag == ICC:
@@ -186,4 +228,22 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> AecFile:
     missing = CRITICAL - seen
     if missing:
         raise FormatError(f"missing chunk(s): {', '.join(sorted(t.decode('latin-1') for t in missing))}")
+    f.tile_lengths = _tile_lengths(f, tile_table)
     return f
+
+
+def _tile_lengths(f: AecFile, table: bytes | None) -> list[tuple[int, int]] | None:
+    """Validate the per-tile length table against the tile grid and the stream chunks."""
+    n = f.tile_count()
+    if n == 1:
+        if table is not None:
+            raise FormatError("tile length table present for a single-tile image")
+        return None
+    if table is None:
+        raise FormatError(f"missing chunk(s): {TILE_LENGTHS.decode()}")
+    if len(table) != n * _LENGTH_PAIR.size:
+        raise FormatError(f"tile length table has {len(table)} bytes, expected {n * _LENGTH_PAIR.size} for {n} tiles")
+    pairs = list(_LENGTH_PAIR.iter_unpack(table))
+    if sum(p[0] for p in pairs) != len(f.z_stream) or sum(p[1] for p in pairs) != len(f.y_stream):
+        raise FormatError("tile lengths do not add up to the stream chunks")
+    return pairs

@@ -106,8 +106,15 @@ def main() -> None:
 @click.option("--max-bytes", type=int, help="Highest quality whose file fits in this many bytes (fails if none does).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--model", "model_id", help="Model id from weights/manifest.json (default: the manifest's default).")
+@click.option(
+    "--tile",
+    type=int,
+    default=1024,
+    show_default=True,
+    help="Tile side in pixels (multiple of 64): larger images are coded in tiles, bounding memory.",
+)
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
-def encode(inputs, output, quality, target_bpp, max_bytes, device, model_id, force) -> None:
+def encode(inputs, output, quality, target_bpp, max_bytes, device, model_id, tile, force) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) to .aec. Use - to read stdin."""
     from .api import encode as encode_image
     from .quality import check_quality
@@ -128,7 +135,7 @@ def encode(inputs, output, quality, target_bpp, max_bytes, device, model_id, for
         if dest != files.STDIO and Path(dest).exists() and not force:
             raise AecError(f"{dest}: exists (use --force to overwrite)")
         image = files.open_image(files.read_bytes(src), files.label(src))
-        data = encode_image(image, quality, target_bpp=target_bpp, max_bytes=max_bytes, codec=codec)
+        data = encode_image(image, quality, target_bpp=target_bpp, max_bytes=max_bytes, codec=codec, tile=tile)
         files.write_output(dest, data, force)
         return image.width * image.height
 

@@ -24,8 +24,9 @@ def _clean(rate: Sequence[float], dist: Sequence[float]) -> tuple[np.ndarray, np
     return r[first], d
 
 
-def bd_rate(rate_a: Sequence[float], dist_a: Sequence[float],
-            rate_b: Sequence[float], dist_b: Sequence[float]) -> float:
+def bd_rate(
+    rate_a: Sequence[float], dist_a: Sequence[float], rate_b: Sequence[float], dist_b: Sequence[float]
+) -> float:
     """BD-rate of curve b against anchor a, in percent: negative when b needs fewer bits.
 
     NaN when either curve has fewer than two usable points or the quality ranges do not overlap.

@@ -37,12 +37,24 @@ def measure(coder: coders.Coder, rgb: np.ndarray) -> dict:
     if out.shape != rgb.shape:
         raise RuntimeError(f"{coder.codec} q{coder.quality:g} decoded {out.shape}, expected {rgb.shape}")
     ssim = metrics.ms_ssim(rgb, out)
-    return {"codec": coder.codec, "quality": coder.quality, "bytes": len(data), "bpp": metrics.bpp(len(data), h, w),
-            "psnr": metrics.psnr(rgb, out), "ms_ssim": ssim, "enc_s": t1 - t0, "dec_s": t2 - t1}
+    return {
+        "codec": coder.codec,
+        "quality": coder.quality,
+        "bytes": len(data),
+        "bpp": metrics.bpp(len(data), h, w),
+        "psnr": metrics.psnr(rgb, out),
+        "ms_ssim": ssim,
+        "enc_s": t1 - t0,
+        "dec_s": t2 - t1,
+    }
 
 
-def build_coders(qualities: list[float], pillow_qualities: list[float], device: str, jxl: bool,
-                 ) -> tuple[list[coders.Coder], dict[str, str], list[str]]:
+def build_coders(
+    qualities: list[float],
+    pillow_qualities: list[float],
+    device: str,
+    jxl: bool,
+) -> tuple[list[coders.Coder], dict[str, str], list[str]]:
     """Every (codec, setting) to run, the codec descriptions, and notes on what was skipped."""
     from codec.weights import load_codec
 
@@ -68,16 +80,26 @@ def warm_up(todo: list[coders.Coder]) -> None:
         c.decode(c.encode(rgb))
 
 
-def run(data: str | Path, out: str | Path | None = None, name: str | None = None, limit: int | None = None,
-        qualities: list[float] | None = None, pillow_qualities: list[float] | None = None, device: str = "auto",
-        jxl: bool = True, anchors: str | Path | None = None, anchor_set: str = "default") -> Path:
+def run(
+    data: str | Path,
+    out: str | Path | None = None,
+    name: str | None = None,
+    limit: int | None = None,
+    qualities: list[float] | None = None,
+    pillow_qualities: list[float] | None = None,
+    device: str = "auto",
+    jxl: bool = True,
+    anchors: str | Path | None = None,
+    anchor_set: str = "default",
+) -> Path:
     """Run the benchmark and write its report; returns the output folder."""
     name = name or Path(data).resolve().name
     out = Path(out) if out else RESULTS_DIR / name
     out.mkdir(parents=True, exist_ok=True)
     paths = select_images(data, limit)
-    todo, descriptions, notes = build_coders(qualities or [float(q) for q in range(1, 9)],
-                                             pillow_qualities or list(coders.PILLOW_QUALITIES), device, jxl)
+    todo, descriptions, notes = build_coders(
+        qualities or [float(q) for q in range(1, 9)], pillow_qualities or list(coders.PILLOW_QUALITIES), device, jxl
+    )
     warm_up(todo)
     records, short_side = [], []
     for path in tqdm(paths, desc=f"rd {name}", unit="img"):
@@ -86,17 +108,25 @@ def run(data: str | Path, out: str | Path | None = None, name: str | None = None
         for coder in todo:
             records.append({"image": path.name, **measure(coder, rgb)})
     if min(short_side) < metrics.MS_SSIM_MIN_SIDE:
-        notes.append(f"MS-SSIM is NaN/null for images under {metrics.MS_SSIM_MIN_SIDE} px on the short side "
-                     "(pytorch-msssim default window and 5 scales)")
+        notes.append(
+            f"MS-SSIM is NaN/null for images under {metrics.MS_SSIM_MIN_SIDE} px on the short side "
+            "(pytorch-msssim default window and 5 scales)"
+        )
     curves = report.aggregate(records)
     anchor_dir = Path(anchors) if anchors else DEFAULT_ANCHORS_DIR
     published = report.load_anchors(anchor_dir, anchor_set) if "kodak" in name.lower() and anchor_dir.is_dir() else {}
     title = f"{name} ({len(paths)} images)"
     env = {"torch": torch.__version__, "pillow": PIL.__version__, "threads": torch.get_num_threads()}
-    write_json(out / "rd.json", {
-        "dataset": name, "images": [p.name for p in paths], "notes": notes, "environment": env,
-        "codecs": {c: {"name": c, "description": descriptions[c], "results": r} for c, r in curves.items()},
-    })
+    write_json(
+        out / "rd.json",
+        {
+            "dataset": name,
+            "images": [p.name for p in paths],
+            "notes": notes,
+            "environment": env,
+            "codecs": {c: {"name": c, "description": descriptions[c], "results": r} for c, r in curves.items()},
+        },
+    )
     report.write_csv(out / "rd.csv", curves)
     report.write_per_image_csv(out / "rd_per_image.csv", records)
     report.plot_rd(out / "rd.png", curves, published, title)
@@ -110,19 +140,36 @@ def run(data: str | Path, out: str | Path | None = None, name: str | None = None
 @click.option("--name", help="Dataset name [default: the data folder's name].")
 @click.option("--limit", type=int, help="Use only the first N images.")
 @click.option("--qualities", default="1,2,3,4,5,6,7,8", show_default=True, help="aecodec qualities.")
-@click.option("--pillow-qualities", default=",".join(map(str, coders.PILLOW_QUALITIES)), show_default=True,
-              help="Quality sweep of the Pillow codecs.")
+@click.option(
+    "--pillow-qualities",
+    default=",".join(map(str, coders.PILLOW_QUALITIES)),
+    show_default=True,
+    help="Quality sweep of the Pillow codecs.",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--weights", type=click.Path(exists=True, file_okay=False), help="Weights folder (sets AECODEC_WEIGHTS).")
 @click.option("--jxl/--no-jxl", default=True, show_default=True, help="JPEG XL when pillow_jxl is installed.")
-@click.option("--anchors", type=click.Path(file_okay=False),
-              help="Published curves for Kodak [default: ../shared/anchors/kodak beside the repo].")
+@click.option(
+    "--anchors",
+    type=click.Path(file_okay=False),
+    help="Published curves for Kodak [default: ../shared/anchors/kodak beside the repo].",
+)
 @click.option("--anchor-set", type=click.Choice(["default", "all"]), default="default", show_default=True)
 def main(data, out, name, limit, qualities, pillow_qualities, device, weights, jxl, anchors, anchor_set) -> None:
     """Rate-distortion benchmark of aecodec against Pillow's codecs."""
     use_weights(weights)
-    folder = run(data, out, name, limit, parse_floats(qualities), parse_floats(pillow_qualities), device, jxl,
-                 anchors, anchor_set)
+    folder = run(
+        data,
+        out,
+        name,
+        limit,
+        parse_floats(qualities),
+        parse_floats(pillow_qualities),
+        device,
+        jxl,
+        anchors,
+        anchor_set,
+    )
     click.echo(f"wrote {folder}")
     click.echo((folder / "bdrate.md").read_text())
 

@@ -14,13 +14,28 @@ from .bdrate import bd_rate
 from .metrics import ms_ssim_db
 
 #: Per-point fields averaged over images, and their names in CompressAI's results format.
-FIELDS = {"bpp": "bpp", "psnr": "psnr-rgb", "ms_ssim": "ms-ssim-rgb",
-          "enc_s": "encoding_time", "dec_s": "decoding_time"}
+FIELDS = {
+    "bpp": "bpp",
+    "psnr": "psnr-rgb",
+    "ms_ssim": "ms-ssim-rgb",
+    "enc_s": "encoding_time",
+    "dec_s": "decoding_time",
+}
 #: Published Kodak curves drawn by default (file stems in the anchors folder); the rest only with "all".
 DEFAULT_ANCHORS = (
-    "jpeg", "webp", "jpeg2000", "bpg_444_x265_ycbcr", "av1", "vtm",
-    "compressai-bmshj2018-hyperprior_mse_cuda", "compressai-mbt2018-mean_mse_cuda", "mbt2018-mean-vbr-ans",
-    "compressai-cheng2020-anchor_mse_cuda", "ELIC-paper", "TCM-large", "DCAE",
+    "jpeg",
+    "webp",
+    "jpeg2000",
+    "bpg_444_x265_ycbcr",
+    "av1",
+    "vtm",
+    "compressai-bmshj2018-hyperprior_mse_cuda",
+    "compressai-mbt2018-mean_mse_cuda",
+    "mbt2018-mean-vbr-ans",
+    "compressai-cheng2020-anchor_mse_cuda",
+    "ELIC-paper",
+    "TCM-large",
+    "DCAE",
 )
 
 
@@ -114,8 +129,14 @@ def plot_rd(path: Path, curves: dict[str, dict], anchors: dict[str, dict], title
             color = colors.get(name, plt.cm.turbo(0.05 + 0.9 * i / max(len(anchors) - 1, 1)))
             drawn += _line(ax, res, key, f"{name} (published)", color, "--", None, 1.0, 2)
         if not drawn:
-            ax.text(0.5, 0.5, "no finite values\n(MS-SSIM needs images ≥ 161 px)", ha="center", va="center",
-                    transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                "no finite values\n(MS-SSIM needs images ≥ 161 px)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
         ax.set_xlim(0, min(measured_max * 1.05, 3.0))
         ax.set_xlabel("bits per pixel")
         ax.set_ylabel(label)
@@ -135,8 +156,7 @@ def _line(ax, res: dict, key: str, label: str, color, style: str, marker, width:
     if not pts:
         return 0
     xs, ys = zip(*pts, strict=True)
-    ax.plot(xs, ys, linestyle=style, marker=marker, color=color, label=label, linewidth=width, markersize=4,
-            zorder=z)
+    ax.plot(xs, ys, linestyle=style, marker=marker, color=color, label=label, linewidth=width, markersize=4, zorder=z)
     return 1
 
 
@@ -161,10 +181,12 @@ def _table(rows: list[tuple[str, dict, dict]], first: str) -> list[str]:
 def bdrate_markdown(curves: dict[str, dict], anchors: dict[str, dict], title: str, notes: list[str]) -> str:
     """BD-rate tables: every codec vs Pillow JPEG, aecodec vs every other codec, aecodec vs published curves."""
     out = [
-        f"# BD-rate: {title}", "",
+        f"# BD-rate: {title}",
+        "",
         "Average bit-rate difference at equal quality over the overlapping quality range (Bjøntegaard, VCEG-M33:",
         "cubic fit of log-rate against PSNR or MS-SSIM in dB; `bjontegaard` package). Negative: fewer bits than",
-        "the anchor. n/a: no overlap or no finite values (MS-SSIM needs images of at least 161 px).", "",
+        "the anchor. n/a: no overlap or no finite values (MS-SSIM needs images of at least 161 px).",
+        "",
     ]
     if "jpeg" in curves:
         out += ["## Against JPEG (Pillow, default settings)", ""]
@@ -181,8 +203,12 @@ def bdrate_markdown(curves: dict[str, dict], anchors: dict[str, dict], title: st
             out += _table([(f"{n} (published)", a, curves["aecodec"]) for n, a in anchors.items()], "anchor")
             out.append("")
     if "jpeg" in curves and "jpeg" in anchors:
-        out += ["## Check: measured against published", "",
-                "Near 0 % when this machine's Pillow JPEG matches the one the published curve was made with.", ""]
+        out += [
+            "## Check: measured against published",
+            "",
+            "Near 0 % when this machine's Pillow JPEG matches the one the published curve was made with.",
+            "",
+        ]
         out += _table([("jpeg vs jpeg (published)", anchors["jpeg"], curves["jpeg"])], "pair")
         out.append("")
     if notes:

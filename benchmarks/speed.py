@@ -53,8 +53,9 @@ def reference_compress(model: AECModel, x: torch.Tensor, quality: float) -> dict
 
 
 @torch.inference_mode()
-def reference_decompress(model: AECModel, strings: list[list[bytes]], shape: tuple[int, int],
-                         quality: float) -> torch.Tensor:
+def reference_decompress(
+    model: AECModel, strings: list[list[bytes]], shape: tuple[int, int], quality: float
+) -> torch.Tensor:
     """``MeanScaleHyperprior.decompress()`` on our network: (B, 3, Hp, Wp) in [0, 1], still padded."""
     y_gain, z_gain = model.gains(quality)
     z_hat = model.entropy_bottleneck.decompress(strings[1], shape)
@@ -143,8 +144,14 @@ def aecodec_methods(device: str, quality: float) -> list[Method]:
 
     setting = f"q{quality:g}, model {codec.model_id}"
     return [
-        Method(f"aecodec-{device}", device, setting, lambda rgb: api.encode(rgb, quality, codec=codec),
-               lambda data: np.asarray(api.decode(data, codec=codec).convert("RGB")), len),
+        Method(
+            f"aecodec-{device}",
+            device,
+            setting,
+            lambda rgb: api.encode(rgb, quality, codec=codec),
+            lambda data: np.asarray(api.decode(data, codec=codec).convert("RGB")),
+            len,
+        ),
         Method(f"compressai-ref-{device}", device, setting + " (streams only)", ref_encode, ref_decode, ref_size),
     ]
 
@@ -191,9 +198,15 @@ def time_one(method: Method, rgb: np.ndarray, repeats: int) -> dict:
             enc.append(t1 - t0)
             dec.append(time.perf_counter() - t1)
     h, w = rgb.shape[:2]
-    return {"encode_s": statistics.median(enc), "decode_s": statistics.median(dec), "bytes": method.size(payload),
-            "pixels": h * w, "peak_rss_mb": mem.rss_mb,
-            "peak_cuda_mb": mem.cuda_mb if method.device.startswith("cuda") else None, "output": out}
+    return {
+        "encode_s": statistics.median(enc),
+        "decode_s": statistics.median(dec),
+        "bytes": method.size(payload),
+        "pixels": h * w,
+        "peak_rss_mb": mem.rss_mb,
+        "peak_cuda_mb": mem.cuda_mb if method.device.startswith("cuda") else None,
+        "output": out,
+    }
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -201,9 +214,15 @@ def summarize(rows: list[dict]) -> dict:
     mp = sum(r["pixels"] for r in rows) / 1e6
     enc, dec = sum(r["encode_s"] for r in rows), sum(r["decode_s"] for r in rows)
     cuda = [r["peak_cuda_mb"] for r in rows if r["peak_cuda_mb"] is not None]
-    return {"encode_ms": 1000 * enc / len(rows), "decode_ms": 1000 * dec / len(rows), "encode_mps": mp / enc,
-            "decode_mps": mp / dec, "bpp": 8 * sum(r["bytes"] for r in rows) / (mp * 1e6),
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in rows), "peak_cuda_mb": max(cuda) if cuda else None}
+    return {
+        "encode_ms": 1000 * enc / len(rows),
+        "decode_ms": 1000 * dec / len(rows),
+        "encode_mps": mp / enc,
+        "decode_mps": mp / dec,
+        "bpp": 8 * sum(r["bytes"] for r in rows) / (mp * 1e6),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
+        "peak_cuda_mb": max(cuda) if cuda else None,
+    }
 
 
 def ratios(summary: dict[str, dict], devs: list[str]) -> dict[str, dict]:
@@ -212,14 +231,21 @@ def ratios(summary: dict[str, dict], devs: list[str]) -> dict[str, dict]:
     for d in devs:
         a, r = summary.get(f"aecodec-{d}"), summary.get(f"compressai-ref-{d}")
         if a and r:
-            out[d] = {"encode_speedup": a["encode_mps"] / r["encode_mps"],
-                      "decode_speedup": a["decode_mps"] / r["decode_mps"]}
+            out[d] = {
+                "encode_speedup": a["encode_mps"] / r["encode_mps"],
+                "decode_speedup": a["decode_mps"] / r["decode_mps"],
+            }
     return out
 
 
 def environment() -> dict:
-    env = {"python": platform.python_version(), "torch": torch.__version__, "pillow": PIL.__version__,
-           "cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()}
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pillow": PIL.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+    }
     if torch.cuda.is_available():
         env["cuda_device"] = torch.cuda.get_device_name()
     return env
@@ -228,32 +254,47 @@ def environment() -> dict:
 def markdown(result: dict) -> str:
     s = result["summary"]
     lines = [
-        f"# Speed: {result['dataset']} ({len(result['images'])} images, median of {result['repeats']} runs each)", "",
+        f"# Speed: {result['dataset']} ({len(result['images'])} images, median of {result['repeats']} runs each)",
+        "",
         "Times per image; MP/s = total megapixels / total time. Peak memory: resident-set growth during the timed",
         "runs (and CUDA allocations). `compressai-ref` is CompressAI's stock `compress()`/`decompress()` entropy",
-        "coding on the same network; its bpp counts the streams only, without the `.aec` container.", "",
+        "coding on the same network; its bpp counts the streams only, without the `.aec` container.",
+        "",
         "| method | setting | encode ms | decode ms | encode MP/s | decode MP/s | bpp | peak RSS MB | peak CUDA MB |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, m in s.items():
         cuda = "" if m["peak_cuda_mb"] is None else f"{m['peak_cuda_mb']:.1f}"
-        lines.append(f"| {name} | {result['methods'][name]['setting']} | {m['encode_ms']:.1f} | "
-                     f"{m['decode_ms']:.1f} | {m['encode_mps']:.2f} | {m['decode_mps']:.2f} | {m['bpp']:.3f} | "
-                     f"{m['peak_rss_mb']:.1f} | {cuda} |")
+        lines.append(
+            f"| {name} | {result['methods'][name]['setting']} | {m['encode_ms']:.1f} | "
+            f"{m['decode_ms']:.1f} | {m['encode_mps']:.2f} | {m['decode_mps']:.2f} | {m['bpp']:.3f} | "
+            f"{m['peak_rss_mb']:.1f} | {cuda} |"
+        )
     if result["ratios"]:
-        lines += ["", "| device | aecodec vs CompressAI stock: encode | decode | PSNR between the two decodes (min) |",
-                  "|---|---:|---:|---:|"]
+        lines += [
+            "",
+            "| device | aecodec vs CompressAI stock: encode | decode | PSNR between the two decodes (min) |",
+            "|---|---:|---:|---:|",
+        ]
         for d, r in result["ratios"].items():
-            lines.append(f"| {d} | {r['encode_speedup']:.2f}x | {r['decode_speedup']:.2f}x | "
-                         f"{result['reference_psnr_db'].get(d):.1f} dB |")
+            lines.append(
+                f"| {d} | {r['encode_speedup']:.2f}x | {r['decode_speedup']:.2f}x | "
+                f"{result['reference_psnr_db'].get(d):.1f} dB |"
+            )
     env = result["environment"]
     lines += ["", "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items())]
     lines += ["", *(f"- {n}" for n in result["notes"])] if result["notes"] else []
     return "\n".join(lines) + "\n"
 
 
-def run(data: str | Path, out: str | Path | None = None, limit: int | None = None, repeats: int = 5,
-        device: str = "auto", quality: float = 4.0) -> dict:
+def run(
+    data: str | Path,
+    out: str | Path | None = None,
+    limit: int | None = None,
+    repeats: int = 5,
+    device: str = "auto",
+    quality: float = 4.0,
+) -> dict:
     """Time every method on every image; writes speed.json and speed.md and returns the result."""
     out = Path(out) if out else RESULTS_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -276,12 +317,18 @@ def run(data: str | Path, out: str | Path | None = None, limit: int | None = Non
         for d in devs:  # the stock path must decode (nearly) the same image, or the ratio compares different work
             matches[d].append(psnr(outputs[f"aecodec-{d}"], outputs[f"compressai-ref-{d}"]))
     summary = {name: summarize(rs) for name, rs in rows.items()}
-    result = {"dataset": Path(data).resolve().name, "images": [p.name for p in paths], "repeats": repeats,
-              "quality": quality, "environment": environment(), "notes": notes, "summary": summary,
-              "ratios": ratios(summary, devs),
-              "reference_psnr_db": {d: float(min(v)) for d, v in matches.items()},
-              "methods": {m.name: {"device": m.device, "setting": m.setting, "per_image": rows[m.name]}
-                          for m in methods}}
+    result = {
+        "dataset": Path(data).resolve().name,
+        "images": [p.name for p in paths],
+        "repeats": repeats,
+        "quality": quality,
+        "environment": environment(),
+        "notes": notes,
+        "summary": summary,
+        "ratios": ratios(summary, devs),
+        "reference_psnr_db": {d: float(min(v)) for d, v in matches.items()},
+        "methods": {m.name: {"device": m.device, "setting": m.setting, "per_image": rows[m.name]} for m in methods},
+    }
     write_json(out / "speed.json", result)
     (out / "speed.md").write_text(markdown(result))
     return result
@@ -292,8 +339,13 @@ def run(data: str | Path, out: str | Path | None = None, limit: int | None = Non
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder [default: benchmarks/results].")
 @click.option("--limit", type=int, help="Use only the first N images.")
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="auto: CPU, and CUDA as well when present.")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="auto: CPU, and CUDA as well when present.",
+)
 @click.option("--quality", type=float, default=4.0, show_default=True, help="aecodec quality.")
 @click.option("--weights", type=click.Path(exists=True, file_okay=False), help="Weights folder (sets AECODEC_WEIGHTS).")
 @click.option("--threads", type=int, help="torch CPU threads [default: torch's choice].")

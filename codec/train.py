@@ -26,6 +26,7 @@ from torch import Tensor
 
 from . import engine
 from . import quality as Q
+from .api import Codec, decode_array, encode_array
 from .data import CropSampler, image_files, load_rgb
 from .model import AECModel, Arch
 from .tensors import psnr
@@ -111,8 +112,6 @@ def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
 @torch.no_grad()
 def validate(model: AECModel, files: list[Path], qualities: tuple[float, ...], device: torch.device) -> dict:
     """Real coding of each validation image: bpp from the bytes of a real ``.aec`` file, PSNR of its decode."""
-    from .api import Codec, decode_array, encode_array
-
     model.eval()
     engine.build_tables(model)
     codec = Codec(model, engine.EntropyTables.from_model(model), device=device)

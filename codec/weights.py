@@ -24,6 +24,7 @@ from .errors import AecError
 from .model import AECModel, Arch
 
 TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
+TRANSFORMS = ("g_a.", "g_s.", "h_a.", "h_s.")
 
 
 def weights_dir() -> Path:
@@ -80,6 +81,8 @@ def _load(model_id: str | None, device: str, folder: str) -> Codec:
     entry = manifest.get("models", {}).get(model_id)
     if entry is None:
         raise AecError(f"model {model_id!r} is not in {folder}/manifest.json")
+    if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)):
+        raise AecError(f"manifest entry for {model_id!r} lacks its file or sha256")
     path = Path(folder) / entry["file"]
     if not path.exists():
         raise AecError(f"weights file {path} is missing")
@@ -118,7 +121,7 @@ def load_codec_for(model_id: str, weights_hash: bytes, device: str | torch.devic
     """The codec a file names; a clear error when this installation lacks those weights."""
     manifest = read_manifest()
     entry = manifest.get("models", {}).get(model_id)
-    if entry is None or bytes.fromhex(entry["sha256"][:16]) != weights_hash:
+    if not isinstance(entry, dict) or str(entry.get("sha256", ""))[:16] != weights_hash.hex():
         raise AecError(
             f"this file needs model {model_id!r} with weights {weights_hash.hex()}, "
             "which this installation does not have"
@@ -129,13 +132,13 @@ def load_codec_for(model_id: str, weights_hash: bytes, device: str | torch.devic
 def save_weights(model: AECModel, path: Path, half: bool) -> str:
     """Write a model (tables included) as safetensors; returns its sha256.
 
-    With ``half`` the transform weights are stored as fp16; gains, quantiles and tables stay exact.
+    With ``half`` the four transforms' weights are stored as fp16; gains, quantiles and tables stay float32.
     """
-    keep_fp32 = ("gain", "quantiles", "scale_table", *TABLE_BUFFERS)
+    params = {name for name, _ in model.named_parameters()}  # buffers (GDN pedestals, bounds) stay float32
     sd = {}
     for k, v in model.state_dict().items():
         v = v.detach().cpu().contiguous()
-        if half and v.is_floating_point() and not k.endswith(keep_fp32):
+        if half and k.startswith(TRANSFORMS) and k in params:
             v = v.half()
         sd[k] = v
     path.parent.mkdir(parents=True, exist_ok=True)

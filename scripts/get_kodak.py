@@ -66,8 +66,7 @@ def http_get(url: str, timeout: float = 60.0) -> bytes:
         return r.read()
 
 
-def fetch(name: str, folder: Path, url_template: str = URL_TEMPLATE,
-          get: Callable[[str], bytes] = http_get) -> str:
+def fetch(name: str, folder: Path, url_template: str = URL_TEMPLATE, get: Callable[[str], bytes] = http_get) -> str:
     """Make ``folder/name`` a verified copy; returns "kept" or "downloaded", raises ValueError on a bad download.
 
     The download goes to a ``.part`` file that replaces the target only once its checksum is right,
@@ -86,8 +85,12 @@ def fetch(name: str, folder: Path, url_template: str = URL_TEMPLATE,
     return "downloaded"
 
 
-def get_kodak(folder: Path, url_template: str = URL_TEMPLATE, get: Callable[[str], bytes] = http_get,
-              names: list[str] | None = None) -> dict[str, str]:
+def get_kodak(
+    folder: Path,
+    url_template: str = URL_TEMPLATE,
+    get: Callable[[str], bytes] = http_get,
+    names: list[str] | None = None,
+) -> dict[str, str]:
     """Fetch every missing or damaged image; returns name → "kept", "downloaded" or an error message."""
     folder.mkdir(parents=True, exist_ok=True)
     status = {}

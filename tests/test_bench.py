@@ -39,8 +39,22 @@ def test_rd_smoke(tiny_dir, tmp_path):
     from benchmarks import rd
 
     out = tmp_path / "out"
-    args = ["--data", str(tiny_dir), "--out", str(out), "--limit", "2", "--qualities", "1,8", "--device", "cpu",
-            "--name", "kodak-smoke", "--anchors", str(ANCHORS if ANCHORS.is_dir() else tmp_path / "none")]
+    args = [
+        "--data",
+        str(tiny_dir),
+        "--out",
+        str(out),
+        "--limit",
+        "2",
+        "--qualities",
+        "1,8",
+        "--device",
+        "cpu",
+        "--name",
+        "kodak-smoke",
+        "--anchors",
+        str(ANCHORS if ANCHORS.is_dir() else tmp_path / "none"),
+    ]
     result = CliRunner().invoke(rd.main, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     for f in ("rd.json", "rd.csv", "rd_per_image.csv", "rd.png", "bdrate.md"):
@@ -192,7 +206,9 @@ def test_get_kodak_against_local_copy(tmp_path):
         raise AssertionError(f"unexpected download of {url}")
 
     assert mod.get_kodak(target, get=no_network, names=["kodim01.png", "kodim02.png"]) == {
-        "kodim01.png": "kept", "kodim02.png": "kept"}
+        "kodim01.png": "kept",
+        "kodim02.png": "kept",
+    }
     # A damaged file is fetched again; a file:// URL stands in for the web server.
     status = mod.get_kodak(target, url_template=KODAK.as_uri() + "/{name}", names=["kodim03.png"])
     assert status == {"kodim03.png": "downloaded"}

@@ -1,0 +1,105 @@
+"""Costs of two engineering choices, measured on a folder of images (issue numbers in the docs):
+
+- ``exact``: the integer-exact hyper-synthesis (``codec/exact.py``) against the float one it replaces —
+  BD-rate of the exact path's real streams vs CompressAI's stock float path on the same network.
+- ``fp16``: storing the transforms' weights as fp16 — PSNR change at equal symbols.
+
+    python -m benchmarks.ablation exact --data DIR [--limit N]
+    python -m benchmarks.ablation fp16 --data DIR [--limit N]
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import click
+import numpy as np
+import torch
+
+from codec import engine, tiling
+from codec.data import load_rgb
+from codec.tensors import psnr, to_tensor, to_uint8
+from codec.weights import TRANSFORMS, load_codec
+
+from .bdrate import bd_rate
+from .common import parse_floats, select_images, use_weights
+from .speed import reference_compress, reference_decompress
+
+
+def _streams_bytes(strings) -> int:
+    return sum(len(s) for group in strings for s in group)
+
+
+def exact_vs_float(paths, qualities: list[float]) -> dict:
+    """Mean bpp/PSNR per quality for both paths (streams only, no container), and the BD-rate."""
+    c = load_codec(device="cpu")
+    curves = {"exact": {"bpp": [], "psnr": []}, "float": {"bpp": [], "psnr": []}}
+    for q in qualities:
+        acc = {k: ([], []) for k in curves}
+        for p in paths:
+            rgb = load_rgb(p)
+            h, w = rgb.shape[:2]
+            x = to_tensor(rgb)
+            (st,) = engine.compress(c.model, c.tables, x, q)
+            out = to_uint8(engine.decompress(c.model, c.tables, [st], q), h, w)
+            acc["exact"][0].append((len(st.z) + len(st.y)) * 8 / (h * w))
+            acc["exact"][1].append(psnr(rgb, out))
+            ref = reference_compress(c.model, x, q)
+            rout = to_uint8(reference_decompress(c.model, ref["strings"], ref["shape"], q), h, w)
+            acc["float"][0].append(_streams_bytes(ref["strings"]) * 8 / (h * w))
+            acc["float"][1].append(psnr(rgb, rout))
+        for k, (b, s) in acc.items():
+            curves[k]["bpp"].append(float(np.mean(b)))
+            curves[k]["psnr"].append(float(np.mean(s)))
+    curves["bd_rate_exact_vs_float_percent"] = bd_rate(
+        curves["float"]["bpp"], curves["float"]["psnr"], curves["exact"]["bpp"], curves["exact"]["psnr"]
+    )
+    return curves
+
+
+def fp16_cost(paths, qualities: list[float]) -> dict:
+    """PSNR of the decode with fp16-rounded transform weights minus fp32, per quality (same bitstream)."""
+    c = load_codec(device="cpu")
+    half = copy.deepcopy(c.model)
+    with torch.no_grad():
+        for name, p in half.named_parameters():
+            if name.startswith(TRANSFORMS):
+                p.copy_(p.half().float())
+    half_tables = engine.EntropyTables.from_model(half)
+    out = {}
+    for q in qualities:
+        d = []
+        for p in paths:
+            rgb = load_rgb(p)
+            h, w = rgb.shape[:2]
+            y = tiling.analyze(c.model, rgb, tiling.TILE, c.device)
+            (st,) = engine.code(c.model, c.tables, y, q)
+            full = to_uint8(engine.decompress(c.model, c.tables, [st], q), h, w)
+            y16 = tiling.analyze(half, rgb, tiling.TILE, c.device)
+            (st16,) = engine.code(half, half_tables, y16, q)
+            low = to_uint8(engine.decompress(half, half_tables, [st16], q), h, w)
+            d.append((psnr(rgb, low) - psnr(rgb, full), (len(st16.y) + len(st16.z)) / (len(st.y) + len(st.z)) - 1))
+        out[f"{q:g}"] = {
+            "delta_psnr_db": float(np.mean([a for a, _ in d])),
+            "delta_rate": float(np.mean([b for _, b in d])),
+        }
+    return out
+
+
+@click.command()
+@click.argument("what", type=click.Choice(["exact", "fp16"]))
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--limit", type=int, default=None)
+@click.option("--qualities", default="1,2,3,4,5,6,7,8", show_default=True)
+@click.option("--weights", default=None, help="Weights folder (default: the shipped weights/).")
+def main(what: str, data: str, limit: int | None, qualities: str, weights: str | None) -> None:
+    use_weights(weights)
+    paths = select_images(data, limit)
+    qs = parse_floats(qualities)
+    result = exact_vs_float(paths, qs) if what == "exact" else fp16_cost(paths, qs)
+    click.echo(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -378,22 +378,6 @@ def make_case(seeds: list[bytes], seed: int, index: int) -> tuple[str, bytes]:
 
 
 # -- seeds and the network ------------------------------------------------------------------
-def make_test_weights(folder: Path) -> None:
-    """The seeded random network of tests/conftest.py (same recipe), exported to ``folder``."""
-    import torch
-
-    from codec.export import export
-    from codec.model import AECModel, Arch
-
-    torch.manual_seed(1234)
-    model = AECModel(Arch(N=32, M=48))
-    with torch.no_grad():
-        levels = torch.linspace(0, 1, model.arch.levels)[:, None]
-        model.log_y_gain.copy_((np.log(5) + levels * np.log(100)).expand_as(model.log_y_gain))
-        model.log_z_gain.copy_((np.log(20) + levels * np.log(10)).expand_as(model.log_z_gain))
-    export(model, "test-model", folder, half=False, meta={"note": "seeded random network, fuzzing only"})
-
-
 def seed_files(codec) -> list[bytes]:
     """Valid tiny files covering each layout and chunk: RGB, grey, RGBA, ICC + EXIF, 1×1."""
     from codec.api import encode
@@ -622,7 +606,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.weights:
             os.environ["AECODEC_WEIGHTS"] = args.weights
         else:
-            make_test_weights(Path(folder))
+            from codec.testing import make_test_weights
+
+            make_test_weights(Path(folder), note="seeded random network, fuzzing only")
             os.environ["AECODEC_WEIGHTS"] = folder  # inherited by the spawned worker
         report = supervise(opts, progress=lambda line: print(line, flush=True))
     print(f"\n{opts.cases} cases (seed {opts.seed}, from {opts.start}) in {report.seconds:.0f} s", end="")

@@ -16,19 +16,10 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def test_weights(tmp_path_factory) -> str:
     """A weights folder holding a small seeded network, exported the way real weights are."""
-    from codec.export import export
-    from codec.model import AECModel, Arch
+    from codec.testing import make_test_weights
 
-    torch.manual_seed(1234)
     folder = tmp_path_factory.mktemp("weights")
-    model = AECModel(Arch(N=32, M=48))
-    # A random g_a outputs tiny latents (std ~0.05): widen the gains so qualities 1..8 span a real
-    # rate range (about 0.1 to 8 bpp) and rate-control tests have something to search.
-    with torch.no_grad():
-        levels = torch.linspace(0, 1, model.arch.levels)[:, None]
-        model.log_y_gain.copy_((np.log(5) + levels * np.log(100)).expand_as(model.log_y_gain))
-        model.log_z_gain.copy_((np.log(20) + levels * np.log(10)).expand_as(model.log_z_gain))
-    export(model, "test-model", folder, half=False, meta={"note": "seeded random network, tests only"})
+    make_test_weights(folder)
     return str(folder)
 
 

@@ -229,6 +229,7 @@ def _check_not_input(src: str, dest: str) -> None:
 @click.option("--M", "M", type=int, default=192, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=int, default=0)
+@click.option("--init", default=None, help="Model id in weights/ to start from when RUN_DIR has no checkpoint.")
 def train(train_dir, val_dir, run_dir, **kw) -> None:
     """Train (or resume) the variable-rate network on a folder of photos.
 

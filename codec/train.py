@@ -56,6 +56,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     log_every: int = 50
+    init: str | None = None  # model id in weights/ to start from when the run folder has no checkpoint
     extra: dict = field(default_factory=dict)
 
 
@@ -173,6 +174,10 @@ def train(cfg: TrainConfig) -> dict:
         state = ck["state"]
         if rank == 0:
             print(f"resumed {ckpt_path} at step {state['step']}", flush=True)
+    elif cfg.init:
+        state = init_from_weights(model, cfg.init)
+        if rank == 0:
+            print(f"initialized from shipped model {cfg.init} (trained {state['step']} steps)", flush=True)
     model = model.to(memory_format=torch.channels_last)
     net = model
     if world > 1:
@@ -269,6 +274,23 @@ def train(cfg: TrainConfig) -> dict:
         if world > 1:
             dist.destroy_process_group()
     return state
+
+
+def init_from_weights(model: AECModel, model_id: str) -> dict:
+    """Start a run from shipped weights (no optimizer state): training continues across sessions
+    even when the checkpoint folder did not survive. Returns the training state to continue from."""
+    from .weights import load_codec, read_manifest
+
+    shipped = load_codec(model_id, device="cpu").model
+    if asdict(shipped.arch) != asdict(model.arch):
+        raise ValueError(f"model {model_id} has architecture {asdict(shipped.arch)}, asked for {asdict(model.arch)}")
+    model.load_state_dict(_without_tables(shipped.state_dict()), strict=False)
+    training = read_manifest()["models"][model_id].get("training", {})
+    return {
+        "step": int(training.get("steps") or 0),
+        "seconds": float(training.get("seconds") or 0.0),
+        "val": list(training.get("validation") or []),
+    }
 
 
 def _without_tables(sd: dict) -> dict:

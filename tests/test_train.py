@@ -72,6 +72,14 @@ def test_train_resume_and_export(folders, tmp_path, monkeypatch):
     data = codec.encode(Image.open(folders / "val" / "im0.png"), quality=2)
     assert codec.decode(data).size == (96, 72)
 
+    # A new run folder can start from the shipped weights and continues their step count.
+    cfg2 = TrainConfig(
+        train_dir=str(folders / "train"), run_dir=str(tmp_path / "run2"), steps=6, init="tiny", seed=1, **TINY
+    )
+    assert train(cfg2)["step"] == 6
+    resumed = torch.load(tmp_path / "run2" / "last.pt", weights_only=True)["model"]["g_a.0.weight"]
+    assert (resumed - after).abs().max() < 0.05  # one small step away from the exported weights, not a fresh init
+
 
 def test_ddp_two_processes_gloo(folders, tmp_path):
     run = tmp_path / "ddp"

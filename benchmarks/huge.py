@@ -1,0 +1,106 @@
+"""Huge images: peak memory of a tiled encode/decode, and what tiling costs in quality.
+
+    python -m benchmarks.huge --size 8000 [--source PHOTO] [--quality 4]
+    python -m benchmarks.huge --compare 2048 --tile 512      # tiled vs untiled PSNR/bpp
+
+The big image is a photo resized up (Lanczos) to ``size × size``: smooth, photo-like content at a
+size no training crop ever had. Encode and decode each run in a fresh process through the CLI, so
+the peak resident memory reported (``ru_maxrss`` of the child) is the whole program's.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+from PIL import Image
+
+from codec.data import image_files
+from codec.tensors import psnr
+
+from .common import RESULTS_DIR, use_weights
+
+DEFAULT_SOURCE = Path(__file__).resolve().parents[1] / "scripts" / "sample.png"
+
+
+def _photo(source: Path | None, height: int, width: int) -> np.ndarray:
+    src = Image.open(source or DEFAULT_SOURCE).convert("RGB")
+    return np.asarray(src.resize((width, height), Image.Resampling.LANCZOS))
+
+
+def _run_child(args: list[str]) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one CLI run in its own process."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "codec.cli", *args], check=True)
+    seconds = time.perf_counter() - t0
+    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def memory(size: int, quality: float, tile: int, source: Path | None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        png, aec, out = Path(tmp) / "big.png", Path(tmp) / "big.aec", Path(tmp) / "out.png"
+        rgb = _photo(source, size, size)
+        Image.fromarray(rgb).save(png, compress_level=1)
+        # ru_maxrss of children is the max over all children so far: encode first, then decode.
+        enc_s, enc_mb = _run_child(["encode", str(png), "-o", str(aec), "-q", str(quality), "--tile", str(tile)])
+        dec_s, dec_mb = _run_child(["decode", str(aec), "-o", str(out)])
+        rec = np.asarray(Image.open(out).convert("RGB"))
+        return {
+            "size": f"{size}x{size}",
+            "tile": tile,
+            "quality": quality,
+            "encode_s": round(enc_s, 1),
+            "encode_peak_rss_mb": round(enc_mb),
+            "decode_s": round(dec_s, 1),
+            "decode_peak_rss_mb_max_so_far": round(dec_mb),
+            "bpp": aec.stat().st_size * 8 / size**2,
+            "psnr": psnr(rgb, rec),
+        }
+
+
+def compare(size: int, tile: int, quality: float, source: Path | None) -> dict:
+    """Tiled vs one-piece coding of the same image at the same quality."""
+    import codec
+
+    rgb = _photo(source, size, size)
+    out = {}
+    for name, t in (("untiled", max(size, 64) + 64), ("tiled", tile)):
+        data = codec.encode(rgb, quality=quality, tile=t)
+        rec = np.asarray(codec.decode(data))
+        out[name] = {"tile": t, "bpp": len(data) * 8 / size**2, "psnr": psnr(rgb, rec)}
+    out["delta_psnr_db"] = out["tiled"]["psnr"] - out["untiled"]["psnr"]
+    out["delta_bpp_percent"] = 100 * (out["tiled"]["bpp"] / out["untiled"]["bpp"] - 1)
+    return out
+
+
+@click.command()
+@click.option("--size", type=int, default=8000, show_default=True, help="Side of the square test image (memory run).")
+@click.option("--compare", "compare_size", type=int, default=None, help="Run the tiled-vs-untiled comparison instead.")
+@click.option("--tile", type=int, default=1024, show_default=True)
+@click.option("--quality", type=float, default=4.0, show_default=True)
+@click.option(
+    "--source", type=click.Path(exists=True), default=None, help="Photo to resize (default scripts/sample.png)."
+)
+@click.option(
+    "--data", type=click.Path(exists=True, file_okay=False), default=None, help="Use this folder's first image."
+)
+@click.option("--weights", default=None)
+def main(size, compare_size, tile, quality, source, data, weights) -> None:
+    use_weights(weights)
+    src = Path(source) if source else (image_files(data)[0] if data else None)
+    result = compare(compare_size, tile, quality, src) if compare_size else memory(size, quality, tile, src)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    name = f"huge-compare-{compare_size}.json" if compare_size else f"huge-{size}.json"
+    (RESULTS_DIR / name).write_text(json.dumps(result, indent=2) + "\n")
+    click.echo(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

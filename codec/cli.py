@@ -9,8 +9,11 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
@@ -19,6 +22,7 @@ from .bitstream import MAX_PIXELS
 from .errors import AecError
 
 EXIT_BAD_INPUT, EXIT_OTHER = 2, 1
+T = TypeVar("T")
 NO_LIMIT = 1 << 64  # above any u32 × u32
 
 
@@ -42,8 +46,34 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     click.echo(f"aecodec: warning: {_one_line(str(message))}", err=True)
 
 
-def _run_many(inputs: tuple[str, ...], job: Callable[[str], str], unit: str) -> None:
-    """Run ``job`` per input with a progress bar; exit with the worst status seen."""
+def _prefetched(
+    inputs: tuple[str, ...], load: Callable[[str], T], depth: int = 2
+) -> Iterator[tuple[str, Callable[[], T]]]:
+    """Yield (input, get) while the next ``depth`` inputs load in background threads, so reading and
+    decoding files overlaps the network (file I/O and Pillow's decoders release the GIL). ``get()``
+    returns the loaded value or raises what loading raised, inside the caller's error handling."""
+    with ThreadPoolExecutor(max_workers=depth) as pool:
+        pending: deque = deque()
+        rest = iter(inputs)
+
+        def submit() -> None:
+            src = next(rest, None)
+            if src is not None:
+                pending.append((src, pool.submit(load, src)))
+
+        for _ in range(depth + 1):
+            submit()
+        while pending:
+            src, future = pending.popleft()
+            submit()
+            yield src, future.result
+
+
+def _run_many(
+    inputs: tuple[str, ...], load: Callable[[str], T], job: Callable[[str, Callable[[], T]], int], unit: str
+) -> None:
+    """Run ``job`` per input (its data loaded ahead by ``load``) with a progress bar showing MP/s;
+    exit with the worst status seen."""
     status = 0
     many = len(inputs) > 1
     bar = None
@@ -52,9 +82,9 @@ def _run_many(inputs: tuple[str, ...], job: Callable[[str], str], unit: str) -> 
 
         bar = tqdm(total=len(inputs), unit=unit, file=sys.stderr, dynamic_ncols=True)
     t0, pixels = time.perf_counter(), 0
-    for src in inputs:
+    for src, get in _prefetched(inputs, load):
         try:
-            pixels += int(job(src))
+            pixels += int(job(src, get))
         except AecError as e:
             _fail(_labelled(src, str(e)))
             status = max(status, EXIT_BAD_INPUT)
@@ -129,17 +159,20 @@ def encode(inputs, output, quality, target_bpp, max_bytes, device, model_id, til
         _fail(str(e))
         sys.exit(EXIT_BAD_INPUT)
 
-    def job(src: str) -> int:
+    def load(src: str):
+        return files.open_image(files.read_bytes(src), files.label(src))
+
+    def job(src: str, get) -> int:
         dest = files.output_path(src, output, ".aec", len(inputs) > 1)
         _check_not_input(src, dest)
         if dest != files.STDIO and Path(dest).exists() and not force:
             raise AecError(f"{dest}: exists (use --force to overwrite)")
-        image = files.open_image(files.read_bytes(src), files.label(src))
+        image = get()
         data = encode_image(image, quality, target_bpp=target_bpp, max_bytes=max_bytes, codec=codec, tile=tile)
         files.write_output(dest, data, force)
         return image.width * image.height
 
-    _run_many(inputs, job, "img")
+    _run_many(inputs, load, job, "img")
 
 
 @main.command()
@@ -160,19 +193,19 @@ def decode(inputs, output, device, force, max_pixels) -> None:
     from .api import decode as decode_image
     from .weights import load_codec_for
 
-    def job(src: str) -> int:
+    def job(src: str, get) -> int:
         dest = files.output_path(src, output, ".png", len(inputs) > 1)
         _check_not_input(src, dest)
         if dest != files.STDIO and Path(dest).exists() and not force:
             raise AecError(f"{dest}: exists (use --force to overwrite)")
-        data = files.read_bytes(src)
+        data = get()
         header = bs.unpack(data, max_pixels)
         codec = load_codec_for(header.model_id, header.weights_hash, device)
         image = decode_image(data, codec=codec, max_pixels=max_pixels)
         files.write_output(dest, files.image_bytes(image, dest), force)
         return image.width * image.height
 
-    _run_many(inputs, job, "img")
+    _run_many(inputs, files.read_bytes, job, "img")
 
 
 @main.command()

@@ -23,7 +23,7 @@ from codec.tensors import psnr, to_tensor, to_uint8
 from codec.weights import TRANSFORMS, load_codec
 
 from .bdrate import bd_rate
-from .common import parse_floats, select_images, use_weights
+from .common import ALL_QUALITIES, parse_floats, select_images, use_weights
 from .speed import reference_compress, reference_decompress
 
 
@@ -91,7 +91,7 @@ def fp16_cost(paths, qualities: list[float]) -> dict:
 @click.argument("what", type=click.Choice(["exact", "fp16"]))
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--limit", type=int, default=None)
-@click.option("--qualities", default="1,2,3,4,5,6,7,8", show_default=True)
+@click.option("--qualities", default=ALL_QUALITIES, show_default=True)
 @click.option("--weights", default=None, help="Weights folder (default: the shipped weights/).")
 def main(what: str, data: str, limit: int | None, qualities: str, weights: str | None) -> None:
     use_weights(weights)

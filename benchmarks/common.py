@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from codec.data import image_files
+from codec.quality import Q_MAX, Q_MIN
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -25,6 +26,10 @@ def use_weights(folder: str | Path | None) -> None:
     """Point ``codec.weights`` at ``folder`` (it reads ``$AECODEC_WEIGHTS`` on every load)."""
     if folder:
         os.environ["AECODEC_WEIGHTS"] = str(Path(folder).resolve())
+
+
+#: Every integer quality of the ladder, as the --qualities option spells it.
+ALL_QUALITIES = ",".join(str(q) for q in range(int(Q_MIN), int(Q_MAX) + 1))
 
 
 def parse_floats(text: str) -> list[float]:

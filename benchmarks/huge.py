@@ -1,6 +1,6 @@
 """Huge images: peak memory of a tiled encode/decode, and what tiling costs in quality.
 
-    python -m benchmarks.huge --size 8000 [--source PHOTO] [--quality 4]
+    python -m benchmarks.huge --size 8000 [--source PHOTO] [--quality 6]
     python -m benchmarks.huge --compare 2048 --tile 512      # tiled vs untiled PSNR/bpp
 
 The big image is a photo resized up (Lanczos) to ``size × size``: smooth, photo-like content at a
@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from codec.data import image_files
+from codec.quality import DEFAULT_QUALITY
 from codec.tensors import psnr
 
 from .common import RESULTS_DIR, use_weights
@@ -84,7 +85,7 @@ def compare(size: int, tile: int, quality: float, source: Path | None) -> dict:
 @click.option("--size", type=int, default=8000, show_default=True, help="Side of the square test image (memory run).")
 @click.option("--compare", "compare_size", type=int, default=None, help="Run the tiled-vs-untiled comparison instead.")
 @click.option("--tile", type=int, default=1024, show_default=True)
-@click.option("--quality", type=float, default=4.0, show_default=True)
+@click.option("--quality", type=float, default=DEFAULT_QUALITY, show_default=True)
 @click.option(
     "--source", type=click.Path(exists=True), default=None, help="Photo to resize (default scripts/sample.png)."
 )

@@ -1,6 +1,6 @@
 """Rate-distortion benchmark: aecodec against Pillow's JPEG/WebP/AVIF (and JPEG XL) on a folder of images.
 
-    python -m benchmarks.rd --data data/kodak [--limit N] [--qualities 1,2,...,8] [--device auto|cpu|cuda]
+    python -m benchmarks.rd --data data/kodak [--limit N] [--qualities 1,2,...,10] [--device auto|cpu|cuda]
 
 Writes ``benchmarks/results/<dataset>/``: ``rd.json`` (CompressAI's results format, one entry per
 codec), ``rd.csv``, ``rd_per_image.csv``, ``rd.png`` and ``bdrate.md``. Kodak runs also draw the
@@ -21,7 +21,7 @@ from tqdm import tqdm
 from codec.data import load_rgb
 
 from . import coders, metrics, report
-from .common import REPO_ROOT, RESULTS_DIR, parse_floats, select_images, use_weights, write_json
+from .common import ALL_QUALITIES, REPO_ROOT, RESULTS_DIR, parse_floats, select_images, use_weights, write_json
 
 DEFAULT_ANCHORS_DIR = REPO_ROOT.parent / "shared" / "anchors" / "kodak"
 
@@ -98,7 +98,7 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     paths = select_images(data, limit)
     todo, descriptions, notes = build_coders(
-        qualities or [float(q) for q in range(1, 9)], pillow_qualities or list(coders.PILLOW_QUALITIES), device, jxl
+        qualities or parse_floats(ALL_QUALITIES), pillow_qualities or list(coders.PILLOW_QUALITIES), device, jxl
     )
     warm_up(todo)
     records, short_side = [], []
@@ -139,7 +139,7 @@ def run(
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder [default: benchmarks/results/<name>].")
 @click.option("--name", help="Dataset name [default: the data folder's name].")
 @click.option("--limit", type=int, help="Use only the first N images.")
-@click.option("--qualities", default="1,2,3,4,5,6,7,8", show_default=True, help="aecodec qualities.")
+@click.option("--qualities", default=ALL_QUALITIES, show_default=True, help="aecodec qualities.")
 @click.option(
     "--pillow-qualities",
     default=",".join(map(str, coders.PILLOW_QUALITIES)),

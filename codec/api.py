@@ -247,7 +247,7 @@ def _array_to_image(arr: np.ndarray) -> Image.Image:
 
 def encode(
     image: Image.Image | np.ndarray,
-    quality: float = 4.0,
+    quality: float = Q.DEFAULT_QUALITY,
     *,
     target_bpp: float | None = None,
     max_bytes: int | None = None,
@@ -257,7 +257,7 @@ def encode(
 ) -> bytes:
     """Compress a PIL image or uint8 array to ``.aec`` bytes.
 
-    ``quality`` in [1, 8] (fractions allowed); or ``target_bpp`` / ``max_bytes`` to search the
+    ``quality`` in [1, 10] (fractions allowed); or ``target_bpp`` / ``max_bytes`` to search the
     quality on real file sizes. ``max_bytes`` that no quality meets raises AecError; a
     ``target_bpp`` below the lowest quality's rate gives that lowest quality. Images larger than
     ``tile`` pixels on a side are coded in independently decodable tiles (bounded memory).

@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from .errors import FormatError
+from .quality import Q_MAX, Q_MIN
 
 MAGIC = b"\x89AEC"
 VERSION = 2  # 2: integer-exact hyper-synthesis (codec/exact.py); 1 was a float pre-release, never shipped
@@ -100,7 +101,7 @@ def _check_fields(f: AecFile) -> bytes:
         raise ValueError("image dimensions out of range")
     if f.layout not in LAYOUTS:
         raise ValueError(f"unknown channel layout {f.layout}")
-    if not (math.isfinite(f.quality) and 1 <= round(f.quality * QUALITY_SCALE) / QUALITY_SCALE <= 8):
+    if not (math.isfinite(f.quality) and Q_MIN <= round(f.quality * QUALITY_SCALE) / QUALITY_SCALE <= Q_MAX):
         raise ValueError(f"quality {f.quality!r} out of range")
     if f.version != VERSION:
         raise ValueError(f"this encoder writes version {VERSION} only")
@@ -184,7 +185,7 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> AecFile:
     if width * height > max_pixels:
         raise FormatError(f"image of {width}x{height} exceeds the limit of {max_pixels} pixels")
     quality = q / QUALITY_SCALE
-    if not (1.0 <= quality <= 8.0):
+    if not (Q_MIN <= quality <= Q_MAX):
         raise FormatError(f"quality {quality:g} out of range")
     if pos + mlen > len(body):
         raise FormatError("truncated .aec file (model id)")

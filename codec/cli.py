@@ -20,6 +20,7 @@ import click
 from . import files
 from .bitstream import MAX_PIXELS
 from .errors import AecError
+from .quality import DEFAULT_QUALITY, Q_MAX, Q_MIN
 
 EXIT_BAD_INPUT, EXIT_OTHER = 2, 1
 T = TypeVar("T")
@@ -126,9 +127,9 @@ def main() -> None:
     "-q",
     "--quality",
     type=float,
-    default=4.0,
+    default=DEFAULT_QUALITY,
     show_default=True,
-    help="1 (fewest bits) to 8 (best quality); fractions interpolate.",
+    help=f"{Q_MIN:g} (fewest bits, ~0.1 bpp) to {Q_MAX:g} (best quality); fractions interpolate.",
 )
 @click.option(
     "--target-bpp", type=float, help="Search the quality whose file is closest below this many bits per pixel."

@@ -116,6 +116,36 @@ def _float_dtype(model: AECModel) -> torch.dtype:
     return model.log_y_gain.dtype
 
 
+#: Channels-last activations: oneDNN's convolutions run g_a 1.6-1.8x and g_s 1.2-1.5x faster on this
+#: project's CPUs than with the default layout (768x512, 1 thread), and tensor cores want it on CUDA.
+#: Only the float transforms use it; the exact hyper-synthesis is layout-independent integer math.
+LAYOUT = torch.channels_last
+
+
+#: Devices whose float transforms run under fp16 autocast. Their activations stay below ~10 on photos
+#: (measured on Kodak), far from fp16's 65504, and fp16 synthesis moved PSNR by at most 0.0035 dB
+#: (3 Kodak images, q 1 and 8, measured through CPU autocast); bf16 moved it by up to 0.02 dB.
+#: Neither transform feeds what the decoder must reproduce: g_a only decides the encoder's symbols,
+#: g_s only the pixels. A non-finite result (overflow) is recomputed in float32.
+HALF_DEVICES = {"cuda"}
+
+
+def _transform(module: torch.nn.Module, x: Tensor) -> Tensor:
+    """``module(x)`` as float32, under fp16 autocast on HALF_DEVICES."""
+    if x.device.type not in HALF_DEVICES:
+        return module(x).float()
+    with torch.autocast(x.device.type, dtype=torch.float16):
+        out = module(x).float()
+    return out if bool(torch.isfinite(out).all()) else module(x).float()
+
+
+def prepare(model: AECModel) -> AECModel:
+    """Put the analysis/synthesis weights in the layout ``analyze``/``synthesize_latent`` feed them."""
+    model.g_a.to(memory_format=LAYOUT)
+    model.g_s.to(memory_format=LAYOUT)
+    return model
+
+
 @torch.inference_mode()
 def analyze(model: AECModel, x: Tensor) -> Tensor:
     """The latent ``y`` of a batch ``x`` (B, 3, H, W) in [0, 1], H and W multiples of PAD_MULTIPLE.
@@ -123,7 +153,7 @@ def analyze(model: AECModel, x: Tensor) -> Tensor:
     Kept apart from ``code`` because ``y`` does not depend on the quality: a rate search runs the
     analysis transform once and only re-codes the latent.
     """
-    return model.g_a(x.to(_float_dtype(model)))
+    return _transform(model.g_a, x.to(_float_dtype(model)).contiguous(memory_format=LAYOUT))
 
 
 @torch.inference_mode()
@@ -195,7 +225,7 @@ class Latents:
 def synthesize_latent(model: AECModel, y_hat: Tensor) -> Tensor:
     """g_s of a latent, clamped to [0, 1]; NaN/inf from damaged streams become 0/1, never errors."""
     device = model.log_y_gain.device
-    x = model.g_s(y_hat.to(device, _float_dtype(model))).float()
+    x = _transform(model.g_s, y_hat.to(device, _float_dtype(model)).contiguous(memory_format=LAYOUT))
     return torch.nan_to_num_(x, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0, 1)
 
 

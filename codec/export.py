@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from . import engine
+from . import quality as Q
 from .model import AECModel, Arch
 from .train import _without_tables, load_checkpoint
 from .weights import save_weights
@@ -60,7 +61,7 @@ def checkpoint_meta(state: dict, train_dir: str | None = None, device: str | Non
             "seconds": round(state.get("seconds", 0.0)),
             "data": train_dir,
             "device": device,
-            "lambdas": "CompressAI MSE ladder, q 1..8",
+            "lambdas": list(Q.LAMBDAS),
             "validation": state.get("val", []),
         },
         "torch": torch.__version__,

@@ -98,6 +98,8 @@ class AECModel(nn.Module):
         super().__init__()
         self.arch = arch
         N, M, L = arch.N, arch.M, arch.levels
+        if L != len(Q.LAMBDAS):
+            raise ValueError(f"{L} quality levels, but this version's ladder has {len(Q.LAMBDAS)}")
         self.g_a = analysis(N, M)
         self.g_s = synthesis(N, M)
         self.h_a = hyper_analysis(N, M)

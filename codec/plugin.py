@@ -7,6 +7,7 @@ from typing import IO
 from PIL import Image, ImageFile
 
 from . import bitstream as bs
+from .quality import DEFAULT_QUALITY
 
 FORMAT = "AEC"
 
@@ -47,7 +48,7 @@ class AecImageFile(ImageFile.ImageFile):
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     from .api import encode
 
-    quality = im.encoderinfo.get("quality", 4.0)
+    quality = im.encoderinfo.get("quality", DEFAULT_QUALITY)
     fp.write(encode(im, quality=quality))
 
 

@@ -1,15 +1,20 @@
-"""Quality scale: maps a (possibly fractional) quality in [1, 8] to a λ and to gain-table weights.
+"""Quality scale: maps a (possibly fractional) quality in [1, 10] to a λ and to gain-table weights.
 
-Integer qualities follow CompressAI's MSE λ ladder so our R-D points line up with its published
-curves point for point; fractional qualities interpolate log-linearly between neighbours, which is
-how gain units (Cui et al., CVPR 2021) give a continuous rate.
+Qualities 3..10 follow CompressAI's MSE λ ladder so those R-D points line up with its published
+curves; 1 and 2 extend it downwards (the low end reached only 0.33 bpp on Kodak with λ = 0.0018,
+and users need ~0.1 bpp). Fractional qualities interpolate log-linearly between neighbours, which
+is how gain units (Cui et al., CVPR 2021) give a continuous rate.
 """
 
 from __future__ import annotations
 
 import math
 
-LAMBDAS: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.0130, 0.025, 0.0483, 0.0932, 0.18)
+#: CompressAI's ladder (q 1..8 of its zoo), which the first shipped weights were trained on.
+COMPRESSAI_LAMBDAS: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.0130, 0.025, 0.0483, 0.0932, 0.18)
+LAMBDAS: tuple[float, ...] = (0.00025, 0.0007, *COMPRESSAI_LAMBDAS)
+#: λ = 0.013, about the rate of a JPEG at quality 75 (~0.85 bpp on Kodak).
+DEFAULT_QUALITY: float = 6.0
 Q_MIN: float = 1.0
 Q_MAX: float = float(len(LAMBDAS))
 
@@ -35,3 +40,20 @@ def lmbda(quality: float) -> float:
     if t == 0.0:
         return LAMBDAS[level]
     return math.exp((1 - t) * math.log(LAMBDAS[level]) + t * math.log(LAMBDAS[level + 1]))
+
+
+def remap_levels(table: list[list[float]], from_lambdas: tuple[float, ...], to_lambdas: tuple[float, ...]):
+    """Rows of a per-level table (log gains) moved to another λ ladder, linear in log λ.
+
+    Used to start training on a new ladder from weights trained on an old one; levels outside the
+    old range are extrapolated from its two nearest levels (high-rate theory: log gain is linear
+    in log λ), which training then refines.
+    """
+    xs = [math.log(v) for v in from_lambdas]
+    out = []
+    for lam in to_lambdas:
+        x = math.log(lam)
+        i = min(max(sum(1 for v in xs if v <= x) - 1, 0), len(xs) - 2)
+        t = (x - xs[i]) / (xs[i + 1] - xs[i])
+        out.append([(1 - t) * a + t * b for a, b in zip(table[i], table[i + 1], strict=True)])
+    return out

@@ -1,7 +1,7 @@
 """Training loop for the variable-rate network (``aecodec train``).
 
 One network learns all qualities: every sample of a batch draws its own quality uniformly in
-[1, 8] (fractional values included, so the gain interpolation is trained too) and is weighted by
+[1, 10] (fractional values included, so the gain interpolation is trained too) and is weighted by
 that quality's λ. Loss per sample = bpp + λ·255²·MSE (or λ_ms·(1 − MS-SSIM)).
 
 Runs resume from ``last.pt`` in the run folder; a checkpoint is written every few minutes, on
@@ -51,7 +51,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     val_every: int = 2000
     val_images: int = 8
-    val_qualities: tuple[float, ...] = (1.0, 4.0, 8.0)
+    val_qualities: tuple[float, ...] = (1.0, 3.0, 6.0, 10.0)  # 3 and 6 were q1 and q4 of v1
     ckpt_minutes: float = 5.0
     seed: int = 0
     device: str = "auto"
@@ -279,13 +279,23 @@ def train(cfg: TrainConfig) -> dict:
 def init_from_weights(model: AECModel, model_id: str) -> dict:
     """Start a run from shipped weights (no optimizer state): training continues across sessions
     even when the checkpoint folder did not survive. Returns the training state to continue from."""
-    from .weights import load_codec, read_manifest
+    from safetensors.torch import load_file
 
-    shipped = load_codec(model_id, device="cpu").model
-    if asdict(shipped.arch) != asdict(model.arch):
-        raise ValueError(f"model {model_id} has architecture {asdict(shipped.arch)}, asked for {asdict(model.arch)}")
-    model.load_state_dict(_without_tables(shipped.state_dict()), strict=False)
-    training = read_manifest()["models"][model_id].get("training", {})
+    from .weights import read_manifest, state_dict_for_model, weights_dir
+
+    entry = read_manifest()["models"][model_id]
+    arch = {**entry["arch"], "levels": model.arch.levels}
+    if arch != asdict(model.arch):
+        raise ValueError(f"model {model_id} has architecture {entry['arch']}, asked for {asdict(model.arch)}")
+    sd = _without_tables(state_dict_for_model(load_file(str(weights_dir() / entry["file"]))))
+    training = entry.get("training", {})
+    old = training.get("lambdas")
+    old = tuple(old) if isinstance(old, list) else Q.COMPRESSAI_LAMBDAS  # v1 predates the key
+    if old != Q.LAMBDAS:  # trained on another ladder: move the gains, let build_tables refreeze
+        for name in ("log_y_gain", "log_z_gain"):
+            sd[name] = torch.tensor(Q.remap_levels(sd[name].tolist(), old, Q.LAMBDAS), dtype=torch.float32)
+        del sd["y_gain_table"], sd["z_gain_table"]
+    model.load_state_dict(sd, strict=False)
     return {
         "step": int(training.get("steps") or 0),
         "seconds": float(training.get("seconds") or 0.0),

@@ -94,7 +94,7 @@ def _load(model_id: str | None, device: str, folder: str) -> Codec:
     except (SafetensorError, OSError, ValueError) as e:
         raise AecError(f"cannot read weights {path}: {e}") from None
     try:
-        model = model_from_state(Arch(**entry["arch"]), state_dict_for_model(tensors)).to(torch.device(device))
+        model = engine.prepare(model_from_state(Arch(**entry["arch"]), state_dict_for_model(tensors)).to(device))
         tables = engine.EntropyTables.from_model(model)
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         raise AecError(f"weights {path} do not fit model {model_id!r}: {e}") from None

@@ -3,7 +3,7 @@
 source "$(dirname "$0")/env.sh"
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
-aecodec encode scripts/sample.png -o "$OUT/sample.aec" -q "${1:-4}"
+aecodec encode scripts/sample.png -o "$OUT/sample.aec" ${1:+-q "$1"}  # default quality unless given
 aecodec decode "$OUT/sample.aec" -o "$OUT/sample.png"
 aecodec info "$OUT/sample.aec"
 python - "$OUT" <<'PY'

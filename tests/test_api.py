@@ -13,7 +13,7 @@ import codec
 from codec import bitstream as bs
 from codec import engine
 from codec.api import encode_array_to_size
-from codec.tensors import to_tensor, to_uint8
+from codec.tensors import psnr, to_tensor, to_uint8
 from codec.weights import load_codec
 
 
@@ -52,7 +52,7 @@ def test_fractional_quality_is_stored(photo_like):
     assert bs.unpack(data).quality == 2.346
 
 
-@pytest.mark.parametrize("q", [0.99, 8.01, float("nan")])
+@pytest.mark.parametrize("q", [0.99, 10.01, float("nan")])
 def test_quality_out_of_range(photo_like, q):
     with pytest.raises(ValueError):
         codec.encode(photo_like(8, 8), quality=q)
@@ -140,3 +140,24 @@ def test_engine_batches_match_single(photo_like):
     batch = engine.compress(c.model, c.tables, x, 2.0)
     single = [engine.compress(c.model, c.tables, x[i : i + 1], 2.0)[0] for i in range(3)]
     assert [(s.z, s.y) for s in batch] == [(s.z, s.y) for s in single]
+
+
+def test_fp16_transforms_stay_close(photo_like, monkeypatch):
+    """CUDA's fp16 autocast of g_a/g_s, exercised through CPU autocast: same rate, same quality."""
+    rgb = photo_like(64, 96)
+    ref = codec.encode(rgb, quality=5)
+    ref_psnr = psnr(rgb, np.asarray(codec.decode(ref)))
+    monkeypatch.setattr(engine, "HALF_DEVICES", {"cpu"})
+    half = codec.encode(rgb, quality=5)
+    assert abs(len(half) - len(ref)) <= max(2, 0.02 * len(ref))
+    assert abs(psnr(rgb, np.asarray(codec.decode(half))) - ref_psnr) < 0.1
+
+
+def test_fp16_overflow_falls_back_to_float32(monkeypatch):
+    monkeypatch.setattr(engine, "HALF_DEVICES", {"cpu"})
+    big = torch.nn.Conv2d(1, 1, 1, bias=False)
+    with torch.no_grad():
+        big.weight.fill_(1e5)  # 1e5 overflows fp16 (max 65504)
+    out = engine._transform(big, torch.ones(1, 1, 2, 2))
+    assert torch.isfinite(out).all() and out.dtype == torch.float32
+    assert torch.allclose(out, torch.full_like(out, 1e5))

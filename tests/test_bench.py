@@ -151,15 +151,17 @@ def test_reference_path_decodes_like_engine(photo_like):
 def test_speed_smoke(tiny_dir, tmp_path):
     from benchmarks import speed
 
-    result = speed.run(tiny_dir, tmp_path / "sp", limit=1, repeats=1, device="cpu", quality=4.0)
+    result = speed.run(tiny_dir, tmp_path / "sp", limit=2, repeats=1, device="cpu", quality=4.0, batch=2)
     saved = json.loads((tmp_path / "sp" / "speed.json").read_text())
-    assert saved["images"] == ["im0.png"]
+    assert saved["images"] == ["im0.png", "im1.png"]
     assert {"aecodec-cpu", "compressai-ref-cpu", "jpeg", "webp"} <= set(saved["summary"])
     for s in saved["summary"].values():
         assert s["encode_ms"] > 0 and s["decode_mps"] > 0 and s["bpp"] > 0 and s["peak_rss_mb"] >= 0
     assert result["reference_psnr_db"]["cpu"] > 30  # inf (JSON null) when bit-identical
-    assert saved["ratios"]["cpu"]["encode_speedup"] > 0
-    assert "aecodec vs CompressAI stock" in (tmp_path / "sp" / "speed.md").read_text()
+    assert saved["ratios"]["cpu"]["encode_time_ratio"] > 0
+    assert saved["batched"]["cpu"]["images"] == 2 and saved["batched"]["cpu"]["encode_mps"] > 0
+    md = (tmp_path / "sp" / "speed.md").read_text()
+    assert "CompressAI stock" in md and "Folder throughput" in md
     assert result["summary"].keys() == saved["summary"].keys()
 
 

@@ -34,7 +34,19 @@ def folders(tmp_path_factory):
 
 
 def test_lambda_ladder_and_interpolation():
-    assert Q.lmbda(4) == 0.013
+    assert Q.lmbda(Q.DEFAULT_QUALITY) == 0.013
+    assert Q.LAMBDAS[2:] == Q.COMPRESSAI_LAMBDAS
+    assert list(Q.LAMBDAS) == sorted(Q.LAMBDAS)
+
+
+def test_remap_levels_is_linear_in_log_lambda():
+    old = (0.001, 0.004)
+    table = [[0.0, 1.0], [2.0, 5.0]]
+    # Same ladder: unchanged; halfway in log λ: the mean; one step below: extrapolated.
+    assert Q.remap_levels(table, old, old) == table
+    mid, below = Q.remap_levels(table, old, (0.002, 0.00025))
+    assert mid == pytest.approx([1.0, 3.0])
+    assert below == pytest.approx([-2.0, -3.0])
     assert Q.LAMBDAS[3] < Q.lmbda(4.5) < Q.LAMBDAS[4]
     assert abs(Q.lmbda(4.5) - (Q.LAMBDAS[3] * Q.LAMBDAS[4]) ** 0.5) < 1e-12
 

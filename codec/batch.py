@@ -1,0 +1,96 @@
+"""Batched coding: many images through the network together, the way a GPU is kept busy.
+
+One image at a time leaves a GPU mostly idle (a Kodak image is a few milliseconds of convolutions).
+Here images whose padded size is the same and that fit in one tile share each pass of the analysis
+(encode) or synthesis (decode) transform, ``batch`` at a time; entropy coding stays per image on the
+CPU. Anything else (tiled images) falls back to the one-image path. The files are the same format
+and decode with the one-image path; on CPU the results match it up to float rounding of the
+transforms (a symbol can differ at a rounding boundary, a pixel by one level).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from . import bitstream as bs
+from . import engine, tiling
+from . import quality as Q
+from .api import Codec, _codec_for, _pack_at, _resolve, check_work_area, decode_file, encode_array
+from .model import PAD_MULTIPLE
+from .tensors import padded_size
+
+#: Images per network pass: enough to fill an H100 with Kodak-size images, small enough for its memory.
+BATCH = 16
+
+
+def _groups(sizes: Sequence[tuple[int, int]], batch: int) -> tuple[list[list[int]], list[int]]:
+    """Indexes of same-padded-size single-tile images in chunks of ``batch``, and the indexes left over."""
+    by_size: dict[tuple[int, int], list[int]] = {}
+    alone = []
+    for i, (h, w) in enumerate(sizes):
+        hp, wp = padded_size(h, w)
+        if max(hp, wp) > tiling.TILE:
+            alone.append(i)
+        else:
+            by_size.setdefault((hp, wp), []).append(i)
+    chunks = [idx[k : k + batch] for idx in by_size.values() for k in range(0, len(idx), batch)]
+    return chunks, alone
+
+
+def encode_arrays(
+    rgbs: Sequence[np.ndarray], quality: float, codec: Codec | None = None, batch: int = BATCH
+) -> list[bytes]:
+    """``.aec`` bytes of each (H, W, 3) uint8 array at ``quality``, in order."""
+    codec = _resolve(codec)
+    q = Q.check_quality(quality)
+    out: list[bytes] = [b""] * len(rgbs)
+    chunks, alone = _groups([r.shape[:2] for r in rgbs], max(1, batch))
+    for chunk in chunks:
+        x = torch.cat([tiling.image_pixels(rgbs[i]) for i in chunk]).to(codec.device)
+        y = engine.analyze(codec.model, x).float().cpu()
+        for j, i in enumerate(chunk):
+            h, w = rgbs[i].shape[:2]
+            out[i] = _pack_at(codec, y[j : j + 1], h, w, tiling.TILE, q, {})
+    for i in alone:
+        out[i] = encode_array(rgbs[i], q, codec)
+    return out
+
+
+def decode_arrays(
+    datas: Sequence[bytes], codec: Codec | None = None, batch: int = BATCH, max_pixels: int = bs.MAX_PIXELS
+) -> list[np.ndarray]:
+    """(H, W, 3) uint8 RGB planes of each ``.aec`` file, in order (alpha, ICC and EXIF are not applied)."""
+    files = [bs.unpack(d, max_pixels) for d in datas]
+    for f in files:
+        check_work_area(f, max_pixels)
+    codecs = [_codec_for(f, codec) for f in files]
+    out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(files)
+    # Only one-tile files of the same model can share a synthesis pass.
+    sizes = [(f.height, f.width) if f.tile == 0 else (1 << 30, 1 << 30) for f in files]
+    chunks, alone = _groups(sizes, max(1, batch))
+    for chunk in chunks:
+        by_model: dict[int, list[int]] = {}
+        for i in chunk:
+            by_model.setdefault(id(codecs[i]), []).append(i)
+        for same in by_model.values():
+            c = codecs[same[0]]
+            y_hat = torch.cat([_latent(files[i], c) for i in same])
+            x = engine.synthesize_latent(c.model, y_hat)
+            for j, i in enumerate(same):
+                h, w = files[i].height, files[i].width
+                out[i] = x[j, :, :h, :w].mul(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    for i in alone:
+        out[i] = decode_file(files[i], codecs[i], max_pixels)
+    return out
+
+
+def _latent(f: bs.AecFile, codec: Codec) -> torch.Tensor:
+    hp, wp = padded_size(f.height, f.width)
+    streams = [engine.Streams(f.z_stream, f.y_stream, (hp // PAD_MULTIPLE, wp // PAD_MULTIPLE))]
+    try:
+        return engine.decode_latents(codec.model, codec.tables, streams, f.quality).y_hat().float()
+    except (RuntimeError, ValueError) as e:
+        raise bs.FormatError(f"corrupt entropy-coded data ({e})") from None

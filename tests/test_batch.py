@@ -1,0 +1,61 @@
+"""Batched coding gives what the one-image path gives, in the caller's order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from codec import bitstream as bs
+from codec.api import decode_array, encode_array
+from codec.batch import _groups, decode_arrays, encode_arrays
+from codec.tensors import psnr
+from codec.weights import load_codec
+
+
+@pytest.fixture
+def images(photo_like):
+    # Three of one padded size (64x128), one of another, one over the tile size (coded alone, tiled).
+    return [
+        photo_like(64, 96, seed=1),
+        photo_like(40, 40, seed=2),
+        photo_like(60, 128, seed=3),
+        photo_like(64, 100, seed=4),
+        photo_like(1100, 40, seed=5),
+    ]
+
+
+def test_groups_batch_same_padded_size_and_keep_big_images_alone():
+    chunks, alone = _groups([(64, 96), (40, 40), (60, 128), (64, 100), (1100, 40)], batch=2)
+    assert sorted(map(sorted, chunks)) == [[0, 2], [1], [3]]
+    assert alone == [4]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_batched_encode_matches_one_by_one(images, batch):
+    codec = load_codec()
+    batched = encode_arrays(images, 5.5, codec, batch=batch)
+    assert len(batched) == len(images)
+    for rgb, data in zip(images, batched, strict=True):
+        single = encode_array(rgb, 5.5, codec)
+        f = bs.unpack(data)
+        assert (f.width, f.height, f.quality) == (rgb.shape[1], rgb.shape[0], 5.5)
+        assert abs(len(data) - len(single)) <= max(2, 0.02 * len(single))
+        a, b = decode_array(data, codec), decode_array(single, codec)
+        assert abs(psnr(rgb, a) - psnr(rgb, b)) < 0.05
+
+
+def test_batched_decode_matches_one_by_one(images):
+    codec = load_codec()
+    datas = [encode_array(rgb, q, codec) for rgb, q in zip(images, (1, 3, 6.25, 10, 4), strict=True)]
+    out = decode_arrays(datas, codec, batch=4)
+    for data, rgb in zip(datas, out, strict=True):
+        ref = decode_array(data, codec)
+        assert rgb.shape == ref.shape
+        assert np.abs(rgb.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_batched_decode_refuses_damaged_files(images):
+    codec = load_codec()
+    good = encode_array(images[0], 4, codec)
+    with pytest.raises(bs.FormatError):
+        decode_arrays([good, good[:-9]], codec)

@@ -72,6 +72,21 @@ def build_coders(
     return todo, descriptions, notes
 
 
+def record_in_manifest(curves: dict, model_id: str, dataset: str, images: int) -> None:
+    """Store aecodec's measured points in its weights manifest entry (under the dataset's name)."""
+    from codec.export import write_manifest_entry
+    from codec.weights import read_manifest, weights_dir
+
+    entry = read_manifest()["models"][model_id]
+    r = curves["aecodec"]
+    entry[dataset] = {
+        **{k: r[k] for k in ("quality", "bpp", "psnr-rgb", "ms-ssim-rgb")},
+        "source": f"benchmarks/results/{dataset}/rd.json (bpp from whole .aec files, PSNR on 8-bit RGB, "
+        f"mean of {images} images)",
+    }
+    write_manifest_entry(weights_dir(), model_id, entry, make_default=False)
+
+
 def warm_up(todo: list[coders.Coder]) -> None:
     """One untimed pass per codec on a small image, so first-call setup does not land in the times."""
     rgb = np.full((64, 64, 3), 128, np.uint8)
@@ -91,6 +106,7 @@ def run(
     jxl: bool = True,
     anchors: str | Path | None = None,
     anchor_set: str = "default",
+    record: bool = False,
 ) -> Path:
     """Run the benchmark and write its report; returns the output folder."""
     name = name or Path(data).resolve().name
@@ -131,6 +147,10 @@ def run(
     report.write_per_image_csv(out / "rd_per_image.csv", records)
     report.plot_rd(out / "rd.png", curves, published, title)
     (out / "bdrate.md").write_text(report.bdrate_markdown(curves, published, title, notes))
+    if record:
+        from codec.weights import load_codec
+
+        record_in_manifest(curves, load_codec(device=device).model_id, name, len(paths))
     return out
 
 
@@ -155,7 +175,10 @@ def run(
     help="Published curves for Kodak [default: ../shared/anchors/kodak beside the repo].",
 )
 @click.option("--anchor-set", type=click.Choice(["default", "all"]), default="default", show_default=True)
-def main(data, out, name, limit, qualities, pillow_qualities, device, weights, jxl, anchors, anchor_set) -> None:
+@click.option("--record", is_flag=True, help="Store aecodec's points in the weights manifest (field = dataset name).")
+def main(
+    data, out, name, limit, qualities, pillow_qualities, device, weights, jxl, anchors, anchor_set, record
+) -> None:
     """Rate-distortion benchmark of aecodec against Pillow's codecs."""
     use_weights(weights)
     folder = run(
@@ -169,6 +192,7 @@ def main(data, out, name, limit, qualities, pillow_qualities, device, weights, j
         jxl,
         anchors,
         anchor_set,
+        record,
     )
     click.echo(f"wrote {folder}")
     click.echo((folder / "bdrate.md").read_text())

@@ -17,6 +17,7 @@ from PIL import Image
 
 from benchmarks.bdrate import bd_rate
 from benchmarks.metrics import ms_ssim, ms_ssim_db
+from codec.weights import read_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 ANCHORS = REPO.parent / "shared" / "anchors" / "kodak"
@@ -54,6 +55,7 @@ def test_rd_smoke(tiny_dir, tmp_path):
         "kodak-smoke",
         "--anchors",
         str(ANCHORS if ANCHORS.is_dir() else tmp_path / "none"),
+        "--record",
     ]
     result = CliRunner().invoke(rd.main, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -66,6 +68,9 @@ def test_rd_smoke(tiny_dir, tmp_path):
     assert {"aecodec", "jpeg", "jpeg-optimize", "jpeg-444", "webp"} <= set(codecs)
     aec = codecs["aecodec"]["results"]
     assert aec["quality"] == [1.0, 8.0]
+    manifest = read_manifest()
+    recorded = manifest["models"][manifest["default"]]["kodak-smoke"]  # --record
+    assert recorded["bpp"] == aec["bpp"] and recorded["psnr-rgb"] == aec["psnr-rgb"]
     assert all(b > 0 for b in aec["bpp"]) and all(math.isfinite(p) for p in aec["psnr-rgb"])
     assert all(v is None for v in aec["ms-ssim-rgb"])  # 64 px images: MS-SSIM undefined, written as null
     assert all(t > 0 for t in aec["encoding_time"] + aec["decoding_time"])

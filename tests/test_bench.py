@@ -220,3 +220,17 @@ def test_get_kodak_against_local_copy(tmp_path):
     status = mod.get_kodak(target, url_template=KODAK.as_uri() + "/{name}", names=["kodim03.png"])
     assert status == {"kodim03.png": "downloaded"}
     assert mod.is_valid(target / "kodim03.png", "kodim03.png")
+
+
+# -- huge-image benchmark ----------------------------------------------------------------------
+def test_huge_memory_and_tiling_smoke():
+    from benchmarks import huge
+
+    mem = huge.memory(size=200, quality=3.0, tile=64, source=None)
+    # The test network is random: the decode is the right size (psnr() checks) but not a good image.
+    assert mem["size"] == "200x200" and mem["bpp"] > 0 and math.isfinite(mem["psnr"])
+    # Each figure is that child's own peak (a CLI process that imported torch: tens of MB at least).
+    assert 30 < mem["encode_peak_rss_mb"] < 4000 and 30 < mem["decode_peak_rss_mb"] < 4000
+    cmp = huge.compare(size=192, tile=64, quality=3.0, source=None)
+    assert cmp["tiled"]["tile"] == 64 and cmp["untiled"]["tile"] > 192
+    assert math.isfinite(cmp["delta_psnr_db"]) and cmp["tiled"]["bpp"] > 0 and cmp["untiled"]["bpp"] > 0

@@ -159,7 +159,7 @@ def aecodec_methods(device: str, quality: float) -> list[Method]:
     ]
 
 
-def batched_throughput(rgbs: list[np.ndarray], device: str, quality: float, batch: int) -> dict:
+def batched_throughput(rgbs: list[np.ndarray], device: str, quality: float, batch: int, workers: int = 0) -> dict:
     """Folder throughput of ``codec.batch`` (images already in memory: PNG reading/writing excluded).
 
     One warm-up pass first (weights load, cuDNN autotuning), then one timed pass each way.
@@ -168,18 +168,24 @@ def batched_throughput(rgbs: list[np.ndarray], device: str, quality: float, batc
     from codec.weights import load_codec
 
     codec = load_codec(device=device)
-    encode_arrays(rgbs[:batch], quality, codec, batch)
+    encode_arrays(rgbs[:batch], quality, codec, batch)  # warm-up (not with workers: their start-up counts)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     sync()
     t0 = time.perf_counter()
-    datas = encode_arrays(rgbs, quality, codec, batch)
+    datas = encode_arrays(rgbs, quality, codec, batch, workers)
     sync()
     t1 = time.perf_counter()
     decode_arrays(datas, codec, batch)
     sync()
     t2 = time.perf_counter()
     mp = sum(r.shape[0] * r.shape[1] for r in rgbs) / 1e6
-    return {"images": len(rgbs), "batch": batch, "encode_mps": mp / (t1 - t0), "decode_mps": mp / (t2 - t1)}
+    return {
+        "images": len(rgbs),
+        "batch": batch,
+        "workers": workers,
+        "encode_mps": mp / (t1 - t0),
+        "decode_mps": mp / (t2 - t1),
+    }
 
 
 #: One setting per classical codec: Pillow's default quality, WebP at the RD benchmark's method=6.
@@ -317,11 +323,13 @@ def markdown(result: dict) -> str:
             "",
             "Folder throughput of `codec.batch` (images in memory: PNG reading/writing excluded):",
             "",
-            "| device | images | batch | encode MP/s | decode MP/s |",
-            "|---|---:|---:|---:|---:|",
+            "| device | images | batch | entropy-coding workers | encode MP/s | decode MP/s |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
         for d, b in result["batched"].items():
-            lines.append(f"| {d} | {b['images']} | {b['batch']} | {b['encode_mps']:.2f} | {b['decode_mps']:.2f} |")
+            lines.append(
+                f"| {d} | {b['images']} | {b['batch']} | {b['workers']} | {b['encode_mps']:.2f} | {b['decode_mps']:.2f} |"
+            )
     lines += ["", *(f"- {n}" for n in result["notes"])] if result["notes"] else []
     return "\n".join(lines) + "\n"
 
@@ -334,6 +342,7 @@ def run(
     device: str = "auto",
     quality: float = DEFAULT_QUALITY,
     batch: int = 0,
+    workers: int = 0,
 ) -> dict:
     """Time every method on every image; writes speed.json and speed.md and returns the result."""
     out = Path(out) if out else RESULTS_DIR
@@ -358,7 +367,7 @@ def run(
             matches[d].append(psnr(outputs[f"aecodec-{d}"], outputs[f"compressai-ref-{d}"]))
     summary = {name: summarize(rs) for name, rs in rows.items()}
     rgbs = [load_rgb(p) for p in paths] if batch else []
-    batched = {d: batched_throughput(rgbs, d, quality, batch) for d in devs} if batch else {}
+    batched = {d: batched_throughput(rgbs, d, quality, batch, workers) for d in devs} if batch else {}
     result = {
         "dataset": Path(data).resolve().name,
         "images": [p.name for p in paths],
@@ -399,12 +408,15 @@ def run(
     show_default=True,
     help="Also time codec.batch over the whole folder, this many images per network pass (0: skip).",
 )
-def main(data, out, limit, repeats, device, quality, weights, threads, batch) -> None:
+@click.option(
+    "--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Entropy-coding processes (--batch)."
+)
+def main(data, out, limit, repeats, device, quality, weights, threads, batch, workers) -> None:
     """Encode/decode speed and memory of aecodec, CompressAI's stock path and Pillow's codecs."""
     use_weights(weights)
     if threads:
         torch.set_num_threads(threads)
-    result = run(data, out, limit, repeats, device, quality, batch)
+    result = run(data, out, limit, repeats, device, quality, batch, workers)
     click.echo(markdown(result))
 
 

@@ -6,11 +6,19 @@ Here images whose padded size is the same and that fit in one tile share each pa
 CPU. Anything else (tiled images) falls back to the one-image path. The files are the same format
 and decode with the one-image path; on CPU the results match it up to float rounding of the
 transforms (a symbol can differ at a rounding boundary, a pixel by one level).
+
+CompressAI's rANS holds the GIL (``python -m benchmarks.gil``: two calls in two threads take twice
+as long as one), so threads cannot overlap entropy coding with the network. With ``workers`` > 0,
+``encode_arrays`` hands each image's latent to a pool of worker processes and goes on with the next
+batch while they code: on a GPU the network and the entropy coding then run at the same time.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -41,22 +49,55 @@ def _groups(sizes: Sequence[tuple[int, int]], batch: int) -> tuple[list[list[int
 
 
 def encode_arrays(
-    rgbs: Sequence[np.ndarray], quality: float, codec: Codec | None = None, batch: int = BATCH
+    rgbs: Sequence[np.ndarray], quality: float, codec: Codec | None = None, batch: int = BATCH, workers: int = 0
 ) -> list[bytes]:
-    """``.aec`` bytes of each (H, W, 3) uint8 array at ``quality``, in order."""
+    """``.aec`` bytes of each (H, W, 3) uint8 array at ``quality``, in order.
+
+    ``workers`` > 0 entropy-codes in that many processes (spawned, one torch thread each), which load
+    the same shipped weights by model id; the bytes are the same as without them.
+    """
     codec = _resolve(codec)
     q = Q.check_quality(quality)
-    out: list[bytes] = [b""] * len(rgbs)
+    out: list[bytes | Future] = [b""] * len(rgbs)
     chunks, alone = _groups([r.shape[:2] for r in rgbs], max(1, batch))
-    for chunk in chunks:
-        x = torch.cat([tiling.image_pixels(rgbs[i]) for i in chunk]).to(codec.device)
-        y = engine.analyze(codec.model, x).float().cpu()
-        for j, i in enumerate(chunk):
-            h, w = rgbs[i].shape[:2]
-            out[i] = _pack_at(codec, y[j : j + 1], h, w, tiling.TILE, q, {})
-    for i in alone:
-        out[i] = encode_array(rgbs[i], q, codec)
-    return out
+    pool = _pool(codec, workers) if workers > 0 and chunks else None
+    try:
+        for chunk in chunks:
+            x = torch.cat([tiling.image_pixels(rgbs[i]) for i in chunk]).to(codec.device)
+            y = engine.analyze(codec.model, x).float().cpu()
+            for j, i in enumerate(chunk):
+                h, w = rgbs[i].shape[:2]
+                if pool is None:
+                    out[i] = _pack_at(codec, y[j : j + 1], h, w, tiling.TILE, q, {})
+                else:
+                    out[i] = pool.submit(_pack_in_worker, codec.model_id, y[j : j + 1].numpy(), h, w, q)
+        for i in alone:
+            out[i] = encode_array(rgbs[i], q, codec)
+        return [o.result() if isinstance(o, Future) else o for o in out]
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _pool(codec: Codec, workers: int) -> ProcessPoolExecutor:
+    from .weights import weights_dir
+
+    if codec.model_id == "untracked":
+        raise ValueError("workers need a codec loaded from shipped weights (they load it again by model id)")
+    # spawn, not fork: forking a process whose OpenMP threads already ran can deadlock the child.
+    ctx = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(str(weights_dir()),))
+
+
+def _init_worker(weights: str) -> None:
+    os.environ["AECODEC_WEIGHTS"] = weights
+    torch.set_num_threads(1)
+
+
+def _pack_in_worker(model_id: str, y: np.ndarray, h: int, w: int, quality: float) -> bytes:
+    from .weights import load_codec
+
+    return _pack_at(load_codec(model_id, "cpu"), torch.from_numpy(y), h, w, tiling.TILE, quality, {})
 
 
 def decode_arrays(

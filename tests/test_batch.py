@@ -59,3 +59,9 @@ def test_batched_decode_refuses_damaged_files(images):
     good = encode_array(images[0], 4, codec)
     with pytest.raises(bs.FormatError):
         decode_arrays([good, good[:-9]], codec)
+
+
+def test_worker_processes_write_the_same_bytes(images):
+    codec = load_codec()
+    same_size = [images[0], images[2], images[3]]
+    assert encode_arrays(same_size, 7, codec, batch=2, workers=2) == encode_arrays(same_size, 7, codec, batch=2)

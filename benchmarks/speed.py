@@ -327,9 +327,8 @@ def markdown(result: dict) -> str:
             "|---|---:|---:|---:|---:|---:|",
         ]
         for d, b in result["batched"].items():
-            lines.append(
-                f"| {d} | {b['images']} | {b['batch']} | {b['workers']} | {b['encode_mps']:.2f} | {b['decode_mps']:.2f} |"
-            )
+            cells = [d, b["images"], b["batch"], b["workers"], f"{b['encode_mps']:.2f}", f"{b['decode_mps']:.2f}"]
+            lines.append("| " + " | ".join(map(str, cells)) + " |")
     lines += ["", *(f"- {n}" for n in result["notes"])] if result["notes"] else []
     return "\n".join(lines) + "\n"
 

@@ -116,10 +116,14 @@ def _float_dtype(model: AECModel) -> torch.dtype:
     return model.log_y_gain.dtype
 
 
-#: Channels-last activations: oneDNN's convolutions run g_a 1.6-1.8x and g_s 1.2-1.5x faster on this
-#: project's CPUs than with the default layout (768x512, 1 thread), and tensor cores want it on CUDA.
-#: Only the float transforms use it; the exact hyper-synthesis is layout-independent integer math.
-LAYOUT = torch.channels_last
+#: Devices whose float transforms run channels-last (what tensor cores want). Not the CPU: on this
+#: project's 2-core AVX-512 machines it measured no faster at 1 thread and g_a 1.3x slower at 2
+#: (768x512, idle machine). The exact hyper-synthesis is layout-independent integer math either way.
+CHANNELS_LAST_DEVICES = {"cuda"}
+
+
+def _layout(device: torch.device) -> torch.memory_format:
+    return torch.channels_last if device.type in CHANNELS_LAST_DEVICES else torch.contiguous_format
 
 
 #: Devices whose float transforms run under fp16 autocast. Their activations stay below ~10 on photos
@@ -141,8 +145,9 @@ def _transform(module: torch.nn.Module, x: Tensor) -> Tensor:
 
 def prepare(model: AECModel) -> AECModel:
     """Put the analysis/synthesis weights in the layout ``analyze``/``synthesize_latent`` feed them."""
-    model.g_a.to(memory_format=LAYOUT)
-    model.g_s.to(memory_format=LAYOUT)
+    layout = _layout(model.log_y_gain.device)
+    model.g_a.to(memory_format=layout)
+    model.g_s.to(memory_format=layout)
     return model
 
 
@@ -153,7 +158,7 @@ def analyze(model: AECModel, x: Tensor) -> Tensor:
     Kept apart from ``code`` because ``y`` does not depend on the quality: a rate search runs the
     analysis transform once and only re-codes the latent.
     """
-    return _transform(model.g_a, x.to(_float_dtype(model)).contiguous(memory_format=LAYOUT))
+    return _transform(model.g_a, x.to(_float_dtype(model)).contiguous(memory_format=_layout(x.device)))
 
 
 @torch.inference_mode()
@@ -225,7 +230,7 @@ class Latents:
 def synthesize_latent(model: AECModel, y_hat: Tensor) -> Tensor:
     """g_s of a latent, clamped to [0, 1]; NaN/inf from damaged streams become 0/1, never errors."""
     device = model.log_y_gain.device
-    x = _transform(model.g_s, y_hat.to(device, _float_dtype(model)).contiguous(memory_format=LAYOUT))
+    x = _transform(model.g_s, y_hat.to(device, _float_dtype(model)).contiguous(memory_format=_layout(device)))
     return torch.nan_to_num_(x, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0, 1)
 
 

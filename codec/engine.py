@@ -135,12 +135,12 @@ HALF_DEVICES = {"cuda"}
 
 
 def _transform(module: torch.nn.Module, x: Tensor) -> Tensor:
-    """``module(x)`` as float32, under fp16 autocast on HALF_DEVICES."""
+    """``module(x)`` in ``x``'s dtype, computed under fp16 autocast on HALF_DEVICES."""
     if x.device.type not in HALF_DEVICES:
-        return module(x).float()
+        return module(x)
     with torch.autocast(x.device.type, dtype=torch.float16):
-        out = module(x).float()
-    return out if bool(torch.isfinite(out).all()) else module(x).float()
+        out = module(x).to(x.dtype)
+    return out if bool(torch.isfinite(out).all()) else module(x)
 
 
 def prepare(model: AECModel) -> AECModel:
@@ -230,7 +230,7 @@ class Latents:
 def synthesize_latent(model: AECModel, y_hat: Tensor) -> Tensor:
     """g_s of a latent, clamped to [0, 1]; NaN/inf from damaged streams become 0/1, never errors."""
     device = model.log_y_gain.device
-    x = _transform(model.g_s, y_hat.to(device, _float_dtype(model)).contiguous(memory_format=_layout(device)))
+    x = _transform(model.g_s, y_hat.to(device, _float_dtype(model)).contiguous(memory_format=_layout(device))).float()
     return torch.nan_to_num_(x, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0, 1)
 
 

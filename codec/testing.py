@@ -16,7 +16,7 @@ TEST_MODEL_ID = "test-model"
 def make_test_weights(folder: Path, note: str = "seeded random network, tests only") -> None:
     """Export a small seeded network to ``folder`` the way real weights are exported.
 
-    A random g_a outputs tiny latents (std ~0.05): the gains are widened so qualities 1..8 span a
+    A random g_a outputs tiny latents (std ~0.05): the gains are widened so qualities 1..10 span a
     real rate range (about 0.1 to 8 bpp) and rate-control tests have something to search.
     """
     torch.manual_seed(1234)

@@ -90,8 +90,9 @@ def test_info(png, tmp_path):
     assert "80x48" in result.output and re.search(r"quality:\s+2.5\n", result.output) and "RGB" in result.output
 
 
-def test_quality_out_of_range(png):
-    assert_one_line_error(run("encode", png, "-q", "9"))
+@pytest.mark.parametrize("q", ["0.5", "10.5"])
+def test_quality_out_of_range(png, q):
+    assert_one_line_error(run("encode", png, "-q", q))
 
 
 @pytest.mark.parametrize("kind", ["magic", "version", "truncated", "crc", "weights", "empty", "missing"])

@@ -28,24 +28,26 @@ from . import engine, tiling
 from . import quality as Q
 from .api import Codec, _codec_for, _pack_at, _resolve, check_work_area, decode_file, encode_array
 from .model import PAD_MULTIPLE
-from .tensors import padded_size
+from .tensors import padded_size, to_tensor, to_uint8
 
 #: Images per network pass: enough to fill an H100 with Kodak-size images, small enough for its memory.
 BATCH = 16
 
 
-def _groups(sizes: Sequence[tuple[int, int]], batch: int) -> tuple[list[list[int]], list[int]]:
-    """Indexes of same-padded-size single-tile images in chunks of ``batch``, and the indexes left over."""
-    by_size: dict[tuple[int, int], list[int]] = {}
-    alone = []
-    for i, (h, w) in enumerate(sizes):
-        hp, wp = padded_size(h, w)
-        if max(hp, wp) > tiling.TILE:
-            alone.append(i)
-        else:
-            by_size.setdefault((hp, wp), []).append(i)
-    chunks = [idx[k : k + batch] for idx in by_size.values() for k in range(0, len(idx), batch)]
-    return chunks, alone
+def _one_tile_size(height: int, width: int, tiled: bool = False) -> tuple[int, int] | None:
+    """The padded size an image shares a batch by; None when it is coded in tiles (never batched)."""
+    hp, wp = padded_size(height, width)
+    return None if tiled or max(hp, wp) > tiling.TILE else (hp, wp)
+
+
+def _groups(keys: Sequence[tuple[int, int] | None], batch: int) -> tuple[list[list[int]], list[int]]:
+    """Indexes of equal keys in chunks of ``batch``, and the indexes whose key is None."""
+    by_key: dict[tuple[int, int], list[int]] = {}
+    for i, key in enumerate(keys):
+        if key is not None:
+            by_key.setdefault(key, []).append(i)
+    chunks = [idx[k : k + batch] for idx in by_key.values() for k in range(0, len(idx), batch)]
+    return chunks, [i for i, key in enumerate(keys) if key is None]
 
 
 def encode_arrays(
@@ -59,11 +61,11 @@ def encode_arrays(
     codec = _resolve(codec)
     q = Q.check_quality(quality)
     out: list[bytes | Future] = [b""] * len(rgbs)
-    chunks, alone = _groups([r.shape[:2] for r in rgbs], max(1, batch))
+    chunks, alone = _groups([_one_tile_size(*r.shape[:2]) for r in rgbs], max(1, batch))
     pool = _pool(codec, workers) if workers > 0 and chunks else None
     try:
         for chunk in chunks:
-            x = torch.cat([tiling.image_pixels(rgbs[i]) for i in chunk]).to(codec.device)
+            x = torch.cat([to_tensor(rgbs[i]) for i in chunk]).to(codec.device)
             y = engine.analyze(codec.model, x).float().cpu()
             for j, i in enumerate(chunk):
                 h, w = rgbs[i].shape[:2]
@@ -110,8 +112,7 @@ def decode_arrays(
     codecs = [_codec_for(f, codec) for f in files]
     out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(files)
     # Only one-tile files of the same model can share a synthesis pass.
-    sizes = [(f.height, f.width) if f.tile == 0 else (1 << 30, 1 << 30) for f in files]
-    chunks, alone = _groups(sizes, max(1, batch))
+    chunks, alone = _groups([_one_tile_size(f.height, f.width, f.tile != 0) for f in files], max(1, batch))
     for chunk in chunks:
         by_model: dict[int, list[int]] = {}
         for i in chunk:
@@ -121,8 +122,7 @@ def decode_arrays(
             y_hat = torch.cat([_latent(files[i], c) for i in same])
             x = engine.synthesize_latent(c.model, y_hat)
             for j, i in enumerate(same):
-                h, w = files[i].height, files[i].width
-                out[i] = x[j, :, :h, :w].mul(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+                out[i] = to_uint8(x[j : j + 1], files[i].height, files[i].width)
     for i in alone:
         out[i] = decode_file(files[i], codecs[i], max_pixels)
     return out

@@ -71,12 +71,6 @@ def _pixels(rgb: np.ndarray, w: Tile) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1)[None].float().div_(255)
 
 
-def image_pixels(rgb: np.ndarray) -> torch.Tensor:
-    """The whole edge-replicated padded image as (1, 3, Hp, Wp) in [0, 1]."""
-    hp, wp = padded_size(*rgb.shape[:2])
-    return _pixels(rgb, Tile(0, hp, 0, wp))
-
-
 def analyze(model: AECModel, rgb: np.ndarray, tile: int, device: torch.device) -> torch.Tensor:
     """Latent of the whole image (1, M, Hp/16, Wp/16) on the CPU, computed tile by tile with context."""
     hp, wp = padded_size(*rgb.shape[:2])

@@ -281,16 +281,24 @@ def init_from_weights(model: AECModel, model_id: str) -> dict:
     even when the checkpoint folder did not survive. Returns the training state to continue from."""
     from safetensors.torch import load_file
 
-    from .weights import read_manifest, state_dict_for_model, weights_dir
+    from .weights import read_manifest, sha256_file, state_dict_for_model, weights_dir
 
     entry = read_manifest()["models"][model_id]
     arch = {**entry["arch"], "levels": model.arch.levels}
     if arch != asdict(model.arch):
         raise ValueError(f"model {model_id} has architecture {entry['arch']}, asked for {asdict(model.arch)}")
-    sd = _without_tables(state_dict_for_model(load_file(str(weights_dir() / entry["file"]))))
+    path = weights_dir() / entry["file"]
+    if sha256_file(path) != entry["sha256"]:
+        raise ValueError(f"weights file {path} does not match its manifest sha256")
+    sd = _without_tables(state_dict_for_model(load_file(str(path))))
     training = entry.get("training", {})
     old = training.get("lambdas")
-    old = tuple(old) if isinstance(old, list) else Q.COMPRESSAI_LAMBDAS  # v1 predates the key
+    if not isinstance(old, list):  # entries before the key: v1 (CompressAI's 8 levels), else this ladder
+        rows = sd["log_y_gain"].shape[0]
+        old = Q.COMPRESSAI_LAMBDAS if rows == len(Q.COMPRESSAI_LAMBDAS) else Q.LAMBDAS
+    old = tuple(old)
+    if len(old) != sd["log_y_gain"].shape[0]:
+        raise ValueError(f"model {model_id} has {sd['log_y_gain'].shape[0]} gain levels for a {len(old)}-level ladder")
     if old != Q.LAMBDAS:  # trained on another ladder: move the gains, let build_tables refreeze
         for name in ("log_y_gain", "log_z_gain"):
             sd[name] = torch.tensor(Q.remap_levels(sd[name].tolist(), old, Q.LAMBDAS), dtype=torch.float32)

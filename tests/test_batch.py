@@ -7,7 +7,7 @@ import pytest
 
 from codec import bitstream as bs
 from codec.api import decode_array, encode_array
-from codec.batch import _groups, decode_arrays, encode_arrays
+from codec.batch import _groups, _one_tile_size, decode_arrays, encode_arrays
 from codec.tensors import psnr
 from codec.weights import load_codec
 
@@ -25,7 +25,8 @@ def images(photo_like):
 
 
 def test_groups_batch_same_padded_size_and_keep_big_images_alone():
-    chunks, alone = _groups([(64, 96), (40, 40), (60, 128), (64, 100), (1100, 40)], batch=2)
+    keys = [_one_tile_size(h, w) for h, w in [(64, 96), (40, 40), (60, 128), (64, 100), (1100, 40)]]
+    chunks, alone = _groups(keys, batch=2)
     assert sorted(map(sorted, chunks)) == [[0, 2], [1], [3]]
     assert alone == [4]
 

@@ -254,6 +254,14 @@ def _check_not_input(src: str, dest: str) -> None:
 @click.option("--crop", type=int, default=128, show_default=True)
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--lr", type=float, default=5e-4, show_default=True)
+@click.option(
+    "--decay-start",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=0.7,
+    show_default=True,
+    help="Fraction of this invocation's budget after which the LR follows a cosine down.",
+)
+@click.option("--warmup-steps", type=int, default=300, show_default=True, help="Linear LR warm-up after (re)start.")
 @click.option("--metric", type=click.Choice(["mse", "ms-ssim"]), default="mse", show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
 @click.option("--val-every", type=int, default=2000, show_default=True)

@@ -188,6 +188,34 @@ def batched_throughput(rgbs: list[np.ndarray], device: str, quality: float, batc
     }
 
 
+def file_to_file_throughput(paths: list[Path], device: str, quality: float, batch: int) -> dict:
+    """Folder throughput of the ``aecodec`` command itself: PNG in, ``.aec`` out, and back to PNG.
+
+    Runs the CLI in this process (weights already loaded by a warm-up call), so it counts what a user
+    waits for after start-up: reading and decoding PNGs, the codec, writing files.
+    """
+    import tempfile
+
+    from codec.cli import main as cli
+
+    def invoke(*args: str) -> float:
+        t0 = time.perf_counter()
+        try:
+            cli.main(list(args), standalone_mode=False)
+        except SystemExit as e:
+            if e.code:
+                raise RuntimeError(f"aecodec {' '.join(args[:1])} exited with {e.code}") from None
+        return time.perf_counter() - t0
+
+    common = ["--device", device, "--batch", str(batch)]
+    with tempfile.TemporaryDirectory() as tmp:
+        invoke("encode", str(paths[0]), "-o", f"{tmp}/warm.aec", *common)
+        enc = invoke("encode", *map(str, paths), "-o", f"{tmp}/aec/", "-q", str(quality), *common)
+        dec = invoke("decode", *sorted(str(p) for p in Path(tmp, "aec").iterdir()), "-o", f"{tmp}/png/", *common)
+    mp = sum(np.prod(PIL.Image.open(p).size) for p in paths) / 1e6
+    return {"images": len(paths), "batch": batch, "encode_mps": mp / enc, "decode_mps": mp / dec}
+
+
 #: One setting per classical codec: Pillow's default quality, WebP at the RD benchmark's method=6.
 PILLOW_SPEED = {"jpeg": 75, "webp": 80, "avif": 75}
 
@@ -329,6 +357,18 @@ def markdown(result: dict) -> str:
         for d, b in result["batched"].items():
             cells = [d, b["images"], b["batch"], b["workers"], f"{b['encode_mps']:.2f}", f"{b['decode_mps']:.2f}"]
             lines.append("| " + " | ".join(map(str, cells)) + " |")
+    if result.get("file_to_file"):
+        lines += [
+            "",
+            "Folder throughput of the `aecodec encode` / `decode` command, file to file (PNG reading and writing",
+            "included, weights loaded beforehand):",
+            "",
+            "| device | images | batch | encode MP/s | decode MP/s |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for d, b in result["file_to_file"].items():
+            cells = [d, b["images"], b["batch"], f"{b['encode_mps']:.2f}", f"{b['decode_mps']:.2f}"]
+            lines.append("| " + " | ".join(map(str, cells)) + " |")
     lines += ["", *(f"- {n}" for n in result["notes"])] if result["notes"] else []
     return "\n".join(lines) + "\n"
 
@@ -367,6 +407,7 @@ def run(
     summary = {name: summarize(rs) for name, rs in rows.items()}
     rgbs = [load_rgb(p) for p in paths] if batch else []
     batched = {d: batched_throughput(rgbs, d, quality, batch, workers) for d in devs} if batch else {}
+    files = {d: file_to_file_throughput(paths, d, quality, batch) for d in devs} if batch else {}
     result = {
         "dataset": Path(data).resolve().name,
         "images": [p.name for p in paths],
@@ -378,6 +419,7 @@ def run(
         "ratios": ratios(summary, devs),
         "reference_psnr_db": {d: float(min(v)) for d, v in matches.items()},
         "batched": batched,
+        "file_to_file": files,
         "methods": {m.name: {"device": m.device, "setting": m.setting, "per_image": rows[m.name]} for m in methods},
     }
     write_json(out / "speed.json", result)
@@ -405,7 +447,8 @@ def run(
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Also time codec.batch over the whole folder, this many images per network pass (0: skip).",
+    help="Also time codec.batch and the aecodec command over the whole folder, this many images per network pass "
+    "(0: skip).",
 )
 @click.option(
     "--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Entropy-coding processes (--batch)."

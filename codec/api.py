@@ -141,16 +141,16 @@ def decode_array(data: bytes, codec: Codec | None = None, max_pixels: int = bs.M
     return decode_file(f, _codec_for(f, codec), max_pixels)
 
 
-def _codec_for(f: bs.AecFile, codec: Codec | None) -> Codec:
+def _codec_for(f: bs.AecFile, codec: Codec | None, device: str | torch.device | None = None) -> Codec:
     if codec is not None:
         return codec
     from .weights import load_codec_for
 
-    return load_codec_for(f.model_id, f.weights_hash)
+    return load_codec_for(f.model_id, f.weights_hash, device)
 
 
 # -- PIL images ------------------------------------------------------------------------------
-def _to_planes(image: Image.Image | np.ndarray) -> tuple[np.ndarray, dict]:
+def to_planes(image: Image.Image | np.ndarray) -> tuple[np.ndarray, dict]:
     """Normalize any input image to RGB uint8 planes plus the fields that travel beside them."""
     image = _as_image(image)
     icc = image.info.get("icc_profile")
@@ -268,7 +268,7 @@ def encode(
         raise AecError(str(e)) from None
     if target_bpp is not None and max_bytes is not None:
         raise AecError("give either target_bpp or max_bytes, not both")
-    rgb, extra = _to_planes(image)
+    rgb, extra = to_planes(image)
     codec = _resolve(codec, device)
     if target_bpp is None and max_bytes is None:
         return encode_array(rgb, quality, codec, tile, **extra)
@@ -292,7 +292,11 @@ def decode(data: bytes, *, codec: Codec | None = None, max_pixels: int = bs.MAX_
     """
     f = bs.unpack(data, max_pixels)
     check_work_area(f, max_pixels)  # before the weights are even looked up
-    rgb = decode_file(f, _codec_for(f, codec), max_pixels)
+    return image_from_planes(f, decode_file(f, _codec_for(f, codec), max_pixels))
+
+
+def image_from_planes(f: bs.AecFile, rgb: np.ndarray) -> Image.Image:
+    """The PIL image a file describes from its decoded RGB planes: mode, alpha, ICC and EXIF applied."""
     image = Image.fromarray(rgb, "RGB")
     if f.layout == bs.LAYOUT_GRAY:
         image = image.convert("L")

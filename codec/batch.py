@@ -22,11 +22,22 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
 import torch
+from PIL import Image
 
 from . import bitstream as bs
 from . import engine, tiling
 from . import quality as Q
-from .api import Codec, _codec_for, _pack_at, _resolve, check_work_area, decode_file, encode_array
+from .api import (
+    Codec,
+    _codec_for,
+    _pack_at,
+    _resolve,
+    check_work_area,
+    decode_file,
+    encode_array,
+    image_from_planes,
+    to_planes,
+)
 from .model import PAD_MULTIPLE
 from .tensors import padded_size, to_tensor, to_uint8
 
@@ -34,10 +45,10 @@ from .tensors import padded_size, to_tensor, to_uint8
 BATCH = 16
 
 
-def _one_tile_size(height: int, width: int, tiled: bool = False) -> tuple[int, int] | None:
+def _one_tile_size(height: int, width: int, tiled: bool = False, tile: int = tiling.TILE) -> tuple[int, int] | None:
     """The padded size an image shares a batch by; None when it is coded in tiles (never batched)."""
     hp, wp = padded_size(height, width)
-    return None if tiled or max(hp, wp) > tiling.TILE else (hp, wp)
+    return None if tiled or max(hp, wp) > tile else (hp, wp)
 
 
 def _groups(keys: Sequence[tuple[int, int] | None], batch: int) -> tuple[list[list[int]], list[int]]:
@@ -51,17 +62,28 @@ def _groups(keys: Sequence[tuple[int, int] | None], batch: int) -> tuple[list[li
 
 
 def encode_arrays(
-    rgbs: Sequence[np.ndarray], quality: float, codec: Codec | None = None, batch: int = BATCH, workers: int = 0
+    rgbs: Sequence[np.ndarray],
+    quality: float,
+    codec: Codec | None = None,
+    batch: int = BATCH,
+    workers: int = 0,
+    tile: int = tiling.TILE,
+    extras: Sequence[dict] | None = None,
 ) -> list[bytes]:
     """``.aec`` bytes of each (H, W, 3) uint8 array at ``quality``, in order.
 
-    ``workers`` > 0 entropy-codes in that many processes (spawned, one torch thread each), which load
-    the same shipped weights by model id; the bytes are the same as without them.
+    ``extras[i]`` fills image i's AecFile fields (layout, alpha, icc, exif), as ``encode_array``'s
+    keywords do. ``workers`` > 0 entropy-codes in that many processes (spawned, one torch thread
+    each), which load the same shipped weights by model id; the bytes are the same as without them.
     """
     codec = _resolve(codec)
     q = Q.check_quality(quality)
+    tiling.check_tile_size(tile)
+    extras = list(extras) if extras is not None else [{} for _ in rgbs]
+    if len(extras) != len(rgbs):
+        raise ValueError(f"{len(rgbs)} images but {len(extras)} extras")
     out: list[bytes | Future] = [b""] * len(rgbs)
-    chunks, alone = _groups([_one_tile_size(*r.shape[:2]) for r in rgbs], max(1, batch))
+    chunks, alone = _groups([_one_tile_size(*r.shape[:2], tile=tile) for r in rgbs], max(1, batch))
     pool = _pool(codec, workers) if workers > 0 and chunks else None
     try:
         for chunk in chunks:
@@ -70,15 +92,29 @@ def encode_arrays(
             for j, i in enumerate(chunk):
                 h, w = rgbs[i].shape[:2]
                 if pool is None:
-                    out[i] = _pack_at(codec, y[j : j + 1], h, w, tiling.TILE, q, {})
+                    out[i] = _pack_at(codec, y[j : j + 1], h, w, tile, q, extras[i])
                 else:
-                    out[i] = pool.submit(_pack_in_worker, codec.model_id, y[j : j + 1].numpy(), h, w, q)
+                    latent = y[j : j + 1].numpy()
+                    out[i] = pool.submit(_pack_in_worker, codec.model_id, latent, h, w, tile, q, extras[i])
         for i in alone:
-            out[i] = encode_array(rgbs[i], q, codec)
+            out[i] = encode_array(rgbs[i], q, codec, tile, **extras[i])
         return [o.result() if isinstance(o, Future) else o for o in out]
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+
+
+def encode_images(
+    images: Sequence[Image.Image | np.ndarray],
+    quality: float,
+    codec: Codec | None = None,
+    batch: int = BATCH,
+    workers: int = 0,
+    tile: int = tiling.TILE,
+) -> list[bytes]:
+    """``api.encode`` of each image (any mode, ICC, EXIF, alpha), the network run ``batch`` at a time."""
+    planes = [to_planes(im) for im in images]
+    return encode_arrays([p[0] for p in planes], quality, codec, batch, workers, tile, [p[1] for p in planes])
 
 
 def _pool(codec: Codec, workers: int) -> ProcessPoolExecutor:
@@ -96,20 +132,42 @@ def _init_worker(weights: str) -> None:
     torch.set_num_threads(1)
 
 
-def _pack_in_worker(model_id: str, y: np.ndarray, h: int, w: int, quality: float) -> bytes:
+def _pack_in_worker(model_id: str, y: np.ndarray, h: int, w: int, tile: int, quality: float, extra: dict) -> bytes:
     from .weights import load_codec
 
-    return _pack_at(load_codec(model_id, "cpu"), torch.from_numpy(y), h, w, tiling.TILE, quality, {})
+    return _pack_at(load_codec(model_id, "cpu"), torch.from_numpy(y), h, w, tile, quality, extra)
 
 
 def decode_arrays(
-    datas: Sequence[bytes], codec: Codec | None = None, batch: int = BATCH, max_pixels: int = bs.MAX_PIXELS
+    datas: Sequence[bytes],
+    codec: Codec | None = None,
+    batch: int = BATCH,
+    max_pixels: int = bs.MAX_PIXELS,
+    device: str | torch.device | None = None,
 ) -> list[np.ndarray]:
     """(H, W, 3) uint8 RGB planes of each ``.aec`` file, in order (alpha, ICC and EXIF are not applied)."""
+    return _decode_files([bs.unpack(d, max_pixels) for d in datas], codec, batch, max_pixels, device)
+
+
+def decode_images(
+    datas: Sequence[bytes],
+    codec: Codec | None = None,
+    batch: int = BATCH,
+    max_pixels: int = bs.MAX_PIXELS,
+    device: str | torch.device | None = None,
+) -> list[Image.Image]:
+    """``api.decode`` of each ``.aec`` file (mode, alpha, ICC, EXIF), the network run ``batch`` at a time."""
     files = [bs.unpack(d, max_pixels) for d in datas]
+    planes = _decode_files(files, codec, batch, max_pixels, device)
+    return [image_from_planes(f, rgb) for f, rgb in zip(files, planes, strict=True)]
+
+
+def _decode_files(
+    files: list[bs.AecFile], codec: Codec | None, batch: int, max_pixels: int, device: str | torch.device | None
+) -> list[np.ndarray]:
     for f in files:
         check_work_area(f, max_pixels)
-    codecs = [_codec_for(f, codec) for f in files]
+    codecs = [_codec_for(f, codec, device) for f in files]
     out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(files)
     # Only one-tile files of the same model can share a synthesis pass.
     chunks, alone = _groups([_one_tile_size(f.height, f.width, f.tile != 0) for f in files], max(1, batch))

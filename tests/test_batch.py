@@ -66,3 +66,28 @@ def test_worker_processes_write_the_same_bytes(images):
     codec = load_codec()
     same_size = [images[0], images[2], images[3]]
     assert encode_arrays(same_size, 7, codec, batch=2, workers=2) == encode_arrays(same_size, 7, codec, batch=2)
+
+
+def test_batched_images_keep_mode_alpha_and_profiles(photo_like):
+    from PIL import Image
+
+    from codec.api import decode, encode
+    from codec.batch import decode_images, encode_images
+
+    codec = load_codec()
+    rgba = Image.fromarray(photo_like(48, 64, seed=6)).convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize((64, 48)))
+    gray = Image.fromarray(photo_like(48, 64, seed=7)).convert("L")
+    rgb = Image.fromarray(photo_like(48, 64, seed=8))
+    rgb.info["icc_profile"] = b"not really a profile, carried as bytes"
+    images = [rgba, gray, rgb]
+    datas = encode_images(images, 6, codec, batch=3)
+    decoded = decode_images(datas, codec, batch=3)
+    for image, data, out in zip(images, datas, decoded, strict=True):
+        ref = decode(encode(image, 6, codec=codec), codec=codec)
+        assert out.mode == ref.mode == image.mode
+        assert out.info.get("icc_profile") == image.info.get("icc_profile")
+        if image.mode == "RGBA":
+            assert np.array_equal(np.asarray(out.getchannel("A")), np.asarray(image.getchannel("A")))
+        assert np.abs(np.asarray(out, dtype=int) - np.asarray(ref, dtype=int)).max() <= 1
+        assert bs.unpack(data).quality == 6

@@ -165,8 +165,9 @@ def test_speed_smoke(tiny_dir, tmp_path):
     assert result["reference_psnr_db"]["cpu"] > 30  # inf (JSON null) when bit-identical
     assert saved["ratios"]["cpu"]["encode_time_ratio"] > 0
     assert saved["batched"]["cpu"]["images"] == 2 and saved["batched"]["cpu"]["encode_mps"] > 0
+    assert saved["file_to_file"]["cpu"]["images"] == 2 and saved["file_to_file"]["cpu"]["decode_mps"] > 0
     md = (tmp_path / "sp" / "speed.md").read_text()
-    assert "CompressAI stock" in md and "Folder throughput" in md
+    assert "CompressAI stock" in md and "Folder throughput" in md and "file to file" in md
     assert result["summary"].keys() == saved["summary"].keys()
 
 

@@ -82,6 +82,42 @@ def test_many_inputs_to_folder_with_one_bad(tmp_path, png, photo_like):
     assert "bad.png" in result.stderr
 
 
+@pytest.mark.parametrize("batch", ["1", "3"])
+def test_batched_folder_run_matches_one_at_a_time(tmp_path, png, photo_like, batch):
+    """--batch groups same-size inputs into one network pass; a bad input or an existing output
+    fails alone, and every written file decodes like the one-image API's."""
+    from codec.api import decode, encode
+
+    srcs = [png]
+    for i, (h, w) in enumerate([(48, 80), (30, 70), (48, 80), (64, 64)]):
+        srcs.append(tmp_path / f"p{i}.png")
+        Image.fromarray(photo_like(h, w, seed=10 + i)).save(srcs[-1])
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "p1.aec").write_bytes(b"precious")
+    result = run("encode", *srcs[:3], bad, *srcs[3:], "-o", out, "--batch", batch, "-q", "4")
+    assert result.exit_code == 2
+    assert "bad.png" in result.stderr and "p1.aec: exists" in result.stderr
+    assert (out / "p1.aec").read_bytes() == b"precious"
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["img.aec", "p0.aec", "p1.aec", "p2.aec", "p3.aec"]
+    decoded = tmp_path / "decoded"
+    aecs = [out / n for n in written if n != "p1.aec"]
+    assert run("decode", *aecs, "-o", f"{decoded}/", "--batch", batch).exit_code == 0
+    for aec in aecs:
+        src = png if aec.stem == "img" else tmp_path / f"{aec.stem}.png"
+        with Image.open(src) as im:
+            ref = np.asarray(decode(encode(im, 4)), dtype=int)
+        with Image.open(decoded / f"{aec.stem}.png") as got:
+            assert np.abs(np.asarray(got, dtype=int) - ref).max() <= 1
+
+
+def test_bad_batch_size(png):
+    assert_one_line_error(run("encode", png, "--batch", "-1"))
+
+
 def test_info(png, tmp_path):
     aec = tmp_path / "x.aec"
     run("encode", png, "-o", aec, "-q", "2.5")

@@ -215,7 +215,7 @@ def test_cmyk_jpeg(tmp_path, photo_like):
     with Image.open(src) as im:
         assert im.mode == "CMYK"
         expected = np.asarray(im.convert("RGB"))
-        assert np.array_equal(api._to_planes(im)[0], expected)
+        assert np.array_equal(api.to_planes(im)[0], expected)
     assert run("encode", src).exit_code == 0
     assert run("decode", src.with_suffix(".aec"), "-o", tmp_path / "out.png").exit_code == 0
     with Image.open(tmp_path / "out.png") as out:
@@ -226,7 +226,7 @@ def test_cmyk_profile_does_not_travel_with_rgb_pixels(photo_like):
     """The profile describes CMYK; after conversion it would mislabel the RGB pixels."""
     im = Image.fromarray(photo_like(8, 8)).convert("CMYK")
     im.info["icc_profile"] = b"unusable profile bytes"
-    rgb, extra = api._to_planes(im)
+    rgb, extra = api.to_planes(im)
     assert "icc" not in extra and np.array_equal(rgb, np.asarray(im.convert("RGB")))
 
 
@@ -281,7 +281,7 @@ def test_exif_orientation_turns_the_pixels_the_right_way(photo_like, orientation
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG", exif=exif)
     with Image.open(buf) as im:
-        rgb, extra = api._to_planes(im)
+        rgb, extra = api.to_planes(im)
     assert np.array_equal(rgb, np.rot90(arr, turns))
     kept = Image.Exif()
     kept.load(extra["exif"])
@@ -318,7 +318,7 @@ MODES = ["1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK",
 @pytest.mark.parametrize("mode", MODES + ["I", "I;16", "I;16B", "F"])
 def test_every_pillow_mode_normalizes(mode):
     im = Image.new(mode, (5, 3))
-    rgb, extra = api._to_planes(im)
+    rgb, extra = api.to_planes(im)
     assert rgb.shape == (3, 5, 3) and rgb.dtype == np.uint8
     assert ("alpha" in extra) == (mode in ("LA", "La", "PA", "RGBA", "RGBa"))
     assert (extra.get("layout") == bs.LAYOUT_GRAY) == (mode in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "F"))

@@ -3,15 +3,20 @@
 - ``exact``: the integer-exact hyper-synthesis (``codec/exact.py``) against the float one it replaces —
   BD-rate of the exact path's real streams vs CompressAI's stock float path on the same network.
 - ``fp16``: storing the transforms' weights as fp16 — PSNR change at equal symbols.
+- ``half``: running g_a/g_s in bf16 on a CPU with native bf16 (``engine.half_dtype``) against
+  float32 — PSNR and rate change of the whole encode/decode, and the time of each.
 
     python -m benchmarks.ablation exact --data DIR [--limit N]
     python -m benchmarks.ablation fp16 --data DIR [--limit N]
+    python -m benchmarks.ablation half --data DIR [--limit N]
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+import time
 
 import click
 import numpy as np
@@ -87,8 +92,46 @@ def fp16_cost(paths, qualities: list[float]) -> dict:
     return out
 
 
+def _code_cpu(c, rgb: np.ndarray, q: float, fast: bool) -> tuple[int, np.ndarray, float]:
+    """(stream bytes, decoded pixels, seconds) with the CPU fast path on or off."""
+    os.environ["AECODEC_CPU_FAST"] = "auto" if fast else "0"
+    engine.prepare(c.model)
+    h, w = rgb.shape[:2]
+    t = time.perf_counter()
+    y = tiling.analyze(c.model, rgb, tiling.TILE, c.device)
+    (st,) = engine.code(c.model, c.tables, y, q)
+    out = to_uint8(engine.decompress(c.model, c.tables, [st], q), h, w)
+    return len(st.y) + len(st.z), out, time.perf_counter() - t
+
+
+def half_cost(paths, qualities: list[float]) -> dict:
+    """Mean PSNR/rate change and time ratio of the CPU's bf16 transforms against float32."""
+    if not engine.cpu_has_native_bf16():
+        raise click.ClickException("this CPU has no native bf16: the codec runs float32 here")
+    c = load_codec(device="cpu")
+    out = {}
+    try:
+        for q in qualities:
+            d = []
+            for p in paths:
+                rgb = load_rgb(p)
+                n32, x32, t32 = _code_cpu(c, rgb, q, fast=False)
+                n16, x16, t16 = _code_cpu(c, rgb, q, fast=True)
+                d.append((psnr(rgb, x16) - psnr(rgb, x32), n16 / n32 - 1, t16 / t32))
+            a = np.array(d)
+            out[f"{q:g}"] = {
+                "delta_psnr_db": float(a[:, 0].mean()),
+                "worst_delta_psnr_db": float(a[:, 0].min()),
+                "delta_rate": float(a[:, 1].mean()),
+                "time_ratio": float(a[:, 2].mean()),
+            }
+    finally:
+        os.environ.pop("AECODEC_CPU_FAST", None)
+    return out
+
+
 @click.command()
-@click.argument("what", type=click.Choice(["exact", "fp16"]))
+@click.argument("what", type=click.Choice(["exact", "fp16", "half"]))
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--limit", type=int, default=None)
 @click.option("--qualities", default=ALL_QUALITIES, show_default=True)
@@ -97,7 +140,7 @@ def main(what: str, data: str, limit: int | None, qualities: str, weights: str |
     use_weights(weights)
     paths = select_images(data, limit)
     qs = parse_floats(qualities)
-    result = exact_vs_float(paths, qs) if what == "exact" else fp16_cost(paths, qs)
+    result = {"exact": exact_vs_float, "fp16": fp16_cost, "half": half_cost}[what](paths, qs)
     click.echo(json.dumps(result, indent=2))
 
 

@@ -142,22 +142,41 @@ def test_engine_batches_match_single(photo_like):
     assert [(s.z, s.y) for s in batch] == [(s.z, s.y) for s in single]
 
 
-def test_fp16_transforms_stay_close(photo_like, monkeypatch):
-    """CUDA's fp16 autocast of g_a/g_s, exercised through CPU autocast: same rate, same quality."""
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_half_transforms_stay_close(photo_like, monkeypatch, dtype):
+    """CUDA's fp16 and the fast CPUs' bf16 autocast of g_a/g_s, exercised on this CPU: same rate and
+    quality as float32, and the files decode with the float32 path too (the symbols are exact)."""
     rgb = photo_like(64, 96)
+    monkeypatch.setattr(engine, "half_dtype", lambda device: None)
     ref = codec.encode(rgb, quality=5)
     ref_psnr = psnr(rgb, np.asarray(codec.decode(ref)))
-    monkeypatch.setattr(engine, "HALF_DEVICES", {"cpu"})
+    monkeypatch.setattr(engine, "half_dtype", lambda device: dtype)
     half = codec.encode(rgb, quality=5)
     assert abs(len(half) - len(ref)) <= max(2, 0.02 * len(ref))
     assert abs(psnr(rgb, np.asarray(codec.decode(half))) - ref_psnr) < 0.1
+    monkeypatch.setattr(engine, "half_dtype", lambda device: None)
+    assert abs(psnr(rgb, np.asarray(codec.decode(half))) - ref_psnr) < 0.1
+
+
+def test_cpu_fast_path_follows_the_cpu_and_the_switch(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.delenv("AECODEC_CPU_FAST", raising=False)
+    assert engine.half_dtype(cpu) == torch.bfloat16 and engine._layout(cpu) == torch.channels_last
+    monkeypatch.setenv("AECODEC_CPU_FAST", "0")
+    assert engine.half_dtype(cpu) is None and engine._layout(cpu) == torch.contiguous_format
+    monkeypatch.delenv("AECODEC_CPU_FAST")
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)
+    assert engine.half_dtype(cpu) is None and engine._layout(cpu) == torch.contiguous_format
+    assert engine.half_dtype(torch.device("cuda")) == torch.float16
 
 
 def test_fp16_overflow_falls_back_to_float32(monkeypatch):
-    monkeypatch.setattr(engine, "HALF_DEVICES", {"cpu"})
-    big = torch.nn.Conv2d(1, 1, 1, bias=False)
+    monkeypatch.setattr(engine, "half_dtype", lambda device: torch.float16)
+    big = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1, bias=False), torch.nn.Conv2d(1, 1, 1, bias=False))
     with torch.no_grad():
-        big.weight.fill_(1e5)  # 1e5 overflows fp16 (max 65504)
+        big[0].weight.fill_(1e5)  # 1e5 overflows fp16 (max 65504)
+        big[1].weight.fill_(1e-5)
     out = engine._transform(big, torch.ones(1, 1, 2, 2))
     assert torch.isfinite(out).all() and out.dtype == torch.float32
-    assert torch.allclose(out, torch.full_like(out, 1e5))
+    assert torch.allclose(out, torch.ones_like(out))

@@ -13,9 +13,10 @@ import torch
 from PIL import Image
 
 import codec
+from codec import engine
 from codec import quality as Q
 from codec.export import model_from_checkpoint
-from codec.train import TrainConfig, lr_at, train
+from codec.train import TrainConfig, lr_at, pick_precision, train
 
 TINY = dict(N=16, M=24, crop=64, batch=2, log_every=1, val_every=2, val_images=1, val_qualities=(1.0, 8.0))
 
@@ -126,3 +127,13 @@ def test_ddp_two_processes_gloo(folders, tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert torch.load(run / "last.pt", weights_only=True)["state"]["step"] == 2
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
+    assert pick_precision("auto", cpu) == torch.bfloat16
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)
+    assert pick_precision("auto", cpu) is None
+    assert pick_precision("auto", torch.device("cuda", 0)) == torch.bfloat16
+    assert pick_precision("fp16", cpu) == torch.float16 and pick_precision("fp32", cpu) is None

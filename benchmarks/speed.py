@@ -25,6 +25,7 @@ import PIL
 import torch
 from tqdm import tqdm
 
+from codec import engine
 from codec.data import load_rgb
 from codec.model import AECModel
 from codec.quality import DEFAULT_QUALITY
@@ -299,12 +300,25 @@ def ratios(summary: dict[str, dict], devs: list[str]) -> dict[str, dict]:
     return out
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (Linux), which decides the CPU path and explains the timings."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def environment() -> dict:
     env = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "pillow": PIL.__version__,
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": _cpu_model(),
+        "cpu_path": "bf16 channels-last" if engine.half_dtype(torch.device("cpu")) else "fp32",
         "torch_threads": torch.get_num_threads(),
     }
     if torch.cuda.is_available():

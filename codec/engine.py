@@ -6,6 +6,7 @@ CompressAI's ``compress()`` does; the coder itself is CompressAI's C++ rANS (``c
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -117,6 +118,7 @@ def _float_dtype(model: AECModel) -> torch.dtype:
     return model.log_y_gain.dtype
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """True on CPUs with bf16 instructions (AVX512_BF16 or AMX), where oneDNN's channels-last and
     bf16 convolutions are fast. Without them (older AVX-512 / AVX2 parts) both measured slower."""
@@ -127,14 +129,6 @@ def cpu_has_native_bf16() -> bool:
 
 def _fast_cpu() -> bool:
     return os.environ.get("AECODEC_CPU_FAST", "auto") != "0" and cpu_has_native_bf16()
-
-
-def _layout(device: torch.device) -> torch.memory_format:
-    """Channels-last on CUDA (tensor cores) and on CPUs with native bf16 (768x512 g_a/g_s, 2 Zen 5
-    cores: 388/257 ms contiguous, 141/158 ms channels-last). Not on CPUs without: on a 2-core
-    AVX-512 machine it made g_a 1.3x slower. The exact hyper-synthesis is layout-independent."""
-    fast = device.type == "cuda" or (device.type == "cpu" and _fast_cpu())
-    return torch.channels_last if fast else torch.contiguous_format
 
 
 def half_dtype(device: torch.device) -> torch.dtype | None:
@@ -151,6 +145,13 @@ def half_dtype(device: torch.device) -> torch.dtype | None:
     if device.type == "cpu" and _fast_cpu():
         return torch.bfloat16
     return None
+
+
+def _layout(device: torch.device) -> torch.memory_format:
+    """Channels-last wherever the transforms run in half precision: on CUDA (tensor cores) and on
+    CPUs with native bf16 (768x512 g_a/g_s, 2 Zen 5 cores, fp32: 388/257 ms contiguous, 141/158 ms
+    channels-last). Not on CPUs without: on a 2-core AVX-512 machine it made g_a 1.3x slower."""
+    return torch.contiguous_format if half_dtype(device) is None else torch.channels_last
 
 
 def _transform(module: torch.nn.Sequential, x: Tensor) -> Tensor:

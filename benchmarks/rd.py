@@ -9,6 +9,7 @@ published curves from ``--anchors``.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -49,20 +50,29 @@ def measure(coder: coders.Coder, rgb: np.ndarray) -> dict:
     }
 
 
+#: Every codec name ``--codecs`` accepts: aecodec and Pillow's.
+CODEC_NAMES = ("aecodec", *(pc.name for pc in coders.PILLOW_CODECS))
+
+
 def build_coders(
     qualities: list[float],
     pillow_qualities: list[float],
     device: str,
     jxl: bool,
+    model_id: str | None = None,
+    only: tuple[str, ...] = CODEC_NAMES,
 ) -> tuple[list[coders.Coder], dict[str, str], list[str]]:
     """Every (codec, setting) to run, the codec descriptions, and notes on what was skipped."""
     from codec.weights import load_codec
 
-    codec = load_codec(device=device)
-    todo = coders.aecodec_coders(codec, qualities)
-    descriptions = {"aecodec": f"aecodec, model {codec.model_id} on {codec.device}"}
-    notes = []
+    todo, descriptions, notes = [], {}, []
+    if "aecodec" in only:
+        codec = load_codec(model_id, device=device)
+        todo = coders.aecodec_coders(codec, qualities)
+        descriptions["aecodec"] = f"aecodec, model {codec.model_id} on {codec.device}"
     for pc in coders.PILLOW_CODECS:
+        if pc.name not in only:
+            continue
         reason = "JPEG XL skipped (--no-jxl)" if pc.format == "JXL" and not jxl else coders.unavailable_reason(pc)
         if reason:
             notes.append(reason)
@@ -87,6 +97,24 @@ def record_in_manifest(curves: dict, model_id: str, dataset: str, images: int) -
     write_manifest_entry(weights_dir(), model_id, entry, make_default=False)
 
 
+def reuse_curves(path: Path, curves: dict, descriptions: dict, notes: list[str], images: list[str]) -> None:
+    """Add the curves of codecs not measured in this run from an earlier ``rd.json`` of the same images.
+
+    Classical anchors do not change between runs with the same Pillow; re-measuring them costs most of
+    a Kodak run on two cores. The report's notes say which curves came from where.
+    """
+    old = json.loads(Path(path).read_text())
+    if sorted(old.get("images", [])) != sorted(images):
+        raise click.UsageError(f"{path} was measured on other images")
+    reused = [c for c in old["codecs"] if c not in curves]
+    for c in reused:
+        curves[c] = old["codecs"][c]["results"]
+        descriptions[c] = old["codecs"][c]["description"]
+    if reused:
+        pillow = old.get("environment", {}).get("pillow", "?")
+        notes.append(f"curves of {', '.join(reused)} reused from an earlier run ({path}, Pillow {pillow})")
+
+
 def warm_up(todo: list[coders.Coder]) -> None:
     """One untimed pass per codec on a small image, so first-call setup does not land in the times."""
     rgb = np.full((64, 64, 3), 128, np.uint8)
@@ -107,6 +135,9 @@ def run(
     anchors: str | Path | None = None,
     anchor_set: str = "default",
     record: bool = False,
+    model_id: str | None = None,
+    only: tuple[str, ...] = CODEC_NAMES,
+    reuse: str | Path | None = None,
 ) -> Path:
     """Run the benchmark and write its report; returns the output folder."""
     name = name or Path(data).resolve().name
@@ -114,7 +145,12 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     paths = select_images(data, limit)
     todo, descriptions, notes = build_coders(
-        qualities or parse_floats(ALL_QUALITIES), pillow_qualities or list(coders.PILLOW_QUALITIES), device, jxl
+        qualities or parse_floats(ALL_QUALITIES),
+        pillow_qualities or list(coders.PILLOW_QUALITIES),
+        device,
+        jxl,
+        model_id,
+        only,
     )
     warm_up(todo)
     records, short_side = [], []
@@ -129,6 +165,8 @@ def run(
             "(pytorch-msssim default window and 5 scales)"
         )
     curves = report.aggregate(records)
+    if reuse:
+        reuse_curves(Path(reuse), curves, descriptions, notes, [p.name for p in paths])
     anchor_dir = Path(anchors) if anchors else DEFAULT_ANCHORS_DIR
     published = report.load_anchors(anchor_dir, anchor_set) if "kodak" in name.lower() and anchor_dir.is_dir() else {}
     title = f"{name} ({len(paths)} images)"
@@ -150,7 +188,7 @@ def run(
     if record:
         from codec.weights import load_codec
 
-        record_in_manifest(curves, load_codec(device=device).model_id, name, len(paths))
+        record_in_manifest(curves, load_codec(model_id, device=device).model_id, name, len(paths))
     return out
 
 
@@ -176,8 +214,29 @@ def run(
 )
 @click.option("--anchor-set", type=click.Choice(["default", "all"]), default="default", show_default=True)
 @click.option("--record", is_flag=True, help="Store aecodec's points in the weights manifest (field = dataset name).")
+@click.option("--model", "model_id", help="aecodec model id [default: the manifest's default].")
+@click.option("--codecs", default=",".join(CODEC_NAMES), show_default=True, help="Codecs to measure (comma list).")
+@click.option(
+    "--reuse",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Take the curves of codecs not measured now from this earlier rd.json (same images).",
+)
 def main(
-    data, out, name, limit, qualities, pillow_qualities, device, weights, jxl, anchors, anchor_set, record
+    data,
+    out,
+    name,
+    limit,
+    qualities,
+    pillow_qualities,
+    device,
+    weights,
+    jxl,
+    anchors,
+    anchor_set,
+    record,
+    model_id,
+    codecs,
+    reuse,
 ) -> None:
     """Rate-distortion benchmark of aecodec against Pillow's codecs."""
     use_weights(weights)
@@ -193,9 +252,22 @@ def main(
         anchors,
         anchor_set,
         record,
+        model_id,
+        _codec_names(codecs),
+        reuse,
     )
     click.echo(f"wrote {folder}")
     click.echo((folder / "bdrate.md").read_text())
+
+
+def _codec_names(text: str) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = [n for n in names if n not in CODEC_NAMES]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown codec {unknown}; choose from {', '.join(CODEC_NAMES)}", param_hint="--codecs"
+        )
+    return names
 
 
 if __name__ == "__main__":

@@ -167,6 +167,11 @@ def _bd(anchor: dict, test: dict, key: str) -> float:
     return bd_rate(anchor["bpp"], anchor[key], test["bpp"], test[key])
 
 
+def bd_pair(anchor: dict, test: dict) -> tuple[float, float]:
+    """BD-rate of ``test`` against ``anchor`` in percent: (PSNR, MS-SSIM dB)."""
+    return _bd(anchor, test, "psnr-rgb"), _bd(with_db(anchor), with_db(test), "ms-ssim-db")
+
+
 def _cell(v: float) -> str:
     return "n/a" if math.isnan(v) else f"{v:+.1f} %"
 

@@ -91,6 +91,48 @@ def test_rd_smoke(tiny_dir, tmp_path):
     if ANCHORS.is_dir():
         assert "(published)" in md
 
+    # A second run measures aecodec only (another quality) and takes the Pillow curves from the first.
+    again = tmp_path / "again"
+    args2 = ["--data", str(tiny_dir), "--out", str(again), "--limit", "2", "--qualities", "2,8", "--device", "cpu"]
+    args2 += ["--codecs", "aecodec", "--reuse", str(out / "rd.json")]
+    result = CliRunner().invoke(rd.main, args2)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    second = json.loads((again / "rd.json").read_text())
+    assert second["codecs"]["aecodec"]["results"]["quality"] == [2.0, 8.0]
+    assert second["codecs"]["webp"] == codecs["webp"]
+    assert any("reused" in n for n in second["notes"])
+    bad = CliRunner().invoke(rd.main, [*args2[:-4], "--codecs", "aecodec,nope"])
+    assert bad.exit_code == 2 and "nope" in bad.output
+
+    from benchmarks import versus
+
+    same = CliRunner().invoke(versus.main, [str(out / "rd.json"), str(out / "rd.json")])
+    assert same.exit_code == 0 and "+0.00 %" in same.output
+    fewer = CliRunner().invoke(versus.main, [str(out / "rd.json"), str(out / "rd.json"), "--codec", "nope"])
+    assert fewer.exit_code == 2
+
+
+def test_learning_curve_rows():
+    """BD-rate per shipped version: a version with 20 % fewer bits at every point gains 20 points."""
+    from benchmarks.learning_curve import markdown, rows
+
+    anchor = {"bpp": RATE, "psnr-rgb": PSNR}
+    better = {"bpp": [r * 0.8 for r in RATE], "psnr-rgb": PSNR, "ms-ssim-rgb": [0.9] * 5, "quality": [1, 2, 3, 4, 5]}
+    same = {**better, "bpp": RATE}
+    manifest = {
+        "models": {
+            "b": {"kodak": better, "training": {"steps": 20, "seconds": 600, "device": "cpu"}},
+            "a": {"kodak": same, "training": {"steps": 10, "seconds": 60, "device": "cpu"}},
+            "untested": {"training": {"steps": 5}},
+        }
+    }
+    table = rows(manifest, {"jpeg": anchor, "webp": anchor})
+    assert [r["model"] for r in table] == ["a", "b"]
+    assert table[0]["bd"]["jpeg"] == pytest.approx(0.0, abs=0.01)
+    assert table[1]["bd"]["webp"] == pytest.approx(-20.0, abs=0.01)
+    text = markdown(table, "b")
+    assert "**b** (default)" in text and "| 10 |" in text
+
 
 # -- BD-rate ---------------------------------------------------------------------------------
 RATE = [0.2, 0.35, 0.6, 1.0, 1.6]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -26,3 +27,33 @@ def make_test_weights(folder: Path, note: str = "seeded random network, tests on
         model.log_y_gain.copy_((math.log(5) + levels * math.log(100)).expand_as(model.log_y_gain))
         model.log_z_gain.copy_((math.log(20) + levels * math.log(10)).expand_as(model.log_z_gain))
     export(model, TEST_MODEL_ID, Path(folder), half=False, meta={"note": note})
+
+
+def decoded_digests(data: bytes, codec) -> dict:
+    """sha256 of what a file decodes to: its latent symbols (exact on every machine by design) and
+    its pixels (exact only where the transforms run in float32; see ``engine.half_dtype``).
+
+    Shared by ``scripts/make_fixtures.py``, which records them, and ``tests/test_fixtures.py``,
+    which checks that files written by earlier versions still decode to the same thing.
+    """
+    from . import api, engine, tiling
+    from . import bitstream as bs
+    from .model import PAD_MULTIPLE
+    from .tensors import padded_size
+
+    f = bs.unpack(data)
+    hp, wp = padded_size(f.height, f.width)
+    tiles = tiling.grid(f.height, f.width, f.tile or max(hp, wp))
+    symbols = hashlib.sha256()
+    for t, (z, y) in zip(tiles, f.tile_streams(), strict=True):
+        shape = ((t.y1 - t.y0) // PAD_MULTIPLE, (t.x1 - t.x0) // PAD_MULTIPLE)
+        lat = engine.decode_latents(codec.model, codec.tables, [engine.Streams(z, y, shape)], f.quality)
+        for sym in (lat.z_sym, lat.y_sym):
+            symbols.update(sym.to(torch.int32).contiguous().numpy().astype("<i4").tobytes())
+    image = api.decode(data, codec=codec)
+    return {
+        "mode": image.mode,
+        "size": list(image.size),
+        "symbols_sha256": symbols.hexdigest(),
+        "pixels_sha256": hashlib.sha256(image.tobytes()).hexdigest(),
+    }

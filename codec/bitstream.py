@@ -12,13 +12,12 @@ import zlib
 from dataclasses import dataclass, field
 
 from .errors import FormatError
-from .quality import Q_MAX, Q_MIN
+from .quality import Q_MAX, Q_MIN, QUALITY_SCALE
 
 MAGIC = b"\x89AEC"
 VERSION = 2  # 2: integer-exact hyper-synthesis (codec/exact.py); 1 was a float pre-release, never shipped
 #: Default limit on width × height a decoder accepts (raise with ``max_pixels``).
 MAX_PIXELS = 1 << 28
-QUALITY_SCALE = 1000  # quality stored as round(q * 1000) in a u16
 
 LAYOUT_RGB, LAYOUT_GRAY = 0, 1
 LAYOUTS = {LAYOUT_RGB: "RGB", LAYOUT_GRAY: "L"}

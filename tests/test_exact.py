@@ -9,7 +9,6 @@ import copy
 import pytest
 import torch
 
-from codec import engine
 from codec.exact import EXACT_LIMIT, ExactHyperSynthesis
 from codec.tensors import to_tensor
 from codec.weights import load_codec
@@ -35,20 +34,19 @@ def perturb_hooks(model: torch.nn.Module, rel: float, seed: int) -> list:
 
 @contextlib.contextmanager
 def configuration(name: str, codec):
-    """Yield (model, tables) for one evaluation configuration of the same weights."""
-    model, tables = codec.model, codec.tables
+    """Yield the model, prepared for coding, in one evaluation configuration of the same weights."""
+    model = codec.model
     threads = torch.get_num_threads()
     hooks = []
     try:
         if name == "threads2":
             torch.set_num_threads(2)
         if name == "float64":
-            model = copy.deepcopy(model).double()
-            tables = engine.EntropyTables.from_model(model)
+            model = copy.deepcopy(model).double().prepare()
         if name == "perturbed":
             model = copy.deepcopy(model)
             hooks = perturb_hooks(model, 1e-5, seed=7)
-        yield model, tables
+        yield model
     finally:
         torch.set_num_threads(threads)
         for h in hooks:
@@ -62,27 +60,28 @@ CONFIGS = ["threads1", "threads2", "float64", "perturbed"]
 def images():
     from tests.conftest import make_photo_like
 
-    return torch.cat([to_tensor(make_photo_like(128, 192, seed=s)) for s in range(4)])
+    return torch.cat([to_tensor(make_photo_like(128, 192, seed=s), 64) for s in range(4)])
 
 
 @pytest.mark.parametrize("quality", QUALITIES)
 def test_files_decode_to_identical_latents_in_every_configuration(images, quality):
     codec = load_codec()
     for enc_name in CONFIGS + ["batch4"]:
-        with configuration("threads1" if enc_name == "batch4" else enc_name, codec) as (model, tables):
+        with configuration("threads1" if enc_name == "batch4" else enc_name, codec) as model:
             y = (
-                engine.analyze(model, images)
+                model.analyze(images)
                 if enc_name == "batch4"
-                else torch.cat([engine.analyze(model, images[i : i + 1]) for i in range(4)])
+                else torch.cat([model.analyze(images[i : i + 1]) for i in range(4)])
             )
-            sent = engine.quantize(model, tables, y, quality)
-            streams = engine.entropy_code(model, tables, sent)
+            sent = model.quantize(y, quality)
+            streams = model.coder.code(sent)
+        shape = tuple(y.shape[2:])
         for dec_name in CONFIGS + ["batch4"]:
-            with configuration("threads1" if dec_name == "batch4" else dec_name, codec) as (model, tables):
+            with configuration("threads1" if dec_name == "batch4" else dec_name, codec) as model:
                 if dec_name == "batch4":
-                    got = [engine.decode_latents(model, tables, streams, quality)]
+                    got = [model.decode_symbols(streams, shape, quality)]
                 else:
-                    got = [engine.decode_latents(model, tables, [s], quality) for s in streams]
+                    got = [model.decode_symbols([s], shape, quality) for s in streams]
             y_sym = torch.cat([g.y_sym for g in got])
             idx = torch.cat([g.indexes for g in got])
             assert torch.equal(y_sym, sent.y_sym), (enc_name, dec_name)
@@ -92,7 +91,7 @@ def test_files_decode_to_identical_latents_in_every_configuration(images, qualit
 
 def test_exact_path_is_integer_valued_and_bounded():
     codec = load_codec()
-    hyper = codec.tables.hyper
+    hyper = codec.model.coder.hyper
     for layer in hyper.layers:
         assert torch.equal(layer.weight, torch.round(layer.weight))
         assert torch.equal(layer.bias, torch.round(layer.bias))
@@ -108,7 +107,7 @@ def test_hostile_symbols_do_not_break_the_bound():
     codec = load_codec()
     z_sym = torch.full((1, codec.model.arch.N, 2, 2), 2**30, dtype=torch.int32)
     gy, gz = codec.model.inference_gains(8.0)
-    idx, means = codec.tables.hyper(z_sym, gz, gy)
+    idx, means = codec.model.coder.hyper(z_sym, gz, gy)
     assert torch.isfinite(means).all() and idx.min() >= 0 and idx.max() < 64
 
 
@@ -119,13 +118,13 @@ def test_exact_path_tracks_the_float_network():
     z_sym = torch.randint(-3, 4, (1, model.arch.N, 4, 6), dtype=torch.int32)
     for q in QUALITIES:
         gy, gz = model.inference_gains(q)
-        idx, means = codec.tables.hyper(z_sym, gz, gy)
+        idx, means = model.coder.hyper(z_sym, gz, gy)
         medians = model.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
         with torch.no_grad():
             scales, fmeans = model.hyper_params(
                 z_sym + medians, gz.float().view(1, -1, 1, 1), gy.float().view(1, -1, 1, 1)
             )
-        agree = (engine.scale_indexes(model, scales) == idx).float().mean().item()
+        agree = (model.scale_indexes(scales) == idx).float().mean().item()
         assert agree > 0.97, (q, agree)
         assert (fmeans.double() - means).abs().max() < 0.05
 
@@ -142,8 +141,8 @@ def test_cuda_and_cpu_agree(images, quality):
     cpu = load_codec(device="cpu")
     gpu = load_codec(device="cuda")
     for enc, dec in ((cpu, gpu), (gpu, cpu)):
-        y = engine.analyze(enc.model, images.to(enc.device))
-        sent = engine.quantize(enc.model, enc.tables, y, quality)
-        streams = engine.entropy_code(enc.model, enc.tables, sent)
-        got = engine.decode_latents(dec.model, dec.tables, streams, quality)
+        y = enc.model.analyze(images.to(enc.device))
+        sent = enc.model.quantize(y, quality)
+        streams = enc.model.coder.code(sent)
+        got = dec.model.decode_symbols(streams, tuple(y.shape[2:]), quality)
         assert torch.equal(got.y_sym, sent.y_sym) and torch.equal(got.indexes, sent.indexes)

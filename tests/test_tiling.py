@@ -7,13 +7,13 @@ import pytest
 
 import codec
 from codec import bitstream as bs
-from codec import engine, tiling
+from codec import tiling
 from codec.tensors import psnr
 from codec.weights import load_codec
 
 
 def test_grid_covers_padded_image_once():
-    tiles = tiling.grid(300, 200, 128)
+    tiles = tiling.grid(300, 200, 128, 64)
     assert len(tiles) == 3 * 2  # padded 320 x 256
     cover = np.zeros((320, 256), int)
     for t in tiles:
@@ -50,12 +50,12 @@ def test_tiles_decode_independently(photo_like):
     c = load_codec()
     rgb = photo_like(192, 192)
     y = tiling.analyze(c.model, rgb, 64, c.device)
-    tiles = tiling.grid(192, 192, 64)
-    streams = tiling.code(c.model, c.tables, y, tiles, 3.0)
+    tiles = tiling.grid(192, 192, 64, c.model.stride)
+    streams = tiling.code(c.model, y, tiles, 3.0)
     for t, st in zip(tiles[::-1], streams[::-1], strict=True):  # any order, one at a time
-        rows, cols = t.latent()
-        sent = engine.quantize(c.model, c.tables, y[:, :, rows, cols], 3.0)
-        got = engine.decode_latents(c.model, c.tables, [st], 3.0)
+        rows, cols = t.latent(c.model.latent_stride)
+        sent = c.model.quantize(y[:, :, rows, cols], 3.0)
+        got = c.model.decode_symbols([st], t.latent_size(c.model.latent_stride), 3.0)
         assert np.array_equal(got.y_sym.numpy(), sent.y_sym.numpy())
 
 

@@ -9,7 +9,8 @@ import copy
 import pytest
 import torch
 
-from codec.exact import EXACT_LIMIT, ExactHyperSynthesis
+from codec.exact import EXACT_LIMIT, ExactNetwork
+from codec.models.hyperprior import ExactHyperSynthesis
 from codec.tensors import to_tensor
 from codec.weights import load_codec
 
@@ -92,7 +93,7 @@ def test_files_decode_to_identical_latents_in_every_configuration(images, qualit
 def test_exact_path_is_integer_valued_and_bounded():
     codec = load_codec()
     hyper = codec.model.coder.hyper
-    for layer in hyper.layers:
+    for layer in hyper.net.convs:
         assert torch.equal(layer.weight, torch.round(layer.weight))
         assert torch.equal(layer.bias, torch.round(layer.bias))
         assert layer.worst_sum(2.0**24) < EXACT_LIMIT
@@ -129,10 +130,39 @@ def test_exact_path_tracks_the_float_network():
         assert (fmeans.double() - means).abs().max() < 0.05
 
 
-def test_rejects_unsupported_hyper_synthesis():
-    h_s = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 8, 3, padding=1))
+@pytest.mark.parametrize("act", [torch.nn.Sigmoid(), torch.nn.LeakyReLU(0.3)], ids=["sigmoid", "slope-0.3"])
+def test_rejects_unsupported_hyper_synthesis(act):
+    h_s = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), act, torch.nn.Conv2d(4, 8, 3, padding=1))
     with pytest.raises(ValueError):
         ExactHyperSynthesis(h_s, torch.zeros(4), torch.ones(64))
+
+
+def test_exact_network_is_generic_and_order_independent():
+    """Any stack of convolutions and (leaky) ReLUs: integer outputs close to the float network, and
+    the same integers whatever the batch composition or thread count."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(6, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.ConvTranspose2d(16, 12, 5, stride=2, padding=2, output_padding=1),
+        torch.nn.LeakyReLU(0.25),
+        torch.nn.Conv2d(12, 12, 1),
+        torch.nn.Conv2d(12, 4, 3, stride=2, padding=1),
+    )
+    exact = ExactNetwork(net)
+    x = torch.randn(3, 6, 5, 7, dtype=torch.float64)
+    out = exact(ExactNetwork.fixed_point(x))
+    assert torch.equal(out, torch.round(out))
+    with torch.no_grad():
+        ref = net.double()(x)
+    assert (out * 2.0**-exact.out_frac - ref).abs().max() < 1e-2 * ref.abs().max()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        single = torch.cat([exact(ExactNetwork.fixed_point(x[i : i + 1])) for i in range(3)])
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(single, out)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

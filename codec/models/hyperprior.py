@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from .. import engine
 from .. import quality as Q
-from ..exact import ExactHyperSynthesis
+from ..exact import ExactNetwork
 from .base import Model, Streams
 
 #: CompressAI's default scale table: 64 log-spaced scales in [0.11, 256].
@@ -113,6 +113,41 @@ class Latents:
 
     def y_hat(self) -> Tensor:
         return (self.y_sym.double() + self.means) / self.y_gain.view(1, -1, 1, 1)
+
+
+class ExactHyperSynthesis:
+    """``h_s`` as an ``ExactNetwork``: hyper-latent symbols → scale indexes and means, identical everywhere.
+
+    Scale index i of a latent element = number of entries of the scale table (without its last)
+    that are strictly below σ·g, compared as ``S > table[i] · 2^E / g`` with ``S`` the integer
+    output. The gains enter only through CPU float64 elementwise steps (input scaling, thresholds).
+    """
+
+    def __init__(self, h_s: nn.Sequential, medians: Tensor, scale_table: Tensor, device: torch.device | str = "cpu"):
+        self.net = ExactNetwork(h_s, device)
+        self.medians = medians.detach().double().cpu().reshape(-1)
+        self.scale_table = scale_table.detach().double().cpu()
+
+    def integer_outputs(self, z_sym: Tensor, z_gain: Tensor) -> tuple[Tensor, Tensor]:
+        """Integer (S, Mu): scale and mean channels at ``net.out_frac`` fractional bits, on the CPU."""
+        z = z_sym.detach().cpu().double() + self.medians.view(1, -1, 1, 1)
+        return self.net(self.net.fixed_point(z / z_gain.view(1, -1, 1, 1))).chunk(2, 1)
+
+    def thresholds(self, y_gain: Tensor) -> Tensor:
+        """(C, T-1) integer-domain thresholds table[i] · 2^E / g_y[c] — CPU float64 elementwise."""
+        return (self.scale_table[:-1].view(1, -1) * 2.0**self.net.out_frac) / y_gain.view(-1, 1)
+
+    def __call__(self, z_sym: Tensor, z_gain: Tensor, y_gain: Tensor) -> tuple[Tensor, Tensor]:
+        """(scale indexes int32, gained means float64) for hyper-latent symbols (B, N, h, w)."""
+        S, Mu = self.integer_outputs(z_sym, z_gain)
+        B, C, H, W = S.shape
+        thr = self.thresholds(y_gain)  # (C, T-1), increasing along T
+        # count of thresholds strictly below S  ==  searchsorted(thr, S, side="left")
+        flat = S.permute(1, 0, 2, 3).reshape(C, -1).contiguous()
+        idx = torch.searchsorted(thr.contiguous(), flat, right=False)
+        idx = idx.reshape(C, B, H, W).permute(1, 0, 2, 3).to(torch.int32)
+        means = Mu * 2.0**-self.net.out_frac * y_gain.view(1, -1, 1, 1)
+        return idx, means
 
 
 class HyperpriorCoder:

@@ -56,10 +56,8 @@ def pack_latent(codec: Codec, y: torch.Tensor, h: int, w: int, tile: int, qualit
             q,
             model_id=codec.model_id,
             weights_hash=codec.weights_hash,
-            z_stream=b"".join(s[0] for s in streams),
-            y_stream=b"".join(s[1] for s in streams),
+            streams=streams,
             tile=tile if many else 0,
-            tile_lengths=[(len(s[0]), len(s[1])) for s in streams] if many else None,
             **extra,
         )
     )
@@ -116,13 +114,14 @@ def decode_latent(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) 
     """ŷ of a parsed file (its work area checked first) and the tiles it was coded in."""
     check_work_area(f, codec, max_pixels)
     stride = codec.model.stride
+    if f.tile % stride:
+        raise bs.FormatError(f"tile side {f.tile} is not a multiple of the model's stride {stride}")
     hp, wp = padded_size(f.height, f.width, stride)
     tiles = tiling.grid(f.height, f.width, f.tile or max(hp, wp), stride)
     if len(tiles) != f.tile_count():
         raise bs.FormatError("tile grid does not match the header")
-    streams = [[z, y] for z, y in f.tile_streams()]
     try:
-        return tiling.decode_latent(codec.model, streams, tiles, f.quality), tiles
+        return tiling.decode_latent(codec.model, f.streams, tiles, f.quality), tiles
     except (RuntimeError, ValueError) as e:  # rANS / shape errors on damaged streams
         raise bs.FormatError(f"corrupt entropy-coded data ({e})") from None
 

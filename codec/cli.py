@@ -312,6 +312,7 @@ def decode(inputs, output, device, force, max_pixels, batch) -> None:
 def info(file) -> None:
     """Describe an .aec file: size, channels, quality, bpp, model, format version."""
     from . import bitstream as bs
+    from .weights import model_kind
 
     try:
         data = files.read_bytes(file)
@@ -320,6 +321,7 @@ def info(file) -> None:
         _fail(str(e))
         sys.exit(EXIT_BAD_INPUT)
     pixels = f.width * f.height
+    alpha = f", alpha {len(f.alpha)} B" if f.alpha else ""
     lines = [
         ("file", file),
         ("format version", f.version),
@@ -329,8 +331,10 @@ def info(file) -> None:
         ("bytes", len(data)),
         ("bpp", f"{len(data) * 8 / pixels:.4f}"),
         ("model", f.model_id),
+        ("model kind", model_kind(f.model_id) or "unknown (model not in this installation's weights)"),
         ("weights", f.weights_hash.hex()),
-        ("streams", f"z {len(f.z_stream)} B, y {len(f.y_stream)} B" + (f", alpha {len(f.alpha)} B" if f.alpha else "")),
+        ("tiles", f"{f.tile_count()} of {f.tile} px" if f.tile else "1"),
+        ("streams", f"{len(f.streams[0])} per tile, {sum(len(s) for t in f.streams for s in t)} B" + alpha),
         ("icc profile", f"{len(f.icc)} B" if f.icc else "none"),
         ("exif", f"{len(f.exif)} B" if f.exif else "none"),
     ]

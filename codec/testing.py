@@ -45,8 +45,8 @@ def decoded_digests(data: bytes, codec) -> dict:
     hp, wp = padded_size(f.height, f.width, model.stride)
     tiles = tiling.grid(f.height, f.width, f.tile or max(hp, wp), model.stride)
     symbols = hashlib.sha256()
-    for t, (z, y) in zip(tiles, f.tile_streams(), strict=True):
-        lat = model.decode_symbols([[z, y]], t.latent_size(model.latent_stride), f.quality)
+    for t, streams in zip(tiles, f.streams, strict=True):
+        lat = model.decode_symbols([streams], t.latent_size(model.latent_stride), f.quality)
         for sym in (lat.z_sym, lat.y_sym):
             symbols.update(sym.to(torch.int32).contiguous().numpy().astype("<i4").tobytes())
     image = api.decode(data, codec=codec)

@@ -47,6 +47,15 @@ def read_manifest(folder: Path | None = None) -> dict:
         raise AecError(f"weights manifest {path} is not valid JSON ({e})") from None
 
 
+def model_kind(model_id: str) -> str | None:
+    """The kind of an installed model, None when this installation does not have it."""
+    try:
+        entry = read_manifest().get("models", {}).get(model_id)
+        return kind_of(entry) if isinstance(entry, dict) else None
+    except AecError:
+        return None
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

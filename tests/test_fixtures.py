@@ -48,3 +48,14 @@ def test_fixture_decodes_as_recorded(name, shipped):
     else:
         decoded = np.asarray(codec.decode(data, codec=shipped), dtype=np.int16)
         assert np.abs(decoded - np.asarray(reference, dtype=np.int16)).max() <= 2
+
+
+def test_info_describes_a_version_2_file(shipped):
+    from click.testing import CliRunner
+
+    from codec.cli import main
+
+    result = CliRunner().invoke(main, ["info", str(FIXTURES / "tiled-130x70.aec")])
+    assert result.exit_code == 0, result.output
+    for line in ("format version: 2", "model kind:     gain-msh", "tiles:          6 of 64 px", "2 per tile"):
+        assert line in result.output

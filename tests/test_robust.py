@@ -126,7 +126,7 @@ def test_entropy_decoder_never_reads_past_its_buffer(tmp_path, aec):
     stream per stream byte, far beyond engine.guarded's zero padding (8 bytes per symbol): SIGSEGV at
     2 MB. Run in a subprocess, so a crash fails this test instead of killing the test run."""
     hostile = tmp_path / "hostile.aec"
-    hostile.write_bytes(rebuilt(aec, z_stream=b"\xff" * 2_000_000))
+    hostile.write_bytes(rebuilt(aec, streams=[[b"\xff" * 2_000_000, bs.unpack(aec).streams[0][1]]]))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "codec.cli", "decode", str(hostile), "-o", str(tmp_path / "out.png")]
     proc = subprocess.run(cmd, capture_output=True, env=env, timeout=300)

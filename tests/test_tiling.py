@@ -30,14 +30,14 @@ def test_tile_size_must_be_multiple_of_64(bad, photo_like):
 
 def test_small_images_are_one_tile(photo_like):
     f = bs.unpack(codec.encode(photo_like(100, 120), tile=128))
-    assert f.tile == 0 and f.tile_lengths is None
+    assert f.tile == 0 and len(f.streams) == 1
 
 
 def test_tiled_round_trip_and_header(photo_like):
     rgb = photo_like(200, 330)
     data = codec.encode(rgb, quality=5, tile=128)
     f = bs.unpack(data)
-    assert f.tile == 128 and f.tile_count() == 2 * 3 and len(f.tile_lengths) == 6  # padded 256 x 384
+    assert f.tile == 128 and f.tile_count() == 2 * 3 and len(f.streams) == 6  # padded 256 x 384
     out = np.asarray(codec.decode(data))
     assert out.shape == rgb.shape
     untiled = np.asarray(codec.decode(codec.encode(rgb, quality=5)))
@@ -61,6 +61,6 @@ def test_tiles_decode_independently(photo_like):
 
 def test_damaged_tile_table_is_rejected(photo_like):
     f = bs.unpack(codec.encode(photo_like(130, 70), tile=64))
-    f.tile_lengths = f.tile_lengths[:-1]
+    f.streams = f.streams[:-1]
     with pytest.raises(ValueError):
         bs.pack(f)

@@ -159,7 +159,7 @@ def _batch_size(batch: int, device: str) -> int:
     if batch:
         return batch
     from .batch import BATCH
-    from .weights import resolve_device
+    from .devices import resolve_device
 
     return BATCH if resolve_device(device).startswith("cuda") else 1
 

@@ -28,6 +28,7 @@ from . import engine
 from . import quality as Q
 from .api import decode_array, encode_array
 from .data import CropSampler, image_files, load_rgb
+from .devices import resolve_device
 from .handle import Codec
 from .models.base import TABLE_BUFFERS, Model
 from .models.registry import DEFAULT_KIND, model_class
@@ -97,11 +98,9 @@ def rd_loss(out: dict, x: Tensor, lmbda: Tensor, metric: str) -> dict[str, Tenso
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
+    """The training device (``devices.resolve_device``); plain ``cuda`` means this process's local GPU."""
+    name = resolve_device(name)
+    return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
 
 
 def pick_precision(name: str, device: torch.device) -> torch.dtype | None:

@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .devices import resolve_device
 from .errors import AecError
 from .handle import Codec
 from .models.base import TABLE_BUFFERS, Model
@@ -105,17 +106,6 @@ def _load(model_id: str | None, device: str, folder: str) -> Codec:
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         raise AecError(f"weights {path} do not fit model {model_id!r}: {e}") from None
     return Codec(model, model_id, bytes.fromhex(digest[:16]), torch.device(device))
-
-
-def resolve_device(device: str | torch.device | None) -> str:
-    name = str(device or "auto")
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise AecError("--device cuda asked for, but CUDA is not available")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise AecError(f"unknown device {name!r} (use auto, cpu or cuda)")
-    return name
 
 
 def load_codec(model_id: str | None = None, device: str | torch.device | None = None) -> Codec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 import warnings
@@ -110,26 +111,43 @@ def check_work_area(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS
         )
 
 
-def decode_latent(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) -> tuple[torch.Tensor, list]:
-    """ŷ of a parsed file (its work area checked first) and the tiles it was coded in."""
+def _tiles(f: bs.AecFile, codec: Codec, max_pixels: int) -> list[tiling.Tile]:
+    """The tile grid of a parsed file, after every check that needs the model (work area, tile side)."""
     check_work_area(f, codec, max_pixels)
     stride = codec.model.stride
-    if f.tile % stride:
-        raise bs.FormatError(f"tile side {f.tile} is not a multiple of the model's stride {stride}")
     hp, wp = padded_size(f.height, f.width, stride)
-    tiles = tiling.grid(f.height, f.width, f.tile or max(hp, wp), stride)
+    side = f.tile or max(hp, wp)
+    if side % stride or side > tiling.MAX_TILE:
+        raise bs.FormatError(
+            f"tile side {side} is not a multiple of the model's stride {stride} up to the limit of {tiling.MAX_TILE}"
+        )
+    tiles = tiling.grid(f.height, f.width, side, stride)
     if len(tiles) != f.tile_count():
         raise bs.FormatError("tile grid does not match the header")
+    return tiles
+
+
+@contextlib.contextmanager
+def _stream_errors():
+    """rANS and shape errors on damaged streams → FormatError."""
     try:
-        return tiling.decode_latent(codec.model, f.streams, tiles, f.quality), tiles
-    except (RuntimeError, ValueError) as e:  # rANS / shape errors on damaged streams
+        yield
+    except (RuntimeError, ValueError) as e:
         raise bs.FormatError(f"corrupt entropy-coded data ({e})") from None
+
+
+def decode_latent(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) -> torch.Tensor:
+    """ŷ of a whole parsed file, all checks first (``decode_file`` holds less: a band of tiles at a time)."""
+    tiles = _tiles(f, codec, max_pixels)
+    with _stream_errors():
+        return tiling.decode_latent(codec.model, f.streams, tiles, f.quality)
 
 
 def decode_file(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) -> np.ndarray:
     """Decode the RGB planes of a parsed file to an (H, W, 3) uint8 array, tile by tile."""
-    y_hat, tiles = decode_latent(f, codec, max_pixels)
-    return tiling.synthesize(codec.model, y_hat, tiles, f.height, f.width)
+    tiles = _tiles(f, codec, max_pixels)
+    with _stream_errors():
+        return tiling.decode(codec.model, f.streams, tiles, f.quality, f.height, f.width)
 
 
 def decode_array(data: bytes, codec: Codec | None = None, max_pixels: int = bs.MAX_PIXELS) -> np.ndarray:

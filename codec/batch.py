@@ -176,7 +176,7 @@ def _decode_files(
             by_model.setdefault(id(codecs[i]), []).append(i)
         for same in by_model.values():
             c = codecs[same[0]]
-            y_hat = torch.cat([decode_latent(files[i], c, max_pixels)[0] for i in same])
+            y_hat = torch.cat([decode_latent(files[i], c, max_pixels) for i in same])
             x = c.model.synthesize(y_hat)
             for j, i in enumerate(same):
                 out[i] = to_uint8(x[j : j + 1], files[i].height, files[i].width)

@@ -25,6 +25,10 @@ from .tensors import padded_size
 
 #: Default tile side in pixels; images up to this size are coded as one tile (no margins at all).
 TILE = 1024
+#: Largest tile side an encoder writes and a decoder accepts: the network works on one tile (plus
+#: margins) at a time, so this bounds the decoder's memory whatever a header claims. Measured with
+#: the hyperprior: decoding one 1024² tile peaks at 1.3 GB RSS; a 2048² tile would need about 4x.
+MAX_TILE = 1024
 #: Context each side, in pixels, rounded up to the model's stride. 64 px covers most of the
 #: hyperprior's effective receptive field (measured: see docs/FORMAT.md, tiled vs untiled PSNR).
 MARGIN = 64
@@ -48,8 +52,8 @@ class Tile:
 
 
 def check_tile_size(tile: int, stride: int) -> int:
-    if tile < stride or tile % stride:
-        raise ValueError(f"tile size must be a positive multiple of {stride}, got {tile}")
+    if tile < stride or tile % stride or tile > MAX_TILE:
+        raise ValueError(f"tile size must be a positive multiple of {stride} up to {MAX_TILE}, got {tile}")
     return tile
 
 
@@ -107,32 +111,67 @@ def code(model: Model, y: torch.Tensor, tiles: list[Tile], quality: float) -> li
 
 
 def decode_latent(model: Model, streams: list[Streams], tiles: list[Tile], quality: float) -> torch.Tensor:
-    """ŷ of the whole image (1, C, Hp/s, Wp/s), float32 on the CPU."""
+    """ŷ (1, C, h/s, w/s), float32 on the CPU, of the rectangle of whole tiles ``tiles`` covers (in raster order)."""
     s = model.latent_stride
-    hp, wp = tiles[-1].y1, tiles[-1].x1
+    y0, x0 = tiles[0].y0, tiles[0].x0
     y_hat = None
     for t, st in zip(tiles, streams, strict=True):
         part = model.decode_latent([st], t.latent_size(s), quality)
         if y_hat is None:
-            y_hat = torch.empty(1, part.shape[1], hp // s, wp // s)
-        rows, cols = t.latent(s)
-        y_hat[:, :, rows, cols] = part
+            y_hat = torch.empty(1, part.shape[1], (tiles[-1].y1 - y0) // s, (tiles[-1].x1 - x0) // s)
+        y_hat[:, :, (t.y0 - y0) // s : (t.y1 - y0) // s, (t.x0 - x0) // s : (t.x1 - x0) // s] = part
     return y_hat
 
 
+def _synthesize_tile(model: Model, band: torch.Tensor, band_y0: int, t: Tile, w: Tile, out: np.ndarray) -> None:
+    """Write tile ``t``'s pixels into ``out``, synthesized from window ``w`` of a band of latent rows
+    whose first row is pixel row ``band_y0``."""
+    height, width = out.shape[:2]
+    if t.y0 >= height or t.x0 >= width:
+        return  # pure padding
+    s = model.latent_stride
+    x = model.synthesize(band[:, :, (w.y0 - band_y0) // s : (w.y1 - band_y0) // s, w.x0 // s : w.x1 // s])
+    top, left = t.y0 - w.y0, t.x0 - w.x0
+    h_keep, w_keep = min(t.y1, height) - t.y0, min(t.x1, width) - t.x0
+    patch = x[0, :, top : top + h_keep, left : left + w_keep].mul(255).round_().to(torch.uint8)
+    out[t.y0 : t.y0 + h_keep, t.x0 : t.x0 + w_keep] = patch.permute(1, 2, 0).cpu().numpy()
+
+
 def synthesize(model: Model, y_hat: torch.Tensor, tiles: list[Tile], height: int, width: int) -> np.ndarray:
-    """(height, width, 3) uint8 image, synthesized tile by tile with latent context."""
+    """(height, width, 3) uint8 image of a whole latent, synthesized tile by tile with latent context."""
     s = model.latent_stride
     hp, wp = y_hat.shape[2] * s, y_hat.shape[3] * s
     out = np.empty((height, width, 3), dtype=np.uint8)
     for t in tiles:
-        if t.y0 >= height or t.x0 >= width:
-            continue  # pure padding
-        w = _window(t, hp, wp, _margin(model)) if len(tiles) > 1 else t
-        rows, cols = w.latent(s)
-        x = model.synthesize(y_hat[:, :, rows, cols])
-        top, left = t.y0 - w.y0, t.x0 - w.x0
-        h_keep, w_keep = min(t.y1, height) - t.y0, min(t.x1, width) - t.x0
-        patch = x[0, :, top : top + h_keep, left : left + w_keep].mul(255).round_().to(torch.uint8)
-        out[t.y0 : t.y0 + h_keep, t.x0 : t.x0 + w_keep] = patch.permute(1, 2, 0).cpu().numpy()
+        _synthesize_tile(model, y_hat, 0, t, _window(t, hp, wp, _margin(model)) if len(tiles) > 1 else t, out)
+    return out
+
+
+def decode(model: Model, streams: list[Streams], tiles: list[Tile], quality: float, height: int, width: int):
+    """(height, width, 3) uint8 image from tile streams, one row of tiles at a time.
+
+    Only three rows of tiles' latents are held (a row and the neighbours its synthesis margins
+    reach into), so memory beyond the output image is bounded by the width, not the image: a
+    header claiming a huge image of empty tiles costs time in proportion to its pixels, no more.
+    Pixels are those of ``synthesize`` on the whole latent: every window sees the same values.
+    """
+    if len(tiles) == 1:
+        return synthesize(model, decode_latent(model, streams, tiles, quality), tiles, height, width)
+    hp, wp = tiles[-1].y1, tiles[-1].x1
+    starts = sorted({t.y0 for t in tiles})
+    rows = [[i for i, t in enumerate(tiles) if t.y0 == y0] for y0 in starts]
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    latents: dict[int, torch.Tensor] = {}
+    for r in range(len(rows) + 1):
+        if r < len(rows):  # decode row r, then synthesize row r - 1, whose lower margin reaches into it
+            latents[r] = decode_latent(model, [streams[i] for i in rows[r]], [tiles[i] for i in rows[r]], quality)
+        if r == 0:
+            continue
+        done = r - 1
+        near = [k for k in (done - 1, done, done + 1) if k in latents]
+        band = torch.cat([latents[k] for k in near], dim=2)
+        for i in rows[done]:
+            t = tiles[i]
+            _synthesize_tile(model, band, starts[near[0]], t, _window(t, hp, wp, _margin(model)), out)
+        latents.pop(done - 1, None)
     return out

@@ -95,7 +95,7 @@ def test_limits_are_checked_before_anything_is_allocated(aec, monkeypatch, size)
     def never(*args, **kwargs):
         raise AssertionError("the network ran for an over-limit file")
 
-    monkeypatch.setattr(tiling, "decode_latent", never)
+    monkeypatch.setattr(tiling, "decode", never)
     bad = rebuilt(aec, width=size[0], height=size[1])
     t0 = time.perf_counter()
     with pytest.raises(codec.FormatError, match="limit"):

@@ -59,6 +59,28 @@ def test_tiles_decode_independently(photo_like):
         assert np.array_equal(got.y_sym.numpy(), sent.y_sym.numpy())
 
 
+def test_row_by_row_decode_matches_the_whole_latent(photo_like):
+    """The decoder holds three rows of tiles' latents at a time; its pixels are those of the whole latent."""
+    c = load_codec()
+    rgb = photo_like(200, 330)
+    f = bs.unpack(codec.encode(rgb, quality=4, tile=64))
+    tiles = tiling.grid(200, 330, 64, c.model.stride)
+    whole = tiling.synthesize(c.model, tiling.decode_latent(c.model, f.streams, tiles, f.quality), tiles, 200, 330)
+    assert np.array_equal(tiling.decode(c.model, f.streams, tiles, f.quality, 200, 330), whole)
+
+
+@pytest.mark.parametrize("tile", [0, 2048])
+def test_tiles_over_the_limit_are_refused_before_decoding(tile):
+    """A header claiming one 16384² tile (or 2048² tiles) of empty streams: refused at once, not decoded."""
+    c = load_codec()
+    n = bs.AecFile(16384, 16384, 4.0, tile=tile).tile_count()
+    f = bs.AecFile(16384, 16384, 4.0, model_id=c.model_id, tile=tile, streams=[[b"", b""]] * n)
+    with pytest.raises(codec.FormatError, match="limit of 1024"):
+        codec.decode(bs.pack(f), codec=c)
+    with pytest.raises(codec.AecError, match="up to 1024"):
+        codec.encode(np.zeros((8, 8, 3), np.uint8), tile=2048)
+
+
 def test_damaged_tile_table_is_rejected(photo_like):
     f = bs.unpack(codec.encode(photo_like(130, 70), tile=64))
     f.streams = f.streams[:-1]

@@ -1,8 +1,8 @@
 """Write the decode fixtures in tests/fixtures/: small ``.aec`` files made with the shipped default
 weights, the digests of what they decode to (``fixtures.json``) and the decoded images as PNG.
 
-Run once per format generation (``python scripts/make_fixtures.py``) and commit the output; the
-files then stand for "what earlier versions wrote", which every later decoder must still read to
+Made once, with the version 2 encoder (``python scripts/make_fixtures.py``; it refuses to overwrite
+them) and committed: the files stand for "what earlier versions wrote", which every later decoder must still read to
 the same latent symbols and pixels (``tests/test_fixtures.py``). Inputs are crops of
 ``scripts/sample.png``, so the script needs nothing outside the repository.
 """
@@ -40,6 +40,8 @@ def inputs() -> dict[str, tuple[Image.Image, float, int]]:
 
 
 def main() -> None:
+    if (OUT / "fixtures.json").exists():
+        sys.exit(f"{OUT} already holds fixtures: they stand for files earlier versions wrote, keep them")
     c = load_codec()
     OUT.mkdir(parents=True, exist_ok=True)
     table = {"model": c.model_id, "files": {}}

@@ -119,7 +119,7 @@ def _tiles(f: bs.AecFile, codec: Codec, max_pixels: int) -> list[tiling.Tile]:
     side = f.tile or max(hp, wp)
     if side % stride or side > tiling.MAX_TILE:
         raise bs.FormatError(
-            f"tile side {side} is not a multiple of the model's stride {stride} up to the limit of {tiling.MAX_TILE}"
+            f"tile side {side} must be a multiple of the model's stride {stride} within the limit of {tiling.MAX_TILE}"
         )
     tiles = tiling.grid(f.height, f.width, side, stride)
     if len(tiles) != f.tile_count():

@@ -25,7 +25,7 @@ import torch
 from codec import engine, tiling
 from codec.data import load_rgb
 from codec.tensors import psnr, to_tensor, to_uint8
-from codec.weights import TRANSFORMS, load_codec
+from codec.weights import load_codec
 
 from .bdrate import bd_rate
 from .common import ALL_QUALITIES, parse_floats, select_images, use_weights
@@ -34,6 +34,12 @@ from .speed import reference_compress, reference_decompress
 
 def _streams_bytes(strings) -> int:
     return sum(len(s) for group in strings for s in group)
+
+
+def _round_trip(model, y: torch.Tensor, q: float, h: int, w: int) -> tuple[int, np.ndarray]:
+    """(stream bytes, decoded pixels) of one image's latent through the model's coding path."""
+    (st,) = model.encode_latent(y, q)
+    return sum(map(len, st)), to_uint8(model.synthesize(model.decode_latent([st], tuple(y.shape[2:]), q)), h, w)
 
 
 def exact_vs_float(paths, qualities: list[float]) -> dict:
@@ -45,10 +51,9 @@ def exact_vs_float(paths, qualities: list[float]) -> dict:
         for p in paths:
             rgb = load_rgb(p)
             h, w = rgb.shape[:2]
-            x = to_tensor(rgb)
-            (st,) = engine.compress(c.model, c.tables, x, q)
-            out = to_uint8(engine.decompress(c.model, c.tables, [st], q), h, w)
-            acc["exact"][0].append((len(st.z) + len(st.y)) * 8 / (h * w))
+            x = to_tensor(rgb, c.model.stride)
+            n, out = _round_trip(c.model, c.model.analyze(x), q, h, w)
+            acc["exact"][0].append(n * 8 / (h * w))
             acc["exact"][1].append(psnr(rgb, out))
             ref = reference_compress(c.model, x, q)
             rout = to_uint8(reference_decompress(c.model, ref["strings"], ref["shape"], q), h, w)
@@ -69,9 +74,9 @@ def fp16_cost(paths, qualities: list[float]) -> dict:
     half = copy.deepcopy(c.model)
     with torch.no_grad():
         for name, p in half.named_parameters():
-            if name.startswith(TRANSFORMS):
+            if name.startswith(half.half_stored):
                 p.copy_(p.half().float())
-    half_tables = engine.EntropyTables.from_model(half)
+    half.prepare()
     out = {}
     for q in qualities:
         d = []
@@ -79,12 +84,9 @@ def fp16_cost(paths, qualities: list[float]) -> dict:
             rgb = load_rgb(p)
             h, w = rgb.shape[:2]
             y = tiling.analyze(c.model, rgb, tiling.TILE, c.device)
-            (st,) = engine.code(c.model, c.tables, y, q)
-            full = to_uint8(engine.decompress(c.model, c.tables, [st], q), h, w)
-            y16 = tiling.analyze(half, rgb, tiling.TILE, c.device)
-            (st16,) = engine.code(half, half_tables, y16, q)
-            low = to_uint8(engine.decompress(half, half_tables, [st16], q), h, w)
-            d.append((psnr(rgb, low) - psnr(rgb, full), (len(st16.y) + len(st16.z)) / (len(st.y) + len(st.z)) - 1))
+            n, full = _round_trip(c.model, y, q, h, w)
+            n16, low = _round_trip(half, tiling.analyze(half, rgb, tiling.TILE, c.device), q, h, w)
+            d.append((psnr(rgb, low) - psnr(rgb, full), n16 / n - 1))
         out[f"{q:g}"] = {
             "delta_psnr_db": float(np.mean([a for a, _ in d])),
             "delta_rate": float(np.mean([b for _, b in d])),
@@ -95,13 +97,11 @@ def fp16_cost(paths, qualities: list[float]) -> dict:
 def _code_cpu(c, rgb: np.ndarray, q: float, fast: bool) -> tuple[int, np.ndarray, float]:
     """(stream bytes, decoded pixels, seconds) with the CPU fast path on or off."""
     os.environ["AECODEC_CPU_FAST"] = "auto" if fast else "0"
-    engine.prepare(c.model)
+    c.model.prepare()
     h, w = rgb.shape[:2]
     t = time.perf_counter()
-    y = tiling.analyze(c.model, rgb, tiling.TILE, c.device)
-    (st,) = engine.code(c.model, c.tables, y, q)
-    out = to_uint8(engine.decompress(c.model, c.tables, [st], q), h, w)
-    return len(st.y) + len(st.z), out, time.perf_counter() - t
+    n, out = _round_trip(c.model, tiling.analyze(c.model, rgb, tiling.TILE, c.device), q, h, w)
+    return n, out, time.perf_counter() - t
 
 
 def half_cost(paths, qualities: list[float]) -> dict:

@@ -7,9 +7,9 @@ import math
 import os
 from pathlib import Path
 
-import torch
-
 from codec.data import image_files
+from codec.devices import available, resolve_device
+from codec.errors import AecError
 from codec.quality import Q_MAX, Q_MIN
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,14 +38,13 @@ def parse_floats(text: str) -> list[float]:
 
 
 def devices(choice: str) -> list[str]:
-    """Devices to run on: ``auto`` is CPU plus CUDA when present, so both numbers land in one report."""
-    if choice == "cpu":
-        return ["cpu"]
-    if choice == "cuda":
-        if not torch.cuda.is_available():
-            raise SystemExit("--device cuda asked for, but CUDA is not available")
-        return ["cuda"]
-    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    """Devices to run on: ``auto`` is every available one, so CPU and CUDA numbers land in one report."""
+    if choice == "auto":
+        return available()
+    try:
+        return [resolve_device(choice)]
+    except AecError as e:
+        raise SystemExit(str(e)) from None
 
 
 def finite_or_none(value):

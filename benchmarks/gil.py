@@ -17,7 +17,8 @@ import numpy as np
 from compressai.ans import RansDecoder, RansEncoder
 from compressai.entropy_models import GaussianConditional
 
-from codec.model import scale_table
+from codec.engine import RansTables
+from codec.models.hyperprior import scale_table
 
 
 def _timed(fn, threads: int) -> float:
@@ -35,7 +36,8 @@ def _timed(fn, threads: int) -> float:
 def main(symbols: int) -> None:
     gc = GaussianConditional(scale_table())
     gc.update()
-    tables = gc._quantized_cdf.tolist(), gc._cdf_length.reshape(-1).tolist(), gc._offset.reshape(-1).tolist()
+    t = RansTables.from_entropy_model(gc)
+    tables = t.cdf, t.cdf_len, t.offset
     rng = np.random.default_rng(0)
     idx = rng.integers(5, 40, symbols).astype(np.int32).tolist()
     sym = rng.integers(-3, 4, symbols).astype(np.int32).tolist()

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from codec import engine
 from codec.data import load_rgb
-from codec.model import AECModel
+from codec.models.hyperprior import GainHyperprior
 from codec.quality import DEFAULT_QUALITY
 from codec.tensors import psnr, to_tensor, to_uint8
 
@@ -37,12 +37,12 @@ from .common import RESULTS_DIR, devices, select_images, use_weights, write_json
 
 # -- CompressAI's reference path -------------------------------------------------------------
 @torch.inference_mode()
-def reference_compress(model: AECModel, x: torch.Tensor, quality: float) -> dict:
+def reference_compress(model: GainHyperprior, x: torch.Tensor, quality: float) -> dict:
     """``MeanScaleHyperprior.compress()`` as CompressAI writes it, on our network and gains.
 
     The entropy coding goes through ``EntropyBottleneck.compress`` / ``GaussianConditional.compress``,
     which rebuild the CDF lists on every call and decode ``z`` again inside compress, where
-    ``codec.engine`` converts its tables once per model.
+    ``codec.engine.RansTables`` converts its tables once per model.
     """
     y_gain, z_gain = model.gains(quality)
     y = model.g_a(x).float()
@@ -57,7 +57,7 @@ def reference_compress(model: AECModel, x: torch.Tensor, quality: float) -> dict
 
 @torch.inference_mode()
 def reference_decompress(
-    model: AECModel, strings: list[list[bytes]], shape: tuple[int, int], quality: float
+    model: GainHyperprior, strings: list[list[bytes]], shape: tuple[int, int], quality: float
 ) -> torch.Tensor:
     """``MeanScaleHyperprior.decompress()`` on our network: (B, 3, Hp, Wp) in [0, 1], still padded."""
     y_gain, z_gain = model.gains(quality)
@@ -136,7 +136,7 @@ def aecodec_methods(device: str, quality: float) -> list[Method]:
     model, dev = copy.deepcopy(codec.model).to(memory_format=torch.contiguous_format), codec.device
 
     def ref_encode(rgb: np.ndarray) -> tuple:
-        out = reference_compress(model, to_tensor(rgb).to(dev), quality)
+        out = reference_compress(model, to_tensor(rgb, model.stride).to(dev), quality)
         return out, rgb.shape[:2]
 
     def ref_decode(payload: tuple) -> np.ndarray:

@@ -2,41 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import bitstream as bs
-from . import engine, tiling
 from . import quality as Q
+from . import tiling
 from .errors import AecError
-from .model import PAD_MULTIPLE, AECModel
+from .handle import Codec
 from .tensors import padded_size
+from .weights import load_codec, load_codec_for
 
 
-@dataclass
-class Codec:
-    """A loaded network with its entropy tables and the identity written into files."""
-
-    model: AECModel
-    tables: engine.EntropyTables
-    model_id: str = "untracked"
-    weights_hash: bytes = b"\0" * 8
-    device: torch.device = torch.device("cpu")
+def resolve_codec(codec: Codec | None, device: str | torch.device | None = None) -> Codec:
+    """``codec``, or the shipped default one."""
+    return codec if codec is not None else load_codec(device=device)
 
 
-def _resolve(codec: Codec | None, device: str | torch.device | None = None) -> Codec:
-    if codec is not None:
-        return codec
-    from .weights import load_codec
-
-    return load_codec(device=device)
+def checked_tile(tile: int, codec: Codec) -> int:
+    """``tile`` if the codec's model can cut images into tiles of that side, else AecError."""
+    try:
+        return tiling.check_tile_size(tile, codec.model.stride)
+    except ValueError as e:
+        raise AecError(str(e)) from None
 
 
 # -- arrays: the core path ----------------------------------------------------------------------
@@ -44,16 +39,16 @@ def encode_array(
     rgb: np.ndarray, quality: float, codec: Codec | None = None, tile: int = tiling.TILE, **extra
 ) -> bytes:
     """Code an (H, W, 3) uint8 array; ``extra`` fills AecFile fields (layout, alpha, icc, exif)."""
-    codec = _resolve(codec)
-    tiling.check_tile_size(tile)
-    y = tiling.analyze(codec.model, rgb, tile, codec.device)
-    return _pack_at(codec, y, rgb.shape[0], rgb.shape[1], tile, Q.check_quality(quality), extra)
+    codec = resolve_codec(codec)
+    y = tiling.analyze(codec.model, rgb, checked_tile(tile, codec), codec.device)
+    return pack_latent(codec, y, rgb.shape[0], rgb.shape[1], tile, Q.check_quality(quality), extra)
 
 
-def _pack_at(codec: Codec, y: torch.Tensor, h: int, w: int, tile: int, quality: float, extra: dict) -> bytes:
+def pack_latent(codec: Codec, y: torch.Tensor, h: int, w: int, tile: int, quality: float, extra: dict) -> bytes:
+    """The ``.aec`` bytes of an (h, w) image's latent ``y`` coded at ``quality`` in tiles of ``tile``."""
     q = bs.quantize_quality(quality)
-    tiles = tiling.grid(h, w, tile)
-    streams = tiling.code(codec.model, codec.tables, y, tiles, q)
+    tiles = tiling.grid(h, w, tile, codec.model.stride)
+    streams = tiling.code(codec.model, y, tiles, q)
     many = len(tiles) > 1
     return bs.pack(
         bs.AecFile(
@@ -62,10 +57,8 @@ def _pack_at(codec: Codec, y: torch.Tensor, h: int, w: int, tile: int, quality: 
             q,
             model_id=codec.model_id,
             weights_hash=codec.weights_hash,
-            z_stream=b"".join(s.z for s in streams),
-            y_stream=b"".join(s.y for s in streams),
+            streams=streams,
             tile=tile if many else 0,
-            tile_lengths=[(len(s.z), len(s.y)) for s in streams] if many else None,
             **extra,
         )
     )
@@ -79,14 +72,14 @@ def encode_array_to_size(
     Returns (data, fits); when even the lowest quality is too big, that encode with ``fits=False``.
     The analysis transform runs once: only the latent is re-coded per probe.
     """
-    codec = _resolve(codec)
+    codec = resolve_codec(codec)
     h, w = rgb.shape[:2]
-    y = tiling.analyze(codec.model, rgb, tiling.check_tile_size(tile), codec.device)
+    y = tiling.analyze(codec.model, rgb, checked_tile(tile, codec), codec.device)
 
     def at(k: int) -> bytes:
-        return _pack_at(codec, y, h, w, tile, k / bs.QUALITY_SCALE, extra)
+        return pack_latent(codec, y, h, w, tile, k / Q.QUALITY_SCALE, extra)
 
-    lo, hi = int(Q.Q_MIN * bs.QUALITY_SCALE), int(Q.Q_MAX * bs.QUALITY_SCALE)
+    lo, hi = int(Q.Q_MIN * Q.QUALITY_SCALE), int(Q.Q_MAX * Q.QUALITY_SCALE)
     best = at(lo)
     if len(best) > max_bytes:
         return best, False
@@ -105,48 +98,66 @@ def encode_array_to_size(
     return best, True
 
 
-def check_work_area(f: bs.AecFile, max_pixels: int = bs.MAX_PIXELS) -> None:
+def check_work_area(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) -> None:
     """Refuse a file whose padded working area exceeds ``max_pixels``, before anything is allocated.
 
-    ``unpack`` limits width × height; the network works on both sides rounded up to the pad multiple,
+    ``unpack`` limits width × height; the network works on both sides rounded up to its stride,
     so a 1 × 2^28 header would otherwise cost 64 times the limit.
     """
-    hp, wp = padded_size(f.height, f.width)
+    hp, wp = padded_size(f.height, f.width, codec.model.stride)
     if hp * wp > max_pixels:
         raise bs.FormatError(
             f"image of {f.width}x{f.height} needs a working area of {wp}x{hp}, over the limit of {max_pixels} pixels"
         )
 
 
-def decode_file(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) -> np.ndarray:
-    """Decode the RGB planes of a parsed file to an (H, W, 3) uint8 array, tile by tile."""
-    check_work_area(f, max_pixels)
-    hp, wp = padded_size(f.height, f.width)
-    tiles = tiling.grid(f.height, f.width, f.tile or max(hp, wp))
+def _tiles(f: bs.AecFile, codec: Codec, max_pixels: int) -> list[tiling.Tile]:
+    """The tile grid of a parsed file, after every check that needs the model (work area, tile side)."""
+    check_work_area(f, codec, max_pixels)
+    stride = codec.model.stride
+    hp, wp = padded_size(f.height, f.width, stride)
+    side = f.tile or max(hp, wp)
+    if side % stride or side > tiling.MAX_TILE:
+        raise bs.FormatError(
+            f"tile side {side} must be a multiple of the model's stride {stride} within the limit of {tiling.MAX_TILE}"
+        )
+    tiles = tiling.grid(f.height, f.width, side, stride)
     if len(tiles) != f.tile_count():
         raise bs.FormatError("tile grid does not match the header")
-    streams = [
-        engine.Streams(z, y, ((t.y1 - t.y0) // PAD_MULTIPLE, (t.x1 - t.x0) // PAD_MULTIPLE))
-        for t, (z, y) in zip(tiles, f.tile_streams(), strict=True)
-    ]
+    return tiles
+
+
+@contextlib.contextmanager
+def _stream_errors():
+    """rANS and shape errors on damaged streams → FormatError."""
     try:
-        y_hat = tiling.decode_latent(codec.model, codec.tables, streams, tiles, f.quality, hp, wp)
-    except (RuntimeError, ValueError) as e:  # rANS / shape errors on damaged streams
+        yield
+    except (RuntimeError, ValueError) as e:
         raise bs.FormatError(f"corrupt entropy-coded data ({e})") from None
-    return tiling.synthesize(codec.model, y_hat, tiles, f.height, f.width)
+
+
+def decode_latent(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) -> torch.Tensor:
+    """ŷ of a whole parsed file, all checks first (``decode_file`` holds less: a band of tiles at a time)."""
+    tiles = _tiles(f, codec, max_pixels)
+    with _stream_errors():
+        return tiling.decode_latent(codec.model, f.streams, tiles, f.quality)
+
+
+def decode_file(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) -> np.ndarray:
+    """Decode the RGB planes of a parsed file to an (H, W, 3) uint8 array, tile by tile."""
+    tiles = _tiles(f, codec, max_pixels)
+    with _stream_errors():
+        return tiling.decode(codec.model, f.streams, tiles, f.quality, f.height, f.width)
 
 
 def decode_array(data: bytes, codec: Codec | None = None, max_pixels: int = bs.MAX_PIXELS) -> np.ndarray:
     f = bs.unpack(data, max_pixels)
-    return decode_file(f, _codec_for(f, codec), max_pixels)
+    return decode_file(f, codec_for(f, codec), max_pixels)
 
 
-def _codec_for(f: bs.AecFile, codec: Codec | None, device: str | torch.device | None = None) -> Codec:
-    if codec is not None:
-        return codec
-    from .weights import load_codec_for
-
-    return load_codec_for(f.model_id, f.weights_hash, device)
+def codec_for(f: bs.AecFile, codec: Codec | None, device: str | torch.device | None = None) -> Codec:
+    """``codec``, or the one a parsed file names (AecError when this installation lacks it)."""
+    return codec if codec is not None else load_codec_for(f.model_id, f.weights_hash, device)
 
 
 # -- PIL images ------------------------------------------------------------------------------
@@ -262,14 +273,11 @@ def encode(
     ``target_bpp`` below the lowest quality's rate gives that lowest quality. Images larger than
     ``tile`` pixels on a side are coded in independently decodable tiles (bounded memory).
     """
-    try:
-        tiling.check_tile_size(tile)
-    except ValueError as e:
-        raise AecError(str(e)) from None
     if target_bpp is not None and max_bytes is not None:
         raise AecError("give either target_bpp or max_bytes, not both")
+    codec = resolve_codec(codec, device)
+    checked_tile(tile, codec)
     rgb, extra = to_planes(image)
-    codec = _resolve(codec, device)
     if target_bpp is None and max_bytes is None:
         return encode_array(rgb, quality, codec, tile, **extra)
     if target_bpp is not None:
@@ -291,8 +299,7 @@ def decode(data: bytes, *, codec: Codec | None = None, max_pixels: int = bs.MAX_
     refused with FormatError before anything is allocated for them; raise it for very large images.
     """
     f = bs.unpack(data, max_pixels)
-    check_work_area(f, max_pixels)  # before the weights are even looked up
-    return image_from_planes(f, decode_file(f, _codec_for(f, codec), max_pixels))
+    return image_from_planes(f, decode_file(f, codec_for(f, codec), max_pixels))
 
 
 def image_from_planes(f: bs.AecFile, rgb: np.ndarray) -> Image.Image:

@@ -25,29 +25,32 @@ import torch
 from PIL import Image
 
 from . import bitstream as bs
-from . import engine, tiling
 from . import quality as Q
+from . import tiling
 from .api import (
-    Codec,
-    _codec_for,
-    _pack_at,
-    _resolve,
-    check_work_area,
+    checked_tile,
+    codec_for,
     decode_file,
+    decode_latent,
     encode_array,
     image_from_planes,
+    pack_latent,
+    resolve_codec,
     to_planes,
 )
-from .model import PAD_MULTIPLE
+from .handle import Codec
 from .tensors import padded_size, to_tensor, to_uint8
+from .weights import load_codec, weights_dir
 
 #: Images per network pass: enough to fill an H100 with Kodak-size images, small enough for its memory.
 BATCH = 16
 
 
-def _one_tile_size(height: int, width: int, tiled: bool = False, tile: int = tiling.TILE) -> tuple[int, int] | None:
+def _one_tile_size(
+    height: int, width: int, stride: int, tiled: bool = False, tile: int = tiling.TILE
+) -> tuple[int, int] | None:
     """The padded size an image shares a batch by; None when it is coded in tiles (never batched)."""
-    hp, wp = padded_size(height, width)
+    hp, wp = padded_size(height, width, stride)
     return None if tiled or max(hp, wp) > tile else (hp, wp)
 
 
@@ -76,23 +79,24 @@ def encode_arrays(
     keywords do. ``workers`` > 0 entropy-codes in that many processes (spawned, one torch thread
     each), which load the same shipped weights by model id; the bytes are the same as without them.
     """
-    codec = _resolve(codec)
+    codec = resolve_codec(codec)
     q = Q.check_quality(quality)
-    tiling.check_tile_size(tile)
+    checked_tile(tile, codec)
+    stride = codec.model.stride
     extras = list(extras) if extras is not None else [{} for _ in rgbs]
     if len(extras) != len(rgbs):
         raise ValueError(f"{len(rgbs)} images but {len(extras)} extras")
     out: list[bytes | Future] = [b""] * len(rgbs)
-    chunks, alone = _groups([_one_tile_size(*r.shape[:2], tile=tile) for r in rgbs], max(1, batch))
+    chunks, alone = _groups([_one_tile_size(*r.shape[:2], stride, tile=tile) for r in rgbs], max(1, batch))
     pool = _pool(codec, workers) if workers > 0 and chunks else None
     try:
         for chunk in chunks:
-            x = torch.cat([to_tensor(rgbs[i]) for i in chunk]).to(codec.device)
-            y = engine.analyze(codec.model, x).float().cpu()
+            x = torch.cat([to_tensor(rgbs[i], stride) for i in chunk]).to(codec.device)
+            y = codec.model.analyze(x).float().cpu()
             for j, i in enumerate(chunk):
                 h, w = rgbs[i].shape[:2]
                 if pool is None:
-                    out[i] = _pack_at(codec, y[j : j + 1], h, w, tile, q, extras[i])
+                    out[i] = pack_latent(codec, y[j : j + 1], h, w, tile, q, extras[i])
                 else:
                     latent = y[j : j + 1].numpy()
                     out[i] = pool.submit(_pack_in_worker, codec.model_id, latent, h, w, tile, q, extras[i])
@@ -118,8 +122,6 @@ def encode_images(
 
 
 def _pool(codec: Codec, workers: int) -> ProcessPoolExecutor:
-    from .weights import weights_dir
-
     if codec.model_id == "untracked":
         raise ValueError("workers need a codec loaded from shipped weights (they load it again by model id)")
     # spawn, not fork: forking a process whose OpenMP threads already ran can deadlock the child.
@@ -133,9 +135,7 @@ def _init_worker(weights: str) -> None:
 
 
 def _pack_in_worker(model_id: str, y: np.ndarray, h: int, w: int, tile: int, quality: float, extra: dict) -> bytes:
-    from .weights import load_codec
-
-    return _pack_at(load_codec(model_id, "cpu"), torch.from_numpy(y), h, w, tile, quality, extra)
+    return pack_latent(load_codec(model_id, "cpu"), torch.from_numpy(y), h, w, tile, quality, extra)
 
 
 def decode_arrays(
@@ -165,31 +165,21 @@ def decode_images(
 def _decode_files(
     files: list[bs.AecFile], codec: Codec | None, batch: int, max_pixels: int, device: str | torch.device | None
 ) -> list[np.ndarray]:
-    for f in files:
-        check_work_area(f, max_pixels)
-    codecs = [_codec_for(f, codec, device) for f in files]
+    codecs = [codec_for(f, codec, device) for f in files]
     out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(files)
     # Only one-tile files of the same model can share a synthesis pass.
-    chunks, alone = _groups([_one_tile_size(f.height, f.width, f.tile != 0) for f in files], max(1, batch))
+    keys = [_one_tile_size(f.height, f.width, c.model.stride, f.tile != 0) for f, c in zip(files, codecs, strict=True)]
+    chunks, alone = _groups(keys, max(1, batch))
     for chunk in chunks:
         by_model: dict[int, list[int]] = {}
         for i in chunk:
             by_model.setdefault(id(codecs[i]), []).append(i)
         for same in by_model.values():
             c = codecs[same[0]]
-            y_hat = torch.cat([_latent(files[i], c) for i in same])
-            x = engine.synthesize_latent(c.model, y_hat)
+            y_hat = torch.cat([decode_latent(files[i], c, max_pixels) for i in same])
+            x = c.model.synthesize(y_hat)
             for j, i in enumerate(same):
                 out[i] = to_uint8(x[j : j + 1], files[i].height, files[i].width)
     for i in alone:
         out[i] = decode_file(files[i], codecs[i], max_pixels)
     return out
-
-
-def _latent(f: bs.AecFile, codec: Codec) -> torch.Tensor:
-    hp, wp = padded_size(f.height, f.width)
-    streams = [engine.Streams(f.z_stream, f.y_stream, (hp // PAD_MULTIPLE, wp // PAD_MULTIPLE))]
-    try:
-        return engine.decode_latents(codec.model, codec.tables, streams, f.quality).y_hat().float()
-    except (RuntimeError, ValueError) as e:
-        raise bs.FormatError(f"corrupt entropy-coded data ({e})") from None

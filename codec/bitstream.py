@@ -12,32 +12,65 @@ import zlib
 from dataclasses import dataclass, field
 
 from .errors import FormatError
-from .quality import Q_MAX, Q_MIN
+from .quality import Q_MAX, Q_MIN, QUALITY_SCALE
 
 MAGIC = b"\x89AEC"
-VERSION = 2  # 2: integer-exact hyper-synthesis (codec/exact.py); 1 was a float pre-release, never shipped
+#: 3: any number of streams per tile (``STRM``), tile side in pixels. 2: a z and a y stream per tile
+#: (``ZSTR``/``YSTR``/``TLEN``), still read and written. 1 was a float pre-release, never shipped.
+VERSION = 3
+VERSIONS = (2, 3)
 #: Default limit on width × height a decoder accepts (raise with ``max_pixels``).
 MAX_PIXELS = 1 << 28
-QUALITY_SCALE = 1000  # quality stored as round(q * 1000) in a u16
 
 LAYOUT_RGB, LAYOUT_GRAY = 0, 1
 LAYOUTS = {LAYOUT_RGB: "RGB", LAYOUT_GRAY: "L"}
 
-#: Tile sides are stored in units of this many pixels (the network's pad multiple).
-TILE_UNIT = 64
+#: Version 2 stored the tile side in units of this many pixels (a u16).
+V2_TILE_UNIT = 64
 
-# fixed header after the magic: version, layout, quality, width, height, tile side / 64, weights hash,
-# model-id length
-_FIXED = struct.Struct("<BBHIIH8sB")
+#: The fixed header after the magic, per version: (field, struct code) in file order.
+HEADER_FIELDS: dict[int, tuple[tuple[str, str], ...]] = {
+    version: (
+        ("version", "B"),
+        ("layout", "B"),
+        ("quality", "H"),
+        ("width", "I"),
+        ("height", "I"),
+        ("tile", "H" if version == 2 else "I"),  # v2: side / V2_TILE_UNIT; v3: side in pixels
+        ("hash", "8s"),
+        ("model_len", "B"),
+    )
+    for version in VERSIONS
+}
+_FIXED = {v: struct.Struct("<" + "".join(code for _, code in fields)) for v, fields in HEADER_FIELDS.items()}
 _CHUNK = struct.Struct("<4sI")
 _CRC = struct.Struct("<I")
 
+
+def _tile_unit(version: int) -> int:
+    """Pixels per unit of the header's tile field."""
+    return V2_TILE_UNIT if version == 2 else 1
+
+
+def header_layout(version: int) -> dict[str, tuple[int, str]]:
+    """Field → (offset in the file, struct format) of a version's fixed header; ``model_id`` follows it."""
+    out, at = {}, len(MAGIC)
+    for name, code in HEADER_FIELDS[version]:
+        out[name] = (at, "<" + code)
+        at += struct.calcsize("<" + code)
+    out["model_id"] = (at, "")
+    return out
+
+
 #: Chunks a decoder must understand (upper-case first letter) and ancillary ones it may skip.
-Z_STREAM, Y_STREAM, TILE_LENGTHS = b"ZSTR", b"YSTR", b"TLEN"
+STREAMS = b"STRM"  # v3
+Z_STREAM, Y_STREAM, TILE_LENGTHS = b"ZSTR", b"YSTR", b"TLEN"  # v2
 ALPHA, ICC, EXIF = b"aLPH", b"iCCP", b"eXIF"
-CRITICAL = {Z_STREAM, Y_STREAM}
-KNOWN = CRITICAL | {TILE_LENGTHS, ALPHA, ICC, EXIF}
+CRITICAL = {2: {Z_STREAM, Y_STREAM}, 3: {STREAMS}}
+KNOWN = {STREAMS, Z_STREAM, Y_STREAM, TILE_LENGTHS, ALPHA, ICC, EXIF}
 _LENGTH_PAIR = struct.Struct("<II")
+_COUNT = struct.Struct("<H")
+_LENGTH = struct.Struct("<I")
 
 
 @dataclass
@@ -50,10 +83,9 @@ class AecFile:
     layout: int = LAYOUT_RGB
     model_id: str = ""
     weights_hash: bytes = b"\0" * 8
-    z_stream: bytes = b""  # all tiles' hyper-latent streams, concatenated in raster order
-    y_stream: bytes = b""  # all tiles' latent streams, concatenated in raster order
-    tile: int = 0  # tile side in pixels (a multiple of TILE_UNIT); 0: the whole image is one tile
-    tile_lengths: list[tuple[int, int]] | None = None  # (z, y) stream bytes per tile; None: one tile
+    #: Per tile in raster order, the model's streams in its order (the same count for every tile).
+    streams: list[list[bytes]] = field(default_factory=lambda: [[b""]])
+    tile: int = 0  # tile side in pixels; 0: the whole image is one tile
     alpha: bytes | None = None  # PNG-compressed alpha plane, lossless
     icc: bytes | None = None
     exif: bytes | None = None
@@ -61,19 +93,10 @@ class AecFile:
     extra: dict[bytes, bytes] = field(default_factory=dict)
 
     def tile_count(self) -> int:
+        """Tiles of side ``tile`` covering the image: the same for any padding to a divisor of ``tile``."""
         if not self.tile:
             return 1
-        hp, wp = (-(-n // TILE_UNIT) * TILE_UNIT for n in (self.height, self.width))
-        return -(-hp // self.tile) * -(-wp // self.tile)
-
-    def tile_streams(self) -> list[tuple[bytes, bytes]]:
-        """(z, y) streams of each tile, in raster order."""
-        lengths = self.tile_lengths or [(len(self.z_stream), len(self.y_stream))]
-        out, zpos, ypos = [], 0, 0
-        for zl, yl in lengths:
-            out.append((self.z_stream[zpos : zpos + zl], self.y_stream[ypos : ypos + yl]))
-            zpos, ypos = zpos + zl, ypos + yl
-        return out
+        return -(-self.height // self.tile) * -(-self.width // self.tile)
 
     @property
     def mode(self) -> str:
@@ -103,15 +126,18 @@ def _check_fields(f: AecFile) -> bytes:
         raise ValueError(f"unknown channel layout {f.layout}")
     if not (math.isfinite(f.quality) and Q_MIN <= round(f.quality * QUALITY_SCALE) / QUALITY_SCALE <= Q_MAX):
         raise ValueError(f"quality {f.quality!r} out of range")
-    if f.version != VERSION:
-        raise ValueError(f"this encoder writes version {VERSION} only")
-    if f.tile < 0 or f.tile % TILE_UNIT or f.tile // TILE_UNIT > 0xFFFF:
-        raise ValueError(f"tile side must be 0 or a multiple of {TILE_UNIT} up to {0xFFFF * TILE_UNIT}")
-    if f.tile_count() > 1:
-        if f.tile_lengths is None or len(f.tile_lengths) != f.tile_count():
-            raise ValueError(f"need {f.tile_count()} tile lengths for a {f.tile}-pixel tile grid")
-        if sum(z for z, _ in f.tile_lengths) != len(f.z_stream) or sum(y for _, y in f.tile_lengths) != len(f.y_stream):
-            raise ValueError("tile lengths do not add up to the streams")
+    if f.version not in VERSIONS:
+        raise ValueError(f"this encoder writes versions {VERSIONS} only")
+    unit = _tile_unit(f.version)
+    tile_bits = 8 * struct.calcsize(dict(HEADER_FIELDS[f.version])["tile"])
+    if f.tile < 0 or f.tile % unit or f.tile // unit >= 1 << tile_bits:
+        raise ValueError(f"tile side {f.tile} does not fit a version {f.version} header")
+    if len(f.streams) != f.tile_count():
+        raise ValueError(f"need streams for {f.tile_count()} tiles, got {len(f.streams)}")
+    counts = {len(s) for s in f.streams}
+    (count,) = counts if len(counts) == 1 else (-1,)
+    if not 1 <= count <= 0xFFFF or (f.version == 2 and count != 2):
+        raise ValueError("every tile needs the same number of streams (version 2: two; version 3: 1 to 65535)")
     for tag in f.extra:
         if not _valid_tag(tag) or tag in KNOWN or _critical(tag):
             raise ValueError(f"extra chunk tag {tag!r} must be 4 ASCII letters, lower-case first, not a known tag")
@@ -138,21 +164,19 @@ def pack(f: AecFile) -> bytes:
     model = _check_fields(f)
     parts = [
         MAGIC,
-        _FIXED.pack(
+        _FIXED[f.version].pack(
             f.version,
             f.layout,
             round(f.quality * QUALITY_SCALE),
             f.width,
             f.height,
-            f.tile // TILE_UNIT,
+            f.tile // _tile_unit(f.version),
             f.weights_hash,
             len(model),
         ),
         model,
     ]
-    chunks = [(Z_STREAM, f.z_stream), (Y_STREAM, f.y_stream)]
-    if f.tile_count() > 1:
-        chunks.append((TILE_LENGTHS, b"".join(_LENGTH_PAIR.pack(*pair) for pair in f.tile_lengths)))
+    chunks = _v2_stream_chunks(f.streams) if f.version == 2 else [(STREAMS, _streams_payload(f.streams))]
     chunks += [(tag, data) for tag, data in ((ALPHA, f.alpha), (ICC, f.icc), (EXIF, f.exif)) if data is not None]
     chunks += list(f.extra.items())
     for tag, data in chunks:
@@ -163,21 +187,36 @@ def pack(f: AecFile) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
+def _streams_payload(streams: list[list[bytes]]) -> bytes:
+    """``STRM``: u16 streams per tile, a u32 length per stream (tiles in raster order), then the streams."""
+    lengths = b"".join(_LENGTH.pack(len(s)) for tile in streams for s in tile)
+    return _COUNT.pack(len(streams[0])) + lengths + b"".join(s for tile in streams for s in tile)
+
+
+def _v2_stream_chunks(streams: list[list[bytes]]) -> list[tuple[bytes, bytes]]:
+    chunks = [(Z_STREAM, b"".join(t[0] for t in streams)), (Y_STREAM, b"".join(t[1] for t in streams))]
+    if len(streams) > 1:
+        chunks.append((TILE_LENGTHS, b"".join(_LENGTH_PAIR.pack(len(z), len(y)) for z, y in streams)))
+    return chunks
+
+
 def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> AecFile:
     """Parse and validate a ``.aec`` file; raises FormatError with a one-line reason."""
     data = bytes(data)
     if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
         raise FormatError("not an .aec file (wrong magic bytes)")
-    if len(data) < len(MAGIC) + _FIXED.size + _CRC.size:
+    if len(data) < len(MAGIC) + 1:
         raise FormatError("truncated .aec file (header incomplete)")
     version = data[len(MAGIC)]
-    if version != VERSION:
-        raise FormatError(f"unsupported .aec format version {version} (this decoder reads version {VERSION})")
+    if version not in VERSIONS:
+        raise FormatError(f"unsupported .aec format version {version} (this decoder reads versions 2 and 3)")
+    if len(data) < len(MAGIC) + _FIXED[version].size + _CRC.size:
+        raise FormatError("truncated .aec file (header incomplete)")
     body, (crc,) = data[: -_CRC.size], _CRC.unpack(data[-_CRC.size :])
     if zlib.crc32(body) != crc:
         raise FormatError("corrupt .aec file (CRC mismatch: truncated or damaged)")
-    version, layout, q, width, height, tile_units, whash, mlen = _FIXED.unpack_from(body, len(MAGIC))
-    pos = len(MAGIC) + _FIXED.size
+    version, layout, q, width, height, tile_field, whash, mlen = _FIXED[version].unpack_from(body, len(MAGIC))
+    pos = len(MAGIC) + _FIXED[version].size
     if layout not in LAYOUTS:
         raise FormatError(f"unknown channel layout {layout}")
     if width < 1 or height < 1:
@@ -193,8 +232,8 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> AecFile:
         raise FormatError("model id is not printable ASCII")
     model_id = body[pos : pos + mlen].decode("ascii")
     pos += mlen
-    f = AecFile(width, height, quality, layout, model_id, whash, tile=tile_units * TILE_UNIT, version=version)
-    tile_table = None
+    f = AecFile(width, height, quality, layout, model_id, whash, tile=tile_field * _tile_unit(version), version=version)
+    payloads: dict[bytes, bytes] = {}
     seen: set[bytes] = set()
     while pos < len(body):
         if pos + _CHUNK.size > len(body):
@@ -210,12 +249,8 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> AecFile:
         seen.add(tag)
         payload = body[pos : pos + length]
         pos += length
-        if tag == Z_STREAM:
-            f.z_stream = payload
-        elif tag == Y_STREAM:
-            f.y_stream = payload
-        elif tag == TILE_LENGTHS:
-            tile_table = payload
+        if tag in _STREAM_CHUNKS[version]:
+            payloads[tag] = payload
         elif tag == ALPHA:
             f.alpha = payload
         elif tag == ICC:
@@ -226,25 +261,58 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> AecFile:
             raise FormatError(f"unknown critical chunk {tag!r}")
         else:
             f.extra[tag] = payload
-    missing = CRITICAL - seen
+    missing = CRITICAL[version] - seen
     if missing:
         raise FormatError(f"missing chunk(s): {', '.join(sorted(t.decode('latin-1') for t in missing))}")
-    f.tile_lengths = _tile_lengths(f, tile_table)
+    f.streams = _v2_streams(f, payloads) if version == 2 else _v3_streams(f, payloads[STREAMS])
     return f
 
 
-def _tile_lengths(f: AecFile, table: bytes | None) -> list[tuple[int, int]] | None:
-    """Validate the per-tile length table against the tile grid and the stream chunks."""
+#: Stream chunks each version reads; another version's stream chunk is an unknown critical chunk.
+_STREAM_CHUNKS = {2: {Z_STREAM, Y_STREAM, TILE_LENGTHS}, 3: {STREAMS}}
+
+
+def _v3_streams(f: AecFile, payload: bytes) -> list[list[bytes]]:
+    """Split ``STRM`` by its length table, checked against the tile grid and the bytes present."""
+    n = f.tile_count()
+    if len(payload) < _COUNT.size:
+        raise FormatError("truncated stream chunk (no stream count)")
+    (per_tile,) = _COUNT.unpack_from(payload)
+    if per_tile == 0:  # would let a huge tile grid cost nothing to claim
+        raise FormatError("stream chunk declares no streams per tile")
+    table_end = _COUNT.size + n * per_tile * _LENGTH.size
+    if table_end > len(payload):
+        raise FormatError(f"stream chunk too short for {n} tiles of {per_tile} streams")
+    lengths = [v for (v,) in _LENGTH.iter_unpack(payload[_COUNT.size : table_end])]
+    if table_end + sum(lengths) != len(payload):
+        raise FormatError("stream lengths do not add up to the stream chunk")
+    out, pos = [], table_end
+    for t in range(n):
+        tile = []
+        for length in lengths[t * per_tile : (t + 1) * per_tile]:
+            tile.append(payload[pos : pos + length])
+            pos += length
+        out.append(tile)
+    return out
+
+
+def _v2_streams(f: AecFile, payloads: dict[bytes, bytes]) -> list[list[bytes]]:
+    """(z, y) per tile from ``ZSTR``/``YSTR`` and the ``TLEN`` table, checked against the tile grid."""
+    z, y, table = payloads[Z_STREAM], payloads[Y_STREAM], payloads.get(TILE_LENGTHS)
     n = f.tile_count()
     if n == 1:
         if table is not None:
             raise FormatError("tile length table present for a single-tile image")
-        return None
+        return [[z, y]]
     if table is None:
         raise FormatError(f"missing chunk(s): {TILE_LENGTHS.decode()}")
     if len(table) != n * _LENGTH_PAIR.size:
         raise FormatError(f"tile length table has {len(table)} bytes, expected {n * _LENGTH_PAIR.size} for {n} tiles")
     pairs = list(_LENGTH_PAIR.iter_unpack(table))
-    if sum(p[0] for p in pairs) != len(f.z_stream) or sum(p[1] for p in pairs) != len(f.y_stream):
+    if sum(p[0] for p in pairs) != len(z) or sum(p[1] for p in pairs) != len(y):
         raise FormatError("tile lengths do not add up to the stream chunks")
-    return pairs
+    out, zpos, ypos = [], 0, 0
+    for zl, yl in pairs:
+        out.append([z[zpos : zpos + zl], y[ypos : ypos + yl]])
+        zpos, ypos = zpos + zl, ypos + yl
+    return out

@@ -159,7 +159,7 @@ def _batch_size(batch: int, device: str) -> int:
     if batch:
         return batch
     from .batch import BATCH
-    from .weights import resolve_device
+    from .devices import resolve_device
 
     return BATCH if resolve_device(device).startswith("cuda") else 1
 
@@ -207,25 +207,25 @@ def main() -> None:
     type=int,
     default=1024,
     show_default=True,
-    help="Tile side in pixels (multiple of 64): larger images are coded in tiles, bounding memory.",
+    help="Tile side in pixels (a multiple of the model's stride, 64): larger images are coded in tiles.",
 )
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--batch", type=int, default=0, show_default=True, help=BATCH_HELP)
 def encode(inputs, output, quality, target_bpp, max_bytes, device, model_id, tile, force, batch) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) to .aec. Use - to read stdin."""
+    from .api import checked_tile
     from .api import encode as encode_image
     from .batch import encode_images
     from .quality import check_quality
-    from .tiling import check_tile_size
     from .weights import load_codec
 
     try:
         check_quality(quality)
-        check_tile_size(tile)
         if target_bpp is not None and max_bytes is not None:
             raise AecError("give either --target-bpp or --max-bytes, not both")
         batch = _batch_size(batch, device)
         codec = load_codec(model_id, device)
+        checked_tile(tile, codec)
     except (AecError, ValueError) as e:
         _fail(str(e))
         sys.exit(EXIT_BAD_INPUT)
@@ -272,7 +272,7 @@ def _writer(dest: str, force: bool, image, render: Callable[[], bytes]) -> Calla
     type=click.IntRange(min=1),
     default=MAX_PIXELS,
     show_default=True,
-    help="Refuse larger images (width x height, padded to 64) before allocating anything for them.",
+    help="Refuse larger images (width x height, padded to the model's stride) before allocating anything for them.",
 )
 @click.option("--batch", type=int, default=0, show_default=True, help=BATCH_HELP)
 def decode(inputs, output, device, force, max_pixels, batch) -> None:
@@ -293,8 +293,8 @@ def decode(inputs, output, device, force, max_pixels, batch) -> None:
         _check_dest(src, dest, force)
         data = get()
         header = bs.unpack(data, max_pixels)
-        check_work_area(header, max_pixels)
-        load_codec_for(header.model_id, header.weights_hash, device)  # a missing model fails this file alone
+        # a missing model fails this file alone
+        check_work_area(header, load_codec_for(header.model_id, header.weights_hash, device), max_pixels)
         return dest, data
 
     def code(items: list) -> list[Callable[[], int]]:
@@ -312,6 +312,7 @@ def decode(inputs, output, device, force, max_pixels, batch) -> None:
 def info(file) -> None:
     """Describe an .aec file: size, channels, quality, bpp, model, format version."""
     from . import bitstream as bs
+    from .weights import model_kind
 
     try:
         data = files.read_bytes(file)
@@ -320,6 +321,7 @@ def info(file) -> None:
         _fail(str(e))
         sys.exit(EXIT_BAD_INPUT)
     pixels = f.width * f.height
+    alpha = f", alpha {len(f.alpha)} B" if f.alpha else ""
     lines = [
         ("file", file),
         ("format version", f.version),
@@ -329,8 +331,10 @@ def info(file) -> None:
         ("bytes", len(data)),
         ("bpp", f"{len(data) * 8 / pixels:.4f}"),
         ("model", f.model_id),
+        ("model kind", model_kind(f.model_id) or "unknown (model not in this installation's weights)"),
         ("weights", f.weights_hash.hex()),
-        ("streams", f"z {len(f.z_stream)} B, y {len(f.y_stream)} B" + (f", alpha {len(f.alpha)} B" if f.alpha else "")),
+        ("tiles", f"{f.tile_count()} of {f.tile} px" if f.tile else "1"),
+        ("streams", f"{len(f.streams[0])} per tile, {sum(len(s) for t in f.streams for s in t)} B" + alpha),
         ("icc profile", f"{len(f.icc)} B" if f.icc else "none"),
         ("exif", f"{len(f.exif)} B" if f.exif else "none"),
     ]

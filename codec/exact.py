@@ -1,20 +1,19 @@
-"""Integer-exact hyper-synthesis: decoded hyper-latent symbols → scale indexes, identical on every machine.
+"""Integer-exact networks: a float parameter network evaluated so that its output is identical on every machine.
 
-Why: the rANS decoder must see exactly the indexes the encoder used. A float hyper-synthesis gives
-slightly different scales on another CPU, GPU, BLAS, thread count or batch size, and one flipped
-index desynchronizes the rest of the image (CompressAI issues #279, #309, #235, #320).
+Why: the rANS decoder must see exactly the coding tables the encoder used. A float network gives
+slightly different outputs on another CPU, GPU, BLAS, thread count or batch size, and one flipped
+table index desynchronizes the rest of the image (CompressAI issues #279, #309, #235, #320). Any
+network whose output decides coding tables (a hyper-synthesis, a context model) runs as an
+``ExactNetwork``.
 
 How: every tensor on this path holds integers. Weights and biases are rounded to fixed point
 (a power-of-two scale chosen from the weights with ``frexp``, which is exact), activations are
-re-scaled by powers of two and floored, LeakyReLU's 0.01 slope is ``floor(a / 100)``. Convolutions
+re-scaled by powers of two and floored, LeakyReLU's slope 1/k is ``floor(a / k)``. Convolutions
 run in float64 on integer-valued tensors: every partial sum is an integer below 2^53 (checked
-when the path is built, inputs clamped), so the result does not depend on summation order —
+when the network is built, inputs clamped), so the result does not depend on summation order —
 any device, any thread count, any batch. The only non-integer steps are IEEE-754 elementwise
 operations on the CPU in float64 (``+ − × ÷``, ``round``, ``floor``: correctly rounded, so
-bit-identical everywhere): the input scaling by the gains and the index thresholds.
-
-Scale index i of a latent element = number of entries of the scale table (without its last) that
-are strictly below σ·g, compared as ``S > table[i] · 2^E / g`` with ``S`` the integer output.
+bit-identical everywhere), done by the caller on the way in (``fixed_point``) and out.
 """
 
 from __future__ import annotations
@@ -32,14 +31,13 @@ INPUT_BITS = 16
 ACT_BITS = 16
 WEIGHT_BITS = 14
 #: Inputs and activations are clamped to ±2^CLAMP_BITS (±1024 in real units at 16 fractional
-#: bits, far beyond what real images give); it bounds partial sums for hostile files too.
+#: bits, far beyond what real inputs give); it bounds partial sums for hostile files too.
 CLAMP_BITS = 26
-LEAKY_DIVISOR = 100  # LeakyReLU(negative_slope=0.01)
 EXACT_LIMIT = 2.0**53
 
 
 @dataclass
-class IntLayer:
+class IntConv:
     """One convolution in fixed point: integer weights/bias with ``frac`` fractional bits."""
 
     weight: Tensor  # float64, integer-valued
@@ -64,6 +62,21 @@ class IntLayer:
         per_out = w.sum(dim=(0, 2, 3)) if self.transposed else w.sum(dim=(1, 2, 3))
         return float(per_out.max()) * input_bound + float(self.bias.abs().max())
 
+    def to(self, device: torch.device) -> IntConv:
+        self.weight, self.bias = self.weight.to(device), self.bias.to(device)
+        return self
+
+
+@dataclass(frozen=True)
+class IntLeakyReLU:
+    """LeakyReLU with slope 1/divisor (ReLU: divisor 0), on integers: ``floor(a / divisor)`` below 0."""
+
+    divisor: int
+
+    def __call__(self, a: Tensor) -> Tensor:
+        low = torch.floor(a / self.divisor) if self.divisor else torch.zeros_like(a)
+        return torch.where(a >= 0, a, low)
+
 
 def _weight_frac(w: Tensor) -> int:
     """Fractional bits so that max|w| · 2^frac < 2^WEIGHT_BITS; exact (frexp reads the exponent)."""
@@ -71,11 +84,11 @@ def _weight_frac(w: Tensor) -> int:
     return WEIGHT_BITS - 1 - int(exponent)
 
 
-def _quantize(conv: nn.Module, input_frac: int) -> IntLayer:
+def _quantize(conv: nn.Conv2d | nn.ConvTranspose2d, input_frac: int) -> IntConv:
     w = conv.weight.detach().double().cpu()
     frac = _weight_frac(w)
     transposed = isinstance(conv, nn.ConvTranspose2d)
-    return IntLayer(
+    return IntConv(
         weight=torch.round(w * 2.0**frac),
         bias=torch.round(conv.bias.detach().double().cpu() * 2.0 ** (input_frac + frac)),
         frac=frac,
@@ -86,68 +99,74 @@ def _quantize(conv: nn.Module, input_frac: int) -> IntLayer:
     )
 
 
+def _activation(m: nn.Module) -> IntLeakyReLU:
+    if isinstance(m, nn.ReLU):
+        return IntLeakyReLU(0)
+    if isinstance(m, nn.LeakyReLU):
+        divisor = round(1 / m.negative_slope) if m.negative_slope > 0 else 0
+        if divisor and m.negative_slope == 1 / divisor:
+            return IntLeakyReLU(divisor)
+    raise ValueError(f"no integer-exact form of {m} (convolutions, ReLU and LeakyReLU(1/k) only)")
+
+
 def _floor_shift(x: Tensor, bits: int) -> Tensor:
     """floor(x / 2^bits) for integer-valued x; exact (power-of-two scaling) for either sign of bits."""
     return torch.floor(x * 2.0**-bits)
 
 
-def _leaky(a: Tensor) -> Tensor:
-    return torch.where(a >= 0, a, torch.floor(a / LEAKY_DIVISOR))
+def _clamp(a: Tensor) -> Tensor:
+    return a.clamp_(-(2.0**CLAMP_BITS), 2.0**CLAMP_BITS)
 
 
-class ExactHyperSynthesis:
-    """The model's ``h_s`` (deconv, LReLU, deconv, LReLU, conv) evaluated in integers."""
+class ExactNetwork:
+    """A float ``nn.Sequential`` of convolutions (plain or transposed) and (leaky) ReLUs, in integers.
 
-    def __init__(self, h_s: nn.Sequential, medians: Tensor, scale_table: Tensor, device: torch.device | str = "cpu"):
-        convs = [m for m in h_s if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
-        acts = [m for m in h_s if not isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
-        if len(convs) != 3 or not all(isinstance(a, nn.LeakyReLU) and a.negative_slope == 0.01 for a in acts):
-            raise ValueError("exact path expects h_s = conv, LeakyReLU(0.01), conv, LeakyReLU(0.01), conv")
-        self.layers = [_quantize(convs[0], INPUT_BITS)] + [_quantize(c, ACT_BITS) for c in convs[1:]]
-        self.medians = medians.detach().double().cpu().reshape(-1)
-        self.scale_table = scale_table.detach().double().cpu()
-        self.device = torch.device(device)
+    Input: integers at ``INPUT_BITS`` fractional bits (``fixed_point``); output: integers at
+    ``out_frac`` fractional bits, on the CPU. Every hidden activation is held at ``ACT_BITS``.
+    """
+
+    def __init__(self, net: nn.Sequential, device: torch.device | str = "cpu"):
+        self.layers: list[IntConv | IntLeakyReLU] = []
+        frac = INPUT_BITS
+        for m in net:
+            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+                self.layers.append(_quantize(m, frac))
+                frac = ACT_BITS
+            else:
+                self.layers.append(_activation(m))
+        if not self.convs or not isinstance(self.layers[-1], IntConv):
+            raise ValueError("an exact network must end with a convolution")
         bound = 2.0**CLAMP_BITS
-        for i, layer in enumerate(self.layers):
-            if layer.worst_sum(bound) >= EXACT_LIMIT:
-                raise ValueError(f"exact hyper-synthesis layer {i} can exceed 2^53: weights out of range")
-        for layer in self.layers:
-            layer.weight, layer.bias = layer.weight.to(self.device), layer.bias.to(self.device)
+        for i, conv in enumerate(self.convs):
+            if conv.worst_sum(bound) >= EXACT_LIMIT:
+                raise ValueError(f"exact network convolution {i} can exceed 2^53: weights out of range")
+        self.device = torch.device(device)
+        for conv in self.convs:
+            conv.to(self.device)
+
+    @property
+    def convs(self) -> list[IntConv]:
+        return [layer for layer in self.layers if isinstance(layer, IntConv)]
 
     @property
     def out_frac(self) -> int:
-        return ACT_BITS + self.layers[-1].frac
+        return ACT_BITS + self.convs[-1].frac
 
-    def input_fixed_point(self, z_sym: Tensor, z_gain: Tensor) -> Tensor:
-        """round((symbol + median) / g_z · 2^INPUT_BITS), clamped — CPU float64 elementwise."""
-        z = z_sym.detach().cpu().double() + self.medians.view(1, -1, 1, 1)
-        x = torch.round(z / z_gain.view(1, -1, 1, 1) * 2.0**INPUT_BITS)
-        return x.clamp_(-(2.0**CLAMP_BITS), 2.0**CLAMP_BITS)
+    @staticmethod
+    def fixed_point(x: Tensor) -> Tensor:
+        """round(x · 2^INPUT_BITS), clamped: the input of real values ``x`` (CPU float64, elementwise)."""
+        return _clamp(torch.round(x * 2.0**INPUT_BITS))
 
-    def integer_outputs(self, z_sym: Tensor, z_gain: Tensor) -> tuple[Tensor, Tensor]:
-        """Integer (S, Mu): scale and mean channels at ``out_frac`` fractional bits, on the CPU."""
-        a = self.input_fixed_point(z_sym, z_gain).to(self.device)
-        in_frac = INPUT_BITS
-        for layer in self.layers[:-1]:
-            acc = layer(a)
-            a = _leaky(_floor_shift(acc, in_frac + layer.frac - ACT_BITS))
-            a = a.clamp_(-(2.0**CLAMP_BITS), 2.0**CLAMP_BITS)
-            in_frac = ACT_BITS
-        out = self.layers[-1](a).cpu()
-        return out.chunk(2, 1)
-
-    def thresholds(self, y_gain: Tensor) -> Tensor:
-        """(C, T-1) integer-domain thresholds table[i] · 2^E / g_y[c] — CPU float64 elementwise."""
-        return (self.scale_table[:-1].view(1, -1) * 2.0**self.out_frac) / y_gain.view(-1, 1)
-
-    def __call__(self, z_sym: Tensor, z_gain: Tensor, y_gain: Tensor) -> tuple[Tensor, Tensor]:
-        """(scale indexes int32, gained means float64) for hyper-latent symbols (B, N, h, w)."""
-        S, Mu = self.integer_outputs(z_sym, z_gain)
-        B, C, H, W = S.shape
-        thr = self.thresholds(y_gain)  # (C, T-1), increasing along T
-        # count of thresholds strictly below S  ==  searchsorted(thr, S, side="left")
-        flat = S.permute(1, 0, 2, 3).reshape(C, -1).contiguous()
-        idx = torch.searchsorted(thr.contiguous(), flat, right=False)
-        idx = idx.reshape(C, B, H, W).permute(1, 0, 2, 3).to(torch.int32)
-        means = Mu * 2.0**-self.out_frac * y_gain.view(1, -1, 1, 1)
-        return idx, means
+    def __call__(self, a: Tensor) -> Tensor:
+        """Integer outputs at ``out_frac`` fractional bits (CPU) for integer inputs from ``fixed_point``."""
+        a = a.to(self.device)
+        in_frac, last = INPUT_BITS, self.convs[-1]
+        for layer in self.layers:
+            if isinstance(layer, IntConv):
+                a = layer(_clamp(a))
+                if layer is not last:
+                    a = _floor_shift(a, in_frac + layer.frac - ACT_BITS)
+                    in_frac = ACT_BITS
+            else:
+                a = layer(a)
+        return a.cpu()

@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from . import engine
 from . import quality as Q
-from .model import AECModel, Arch
+from .models.base import Model
+from .models.registry import DEFAULT_KIND, model_class
 from .train import _without_tables, load_checkpoint
 from .weights import save_weights
 
 
-def model_from_checkpoint(path: str | Path) -> tuple[AECModel, dict]:
+def model_from_checkpoint(path: str | Path) -> tuple[Model, dict]:
     ck = load_checkpoint(Path(path))
-    model = AECModel(Arch(**ck["arch"]))
+    model = model_class(ck.get("kind", DEFAULT_KIND)).from_arch(ck["arch"])
     model.load_state_dict(_without_tables(ck["model"]), strict=False)
     model.eval()
-    engine.build_tables(model)
+    model.build_tables()
     return model, ck["state"]
 
 
@@ -36,17 +35,17 @@ def write_manifest_entry(folder: Path, model_id: str, entry: dict, make_default:
     os.replace(tmp, path)
 
 
-def export(model: AECModel, model_id: str, folder: Path, half: bool, meta: dict, make_default: bool = True) -> dict:
+def export(model: Model, model_id: str, folder: Path, half: bool, meta: dict, make_default: bool = True) -> dict:
     """Write ``folder/<model_id>.safetensors`` and its manifest entry; returns the entry."""
     model = model.cpu().eval()
-    engine.build_tables(model)
-    engine.EntropyTables.from_model(model)  # raises if the exact hyper-synthesis could overflow 2^53
+    model.build_tables()  # raises if the model's exact path could overflow
     file = f"{model_id}.safetensors"
     digest = save_weights(model, folder / file, half=half)
     entry = {
         "file": file,
         "sha256": digest,
-        "arch": asdict(model.arch),
+        "kind": model.kind,
+        "arch": model.arch_dict(),
         "dtype": "float16" if half else "float32",
         **meta,
     }

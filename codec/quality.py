@@ -17,6 +17,8 @@ LAMBDAS: tuple[float, ...] = (0.00025, 0.0007, *COMPRESSAI_LAMBDAS)
 DEFAULT_QUALITY: float = 6.0
 Q_MIN: float = 1.0
 Q_MAX: float = float(len(LAMBDAS))
+#: Qualities are coded on a 1/1000 grid (a u16 in the file header), so encoder and decoder agree.
+QUALITY_SCALE = 1000
 
 
 def check_quality(quality: float) -> float:
@@ -28,10 +30,24 @@ def check_quality(quality: float) -> float:
 
 
 def split(quality: float) -> tuple[int, float]:
-    """Split a quality into (lower level index, weight of the upper level), levels 0-based."""
-    q = check_quality(quality)
-    level = min(int(math.floor(q)), len(LAMBDAS) - 1) - 1
-    return level, q - (level + 1)
+    """Split a quality into (lower level index, weight of the upper level), levels 0-based.
+
+    Computed on the 1/1000 grid in integers, so the weight is the same correctly rounded float on
+    every machine: decoders derive their gains from it (``interpolate``).
+    """
+    k = round(check_quality(quality) * QUALITY_SCALE)
+    level = min(k // QUALITY_SCALE, len(LAMBDAS) - 1) - 1
+    return level, (k - QUALITY_SCALE * (level + 1)) / QUALITY_SCALE
+
+
+def interpolate(table, quality: float):
+    """Row of a per-level table (L, ...) at ``quality``: linear between the two neighbouring levels.
+
+    The one gain formula of training and decoding alike: a ladder level returns its own row
+    untouched, and no transcendental function (whose last bit varies between libms) is involved.
+    """
+    level, t = split(quality)
+    return table[level] if t == 0 else (1 - t) * table[level] + t * table[level + 1]
 
 
 def lmbda(quality: float) -> float:

@@ -6,18 +6,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model import PAD_MULTIPLE
 
-
-def padded_size(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:
+def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
+    """Both sides rounded up to ``multiple`` (a model's ``stride``)."""
     return -(-height // multiple) * multiple, -(-width // multiple) * multiple
 
 
-def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 → (1, 3, Hp, Wp) float in [0, 1], edges replicated up to the pad multiple."""
+def to_tensor(rgb: np.ndarray, multiple: int) -> torch.Tensor:
+    """(H, W, 3) uint8 → (1, 3, Hp, Wp) float in [0, 1], edges replicated up to ``multiple``."""
     x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float().div_(255)
     h, w = rgb.shape[:2]
-    hp, wp = padded_size(h, w)
+    hp, wp = padded_size(h, w, multiple)
     if (hp, wp) != (h, w):
         # Replicate padding needs the pad smaller than the input on some torch versions: pad in steps.
         while x.shape[2] < hp or x.shape[3] < wp:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
 import torch
 
 from .export import export
-from .model import AECModel, Arch
+from .models.hyperprior import Arch, GainHyperprior
 
 TEST_MODEL_ID = "test-model"
 
@@ -20,9 +21,38 @@ def make_test_weights(folder: Path, note: str = "seeded random network, tests on
     real rate range (about 0.1 to 8 bpp) and rate-control tests have something to search.
     """
     torch.manual_seed(1234)
-    model = AECModel(Arch(N=32, M=48))
+    model = GainHyperprior(Arch(N=32, M=48))
     with torch.no_grad():
         levels = torch.linspace(0, 1, model.arch.levels)[:, None]
         model.log_y_gain.copy_((math.log(5) + levels * math.log(100)).expand_as(model.log_y_gain))
         model.log_z_gain.copy_((math.log(20) + levels * math.log(10)).expand_as(model.log_z_gain))
     export(model, TEST_MODEL_ID, Path(folder), half=False, meta={"note": note})
+
+
+def decoded_digests(data: bytes, codec) -> dict:
+    """sha256 of what a file decodes to: its latent symbols (exact on every machine by design) and
+    its pixels (exact only where the transforms run in float32; see ``engine.half_dtype``).
+
+    Shared by ``scripts/make_fixtures.py``, which records them, and ``tests/test_fixtures.py``,
+    which checks that files written by earlier versions still decode to the same thing.
+    """
+    from . import api, tiling
+    from . import bitstream as bs
+    from .tensors import padded_size
+
+    f = bs.unpack(data)
+    model = codec.model  # a gain-msh model: its symbols are what v2 files hold
+    hp, wp = padded_size(f.height, f.width, model.stride)
+    tiles = tiling.grid(f.height, f.width, f.tile or max(hp, wp), model.stride)
+    symbols = hashlib.sha256()
+    for t, streams in zip(tiles, f.streams, strict=True):
+        lat = model.decode_symbols([streams], t.latent_size(model.latent_stride), f.quality)
+        for sym in (lat.z_sym, lat.y_sym):
+            symbols.update(sym.to(torch.int32).contiguous().numpy().astype("<i4").tobytes())
+    image = api.decode(data, codec=codec)
+    return {
+        "mode": image.mode,
+        "size": list(image.size),
+        "symbols_sha256": symbols.hexdigest(),
+        "pixels_sha256": hashlib.sha256(image.tobytes()).hexdigest(),
+    }

@@ -1,15 +1,16 @@
 """Tiled coding: bounded memory on huge images without visible seams.
 
 The padded image is cut into a grid of ``tile × tile`` pixel tiles (the last row/column smaller).
-Each tile's latent is entropy-coded on its own (its own hyper-latent and rANS streams), so tiles
-decode independently. Seams stay invisible because the transforms see context across tile
-borders: the analysis transform runs on the tile plus ``MARGIN`` pixels of its neighbours and
-keeps the tile's part of the latent, and the synthesis transform runs on the tile's latent plus
-``MARGIN / 16`` latent pixels of its neighbours and keeps the tile's part of the image. Coded
-bits cover each tile exactly once; only the hyper-latent's per-tile overhead is extra.
+Each tile's latent is entropy-coded on its own (its own streams), so tiles decode independently.
+Seams stay invisible because the transforms see context across tile borders: the analysis
+transform runs on the tile plus a margin of its neighbours and keeps the tile's part of the latent,
+and the synthesis transform runs on the tile's latent plus the same margin (in latent pixels) of its
+neighbours and keeps the tile's part of the image. Coded bits cover each tile exactly once; only
+the side information's per-tile overhead is extra.
 
-Memory: the latent of the whole image is held (M·H·W/256 floats: 192 MB for 8000×8000), the
-network only ever sees one tile plus margins.
+Only the model interface is used (``codec.models.base``): its ``stride`` and ``latent_stride``
+place tiles and margins. Memory: the latent of the whole image is held (C·H·W/latent_stride²
+floats: 192 MB for 8000×8000 with the hyperprior), the network only ever sees one tile plus margins.
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import engine
-from .model import PAD_MULTIPLE, AECModel
+from .models.base import Model, Streams
 from .tensors import padded_size
 
 #: Default tile side in pixels; images up to this size are coded as one tile (no margins at all).
 TILE = 1024
-#: Context each side, in pixels; a multiple of the latent stride 16. 64 px covers most of the
-#: transforms' effective receptive field (measured: see docs/FORMAT.md, tiled vs untiled PSNR).
+#: Largest tile side an encoder writes and a decoder accepts: the network works on one tile (plus
+#: margins) at a time, so this bounds the decoder's memory whatever a header claims. Measured with
+#: the hyperprior: decoding one 1024² tile peaks at 1.3 GB RSS; a 2048² tile would need about 4x.
+MAX_TILE = 1024
+#: Context each side, in pixels, rounded up to the model's stride. 64 px covers most of the
+#: hyperprior's effective receptive field (measured: see docs/FORMAT.md, tiled vs untiled PSNR).
 MARGIN = 64
-LATENT_STRIDE = 16
 
 
 @dataclass(frozen=True)
@@ -40,23 +43,30 @@ class Tile:
     x0: int
     x1: int
 
-    def latent(self) -> tuple[slice, slice]:
-        s = LATENT_STRIDE
-        return slice(self.y0 // s, self.y1 // s), slice(self.x0 // s, self.x1 // s)
+    def latent(self, stride: int) -> tuple[slice, slice]:
+        """Its rows and columns in a latent of ``stride`` pixels per latent pixel."""
+        return slice(self.y0 // stride, self.y1 // stride), slice(self.x0 // stride, self.x1 // stride)
+
+    def latent_size(self, stride: int) -> tuple[int, int]:
+        return (self.y1 - self.y0) // stride, (self.x1 - self.x0) // stride
 
 
-def check_tile_size(tile: int) -> int:
-    if tile < PAD_MULTIPLE or tile % PAD_MULTIPLE:
-        raise ValueError(f"tile size must be a positive multiple of {PAD_MULTIPLE}, got {tile}")
+def check_tile_size(tile: int, stride: int) -> int:
+    if tile < stride or tile % stride or tile > MAX_TILE:
+        raise ValueError(f"tile size must be a positive multiple of {stride} up to {MAX_TILE}, got {tile}")
     return tile
 
 
-def grid(height: int, width: int, tile: int) -> list[Tile]:
-    """Tiles covering the padded image, in raster order."""
-    hp, wp = padded_size(height, width)
+def grid(height: int, width: int, tile: int, stride: int) -> list[Tile]:
+    """Tiles covering the image padded to ``stride``, in raster order."""
+    hp, wp = padded_size(height, width, stride)
     return [
         Tile(y0, min(y0 + tile, hp), x0, min(x0 + tile, wp)) for y0 in range(0, hp, tile) for x0 in range(0, wp, tile)
     ]
+
+
+def _margin(model: Model) -> int:
+    return -(-MARGIN // model.stride) * model.stride
 
 
 def _window(t: Tile, hp: int, wp: int, margin: int) -> Tile:
@@ -71,68 +81,97 @@ def _pixels(rgb: np.ndarray, w: Tile) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1)[None].float().div_(255)
 
 
-def analyze(model: AECModel, rgb: np.ndarray, tile: int, device: torch.device) -> torch.Tensor:
-    """Latent of the whole image (1, M, Hp/16, Wp/16) on the CPU, computed tile by tile with context."""
-    hp, wp = padded_size(*rgb.shape[:2])
-    tiles = grid(*rgb.shape[:2], tile)
+def analyze(model: Model, rgb: np.ndarray, tile: int, device: torch.device) -> torch.Tensor:
+    """Latent of the whole image (1, C, Hp/s, Wp/s) on the CPU, computed tile by tile with context."""
+    hp, wp = padded_size(*rgb.shape[:2], model.stride)
+    tiles = grid(*rgb.shape[:2], tile, model.stride)
     if len(tiles) == 1:
-        return engine.analyze(model, _pixels(rgb, tiles[0]).to(device)).float().cpu()
-    s = LATENT_STRIDE
-    y = torch.empty(1, model.arch.M, hp // s, wp // s)
+        return model.analyze(_pixels(rgb, tiles[0]).to(device)).float().cpu()
+    s = model.latent_stride
+    y = None
     for t in tiles:
-        w = _window(t, hp, wp, MARGIN)
-        yw = engine.analyze(model, _pixels(rgb, w).to(device)).float().cpu()
+        w = _window(t, hp, wp, _margin(model))
+        yw = model.analyze(_pixels(rgb, w).to(device)).float().cpu()
+        if y is None:
+            y = torch.empty(1, yw.shape[1], hp // s, wp // s)
         top, left = (t.y0 - w.y0) // s, (t.x0 - w.x0) // s
-        y[:, :, t.y0 // s : t.y1 // s, t.x0 // s : t.x1 // s] = yw[
-            :, :, top : top + (t.y1 - t.y0) // s, left : left + (t.x1 - t.x0) // s
-        ]
+        h, wd = t.latent_size(s)
+        y[:, :, t.y0 // s : t.y1 // s, t.x0 // s : t.x1 // s] = yw[:, :, top : top + h, left : left + wd]
     return y
 
 
-def code(
-    model: AECModel, tables: engine.EntropyTables, y: torch.Tensor, tiles: list[Tile], quality: float
-) -> list[engine.Streams]:
-    """Entropy-code each tile's latent independently; one Streams per tile, in raster order."""
-    device = model.log_y_gain.device
+def code(model: Model, y: torch.Tensor, tiles: list[Tile], quality: float) -> list[Streams]:
+    """Entropy-code each tile's latent independently; one list of streams per tile, in raster order."""
     out = []
     for t in tiles:
-        rows, cols = t.latent()
-        (streams,) = engine.code(model, tables, y[:, :, rows, cols].to(device), quality)
+        rows, cols = t.latent(model.latent_stride)
+        (streams,) = model.encode_latent(y[:, :, rows, cols].to(model.device), quality)
         out.append(streams)
     return out
 
 
-def decode_latent(
-    model: AECModel,
-    tables: engine.EntropyTables,
-    streams: list[engine.Streams],
-    tiles: list[Tile],
-    quality: float,
-    hp: int,
-    wp: int,
-) -> torch.Tensor:
-    """ŷ of the whole image (1, M, Hp/16, Wp/16), float32 on the CPU."""
-    s = LATENT_STRIDE
-    y_hat = torch.empty(1, model.arch.M, hp // s, wp // s)
+def decode_latent(model: Model, streams: list[Streams], tiles: list[Tile], quality: float) -> torch.Tensor:
+    """ŷ (1, C, h/s, w/s), float32 on the CPU, of the rectangle of whole tiles ``tiles`` covers (in raster order)."""
+    s = model.latent_stride
+    y0, x0 = tiles[0].y0, tiles[0].x0
+    y_hat = None
     for t, st in zip(tiles, streams, strict=True):
-        rows, cols = t.latent()
-        y_hat[:, :, rows, cols] = engine.decode_latents(model, tables, [st], quality).y_hat().float()
+        part = model.decode_latent([st], t.latent_size(s), quality)
+        if y_hat is None:
+            y_hat = torch.empty(1, part.shape[1], (tiles[-1].y1 - y0) // s, (tiles[-1].x1 - x0) // s)
+        y_hat[:, :, (t.y0 - y0) // s : (t.y1 - y0) // s, (t.x0 - x0) // s : (t.x1 - x0) // s] = part
     return y_hat
 
 
-def synthesize(model: AECModel, y_hat: torch.Tensor, tiles: list[Tile], height: int, width: int) -> np.ndarray:
-    """(height, width, 3) uint8 image, synthesized tile by tile with latent context."""
-    device = model.log_y_gain.device
-    hp, wp = y_hat.shape[2] * LATENT_STRIDE, y_hat.shape[3] * LATENT_STRIDE
+def _synthesize_tile(model: Model, band: torch.Tensor, band_y0: int, t: Tile, w: Tile, out: np.ndarray) -> None:
+    """Write tile ``t``'s pixels into ``out``, synthesized from window ``w`` of a band of latent rows
+    whose first row is pixel row ``band_y0``."""
+    height, width = out.shape[:2]
+    if t.y0 >= height or t.x0 >= width:
+        return  # pure padding
+    s = model.latent_stride
+    x = model.synthesize(band[:, :, (w.y0 - band_y0) // s : (w.y1 - band_y0) // s, w.x0 // s : w.x1 // s])
+    top, left = t.y0 - w.y0, t.x0 - w.x0
+    h_keep, w_keep = min(t.y1, height) - t.y0, min(t.x1, width) - t.x0
+    patch = x[0, :, top : top + h_keep, left : left + w_keep].mul(255).round_().to(torch.uint8)
+    out[t.y0 : t.y0 + h_keep, t.x0 : t.x0 + w_keep] = patch.permute(1, 2, 0).cpu().numpy()
+
+
+def synthesize(model: Model, y_hat: torch.Tensor, tiles: list[Tile], height: int, width: int) -> np.ndarray:
+    """(height, width, 3) uint8 image of a whole latent, synthesized tile by tile with latent context."""
+    s = model.latent_stride
+    hp, wp = y_hat.shape[2] * s, y_hat.shape[3] * s
     out = np.empty((height, width, 3), dtype=np.uint8)
     for t in tiles:
-        if t.y0 >= height or t.x0 >= width:
-            continue  # pure padding
-        w = _window(t, hp, wp, MARGIN) if len(tiles) > 1 else t
-        rows, cols = w.latent()
-        x = engine.synthesize_latent(model, y_hat[:, :, rows, cols].to(device))
-        top, left = t.y0 - w.y0, t.x0 - w.x0
-        h_keep, w_keep = min(t.y1, height) - t.y0, min(t.x1, width) - t.x0
-        patch = x[0, :, top : top + h_keep, left : left + w_keep].mul(255).round_().to(torch.uint8)
-        out[t.y0 : t.y0 + h_keep, t.x0 : t.x0 + w_keep] = patch.permute(1, 2, 0).cpu().numpy()
+        _synthesize_tile(model, y_hat, 0, t, _window(t, hp, wp, _margin(model)) if len(tiles) > 1 else t, out)
+    return out
+
+
+def decode(model: Model, streams: list[Streams], tiles: list[Tile], quality: float, height: int, width: int):
+    """(height, width, 3) uint8 image from tile streams, one row of tiles at a time.
+
+    Only three rows of tiles' latents are held (a row and the neighbours its synthesis margins
+    reach into), so memory beyond the output image is bounded by the width, not the image: a
+    header claiming a huge image of empty tiles costs time in proportion to its pixels, no more.
+    Pixels are those of ``synthesize`` on the whole latent: every window sees the same values.
+    """
+    if len(tiles) == 1:
+        return synthesize(model, decode_latent(model, streams, tiles, quality), tiles, height, width)
+    hp, wp = tiles[-1].y1, tiles[-1].x1
+    starts = sorted({t.y0 for t in tiles})
+    rows = [[i for i, t in enumerate(tiles) if t.y0 == y0] for y0 in starts]
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    latents: dict[int, torch.Tensor] = {}
+    for r in range(len(rows) + 1):
+        if r < len(rows):  # decode row r, then synthesize row r - 1, whose lower margin reaches into it
+            latents[r] = decode_latent(model, [streams[i] for i in rows[r]], [tiles[i] for i in rows[r]], quality)
+        if r == 0:
+            continue
+        done = r - 1
+        near = [k for k in (done - 1, done, done + 1) if k in latents]
+        band = torch.cat([latents[k] for k in near], dim=2)
+        for i in rows[done]:
+            t = tiles[i]
+            _synthesize_tile(model, band, starts[near[0]], t, _window(t, hp, wp, _margin(model)), out)
+        latents.pop(done - 1, None)
     return out

@@ -16,7 +16,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +26,12 @@ from torch import Tensor
 
 from . import engine
 from . import quality as Q
-from .api import Codec, decode_array, encode_array
+from .api import decode_array, encode_array
 from .data import CropSampler, image_files, load_rgb
-from .model import AECModel, Arch
+from .devices import resolve_device
+from .handle import Codec
+from .models.base import TABLE_BUFFERS, Model
+from .models.registry import DEFAULT_KIND, model_class
 from .tensors import psnr
 
 
@@ -36,6 +39,7 @@ from .tensors import psnr
 class TrainConfig:
     train_dir: str
     val_dir: str | None = None
+    kind: str = DEFAULT_KIND
     run_dir: str = str(Path.home() / ".cache" / "aecodec" / "runs" / "default")
     N: int = 128
     M: int = 192
@@ -94,11 +98,9 @@ def rd_loss(out: dict, x: Tensor, lmbda: Tensor, metric: str) -> dict[str, Tenso
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
+    """The training device (``devices.resolve_device``); plain ``cuda`` means this process's local GPU."""
+    name = resolve_device(name)
+    return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
 
 
 def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
@@ -113,11 +115,11 @@ def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
 
 # -- validation ---------------------------------------------------------------------------------
 @torch.no_grad()
-def validate(model: AECModel, files: list[Path], qualities: tuple[float, ...], device: torch.device) -> dict:
+def validate(model: Model, files: list[Path], qualities: tuple[float, ...], device: torch.device) -> dict:
     """Real coding of each validation image: bpp from the bytes of a real ``.aec`` file, PSNR of its decode."""
     model.eval()
-    engine.build_tables(model)
-    codec = Codec(model, engine.EntropyTables.from_model(model), device=device)
+    model.build_tables()
+    codec = Codec(model, device=device)
     results = {}
     for q in qualities:
         bpps, psnrs = [], []
@@ -133,11 +135,10 @@ def validate(model: AECModel, files: list[Path], qualities: tuple[float, ...], d
 
 
 # -- checkpoints ----------------------------------------------------------------------------
-def save_checkpoint(path: Path, model: AECModel, opt, state: dict) -> None:
+def save_checkpoint(path: Path, model: Model, opt, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save(
-        {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state, "arch": asdict(model.arch)}, tmp
-    )
+    ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state}
+    torch.save({**ck, "kind": model.kind, "arch": model.arch_dict()}, tmp)
     os.replace(tmp, path)
 
 
@@ -162,15 +163,15 @@ def train(cfg: TrainConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "last.pt"
 
-    model = AECModel(Arch(cfg.N, cfg.M)).to(device)
+    model = model_class(cfg.kind).from_arch({"N": cfg.N, "M": cfg.M}).to(device)
     state = {"step": 0, "seconds": 0.0, "val": []}
     aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
     opt = torch.optim.Adam([{"params": main_params}, {"params": aux_params, "lr": 1e-3, "aux": True}], lr=cfg.lr)
     if ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, map_location=device)
-        if ck["arch"] != asdict(model.arch):
-            raise ValueError(f"{ckpt_path} has architecture {ck['arch']}, asked for {asdict(model.arch)}")
+        if (ck.get("kind", DEFAULT_KIND), ck["arch"]) != (model.kind, model.arch_dict()):
+            raise ValueError(f"{ckpt_path} has architecture {ck['arch']}, asked for {model.arch_dict()}")
         model.load_state_dict(_without_tables(ck["model"]), strict=False)
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
@@ -278,7 +279,7 @@ def train(cfg: TrainConfig) -> dict:
     return state
 
 
-def init_from_weights(model: AECModel, model_id: str) -> dict:
+def init_from_weights(model: Model, model_id: str) -> dict:
     """Start a run from shipped weights (no optimizer state): training continues across sessions
     even when the checkpoint folder did not survive. Returns the training state to continue from."""
     from safetensors.torch import load_file
@@ -286,9 +287,9 @@ def init_from_weights(model: AECModel, model_id: str) -> dict:
     from .weights import read_manifest, sha256_file, state_dict_for_model, weights_dir
 
     entry = read_manifest()["models"][model_id]
-    arch = {**entry["arch"], "levels": model.arch.levels}
-    if arch != asdict(model.arch):
-        raise ValueError(f"model {model_id} has architecture {entry['arch']}, asked for {asdict(model.arch)}")
+    arch = {**entry["arch"], "levels": model.arch_dict()["levels"]}
+    if arch != model.arch_dict():
+        raise ValueError(f"model {model_id} has architecture {entry['arch']}, asked for {model.arch_dict()}")
     path = weights_dir() / entry["file"]
     if sha256_file(path) != entry["sha256"]:
         raise ValueError(f"weights file {path} does not match its manifest sha256")
@@ -314,5 +315,5 @@ def init_from_weights(model: AECModel, model_id: str) -> dict:
 
 
 def _without_tables(sd: dict) -> dict:
-    """Drop the size-varying CDF buffers; they are rebuilt by ``engine.build_tables``."""
-    return {k: v for k, v in sd.items() if not k.endswith(("_quantized_cdf", "_offset", "_cdf_length"))}
+    """Drop the size-varying CDF buffers; they are rebuilt by ``Model.build_tables``."""
+    return {k: v for k, v in sd.items() if not k.endswith(TABLE_BUFFERS)}

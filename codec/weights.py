@@ -18,13 +18,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import engine
-from .api import Codec
+from .devices import resolve_device
 from .errors import AecError
-from .model import AECModel, Arch
-
-TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
-TRANSFORMS = ("g_a.", "g_s.", "h_a.", "h_s.")
+from .handle import Codec
+from .models.base import TABLE_BUFFERS, Model
+from .models.registry import kind_of, model_class
 
 
 def weights_dir() -> Path:
@@ -50,6 +48,15 @@ def read_manifest(folder: Path | None = None) -> dict:
         raise AecError(f"weights manifest {path} is not valid JSON ({e})") from None
 
 
+def model_kind(model_id: str) -> str | None:
+    """The kind of an installed model, None when this installation does not have it."""
+    try:
+        entry = read_manifest().get("models", {}).get(model_id)
+        return kind_of(entry) if isinstance(entry, dict) else None
+    except AecError:
+        return None
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -63,8 +70,9 @@ def state_dict_for_model(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
 
 
-def model_from_state(arch: Arch, sd: dict[str, torch.Tensor]) -> AECModel:
-    model = AECModel(arch)
+def model_from_state(entry: dict, sd: dict[str, torch.Tensor]) -> Model:
+    """The model a manifest entry describes (its ``kind`` and ``arch``), loaded from a state dict."""
+    model = model_class(kind_of(entry)).from_arch(entry["arch"])
     # The CDF buffers are empty in a fresh model: give them the stored shapes before loading.
     for name, _ in model.named_buffers():
         if name.endswith(TABLE_BUFFERS) and name in sd:
@@ -94,22 +102,10 @@ def _load(model_id: str | None, device: str, folder: str) -> Codec:
     except (SafetensorError, OSError, ValueError) as e:
         raise AecError(f"cannot read weights {path}: {e}") from None
     try:
-        model = engine.prepare(model_from_state(Arch(**entry["arch"]), state_dict_for_model(tensors)).to(device))
-        tables = engine.EntropyTables.from_model(model)
+        model = model_from_state(entry, state_dict_for_model(tensors)).to(device).prepare()
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         raise AecError(f"weights {path} do not fit model {model_id!r}: {e}") from None
-    return Codec(model, tables, model_id, bytes.fromhex(digest[:16]), torch.device(device))
-
-
-def resolve_device(device: str | torch.device | None) -> str:
-    name = str(device or "auto")
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise AecError("--device cuda asked for, but CUDA is not available")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise AecError(f"unknown device {name!r} (use auto, cpu or cuda)")
-    return name
+    return Codec(model, model_id, bytes.fromhex(digest[:16]), torch.device(device))
 
 
 def load_codec(model_id: str | None = None, device: str | torch.device | None = None) -> Codec:
@@ -129,16 +125,17 @@ def load_codec_for(model_id: str, weights_hash: bytes, device: str | torch.devic
     return load_codec(model_id, device)
 
 
-def save_weights(model: AECModel, path: Path, half: bool) -> str:
+def save_weights(model: Model, path: Path, half: bool) -> str:
     """Write a model (tables included) as safetensors; returns its sha256.
 
-    With ``half`` the four transforms' weights are stored as fp16; gains, quantiles and tables stay float32.
+    With ``half`` the parameters under the model's ``half_stored`` prefixes (its transforms) are
+    stored as fp16; gains, quantiles and tables stay float32.
     """
     params = {name for name, _ in model.named_parameters()}  # buffers (GDN pedestals, bounds) stay float32
     sd = {}
     for k, v in model.state_dict().items():
         v = v.detach().cpu().contiguous()
-        if half and k.startswith(TRANSFORMS) and k in params:
+        if half and k.startswith(model.half_stored) and k in params:
             v = v.half()
         sd[k] = v
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ runs a slice of the same cases in CI. Exit code: 0 when every case passed, 1 oth
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import os
 import random
@@ -46,20 +47,23 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the checkout's ``codec`` importable
     sys.path.insert(0, str(ROOT))
 
+from codec import bitstream as bs  # noqa: E402
+
 #: Pixel limit the fuzzer decodes under: absurd but allowed sizes stay cheap (work area ≤ 128×128).
 FUZZ_MAX_PIXELS = 128 * 128
-#: Header layout (docs/FORMAT.md): name → (offset, struct format).
-HEADER = {
-    "version": (4, "<B"),
-    "layout": (5, "<B"),
-    "quality": (6, "<H"),
-    "width": (8, "<I"),
-    "height": (12, "<I"),
-    "hash": (16, "<8s"),
-    "model_len": (24, "<B"),
-}
-MODEL_AT = 25
 CRC_SIZE = 4
+
+
+def header(data: bytes) -> dict[str, tuple[int, str]]:
+    """Header layout (field → offset, struct format) of ``data``'s format version, from ``codec.bitstream``;
+    the current version's when the version byte is damaged."""
+    at = len(bs.MAGIC)
+    return bs.header_layout(data[at] if len(data) > at and data[at] in bs.VERSIONS else bs.VERSION)
+
+
+def model_at(data: bytes) -> int:
+    """Offset of the model id, where the fixed header ends."""
+    return header(data)["model_id"][0]
 
 
 # -- structure of a file ------------------------------------------------------------------------
@@ -76,9 +80,9 @@ class Chunk:
 
 def chunks_of(data: bytes) -> list[Chunk]:
     """The chunks of a (possibly already mutated) file, as far as they can be walked."""
-    if len(data) <= MODEL_AT + CRC_SIZE:
+    if len(data) <= model_at(data) + CRC_SIZE:
         return []
-    pos, end, out = MODEL_AT + data[HEADER["model_len"][0]], len(data) - CRC_SIZE, []
+    pos, end, out = model_at(data) + data[header(data)["model_len"][0]], len(data) - CRC_SIZE, []
     while pos + 8 <= end:
         tag, length = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
         if pos + 8 + length > end:
@@ -164,7 +168,7 @@ INTERESTING_BYTES = (0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF)
 
 def flip_bits(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
     out = bytearray(data)
-    span = MODEL_AT if rng.random() < 0.3 else len(out)  # the header is small: aim at it often
+    span = model_at(data) if rng.random() < 0.3 else len(out)  # the header is small: aim at it often
     for _ in range(rng.randint(1, 8)):
         i = rng.randrange(min(span, len(out)))
         out[i] ^= 1 << rng.randrange(8)
@@ -179,7 +183,7 @@ def set_bytes(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
 
 
 def truncate(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
-    return data[: rng.choice([0, 1, 3, 4, 8, MODEL_AT, len(data) - 1, len(data) - 5, rng.randrange(len(data))])]
+    return data[: rng.choice([0, 1, 3, 4, 8, model_at(data), len(data) - 1, len(data) - 5, rng.randrange(len(data))])]
 
 
 def insert(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
@@ -204,13 +208,15 @@ def duplicate(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
 
 
 def header_field(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
-    name = rng.choice(list(HEADER))
-    at, fmt = HEADER[name]
+    layout = header(data)
+    name = rng.choice([k for k in layout if k != "model_id"])
+    at, fmt = layout[name]
     size = struct.calcsize(fmt)
     if len(data) < at + size:
         return data
     values = {
-        "version": [0, 2, 255],
+        "version": [0, 1, 2, 3, 4, 255],
+        "tile": [0, 1, 2, 63, 64, 65, 128, 1024, 0xFFFF, 1 << 20],
         "layout": [0, 1, 2, 255],
         "quality": [0, 999, 1000, 4500, 8000, 8001, 65535],
         "width": [0, 1, 2, 63, 64, 65, 127, 128, 129, 1 << 16, 1 << 31, 0xFFFFFFFF],
@@ -220,7 +226,7 @@ def header_field(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
     if name == "hash":
         value = rng.randbytes(8)
     elif rng.random() < 0.8:
-        value = rng.choice(values[name])
+        value = rng.choice([v for v in values[name] if v < 1 << (8 * size)])
     else:
         value = rng.randrange(1 << (8 * size))
     return data[:at] + struct.pack(fmt, value) + data[at + size :]
@@ -248,9 +254,10 @@ def dimensions(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
             (rng.randint(1, side), rng.randint(1, side)),
         ]
     )
-    if len(data) < 16:
+    at = header(data)["width"][0]  # height follows
+    if len(data) < at + 8:
         return data
-    return data[:8] + struct.pack("<II", w, h) + data[16:]
+    return data[:at] + struct.pack("<II", w, h) + data[at + 8 :]
 
 
 def chunk_length(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
@@ -281,20 +288,23 @@ def chunk_tag(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
         return data
     c = rng.choice(chunks)
     tag = rng.choice(
-        [b"XXXX", b"xxxx", b"\0\0\0\0", b"ZST\xff", c.tag.swapcase(), rng.choice(chunks).tag, b"YSTR", b"ZSTR"]
+        [b"XXXX", b"xxxx", b"\0\0\0\0", b"ZST\xff", c.tag.swapcase(), rng.choice(chunks).tag, b"YSTR", b"STRM"]
     )
     return data[: c.at] + tag + data[c.at + 4 :]
 
 
 def stream_payload(data: bytes, rng: random.Random, seeds: list[bytes]) -> bytes:
-    """Garbage inside a well-formed ZSTR / YSTR chunk: the cases that reach the rANS decoder."""
-    streams = [c for c in chunks_of(data) if c.tag in (b"ZSTR", b"YSTR")]
-    if not streams:
+    """Garbage in one entropy-coded stream of a well-formed file (length tables kept consistent): the
+    cases that reach the rANS decoder."""
+    try:
+        f = bs.unpack(data, max_pixels=1 << 64)
+    except bs.FormatError:
         return data
-    c = rng.choice(streams)
-    old = data[c.payload]
-    other = rng.choice([d[k.payload] for d in seeds for k in chunks_of(d) if k.tag in (b"ZSTR", b"YSTR")])
-    payload = rng.choice(
+    tile = rng.choice(f.streams)
+    k = rng.randrange(len(tile))
+    old = tile[k]
+    other = rng.choice([s for d in seeds for t in bs.unpack(d).streams for s in t])
+    tile[k] = rng.choice(
         [
             b"",
             old[: len(old) // 2],
@@ -308,14 +318,15 @@ def stream_payload(data: bytes, rng: random.Random, seeds: list[bytes]) -> bytes
             bytes(b ^ (1 << rng.randrange(8)) if rng.random() < 0.05 else b for b in old),
         ]
     )
-    return replace_chunk(data, c, payload)
+    return bs.pack(f)
 
 
 def side_chunk(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
     """Add or replace an alpha / ICC / EXIF chunk with damaged or hostile content."""
-    if len(data) < 16:
+    at = header(data)["width"][0]  # height follows
+    if len(data) < at + 8:
         return data
-    width, height = struct.unpack_from("<II", data, 8)
+    width, height = struct.unpack_from("<II", data, at)
     size = (max(1, min(width, 256)), max(1, min(height, 256)))
     tag = rng.choice([b"aLPH", b"iCCP", b"eXIF"])
     if tag == b"aLPH":
@@ -329,7 +340,8 @@ def side_chunk(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
 
 
 def extra_chunk(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
-    tag = rng.choice([b"abcd", b"Abcd", b"zzzz", b"iCCP", b"ZSTR", bytes(rng.randrange(65, 123) for _ in range(4))])
+    random_tag = bytes(rng.randrange(65, 123) for _ in range(4))
+    tag = rng.choice([b"abcd", b"Abcd", b"zzzz", b"iCCP", b"ZSTR", b"STRM", random_tag])
     return append_chunk(data, tag, rng.randbytes(rng.randint(0, 32)))
 
 
@@ -379,7 +391,7 @@ def make_case(seeds: list[bytes], seed: int, index: int) -> tuple[str, bytes]:
 
 # -- seeds and the network ------------------------------------------------------------------
 def seed_files(codec) -> list[bytes]:
-    """Valid tiny files covering each layout and chunk: RGB, grey, RGBA, ICC + EXIF, 1×1."""
+    """Valid tiny files covering each layout and chunk: RGB, grey, RGBA, ICC + EXIF, 1×1, version 2."""
     from codec.api import encode
 
     rng = np.random.default_rng(7)
@@ -392,13 +404,15 @@ def seed_files(codec) -> list[bytes]:
     meta = Image.fromarray(img(7, 13, 3))
     meta.info["icc_profile"] = b"not-really-an-icc-profile"
     meta.info["exif"] = exif.tobytes()
-    return [
+    seeds = [
         encode(Image.fromarray(img(16, 16, 3)), 4.0, codec=codec),
         encode(Image.fromarray(img(16, 16, 1), "L"), 1.0, codec=codec),
         encode(Image.fromarray(img(16, 16, 4), "RGBA"), 8.0, codec=codec),
         encode(meta, 2.5, codec=codec),
         encode(Image.fromarray(img(1, 1, 3)), 6.0, codec=codec),
     ]
+    # Version 2 (two streams per tile), which decoders still read: the same files re-packed.
+    return seeds + [bs.pack(dataclasses.replace(bs.unpack(d), version=2)) for d in seeds[:2]]
 
 
 # -- running one case -------------------------------------------------------------------------
@@ -407,7 +421,6 @@ def decode_case(data: bytes, codec, max_pixels: int = FUZZ_MAX_PIXELS) -> str:
 
     ``codec=None`` takes the production path (the file's model id and weights hash pick the weights).
     """
-    from codec import bitstream as bs
     from codec.api import decode
     from codec.errors import AecError
 

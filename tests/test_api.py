@@ -32,7 +32,7 @@ def test_decode_close_to_float_network(photo_like):
     rgb = photo_like(64, 128)
     out = np.asarray(codec.decode(codec.encode(rgb, quality=5.5, codec=c), codec=c)).astype(float)
     with torch.no_grad():
-        ref = to_uint8(c.model(to_tensor(rgb), torch.tensor([5.5]))["x_hat"], 64, 128).astype(float)
+        ref = to_uint8(c.model(to_tensor(rgb, c.model.stride), torch.tensor([5.5]))["x_hat"], 64, 128).astype(float)
     assert np.abs(out - ref).mean() < 1.0
 
 
@@ -136,10 +136,10 @@ def test_max_bytes_is_a_hard_limit(photo_like):
 
 def test_engine_batches_match_single(photo_like):
     c = load_codec()
-    x = torch.cat([to_tensor(photo_like(64, 64, seed=s)) for s in range(3)])
-    batch = engine.compress(c.model, c.tables, x, 2.0)
-    single = [engine.compress(c.model, c.tables, x[i : i + 1], 2.0)[0] for i in range(3)]
-    assert [(s.z, s.y) for s in batch] == [(s.z, s.y) for s in single]
+    x = torch.cat([to_tensor(photo_like(64, 64, seed=s), c.model.stride) for s in range(3)])
+    batch = c.model.encode_latent(c.model.analyze(x), 2.0)
+    single = [c.model.encode_latent(c.model.analyze(x[i : i + 1]), 2.0)[0] for i in range(3)]
+    assert batch == single
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
@@ -162,12 +162,12 @@ def test_cpu_fast_path_follows_the_cpu_and_the_switch(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
     monkeypatch.delenv("AECODEC_CPU_FAST", raising=False)
-    assert engine.half_dtype(cpu) == torch.bfloat16 and engine._layout(cpu) == torch.channels_last
+    assert engine.half_dtype(cpu) == torch.bfloat16 and engine.layout(cpu) == torch.channels_last
     monkeypatch.setenv("AECODEC_CPU_FAST", "0")
-    assert engine.half_dtype(cpu) is None and engine._layout(cpu) == torch.contiguous_format
+    assert engine.half_dtype(cpu) is None and engine.layout(cpu) == torch.contiguous_format
     monkeypatch.delenv("AECODEC_CPU_FAST")
     monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)
-    assert engine.half_dtype(cpu) is None and engine._layout(cpu) == torch.contiguous_format
+    assert engine.half_dtype(cpu) is None and engine.layout(cpu) == torch.contiguous_format
     assert engine.half_dtype(torch.device("cuda")) == torch.float16
 
 
@@ -177,6 +177,6 @@ def test_fp16_overflow_falls_back_to_float32(monkeypatch):
     with torch.no_grad():
         big[0].weight.fill_(1e5)  # 1e5 overflows fp16 (max 65504)
         big[1].weight.fill_(1e-5)
-    out = engine._transform(big, torch.ones(1, 1, 2, 2))
+    out = engine.transform(big, torch.ones(1, 1, 2, 2))
     assert torch.isfinite(out).all() and out.dtype == torch.float32
     assert torch.allclose(out, torch.ones_like(out))

@@ -25,7 +25,7 @@ def images(photo_like):
 
 
 def test_groups_batch_same_padded_size_and_keep_big_images_alone():
-    keys = [_one_tile_size(h, w) for h, w in [(64, 96), (40, 40), (60, 128), (64, 100), (1100, 40)]]
+    keys = [_one_tile_size(h, w, 64) for h, w in [(64, 96), (40, 40), (60, 128), (64, 100), (1100, 40)]]
     chunks, alone = _groups(keys, batch=2)
     assert sorted(map(sorted, chunks)) == [[0, 2], [1], [3]]
     assert alone == [4]

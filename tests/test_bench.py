@@ -189,7 +189,7 @@ def test_reference_path_decodes_like_engine(photo_like):
 
     codec = load_codec(device="cpu")
     rgb = photo_like(64, 96, seed=3)
-    ref = reference_compress(codec.model, to_tensor(rgb), 4.0)
+    ref = reference_compress(codec.model, to_tensor(rgb, codec.model.stride), 4.0)
     ours = to_uint8(reference_decompress(codec.model, ref["strings"], ref["shape"], 4.0), 64, 96)
     # Same network and symbols; scale indexes differ only where the float and exact hyper-synthesis disagree.
     assert psnr(ours, np.asarray(api.decode(api.encode(rgb, 4.0, codec=codec), codec=codec))) > 35

@@ -124,6 +124,7 @@ def test_info(png, tmp_path):
     result = run("info", aec)
     assert result.exit_code == 0
     assert "80x48" in result.output and re.search(r"quality:\s+2.5\n", result.output) and "RGB" in result.output
+    assert re.search(r"model kind:\s+gain-msh\n", result.output) and re.search(r"streams:\s+2 per tile", result.output)
 
 
 @pytest.mark.parametrize("q", ["0.5", "10.5"])

@@ -9,8 +9,8 @@ import copy
 import pytest
 import torch
 
-from codec import engine
-from codec.exact import EXACT_LIMIT, ExactHyperSynthesis
+from codec.exact import EXACT_LIMIT, ExactNetwork
+from codec.models.hyperprior import ExactHyperSynthesis
 from codec.tensors import to_tensor
 from codec.weights import load_codec
 
@@ -35,20 +35,19 @@ def perturb_hooks(model: torch.nn.Module, rel: float, seed: int) -> list:
 
 @contextlib.contextmanager
 def configuration(name: str, codec):
-    """Yield (model, tables) for one evaluation configuration of the same weights."""
-    model, tables = codec.model, codec.tables
+    """Yield the model, prepared for coding, in one evaluation configuration of the same weights."""
+    model = codec.model
     threads = torch.get_num_threads()
     hooks = []
     try:
         if name == "threads2":
             torch.set_num_threads(2)
         if name == "float64":
-            model = copy.deepcopy(model).double()
-            tables = engine.EntropyTables.from_model(model)
+            model = copy.deepcopy(model).double().prepare()
         if name == "perturbed":
             model = copy.deepcopy(model)
             hooks = perturb_hooks(model, 1e-5, seed=7)
-        yield model, tables
+        yield model
     finally:
         torch.set_num_threads(threads)
         for h in hooks:
@@ -62,27 +61,28 @@ CONFIGS = ["threads1", "threads2", "float64", "perturbed"]
 def images():
     from tests.conftest import make_photo_like
 
-    return torch.cat([to_tensor(make_photo_like(128, 192, seed=s)) for s in range(4)])
+    return torch.cat([to_tensor(make_photo_like(128, 192, seed=s), 64) for s in range(4)])
 
 
 @pytest.mark.parametrize("quality", QUALITIES)
 def test_files_decode_to_identical_latents_in_every_configuration(images, quality):
     codec = load_codec()
     for enc_name in CONFIGS + ["batch4"]:
-        with configuration("threads1" if enc_name == "batch4" else enc_name, codec) as (model, tables):
+        with configuration("threads1" if enc_name == "batch4" else enc_name, codec) as model:
             y = (
-                engine.analyze(model, images)
+                model.analyze(images)
                 if enc_name == "batch4"
-                else torch.cat([engine.analyze(model, images[i : i + 1]) for i in range(4)])
+                else torch.cat([model.analyze(images[i : i + 1]) for i in range(4)])
             )
-            sent = engine.quantize(model, tables, y, quality)
-            streams = engine.entropy_code(model, tables, sent)
+            sent = model.quantize(y, quality)
+            streams = model.coder.code(sent)
+        shape = tuple(y.shape[2:])
         for dec_name in CONFIGS + ["batch4"]:
-            with configuration("threads1" if dec_name == "batch4" else dec_name, codec) as (model, tables):
+            with configuration("threads1" if dec_name == "batch4" else dec_name, codec) as model:
                 if dec_name == "batch4":
-                    got = [engine.decode_latents(model, tables, streams, quality)]
+                    got = [model.decode_symbols(streams, shape, quality)]
                 else:
-                    got = [engine.decode_latents(model, tables, [s], quality) for s in streams]
+                    got = [model.decode_symbols([s], shape, quality) for s in streams]
             y_sym = torch.cat([g.y_sym for g in got])
             idx = torch.cat([g.indexes for g in got])
             assert torch.equal(y_sym, sent.y_sym), (enc_name, dec_name)
@@ -92,8 +92,8 @@ def test_files_decode_to_identical_latents_in_every_configuration(images, qualit
 
 def test_exact_path_is_integer_valued_and_bounded():
     codec = load_codec()
-    hyper = codec.tables.hyper
-    for layer in hyper.layers:
+    hyper = codec.model.coder.hyper
+    for layer in hyper.net.convs:
         assert torch.equal(layer.weight, torch.round(layer.weight))
         assert torch.equal(layer.bias, torch.round(layer.bias))
         assert layer.worst_sum(2.0**24) < EXACT_LIMIT
@@ -108,7 +108,7 @@ def test_hostile_symbols_do_not_break_the_bound():
     codec = load_codec()
     z_sym = torch.full((1, codec.model.arch.N, 2, 2), 2**30, dtype=torch.int32)
     gy, gz = codec.model.inference_gains(8.0)
-    idx, means = codec.tables.hyper(z_sym, gz, gy)
+    idx, means = codec.model.coder.hyper(z_sym, gz, gy)
     assert torch.isfinite(means).all() and idx.min() >= 0 and idx.max() < 64
 
 
@@ -119,21 +119,50 @@ def test_exact_path_tracks_the_float_network():
     z_sym = torch.randint(-3, 4, (1, model.arch.N, 4, 6), dtype=torch.int32)
     for q in QUALITIES:
         gy, gz = model.inference_gains(q)
-        idx, means = codec.tables.hyper(z_sym, gz, gy)
+        idx, means = model.coder.hyper(z_sym, gz, gy)
         medians = model.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
         with torch.no_grad():
             scales, fmeans = model.hyper_params(
                 z_sym + medians, gz.float().view(1, -1, 1, 1), gy.float().view(1, -1, 1, 1)
             )
-        agree = (engine.scale_indexes(model, scales) == idx).float().mean().item()
+        agree = (model.scale_indexes(scales) == idx).float().mean().item()
         assert agree > 0.97, (q, agree)
         assert (fmeans.double() - means).abs().max() < 0.05
 
 
-def test_rejects_unsupported_hyper_synthesis():
-    h_s = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 8, 3, padding=1))
+@pytest.mark.parametrize("act", [torch.nn.Sigmoid(), torch.nn.LeakyReLU(0.3)], ids=["sigmoid", "slope-0.3"])
+def test_rejects_unsupported_hyper_synthesis(act):
+    h_s = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), act, torch.nn.Conv2d(4, 8, 3, padding=1))
     with pytest.raises(ValueError):
         ExactHyperSynthesis(h_s, torch.zeros(4), torch.ones(64))
+
+
+def test_exact_network_is_generic_and_order_independent():
+    """Any stack of convolutions and (leaky) ReLUs: integer outputs close to the float network, and
+    the same integers whatever the batch composition or thread count."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(6, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.ConvTranspose2d(16, 12, 5, stride=2, padding=2, output_padding=1),
+        torch.nn.LeakyReLU(0.25),
+        torch.nn.Conv2d(12, 12, 1),
+        torch.nn.Conv2d(12, 4, 3, stride=2, padding=1),
+    )
+    exact = ExactNetwork(net)
+    x = torch.randn(3, 6, 5, 7, dtype=torch.float64)
+    out = exact(ExactNetwork.fixed_point(x))
+    assert torch.equal(out, torch.round(out))
+    with torch.no_grad():
+        ref = net.double()(x)
+    assert (out * 2.0**-exact.out_frac - ref).abs().max() < 1e-2 * ref.abs().max()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        single = torch.cat([exact(ExactNetwork.fixed_point(x[i : i + 1])) for i in range(3)])
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(single, out)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -142,8 +171,8 @@ def test_cuda_and_cpu_agree(images, quality):
     cpu = load_codec(device="cpu")
     gpu = load_codec(device="cuda")
     for enc, dec in ((cpu, gpu), (gpu, cpu)):
-        y = engine.analyze(enc.model, images.to(enc.device))
-        sent = engine.quantize(enc.model, enc.tables, y, quality)
-        streams = engine.entropy_code(enc.model, enc.tables, sent)
-        got = engine.decode_latents(dec.model, dec.tables, streams, quality)
+        y = enc.model.analyze(images.to(enc.device))
+        sent = enc.model.quantize(y, quality)
+        streams = enc.model.coder.code(sent)
+        got = dec.model.decode_symbols(streams, tuple(y.shape[2:]), quality)
         assert torch.equal(got.y_sym, sent.y_sym) and torch.equal(got.indexes, sent.indexes)

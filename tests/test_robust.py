@@ -28,7 +28,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import codec
-from codec import api, engine, files
+from codec import api, files, tiling
 from codec import bitstream as bs
 from codec.cli import main
 from codec.tensors import to_uint8
@@ -95,7 +95,7 @@ def test_limits_are_checked_before_anything_is_allocated(aec, monkeypatch, size)
     def never(*args, **kwargs):
         raise AssertionError("the network ran for an over-limit file")
 
-    monkeypatch.setattr(engine, "decompress", never)
+    monkeypatch.setattr(tiling, "decode", never)
     bad = rebuilt(aec, width=size[0], height=size[1])
     t0 = time.perf_counter()
     with pytest.raises(codec.FormatError, match="limit"):
@@ -123,10 +123,10 @@ def test_info_describes_files_over_the_limit(tmp_path, aec):
 def test_entropy_decoder_never_reads_past_its_buffer(tmp_path, aec):
     """Regression: compressai's rANS decoder reads without bounds checks, and in bypass mode every 0xF
     count nibble adds 15 nibbles to read, so a flood of 0xFF bytes made it read ~15 bytes past the
-    stream per stream byte, far beyond engine._decode's zero padding (8 bytes per symbol): SIGSEGV at
+    stream per stream byte, far beyond engine.guarded's zero padding (8 bytes per symbol): SIGSEGV at
     2 MB. Run in a subprocess, so a crash fails this test instead of killing the test run."""
     hostile = tmp_path / "hostile.aec"
-    hostile.write_bytes(rebuilt(aec, z_stream=b"\xff" * 2_000_000))
+    hostile.write_bytes(rebuilt(aec, streams=[[b"\xff" * 2_000_000, bs.unpack(aec).streams[0][1]]]))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "codec.cli", "decode", str(hostile), "-o", str(tmp_path / "out.png")]
     proc = subprocess.run(cmd, capture_output=True, env=env, timeout=300)

@@ -7,13 +7,13 @@ import pytest
 
 import codec
 from codec import bitstream as bs
-from codec import engine, tiling
+from codec import tiling
 from codec.tensors import psnr
 from codec.weights import load_codec
 
 
 def test_grid_covers_padded_image_once():
-    tiles = tiling.grid(300, 200, 128)
+    tiles = tiling.grid(300, 200, 128, 64)
     assert len(tiles) == 3 * 2  # padded 320 x 256
     cover = np.zeros((320, 256), int)
     for t in tiles:
@@ -30,14 +30,14 @@ def test_tile_size_must_be_multiple_of_64(bad, photo_like):
 
 def test_small_images_are_one_tile(photo_like):
     f = bs.unpack(codec.encode(photo_like(100, 120), tile=128))
-    assert f.tile == 0 and f.tile_lengths is None
+    assert f.tile == 0 and len(f.streams) == 1
 
 
 def test_tiled_round_trip_and_header(photo_like):
     rgb = photo_like(200, 330)
     data = codec.encode(rgb, quality=5, tile=128)
     f = bs.unpack(data)
-    assert f.tile == 128 and f.tile_count() == 2 * 3 and len(f.tile_lengths) == 6  # padded 256 x 384
+    assert f.tile == 128 and f.tile_count() == 2 * 3 and len(f.streams) == 6  # padded 256 x 384
     out = np.asarray(codec.decode(data))
     assert out.shape == rgb.shape
     untiled = np.asarray(codec.decode(codec.encode(rgb, quality=5)))
@@ -50,17 +50,39 @@ def test_tiles_decode_independently(photo_like):
     c = load_codec()
     rgb = photo_like(192, 192)
     y = tiling.analyze(c.model, rgb, 64, c.device)
-    tiles = tiling.grid(192, 192, 64)
-    streams = tiling.code(c.model, c.tables, y, tiles, 3.0)
+    tiles = tiling.grid(192, 192, 64, c.model.stride)
+    streams = tiling.code(c.model, y, tiles, 3.0)
     for t, st in zip(tiles[::-1], streams[::-1], strict=True):  # any order, one at a time
-        rows, cols = t.latent()
-        sent = engine.quantize(c.model, c.tables, y[:, :, rows, cols], 3.0)
-        got = engine.decode_latents(c.model, c.tables, [st], 3.0)
+        rows, cols = t.latent(c.model.latent_stride)
+        sent = c.model.quantize(y[:, :, rows, cols], 3.0)
+        got = c.model.decode_symbols([st], t.latent_size(c.model.latent_stride), 3.0)
         assert np.array_equal(got.y_sym.numpy(), sent.y_sym.numpy())
+
+
+def test_row_by_row_decode_matches_the_whole_latent(photo_like):
+    """The decoder holds three rows of tiles' latents at a time; its pixels are those of the whole latent."""
+    c = load_codec()
+    rgb = photo_like(200, 330)
+    f = bs.unpack(codec.encode(rgb, quality=4, tile=64))
+    tiles = tiling.grid(200, 330, 64, c.model.stride)
+    whole = tiling.synthesize(c.model, tiling.decode_latent(c.model, f.streams, tiles, f.quality), tiles, 200, 330)
+    assert np.array_equal(tiling.decode(c.model, f.streams, tiles, f.quality, 200, 330), whole)
+
+
+@pytest.mark.parametrize("tile", [0, 2048])
+def test_tiles_over_the_limit_are_refused_before_decoding(tile):
+    """A header claiming one 16384² tile (or 2048² tiles) of empty streams: refused at once, not decoded."""
+    c = load_codec()
+    n = bs.AecFile(16384, 16384, 4.0, tile=tile).tile_count()
+    f = bs.AecFile(16384, 16384, 4.0, model_id=c.model_id, tile=tile, streams=[[b"", b""]] * n)
+    with pytest.raises(codec.FormatError, match="limit of 1024"):
+        codec.decode(bs.pack(f), codec=c)
+    with pytest.raises(codec.AecError, match="up to 1024"):
+        codec.encode(np.zeros((8, 8, 3), np.uint8), tile=2048)
 
 
 def test_damaged_tile_table_is_rejected(photo_like):
     f = bs.unpack(codec.encode(photo_like(130, 70), tile=64))
-    f.tile_lengths = f.tile_lengths[:-1]
+    f.streams = f.streams[:-1]
     with pytest.raises(ValueError):
         bs.pack(f)

@@ -1,0 +1,107 @@
+"""The model interface: all that the engine, tiling, batching, the API and the container know of a network.
+
+A model turns a padded image batch into per-image byte streams and back, in four steps::
+
+    x (B, 3, H, W) ──analyze──► y ──encode_latent(quality)──► [[bytes, ...], ...]  one list per image
+      H, W multiples of           │                              (ordered, any count)
+      ``stride``                  │ side_analysis (optional: hyper-latent z of y)
+                                  ▼
+    x̂ ◄──synthesize── ŷ ◄──decode_latent(streams, latent size, quality)──┘
+
+Everything between ``y`` and ``ŷ`` is the model's own (CompressAI's ``latent_codecs`` style): how
+many streams, in which order, hyper-latents, channel groups, contexts, interleaved rANS decoding.
+Callers only store the streams in the order they were given and hand them back with the latent
+size (pixels / ``latent_stride``). A tile is coded on its own: ``encode_latent`` sees one tile's
+latent, so the streams of a tile never depend on another tile.
+
+The coding path must be exact: ``decode_latent`` must rebuild, on any machine, the symbols and
+coding tables ``encode_latent`` used. Floats may decide the encoder's symbols (``analyze``) and the
+pixels (``synthesize``), never what the decoder derives from decoded symbols (see ``codec.exact``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+#: CompressAI entropy models' size-varying table buffers: stored in shipped weights, dropped from
+#: training checkpoints (their shapes change with every ``update``).
+TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
+
+Streams = list[bytes]  # one image's (one tile's) streams, in the model's order
+
+
+class Model(nn.Module, ABC):
+    """A pluggable codec network; the registry maps a manifest ``kind`` to its class."""
+
+    #: Manifest ``kind`` of this class.
+    kind: ClassVar[str]
+    #: Input sides must be a multiple of this (the total downsampling of the whole network).
+    stride: ClassVar[int]
+    #: Pixels per latent pixel (the analysis transform's downsampling).
+    latent_stride: ClassVar[int]
+    #: Parameter-name prefixes that shipped weights may store in fp16 (the float transforms).
+    half_stored: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    @abstractmethod
+    def from_arch(cls, arch: dict[str, Any]) -> Model:
+        """A fresh model from its manifest ``arch`` entry."""
+
+    @abstractmethod
+    def arch_dict(self) -> dict[str, Any]:
+        """What ``from_arch`` needs to rebuild this model (stored in manifests and checkpoints)."""
+
+    @property
+    def device(self):
+        return next(self.parameters()).device
+
+    # -- tables ------------------------------------------------------------------------------
+    @abstractmethod
+    def build_tables(self) -> None:
+        """Fit and quantize the entropy models from the parameters (export, validation), then ``prepare``."""
+
+    @abstractmethod
+    def prepare(self) -> Model:
+        """Ready for coding on its current device: coder state from the stored tables, weight layouts.
+
+        Raises RuntimeError when the tables are missing (call ``build_tables``) or unusable.
+        """
+
+    def aux_loss(self) -> Tensor | float:
+        """Loss of the entropy models' own parameters, minimized alongside the R-D loss."""
+        return 0.0
+
+    # -- coding ------------------------------------------------------------------------------
+    @abstractmethod
+    def analyze(self, x: Tensor) -> Tensor:
+        """Latent ``y`` of ``x`` (B, 3, H, W) in [0, 1], sides multiples of ``stride``."""
+
+    @abstractmethod
+    def side_analysis(self, y: Tensor) -> Tensor:
+        """The side information (hyper-latent) the model derives from ``y``, before any gain or rounding."""
+
+    @abstractmethod
+    def encode_latent(self, y: Tensor, quality: float, side: Tensor | None = None) -> list[Streams]:
+        """Entropy-code ``y`` (B, C, h, w) at ``quality``: one ordered list of streams per image.
+
+        ``side``, when given, replaces ``side_analysis(y)`` (an encoder may optimize it).
+        """
+
+    @abstractmethod
+    def decode_latent(self, streams: list[Streams], shape: tuple[int, int], quality: float) -> Tensor:
+        """ŷ (B, C, h, w), float32 on the CPU, from same-size images' streams and the latent size (h, w).
+
+        Raises ValueError (or RuntimeError from the coder) on streams that cannot be valid.
+        """
+
+    @abstractmethod
+    def synthesize(self, y_hat: Tensor) -> Tensor:
+        """x̂ (B, 3, H, W) in [0, 1] of a latent; never raises on damaged latents (NaN/inf → 0/1)."""
+
+    # -- training ----------------------------------------------------------------------------
+    @abstractmethod
+    def forward(self, x: Tensor, quality: Tensor, autocast_dtype=None) -> dict:
+        """Training pass: ``{"x_hat", "likelihoods": {name: tensor}, "aux"}`` for per-sample qualities."""

@@ -1,0 +1,350 @@
+"""The gained mean-scale hyperprior (kind ``gain-msh``): GDN analysis/synthesis transforms around it.
+
+Variable rate comes from per-quality gain vectors (Cui et al., "Asymmetric Gained Deep Image
+Compression With Continuous Rate Adaptation", CVPR 2021): the latent ``y`` is multiplied by a
+per-channel gain before rounding, so one set of weights covers the whole λ ladder and a
+fractional quality interpolates the gains of its two neighbours (``quality.interpolate``).
+
+Unlike CompressAI's ``GainHyperpriorLatentCodec`` (whose hyper-synthesis cannot see the gain), the
+hyper-synthesis here predicts mean and scale of the *un-gained* ``y``; both are then multiplied by
+the same gain. Quantizing ``y * g`` with step 1 is quantizing ``y`` with step ``1 / g``, so the
+predicted Gaussian stays correct at every quality.
+
+Entropy path, two streams per image (tile), in this order::
+
+    y ──h_a──► z ──×g_z, −median, round──► z symbols ──rANS, factorized──────────► stream 0 "z"
+                                               │
+                                exact h_s (integers, ``ExactHyperSynthesis``)
+                                               │ scale index, mean·g_y
+    y ──×g_y, −mean, round─────────────────► y symbols ──rANS, Gaussian by index──► stream 1 "y"
+
+Sizes: N=128, M=192, the width CompressAI uses for its low and middle qualities. The wider
+192/320 costs 2.2x the time per training step on CPU (measured, see docs/TRAINING.md) and our
+training compute is the scarce resource.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.layers import GDN
+from compressai.models.utils import conv, deconv
+from torch import Tensor, nn
+
+from .. import engine
+from .. import quality as Q
+from ..exact import ExactNetwork
+from .base import Model, Streams
+
+#: CompressAI's default scale table: 64 log-spaced scales in [0.11, 256].
+SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
+
+
+def scale_table() -> list[float]:
+    return [
+        math.exp(math.log(SCALE_MIN) + i * (math.log(SCALE_MAX) - math.log(SCALE_MIN)) / (SCALE_LEVELS - 1))
+        for i in range(SCALE_LEVELS)
+    ]
+
+
+@dataclass(frozen=True)
+class Arch:
+    """Architecture hyper-parameters; stored in the weights manifest."""
+
+    N: int = 128
+    M: int = 192
+    levels: int = len(Q.LAMBDAS)
+
+
+def analysis(N: int, M: int) -> nn.Sequential:
+    return nn.Sequential(conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
+
+
+def synthesis(N: int, M: int) -> nn.Sequential:
+    return nn.Sequential(
+        deconv(M, N),
+        GDN(N, inverse=True),
+        deconv(N, N),
+        GDN(N, inverse=True),
+        deconv(N, N),
+        GDN(N, inverse=True),
+        deconv(N, 3),
+    )
+
+
+def hyper_analysis(N: int, M: int) -> nn.Sequential:
+    return nn.Sequential(
+        conv(M, N, stride=1, kernel_size=3),
+        nn.LeakyReLU(inplace=True),
+        conv(N, N),
+        nn.LeakyReLU(inplace=True),
+        conv(N, N),
+    )
+
+
+def hyper_synthesis(N: int, M: int) -> nn.Sequential:
+    return nn.Sequential(
+        deconv(N, M),
+        nn.LeakyReLU(inplace=True),
+        deconv(M, M * 3 // 2),
+        nn.LeakyReLU(inplace=True),
+        conv(M * 3 // 2, M * 2, stride=1, kernel_size=3),
+    )
+
+
+def ste_round(x: Tensor) -> Tensor:
+    """Round in the forward pass, identity gradient in the backward pass."""
+    return x + (torch.round(x) - x).detach()
+
+
+@dataclass
+class Latents:
+    """Symbols and the tables derived from them; exact, so equal on every machine."""
+
+    z_sym: Tensor
+    y_sym: Tensor
+    indexes: Tensor
+    means: Tensor
+    y_gain: Tensor
+
+    def y_hat(self) -> Tensor:
+        return (self.y_sym.double() + self.means) / self.y_gain.view(1, -1, 1, 1)
+
+
+class ExactHyperSynthesis:
+    """``h_s`` as an ``ExactNetwork``: hyper-latent symbols → scale indexes and means, identical everywhere.
+
+    Scale index i of a latent element = number of entries of the scale table (without its last)
+    that are strictly below σ·g, compared as ``S > table[i] · 2^E / g`` with ``S`` the integer
+    output. The gains enter only through CPU float64 elementwise steps (input scaling, thresholds).
+    """
+
+    def __init__(self, h_s: nn.Sequential, medians: Tensor, scale_table: Tensor, device: torch.device | str = "cpu"):
+        self.net = ExactNetwork(h_s, device)
+        self.medians = medians.detach().double().cpu().reshape(-1)
+        self.scale_table = scale_table.detach().double().cpu()
+
+    def integer_outputs(self, z_sym: Tensor, z_gain: Tensor) -> tuple[Tensor, Tensor]:
+        """Integer (S, Mu): scale and mean channels at ``net.out_frac`` fractional bits, on the CPU."""
+        z = z_sym.detach().cpu().double() + self.medians.view(1, -1, 1, 1)
+        return self.net(self.net.fixed_point(z / z_gain.view(1, -1, 1, 1))).chunk(2, 1)
+
+    def thresholds(self, y_gain: Tensor) -> Tensor:
+        """(C, T-1) integer-domain thresholds table[i] · 2^E / g_y[c] — CPU float64 elementwise."""
+        return (self.scale_table[:-1].view(1, -1) * 2.0**self.net.out_frac) / y_gain.view(-1, 1)
+
+    def __call__(self, z_sym: Tensor, z_gain: Tensor, y_gain: Tensor) -> tuple[Tensor, Tensor]:
+        """(scale indexes int32, gained means float64) for hyper-latent symbols (B, N, h, w)."""
+        S, Mu = self.integer_outputs(z_sym, z_gain)
+        B, C, H, W = S.shape
+        thr = self.thresholds(y_gain)  # (C, T-1), increasing along T
+        # count of thresholds strictly below S  ==  searchsorted(thr, S, side="left")
+        flat = S.permute(1, 0, 2, 3).reshape(C, -1).contiguous()
+        idx = torch.searchsorted(thr.contiguous(), flat, right=False)
+        idx = idx.reshape(C, B, H, W).permute(1, 0, 2, 3).to(torch.int32)
+        means = Mu * 2.0**-self.net.out_frac * y_gain.view(1, -1, 1, 1)
+        return idx, means
+
+
+class HyperpriorCoder:
+    """The exact entropy path of the gained hyperprior, prepared once per model (see the diagram)."""
+
+    STREAMS = 2  # z, y
+
+    def __init__(self, model: GainHyperprior):
+        eb, gc = model.entropy_bottleneck, model.gaussian_conditional
+        if not model.y_gain_table.any():
+            raise RuntimeError("gain tables missing: call build_tables() first")
+        self.z_tables = engine.RansTables.from_entropy_model(eb)
+        self.y_tables = engine.RansTables.from_entropy_model(gc)
+        self.hyper = ExactHyperSynthesis(model.h_s, eb._get_medians(), gc.scale_table, model.device)
+        self.channels = model.arch.N
+
+    def z_indexes(self, shape: tuple[int, int]) -> Tensor:
+        """The factorized model codes channel c with table c."""
+        return torch.arange(self.channels, dtype=torch.int32)[:, None, None].expand(self.channels, *shape)
+
+    def quantize(self, y: Tensor, z: Tensor, y_gain: Tensor, z_gain: Tensor) -> Latents:
+        """Symbols of (y, z): only these encoder floats decide them; the rest comes from the symbols."""
+        z_sym = torch.round(z.double().cpu() * z_gain.view(1, -1, 1, 1) - self.hyper.medians.view(1, -1, 1, 1)).int()
+        idx, means = self.hyper(z_sym, z_gain, y_gain)
+        y_sym = torch.round(y.double().cpu() * y_gain.view(1, -1, 1, 1) - means).int()
+        return Latents(z_sym, y_sym, idx, means, y_gain)
+
+    def code(self, lat: Latents) -> list[Streams]:
+        z_idx = self.z_indexes(tuple(lat.z_sym.shape[2:]))
+        return [
+            [self.z_tables.encode(lat.z_sym[b], z_idx), self.y_tables.encode(lat.y_sym[b], lat.indexes[b])]
+            for b in range(lat.y_sym.shape[0])
+        ]
+
+    def decode(self, streams: list[Streams], z_shape: tuple[int, int], y_gain: Tensor, z_gain: Tensor) -> Latents:
+        for s in streams:
+            if len(s) != self.STREAMS:
+                raise ValueError(f"{len(s)} streams in a tile, this model codes {self.STREAMS}")
+        z_idx = self.z_indexes(z_shape)
+        z_sym = torch.stack([self.z_tables.decode(s[0], z_idx) for s in streams])
+        idx, means = self.hyper(z_sym, z_gain, y_gain)
+        y_sym = torch.stack([self.y_tables.decode(s[1], idx[b]) for b, s in enumerate(streams)])
+        return Latents(z_sym, y_sym, idx, means, y_gain)
+
+
+class GainHyperprior(Model):
+    """Variable-rate mean-scale hyperprior; see the module docstring."""
+
+    kind = "gain-msh"
+    stride = 64  # 4 stride-2 layers in g_a, 2 more in h_a
+    latent_stride = 16
+    hyper_stride = stride // latent_stride
+    half_stored = ("g_a.", "g_s.", "h_a.", "h_s.")
+
+    def __init__(self, arch: Arch = Arch()):
+        super().__init__()
+        self.arch = arch
+        N, M, L = arch.N, arch.M, arch.levels
+        if L != len(Q.LAMBDAS):
+            raise ValueError(f"{L} quality levels, but this version's ladder has {len(Q.LAMBDAS)}")
+        self.g_a = analysis(N, M)
+        self.g_s = synthesis(N, M)
+        self.h_a = hyper_analysis(N, M)
+        self.h_s = hyper_synthesis(N, M)
+        self.entropy_bottleneck = EntropyBottleneck(N)
+        self.gaussian_conditional = GaussianConditional(scale_table())
+        # Step size ∝ λ^-1/2 under high-rate theory, so start the gains at (λ/λ_mid)^1/2.
+        lam = torch.tensor(Q.LAMBDAS)
+        init = 0.5 * torch.log(lam / lam[L // 2 - 1 : L // 2 + 1].mean())
+        self.log_y_gain = nn.Parameter(init[:, None].repeat(1, M).clone())
+        self.log_z_gain = nn.Parameter((0.5 * init)[:, None].repeat(1, N).clone())
+        self.register_buffer("y_gain_table", torch.zeros(L, M))
+        self.register_buffer("z_gain_table", torch.zeros(L, N))
+        self._coder: HyperpriorCoder | None = None
+
+    @classmethod
+    def from_arch(cls, arch: dict[str, Any]) -> GainHyperprior:
+        return cls(Arch(**arch))
+
+    def arch_dict(self) -> dict[str, Any]:
+        return asdict(self.arch)
+
+    # -- gains -----------------------------------------------------------------------------
+    def gains(self, quality: Tensor | float) -> tuple[Tensor, Tensor]:
+        """Per-sample (y_gain, z_gain) of shape (B, C, 1, 1) for qualities in [1, levels].
+
+        Between two ladder levels the gains are interpolated linearly by ``quality.interpolate``,
+        the formula the decoder evaluates in float64 (``inference_gains``): what is trained is what
+        is decoded.
+        """
+        qs = torch.as_tensor(quality, dtype=torch.float32).reshape(-1).tolist()
+        y_g, z_g = self.log_y_gain.exp(), self.log_z_gain.exp()
+        return tuple(torch.stack([Q.interpolate(g, q) for q in qs])[:, :, None, None] for g in (y_g, z_g))
+
+    @torch.no_grad()
+    def freeze_gains(self) -> None:
+        """Store exp(log gain) as plain numbers: decoders read these, never recompute exp."""
+        self.y_gain_table.copy_(self.log_y_gain.exp())
+        self.z_gain_table.copy_(self.log_z_gain.exp())
+
+    def inference_gains(self, quality: float) -> tuple[Tensor, Tensor]:
+        """(y_gain, z_gain) as float64 CPU vectors from the frozen tables, bit-identical everywhere."""
+        return tuple(Q.interpolate(t.detach().double().cpu(), quality) for t in (self.y_gain_table, self.z_gain_table))
+
+    # -- training forward ----------------------------------------------------------------
+    def forward(self, x: Tensor, quality: Tensor, autocast_dtype: torch.dtype | None = None) -> dict:
+        """Training/evaluation pass with noise for the rate and STE rounding for the decoder.
+
+        The transforms run under autocast when ``autocast_dtype`` is given; everything that
+        computes likelihoods stays float32, where bf16 would lose the small tail probabilities.
+        """
+        y_gain, z_gain = (g.to(x.device) for g in self.gains(quality))
+        dev = x.device.type
+        with torch.autocast(dev, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            y = self.g_a(x)
+            z = self.h_a(y)
+        y, z = y.float(), z.float() * z_gain
+        _, z_lik = self.entropy_bottleneck(z)
+        medians = self.entropy_bottleneck._get_medians().detach()
+        z_hat = ste_round(z - medians) + medians
+        with torch.autocast(dev, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            params = self.h_s(z_hat / z_gain)
+        scales, means = params.float().chunk(2, 1)
+        yg, scales_g, means_g = y * y_gain, scales * y_gain, means * y_gain
+        _, y_lik = self.gaussian_conditional(yg, scales_g, means=means_g)
+        y_hat = (ste_round(yg - means_g) + means_g) / y_gain
+        with torch.autocast(dev, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            x_hat = self.g_s(y_hat)
+        # The auxiliary loss rides along so one backward (and one DDP all-reduce) covers it.
+        return {"x_hat": x_hat.float(), "likelihoods": {"y": y_lik, "z": z_lik}, "aux": self.aux_loss()}
+
+    def aux_loss(self) -> Tensor:
+        return self.entropy_bottleneck.loss()
+
+    def hyper_params(self, z_hat: Tensor, z_gain: Tensor, y_gain: Tensor) -> tuple[Tensor, Tensor]:
+        """Float (scales, means) of the gained latent — the training-time path; coding uses
+        ``codec.exact`` instead, which computes the same thing in integers."""
+        scales, means = self.h_s(z_hat / z_gain).float().chunk(2, 1)
+        return scales * y_gain, means * y_gain
+
+    # -- tables --------------------------------------------------------------------------
+    def build_tables(self) -> None:
+        engine.fit_quantiles(self.entropy_bottleneck)
+        self.entropy_bottleneck.update(force=True)
+        self.gaussian_conditional.update()
+        self.freeze_gains()
+        self._coder = HyperpriorCoder(self)  # raises if the exact hyper-synthesis could overflow 2^53
+
+    def prepare(self) -> GainHyperprior:
+        engine.use_layout(self.g_a, self.g_s)
+        self._coder = HyperpriorCoder(self)
+        return self
+
+    @property
+    def coder(self) -> HyperpriorCoder:
+        if self._coder is None:
+            raise RuntimeError("model not prepared for coding: call prepare() or build_tables() first")
+        return self._coder
+
+    def scale_indexes(self, scales: Tensor) -> Tensor:
+        """Index into the scale table: the number of table entries (but the last) below the scale."""
+        table = self.gaussian_conditional.scale_table.to(scales)
+        return torch.bucketize(scales.contiguous(), table[:-1].contiguous()).int()
+
+    # -- coding (the Model interface) -----------------------------------------------------
+    def _dtype(self) -> torch.dtype:
+        return self.log_y_gain.dtype
+
+    def analyze(self, x: Tensor) -> Tensor:
+        return engine.analyze_with(self.g_a, x, self._dtype())
+
+    def side_analysis(self, y: Tensor) -> Tensor:
+        return self.h_a(y.to(self.device, self._dtype()))
+
+    @torch.inference_mode()
+    def quantize(self, y: Tensor, quality: float, side: Tensor | None = None) -> Latents:
+        """Symbols and coding tables for latents ``y`` at ``quality`` (what the decoder will rebuild).
+
+        Only the encoder's own float values (``y``, ``z``) decide the symbols; everything the decoder
+        must reproduce (indexes, means) comes from the exact hyper-synthesis on the symbols themselves.
+        """
+        y_gain, z_gain = self.inference_gains(quality)
+        z = self.side_analysis(y) if side is None else side
+        return self.coder.quantize(y, z, y_gain, z_gain)
+
+    def encode_latent(self, y: Tensor, quality: float, side: Tensor | None = None) -> list[Streams]:
+        return self.coder.code(self.quantize(y, quality, side))
+
+    @torch.inference_mode()
+    def decode_symbols(self, streams: list[Streams], shape: tuple[int, int], quality: float) -> Latents:
+        """rANS-decode same-size images' streams: symbols, indexes and means (all on the CPU)."""
+        y_gain, z_gain = self.inference_gains(quality)
+        z_shape = (shape[0] // self.hyper_stride, shape[1] // self.hyper_stride)
+        return self.coder.decode(streams, z_shape, y_gain, z_gain)
+
+    def decode_latent(self, streams: list[Streams], shape: tuple[int, int], quality: float) -> Tensor:
+        return self.decode_symbols(streams, shape, quality).y_hat().float()
+
+    def synthesize(self, y_hat: Tensor) -> Tensor:
+        return engine.synthesize_with(self.g_s, y_hat, self.device, self._dtype())

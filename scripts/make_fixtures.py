@@ -1,0 +1,57 @@
+"""Write the decode fixtures in tests/fixtures/: small ``.aec`` files made with the shipped default
+weights, the digests of what they decode to (``fixtures.json``) and the decoded images as PNG.
+
+Made once, with the version 2 encoder (``python scripts/make_fixtures.py``; it refuses to overwrite
+them) and committed: the files stand for "what earlier versions wrote", which every later decoder must still read to
+the same latent symbols and pixels (``tests/test_fixtures.py``). Inputs are crops of
+``scripts/sample.png``, so the script needs nothing outside the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import codec  # noqa: E402
+from codec.testing import decoded_digests  # noqa: E402
+from codec.weights import load_codec  # noqa: E402
+
+OUT = ROOT / "tests" / "fixtures"
+
+
+def inputs() -> dict[str, tuple[Image.Image, float, int]]:
+    """name → (image, quality, tile side): RGB, grey, RGBA (alpha plane) and a tiled image."""
+    sample = Image.open(ROOT / "scripts" / "sample.png").convert("RGB")
+    rgba = sample.crop((200, 100, 240, 132)).convert("RGBA")
+    rgba.putalpha(Image.fromarray(np.tile(np.arange(0, 240, 6, dtype=np.uint8), (32, 1)), "L"))
+    return {
+        "rgb-48x40": (sample.crop((100, 80, 148, 120)), 4.0, codec.tiling.TILE),
+        "gray-40x32": (sample.crop((20, 30, 60, 62)).convert("L"), 6.5, codec.tiling.TILE),
+        "rgba-40x32": (rgba, 2.0, codec.tiling.TILE),
+        "tiled-130x70": (sample.crop((150, 60, 280, 130)), 3.0, 64),
+    }
+
+
+def main() -> None:
+    if (OUT / "fixtures.json").exists():
+        sys.exit(f"{OUT} already holds fixtures: they stand for files earlier versions wrote, keep them")
+    c = load_codec()
+    OUT.mkdir(parents=True, exist_ok=True)
+    table = {"model": c.model_id, "files": {}}
+    for name, (image, quality, tile) in inputs().items():
+        data = codec.encode(image, quality, codec=c, tile=tile)
+        (OUT / f"{name}.aec").write_bytes(data)
+        codec.decode(data, codec=c).save(OUT / f"{name}.png")
+        table["files"][f"{name}.aec"] = decoded_digests(data, c)
+    (OUT / "fixtures.json").write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()

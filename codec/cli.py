@@ -18,9 +18,10 @@ from typing import TypeVar
 
 import click
 
-from . import files
+from . import __version__, files
 from .bitstream import MAX_PIXELS
 from .errors import AecError
+from .lean import import_compressai_lean
 from .quality import DEFAULT_QUALITY, Q_MAX, Q_MIN
 
 EXIT_BAD_INPUT, EXIT_OTHER = 2, 1
@@ -171,7 +172,7 @@ def _check_dest(src: str, dest: str, force: bool) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="aecodec", prog_name="aecodec")
+@click.version_option(__version__, prog_name="aecodec")
 def main() -> None:
     """aecodec: a learned image codec.
 
@@ -213,6 +214,7 @@ def main() -> None:
 @click.option("--batch", type=int, default=0, show_default=True, help=BATCH_HELP)
 def encode(inputs, output, quality, target_bpp, max_bytes, device, model_id, tile, force, batch) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) to .aec. Use - to read stdin."""
+    import_compressai_lean()
     from .api import encode as encode_image
     from .batch import encode_images
     from .quality import check_quality
@@ -277,6 +279,7 @@ def _writer(dest: str, force: bool, image, render: Callable[[], bytes]) -> Calla
 @click.option("--batch", type=int, default=0, show_default=True, help=BATCH_HELP)
 def decode(inputs, output, device, force, max_pixels, batch) -> None:
     """Decompress .aec files to PNG (or the format the output name asks for). Use - to read stdin."""
+    import_compressai_lean()
     from . import bitstream as bs
     from .api import check_work_area
     from .batch import decode_images

@@ -76,7 +76,7 @@ def test_many_inputs_to_folder_with_one_bad(tmp_path, png, photo_like):
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
     out = tmp_path / "out"
-    result = run("encode", png, bad, other, "-o", out)
+    result = run("encode", png, bad, other, "-o", f"{out}/")  # a trailing / names a folder to create
     assert result.exit_code == 2
     assert sorted(p.name for p in out.iterdir()) == ["img.aec", "two.aec"]
     assert "bad.png" in result.stderr

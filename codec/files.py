@@ -119,11 +119,16 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def write_output(dest: str, data: bytes, force: bool) -> None:
-    if dest == STDIO:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    else:
-        write_atomic(dest, data, force)
+    """Write to stdout or (atomically) to a file; a failed write (full disk, no permission, closed pipe) is an
+    AecError naming the output, so the command reports it as bad input (exit 2), not as an internal error."""
+    try:
+        if dest == STDIO:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        else:
+            write_atomic(dest, data, force)
+    except OSError as e:
+        raise AecError(f"{'stdout' if dest == STDIO else dest}: cannot write ({e.strerror or e})") from None
 
 
 #: Output suffix → Pillow format. The format of a decoded image comes from its output name or ``--format``.

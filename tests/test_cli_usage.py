@@ -234,3 +234,9 @@ def test_models_and_unknown_model(png, test_weights):
     assert row["id"] == "test-model" and row["default"] and row["present"]
     one_error_line(run("encode", png, "--model", "nope"), "'nope'", "test-model")
     assert run("encode", png, "--model", "test-model", "--threads", "1").exit_code == 0
+
+
+def test_failed_write_is_exit_2_with_one_line(png, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    one_error_line(run("encode", png, "-o", blocker / "x.aec"), "x.aec", "cannot write")

@@ -286,10 +286,6 @@ def main() -> None:
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@_shared_options(
-    "Output file, folder (existing, or ending in /; required form for several inputs), or - for stdout. "
-    "Default: beside each input, as NAME.aec."
-)
 @click.option(
     "-q",
     "--quality",
@@ -310,6 +306,10 @@ def main() -> None:
     default=1024,
     show_default=True,
     help="Tile side in pixels (multiple of 64): larger images are coded in tiles, bounding memory.",
+)
+@_shared_options(
+    "Output file, folder (existing, or ending in /; required form for several inputs), or - for stdout. "
+    "Default: beside each input, as NAME.aec."
 )
 def encode(
     inputs, output, quality, target_bpp, max_bytes, model_id, tile, device, force, batch, threads, verbose, quiet
@@ -399,10 +399,6 @@ FORMAT_CHOICES = sorted({suffix[1:] for suffix in files.OUTPUT_FORMATS})
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@_shared_options(
-    "Output file (.png .jpg .webp .tif .ppm .bmp), folder (existing, or ending in /; required form for several "
-    "inputs), or - for stdout. Default: beside each input, as NAME.png."
-)
 @click.option(
     "--format",
     "fmt",
@@ -423,6 +419,10 @@ FORMAT_CHOICES = sorted({suffix[1:] for suffix in files.OUTPUT_FORMATS})
     default=MAX_PIXELS,
     show_default=True,
     help="Refuse larger images (width x height, padded to 64) before allocating anything for them.",
+)
+@_shared_options(
+    "Output file (.png .jpg .webp .tif .ppm .bmp), folder (existing, or ending in /; required form for several "
+    "inputs), or - for stdout. Default: beside each input, as NAME.png."
 )
 def decode(
     inputs, output, fmt, out_quality, drop_alpha, max_pixels, device, force, batch, threads, verbose, quiet

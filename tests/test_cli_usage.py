@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,13 +31,6 @@ def one_error_line(result, *needles: str, code: int = 2) -> str:
     assert len(lines) == 1 and lines[0].startswith("aecodec: "), result.stderr
     assert all(n in lines[0] for n in needles), lines[0]
     return lines[0]
-
-
-@pytest.fixture
-def png(tmp_path, photo_like) -> Path:
-    path = tmp_path / "img.png"
-    Image.fromarray(photo_like(48, 80)).save(path)
-    return path
 
 
 @pytest.fixture
@@ -124,15 +118,11 @@ def test_verbose_summary_and_quiet(png, tmp_path):
     assert "v.png" in result.stderr and "80x48 RGB" in result.stderr and "quality 4" in result.stderr
 
 
-def test_redirected_run_has_no_bar_and_counts_failures(tmp_path, png, photo_like):
+def test_redirected_run_has_no_bar_and_counts_failures(tmp_path, mixed_inputs):
     """stderr to a file: no progress bar, each error on its own line, the failure count last."""
-    other = tmp_path / "b.png"
-    Image.fromarray(photo_like(16, 16)).save(other)
-    bad = tmp_path / "bad.png"
-    bad.write_text("not an image")
     log = tmp_path / "log"
     with open(log, "wb") as err:
-        proc = subprocess.run([*CLI, "encode", png, bad, other, "-o", f"{tmp_path}/out/"], stderr=err)
+        proc = subprocess.run([*CLI, "encode", *mixed_inputs, "-o", f"{tmp_path}/out/"], stderr=err)
     assert proc.returncode == 2
     text = log.read_text()
     assert "\r" not in text and "it/s" not in text and "MP" not in text
@@ -240,3 +230,31 @@ def test_failed_write_is_exit_2_with_one_line(png, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
     one_error_line(run("encode", png, "-o", blocker / "x.aec"), "x.aec", "cannot write")
+
+
+def test_bar_on_a_terminal_with_errors_on_their_own_lines(tmp_path, mixed_inputs):
+    """stderr on a terminal (a pty): the progress bar shows MP/s, and the error is a whole line of its own."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
+    proc = subprocess.run([*CLI, "encode", *mixed_inputs, "-o", f"{tmp_path}/out/"], stderr=slave, timeout=300)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 1 << 16)
+        except OSError:  # EIO: the other side is closed and drained
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 2
+    assert "MP/s" in text and "MPps" not in text, text
+    lines = [line.split("\r")[-1] for line in text.replace("\r\n", "\n").split("\n")]
+    assert any(line.startswith(f"aecodec: {mixed_inputs[1]}: not a readable image") for line in lines), lines

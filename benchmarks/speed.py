@@ -217,6 +217,61 @@ def file_to_file_throughput(paths: list[Path], device: str, quality: float, batc
     return {"images": len(paths), "batch": batch, "encode_mps": mp / enc, "decode_mps": mp / dec}
 
 
+def _wall(cmd: list[str], repeats: int) -> float:
+    """Median wall time of a command run in a fresh process (start-up included), in seconds."""
+    import subprocess
+
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True)
+        times.append(time.perf_counter() - t0)
+        if proc.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}: {proc.stderr.decode().strip()}")
+    return statistics.median(times)
+
+
+def command_start_up(path: Path, device: str, quality: float, repeats: int) -> dict:
+    """What a one-image ``aecodec encode`` / ``decode`` costs as a fresh process against the same call in
+    a warm process (weights loaded, PNG read and written either way); the difference is the start-up, to be
+    compared with the cost of ``import torch`` alone (python -c "import torch" minus python -c "pass")."""
+    import tempfile
+
+    from codec.cli import main as cli
+
+    python = [sys.executable]
+    opts = ["--device", device, "--threads", str(torch.get_num_threads()), "-f"]
+    with tempfile.TemporaryDirectory() as tmp:
+        aec, png = f"{tmp}/one.aec", f"{tmp}/one.png"
+        enc = ["encode", str(path), "-o", aec, "-q", str(quality), *opts]
+        dec = ["decode", aec, "-o", png, *opts]
+
+        def warm(args: list[str]) -> float:
+            times = []
+            for _ in range(repeats + 1):  # the first call loads the weights
+                t0 = time.perf_counter()
+                try:
+                    cli.main(args, standalone_mode=False)
+                except SystemExit as e:
+                    if e.code:
+                        raise RuntimeError(f"aecodec {args[0]} exited with {e.code}") from None
+                times.append(time.perf_counter() - t0)
+            return statistics.median(times[1:])
+
+        in_process = {"encode": warm(enc), "decode": warm(dec)}
+        command = {
+            k: _wall([*python, "-m", "codec.cli", *args], repeats) for k, args in (("encode", enc), ("decode", dec))
+        }
+    torch_import = _wall([*python, "-c", "import torch"], repeats) - _wall([*python, "-c", "pass"], repeats)
+    return {
+        "image": path.name,
+        "import_torch_s": torch_import,
+        **{f"{k}_in_process_s": v for k, v in in_process.items()},
+        **{f"{k}_command_s": v for k, v in command.items()},
+        **{f"{k}_start_up_s": command[k] - in_process[k] for k in command},
+    }
+
+
 #: One setting per classical codec: Pillow's default quality, WebP at the RD benchmark's method=6.
 PILLOW_SPEED = {"jpeg": 75, "webp": 80, "avif": 75}
 
@@ -383,6 +438,20 @@ def markdown(result: dict) -> str:
         for d, b in result["file_to_file"].items():
             cells = [d, b["images"], b["batch"], f"{b['encode_mps']:.2f}", f"{b['decode_mps']:.2f}"]
             lines.append("| " + " | ".join(map(str, cells)) + " |")
+    if result.get("start_up"):
+        lines += [
+            "",
+            "One image through the `aecodec` command as a fresh process, against the same call in a warm process",
+            "(seconds, median); start-up = the difference, next to the cost of `import torch` alone:",
+            "",
+            "| device | image | import torch | encode warm | encode command | encode start-up | decode warm "
+            "| decode command | decode start-up |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for d, r in result["start_up"].items():
+            keys = [f"{k}_{s}_s" for k in ("encode", "decode") for s in ("in_process", "command", "start_up")]
+            cells = [d, r["image"], *(f"{r[k]:.2f}" for k in ["import_torch_s", *keys])]
+            lines.append("| " + " | ".join(cells) + " |")
     lines += ["", *(f"- {n}" for n in result["notes"])] if result["notes"] else []
     return "\n".join(lines) + "\n"
 
@@ -422,6 +491,7 @@ def run(
     rgbs = [load_rgb(p) for p in paths] if batch else []
     batched = {d: batched_throughput(rgbs, d, quality, batch, workers) for d in devs} if batch else {}
     files = {d: file_to_file_throughput(paths, d, quality, batch) for d in devs} if batch else {}
+    start_up = {d: command_start_up(paths[0], d, quality, min(repeats, 3)) for d in devs}
     result = {
         "dataset": Path(data).resolve().name,
         "images": [p.name for p in paths],
@@ -434,6 +504,7 @@ def run(
         "reference_psnr_db": {d: float(min(v)) for d, v in matches.items()},
         "batched": batched,
         "file_to_file": files,
+        "start_up": start_up,
         "methods": {m.name: {"device": m.device, "setting": m.setting, "per_image": rows[m.name]} for m in methods},
     }
     write_json(out / "speed.json", result)

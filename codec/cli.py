@@ -6,6 +6,7 @@ stderr, never a traceback. With several inputs each failure is reported and the 
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import warnings
@@ -14,14 +15,15 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import click
 
-from . import files
+from . import __version__, files
 from .bitstream import MAX_PIXELS
 from .errors import AecError
-from .quality import DEFAULT_QUALITY, Q_MAX, Q_MIN
+from .lean import import_compressai_lean
+from .quality import DEFAULT_QUALITY, Q_MAX, Q_MIN, check_quality
 
 EXIT_BAD_INPUT, EXIT_OTHER = 2, 1
 T = TypeVar("T")
@@ -38,8 +40,54 @@ def _one_line(msg: str) -> str:
     return " ".join(str(msg).split())
 
 
+class _Console:
+    """Where a command talks (stderr): errors always, warnings unless ``--quiet``, a summary line per file
+    with ``-v``, and a progress bar only when stderr is a terminal (never ``\\r`` bars in a log file).
+    Every message is a line of its own, printed above the bar when there is one."""
+
+    current: _Console | None = None  # the running command's, for library warnings
+
+    def __init__(self, verbose: bool = False, quiet: bool = False) -> None:
+        self.verbose, self.quiet, self.bar = verbose, quiet, None
+        _Console.current = self
+
+    def line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            click.echo(text, err=True)
+
+    def fail(self, msg: str) -> None:
+        self.line(f"aecodec: {_one_line(msg)}")
+
+    def warn(self, msg: str) -> None:
+        if not self.quiet:
+            self.line(f"aecodec: warning: {_one_line(msg)}")
+
+    def say(self, msg: str) -> None:
+        if self.verbose:
+            self.line(_one_line(msg))
+
+    def start_bar(self, total: int, unit: str) -> None:
+        if total > 1 and not self.quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+    def close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def _fail(msg: str) -> None:
-    click.echo(f"aecodec: {_one_line(msg)}", err=True)
+    (_Console.current or _Console()).fail(msg)
+
+
+def _usage_error(e: Exception) -> NoReturn:
+    """Bad usage or a setup failure before any input was touched: one line, exit 2."""
+    _fail(str(e))
+    sys.exit(EXIT_BAD_INPUT)
 
 
 def _labelled(src: str, msg: str) -> str:
@@ -50,7 +98,7 @@ def _labelled(src: str, msg: str) -> str:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Library warnings (e.g. Pillow on odd EXIF) as one ``aecodec: warning:`` line, not a source dump."""
-    click.echo(f"aecodec: warning: {_one_line(str(message))}", err=True)
+    (_Console.current or _Console()).warn(str(message))
 
 
 def _prefetched(
@@ -90,65 +138,69 @@ def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
 class _Outcomes:
     """Runs steps under the CLI's error policy: one line per failed input, the worst exit status kept."""
 
-    def __init__(self) -> None:
-        self.status = 0
+    def __init__(self, console: _Console) -> None:
+        self.console, self.status, self.failed = console, 0, 0
 
     def attempt(self, srcs: list[str], step: Callable[[], T]) -> T | None:
         try:
             return step()
         except AecError as e:
             for src in srcs:
-                _fail(_labelled(src, str(e)))
+                self.console.fail(_labelled(src, str(e)))
             self.status = EXIT_BAD_INPUT
         except KeyboardInterrupt:
-            _fail("interrupted")
+            self.console.fail("interrupted")
             sys.exit(130)
         except Exception as e:  # noqa: BLE001 - the CLI promises one line, never a traceback
             for src in srcs:
-                _fail(f"{src}: internal error: {type(e).__name__}: {e}")
+                self.console.fail(f"{src}: internal error: {type(e).__name__}: {e}")
             self.status = self.status or EXIT_OTHER
+        self.failed += len(srcs)
         return None
+
+
+#: What writing one output returns: its pixel count and the summary line ``-v`` prints.
+Done = tuple[int, str]
 
 
 def _run_many(
     inputs: tuple[str, ...],
+    dests: list[str],
     load: Callable[[str], T],
-    prepare: Callable[[str, Callable[[], T]], P],
-    code: Callable[[list[P]], list[Callable[[], int]]],
-    unit: str,
+    prepare: Callable[[str, str, Callable[[], T]], P],
+    code: Callable[[list[P]], list[Callable[[], Done]]],
+    console: _Console,
     batch: int = 1,
 ) -> None:
-    """Code the inputs ``batch`` at a time, their data loaded ahead by ``load``, with a progress bar
-    showing MP/s; exit with the worst status seen.
+    """Code the inputs ``batch`` at a time, their data loaded ahead by ``load``; exit with the worst status.
 
     Per input, ``prepare`` checks its output and gets its data; ``code`` runs a batch of prepared
-    inputs through the codec and returns, per input, a step that writes its output and returns its
-    pixel count. A failure is reported against the inputs it concerns and the rest still run.
+    inputs through the codec and returns, per input, a step that writes its output. A failure is
+    reported against the inputs it concerns, the rest still run, and the count of failures ends the run.
     """
-    outcomes = _Outcomes()
-    bar = None
-    if len(inputs) > 1:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(inputs), unit=unit, file=sys.stderr, dynamic_ncols=True)
+    outcomes = _Outcomes(console)
+    console.start_bar(len(inputs), "img")
     t0, pixels = time.perf_counter(), 0
-    for group in _chunks(_prefetched(inputs, load, depth=max(2, batch)), batch):
+    for group in _chunks(zip(_prefetched(inputs, load, depth=max(2, batch)), dests, strict=True), batch):
+        started = time.perf_counter()
         ready = []
-        for src, get in group:
-            item = outcomes.attempt([src], lambda src=src, get=get: prepare(src, get))
+        for (src, get), dest in group:
+            item = outcomes.attempt([src], lambda src=src, dest=dest, get=get: prepare(src, dest, get))
             if item is not None:
                 ready.append((src, item))
         srcs = [src for src, _ in ready]
         writes = outcomes.attempt(srcs, partial(code, [item for _, item in ready])) if ready else None
         for src, write in zip(srcs, writes or [], strict=False):
-            pixels += outcomes.attempt([src], write) or 0
-        if bar:
-            bar.update(len(group))
-            bar.set_postfix(MPps=f"{pixels / 1e6 / max(time.perf_counter() - t0, 1e-9):.2f}")
-    if bar:
-        bar.close()
-    if len(inputs) > 1 and outcomes.status:
-        _fail("some inputs failed (see above)")
+            done = outcomes.attempt([src], write)
+            if done is not None:
+                pixels += done[0]
+                console.say(f"{done[1]}, {time.perf_counter() - started:.2f} s")
+        if console.bar is not None:
+            console.bar.update(len(group))
+            console.bar.set_postfix_str(f"{pixels / 1e6 / max(time.perf_counter() - t0, 1e-9):.2f} MP/s")
+    console.close_bar()
+    if len(inputs) > 1 and outcomes.failed:
+        console.fail(f"{outcomes.failed} of {len(inputs)} inputs failed (see above)")
     sys.exit(outcomes.status)
 
 
@@ -170,15 +222,64 @@ def _check_dest(src: str, dest: str, force: bool) -> None:
         raise AecError(f"{dest}: exists (use --force to overwrite)")
 
 
+def _check_not_input(src: str, dest: str) -> None:
+    if src != files.STDIO and dest != files.STDIO and Path(src).resolve() == Path(dest).resolve():
+        raise AecError(f"{src}: output would overwrite the input")
+
+
+def _arrow(src: str, dest: str) -> str:
+    return f"{files.label(src)} -> {'stdout' if dest == files.STDIO else dest}"
+
+
+def _shared_options(output_help: str) -> Callable:
+    """The options encode and decode share, in one place."""
+    options = [
+        click.option("-o", "--output", help=output_help),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
+        click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs."),
+        click.option("--batch", type=int, default=0, show_default=True, help=BATCH_HELP),
+        click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the network [default: torch's]."),
+        click.option(
+            "-v", "--verbose", is_flag=True, help="Print a summary line per file (sizes, bpp, quality, time)."
+        ),
+        click.option("--quiet", is_flag=True, help="No progress bar and no warnings; errors are still printed."),
+    ]
+
+    def decorate(f: Callable) -> Callable:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def _start(verbose: bool, quiet: bool, device: str, batch: int, threads: int | None) -> tuple[_Console, int]:
+    """A command's console and batch size; the network stack is imported here, after the usage checks."""
+    if verbose and quiet:
+        _usage_error(AecError("give either -v or --quiet, not both"))
+    console = _Console(verbose, quiet)
+    import_compressai_lean()
+    try:
+        batch = _batch_size(batch, device)
+    except AecError as e:
+        _usage_error(e)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    return console, batch
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="aecodec", prog_name="aecodec")
+@click.version_option(__version__, prog_name="aecodec")
 def main() -> None:
     """aecodec: a learned image codec.
 
     \b
-      aecodec encode photo.png            writes photo.aec
-      aecodec decode photo.aec            writes photo.png
+      aecodec encode photo.png                  writes photo.aec
+      aecodec decode photo.aec -o decoded.png   writes decoded.png
       aecodec info photo.aec
+      aecodec models                            the models this installation has
     """
     warnings.showwarning = _show_warning
 
@@ -186,22 +287,19 @@ def main() -> None:
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
-    "-o", "--output", help="Output file, folder (ends with / or exists; required for several inputs), or - for stdout."
-)
-@click.option(
     "-q",
     "--quality",
     type=float,
-    default=DEFAULT_QUALITY,
-    show_default=True,
-    help=f"{Q_MIN:g} (fewest bits, ~0.1 bpp) to {Q_MAX:g} (best quality); fractions interpolate.",
+    help=f"{Q_MIN:g} (fewest bits, ~0.1 bpp) to {Q_MAX:g} (best quality); fractions interpolate. "
+    f"[default: {DEFAULT_QUALITY:g}]",
 )
 @click.option(
-    "--target-bpp", type=float, help="Search the quality whose file is closest below this many bits per pixel."
+    "--target-bpp",
+    type=float,
+    help="Highest quality whose file is at most this many bits per pixel; exit 2 if even the lowest is above.",
 )
-@click.option("--max-bytes", type=int, help="Highest quality whose file fits in this many bytes (fails if none does).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--model", "model_id", help="Model id from weights/manifest.json (default: the manifest's default).")
+@click.option("--max-bytes", type=int, help="Highest quality whose file fits in this many bytes; exit 2 if none does.")
+@click.option("--model", "model_id", help="Model id (see 'aecodec models'; default: the installation's default).")
 @click.option(
     "--tile",
     type=int,
@@ -209,64 +307,112 @@ def main() -> None:
     show_default=True,
     help="Tile side in pixels (a multiple of the model's stride, 64): larger images are coded in tiles.",
 )
-@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
-@click.option("--batch", type=int, default=0, show_default=True, help=BATCH_HELP)
-def encode(inputs, output, quality, target_bpp, max_bytes, device, model_id, tile, force, batch) -> None:
+@_shared_options(
+    "Output file, folder (existing, or ending in /; required form for several inputs), or - for stdout. "
+    "Default: beside each input, as NAME.aec."
+)
+def encode(
+    inputs, output, quality, target_bpp, max_bytes, model_id, tile, device, force, batch, threads, verbose, quiet
+) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) to .aec. Use - to read stdin."""
+    searching = target_bpp is not None or max_bytes is not None
+    try:
+        if quality is not None and searching:
+            raise AecError("-q cannot be combined with --target-bpp or --max-bytes, which choose the quality")
+        if target_bpp is not None and max_bytes is not None:
+            raise AecError("give either --target-bpp or --max-bytes, not both")
+        if target_bpp is not None and not target_bpp > 0:
+            raise AecError(f"--target-bpp must be positive, got {target_bpp:g}")
+        if max_bytes is not None and max_bytes < 1:
+            raise AecError(f"--max-bytes must be positive, got {max_bytes}")
+        quality = check_quality(DEFAULT_QUALITY if quality is None else quality)
+        dests = files.output_paths(inputs, output, ".aec")
+    except (AecError, ValueError) as e:
+        _usage_error(e)
+    console, batch = _start(verbose, quiet, device, batch, threads)
+    from . import bitstream as bs
     from .api import checked_tile
     from .api import encode as encode_image
     from .batch import encode_images
-    from .quality import check_quality
     from .weights import load_codec
 
     try:
-        check_quality(quality)
-        if target_bpp is not None and max_bytes is not None:
-            raise AecError("give either --target-bpp or --max-bytes, not both")
-        batch = _batch_size(batch, device)
+        _check_model(model_id)
         codec = load_codec(model_id, device)
         checked_tile(tile, codec)
     except (AecError, ValueError) as e:
-        _fail(str(e))
-        sys.exit(EXIT_BAD_INPUT)
+        _usage_error(e)
 
     def load(src: str):
         return files.open_image(files.read_bytes(src), files.label(src))
 
-    def prepare(src: str, get):
-        dest = files.output_path(src, output, ".aec", len(inputs) > 1)
+    def prepare(src: str, dest: str, get):
         _check_dest(src, dest, force)
-        return dest, get()
+        return src, dest, get()
 
-    def code(items: list) -> list[Callable[[], int]]:
-        images = [image for _, image in items]
-        if target_bpp is None and max_bytes is None:
-            datas = encode_images(images, quality, codec, batch, tile=tile)
-        else:  # a search per image: nothing to batch
+    def writer(src: str, dest: str, image, make: Callable[[], bytes]) -> Callable[[], Done]:
+        def write() -> Done:
+            data = make()
+            pixels = image.width * image.height
+            bpp = len(data) * 8 / pixels
+            if target_bpp is not None and bpp > target_bpp:
+                raise AecError(
+                    f"--target-bpp {target_bpp:g} not reached: the lowest quality gives {bpp:.4f} bpp "
+                    f"({len(data)} bytes); nothing written"
+                )
+            files.write_output(dest, data, force)
+            q = bs.unpack(data, max_pixels=NO_LIMIT).quality
+            summary = (
+                f"{_arrow(src, dest)}: {image.width}x{image.height}, {len(data)} bytes, {bpp:.4f} bpp, quality {q:g}"
+            )
+            return pixels, summary
+
+        return write
+
+    def code(items: list) -> list[Callable[[], Done]]:
+        images = [image for _, _, image in items]
+        if searching:  # a search per image, inside its own step so a miss fails that input alone
             search = partial(encode_image, target_bpp=target_bpp, max_bytes=max_bytes, codec=codec, tile=tile)
-            datas = [search(im) for im in images]
+            return [writer(src, dest, image, partial(search, image)) for src, dest, image in items]
+        datas = encode_images(images, quality, codec, batch, tile=tile)
         return [
-            _writer(dest, force, image, partial(bytes, data)) for (dest, image), data in zip(items, datas, strict=True)
+            writer(src, dest, image, partial(bytes, data))
+            for (src, dest, image), data in zip(items, datas, strict=True)
         ]
 
-    _run_many(inputs, load, prepare, code, "img", batch)
+    _run_many(inputs, dests, load, prepare, code, console, batch)
 
 
-def _writer(dest: str, force: bool, image, render: Callable[[], bytes]) -> Callable[[], int]:
-    """A step that writes ``render()`` to ``dest`` (atomically) and returns the image's pixel count."""
+def _check_model(model_id: str | None) -> None:
+    """An unknown ``--model`` names the ids this installation has."""
+    if model_id is None:
+        return
+    from .manifest import read_manifest
 
-    def write() -> int:
-        files.write_output(dest, render(), force)
-        return image.width * image.height
+    ids = sorted(read_manifest().get("models", {}))
+    if model_id not in ids:
+        raise AecError(f"--model {model_id!r} is not available; this installation has: {', '.join(ids) or 'none'}")
 
-    return write
+
+FORMAT_CHOICES = sorted({suffix[1:] for suffix in files.OUTPUT_FORMATS})
 
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", help="Output file (.png, .jpg, .webp, .tif), folder, or - for stdout (PNG).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMAT_CHOICES, case_sensitive=False),
+    help="Output format, whatever the name says; for -o - (stdout, PNG otherwise) and default names.",
+)
+@click.option(
+    "--out-quality",
+    type=click.IntRange(0, 100),
+    default=files.DEFAULT_OUT_QUALITY,
+    show_default=True,
+    help="Quality of lossy outputs (.jpg, .webp), on Pillow's 0-100 scale.",
+)
+@click.option("--drop-alpha", is_flag=True, help="Allow writing an image with alpha to a format without it.")
 @click.option(
     "--max-pixels",
     type=click.IntRange(min=1),
@@ -274,77 +420,141 @@ def _writer(dest: str, force: bool, image, render: Callable[[], bytes]) -> Calla
     show_default=True,
     help="Refuse larger images (width x height, padded to the model's stride) before allocating anything for them.",
 )
-@click.option("--batch", type=int, default=0, show_default=True, help=BATCH_HELP)
-def decode(inputs, output, device, force, max_pixels, batch) -> None:
-    """Decompress .aec files to PNG (or the format the output name asks for). Use - to read stdin."""
+@_shared_options(
+    "Output file (.png .jpg .webp .tif .ppm .bmp), folder (existing, or ending in /; required form for several "
+    "inputs), or - for stdout. Default: beside each input, as NAME.png."
+)
+def decode(
+    inputs, output, fmt, out_quality, drop_alpha, max_pixels, device, force, batch, threads, verbose, quiet
+) -> None:
+    """Decompress .aec files to PNG (or the format the output name or --format asks for). Use - to read stdin."""
+    suffix = f".{fmt.lower()}" if fmt else None
+    try:
+        dests = files.output_paths(inputs, output, suffix or ".png")
+        formats = dict(zip(dests, (files.output_format(dest, suffix) for dest in dests), strict=True))
+    except AecError as e:
+        _usage_error(e)
+    console, batch = _start(verbose, quiet, device, batch, threads)
     from . import bitstream as bs
     from .api import check_work_area
     from .batch import decode_images
     from .weights import load_codec_for
 
-    try:
-        batch = _batch_size(batch, device)
-    except AecError as e:
-        _fail(str(e))
-        sys.exit(EXIT_BAD_INPUT)
-
-    def prepare(src: str, get):
-        dest = files.output_path(src, output, ".png", len(inputs) > 1)
+    def prepare(src: str, dest: str, get):
         _check_dest(src, dest, force)
         data = get()
         header = bs.unpack(data, max_pixels)
         # a missing model fails this file alone
         check_work_area(header, load_codec_for(header.model_id, header.weights_hash, device), max_pixels)
-        return dest, data
+        return src, dest, data, header.quality
 
-    def code(items: list) -> list[Callable[[], int]]:
-        images = decode_images([data for _, data in items], None, batch, max_pixels, device)
-        return [
-            _writer(dest, force, image, partial(files.image_bytes, image, dest))
-            for (dest, _), image in zip(items, images, strict=True)
-        ]
+    def writer(src: str, dest: str, image, quality: float) -> Callable[[], Done]:
+        def write() -> Done:
+            fmt = formats[dest]
+            files.write_output(dest, files.image_bytes(image, dest, fmt, out_quality, drop_alpha), force)
+            lossy = f" at {out_quality}" if fmt in files.LOSSY_FORMATS else ""
+            summary = (
+                f"{_arrow(src, dest)}: {image.width}x{image.height} {image.mode}, quality {quality:g}, {fmt}{lossy}"
+            )
+            return image.width * image.height, summary
 
-    _run_many(inputs, files.read_bytes, prepare, code, "img", batch)
+        return write
+
+    def code(items: list) -> list[Callable[[], Done]]:
+        images = decode_images([data for _, _, data, _ in items], None, batch, max_pixels, device)
+        return [writer(src, dest, image, q) for (src, dest, _, q), image in zip(items, images, strict=True)]
+
+    _run_many(inputs, dests, files.read_bytes, prepare, code, console, batch)
+
+
+def _describe(file: str, data: bytes, f) -> dict:
+    """What ``info`` reports on one file, as plain values (the text and JSON forms both come from this)."""
+    from .manifest import model_kind
+
+    return {
+        "file": file,
+        "format version": f.version,
+        "size": f"{f.width}x{f.height}",
+        "channels": f.mode,
+        "quality": f.quality,
+        "bytes": len(data),
+        "bpp": round(len(data) * 8 / (f.width * f.height), 4),
+        "model": f.model_id,
+        "model kind": model_kind(f.model_id) or "unknown (model not in this installation's weights)",
+        "weights": f.weights_hash.hex(),
+        "tiles": f"{f.tile_count()} of {f.tile} px" if f.tile else "1",
+        "streams": {
+            "per tile": len(f.streams[0]) if f.streams else 0,
+            "coded": sum(len(s) for tile in f.streams for s in tile),
+            "alpha": len(f.alpha) if f.alpha else 0,
+        },
+        "icc profile": len(f.icc) if f.icc else 0,
+        "exif": len(f.exif) if f.exif else 0,
+    }
+
+
+def _text(key: str, value) -> str:
+    if key == "streams":
+        alpha = f", alpha {value['alpha']} B" if value["alpha"] else ""
+        return f"{value['per tile']} per tile, {value['coded']} B{alpha}"
+    if key in ("icc profile", "exif"):
+        return f"{value} B" if value else "none"
+    if key == "quality":
+        return f"{value:g}"
+    return str(value)
 
 
 @main.command()
-@click.argument("file")
-def info(file) -> None:
-    """Describe an .aec file: size, channels, quality, bpp, model, format version."""
+@click.argument("paths", metavar="FILE...", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per file.")
+def info(paths, as_json) -> None:
+    """Describe .aec files: size, channels, quality, bpp, model, format version. Allocates nothing."""
     from . import bitstream as bs
-    from .weights import model_kind
+
+    records, status = [], 0
+    for path in paths:
+        try:
+            data = files.read_bytes(path)
+            records.append(_describe(path, data, bs.unpack(data, max_pixels=NO_LIMIT)))  # no size limit
+        except AecError as e:
+            _fail(_labelled(path, str(e)))
+            status = EXIT_BAD_INPUT
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+    else:
+        click.echo("\n\n".join("\n".join(f"{k + ':':16}{_text(k, v)}" for k, v in r.items()) for r in records))
+    sys.exit(status)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per model.")
+def models(as_json) -> None:
+    """List the models this installation has: the ids --model takes; the default is marked."""
+    from .manifest import read_manifest, weights_dir
 
     try:
-        data = files.read_bytes(file)
-        f = bs.unpack(data, max_pixels=NO_LIMIT)  # describing allocates nothing: no size limit
+        manifest = read_manifest()
     except AecError as e:
-        _fail(str(e))
-        sys.exit(EXIT_BAD_INPUT)
-    pixels = f.width * f.height
-    alpha = f", alpha {len(f.alpha)} B" if f.alpha else ""
-    lines = [
-        ("file", file),
-        ("format version", f.version),
-        ("size", f"{f.width}x{f.height}"),
-        ("channels", f.mode),
-        ("quality", f"{f.quality:g}"),
-        ("bytes", len(data)),
-        ("bpp", f"{len(data) * 8 / pixels:.4f}"),
-        ("model", f.model_id),
-        ("model kind", model_kind(f.model_id) or "unknown (model not in this installation's weights)"),
-        ("weights", f.weights_hash.hex()),
-        ("tiles", f"{f.tile_count()} of {f.tile} px" if f.tile else "1"),
-        ("streams", f"{len(f.streams[0])} per tile, {sum(len(s) for t in f.streams for s in t)} B" + alpha),
-        ("icc profile", f"{len(f.icc)} B" if f.icc else "none"),
-        ("exif", f"{len(f.exif)} B" if f.exif else "none"),
-    ]
-    for k, v in lines:
-        click.echo(f"{k + ':':16}{v}")
-
-
-def _check_not_input(src: str, dest: str) -> None:
-    if src != files.STDIO and dest != files.STDIO and Path(src).resolve() == Path(dest).resolve():
-        raise AecError(f"{src}: output would overwrite the input")
+        _usage_error(e)
+    folder = weights_dir()
+    rows = []
+    for model_id, entry in sorted(manifest.get("models", {}).items()):
+        path = folder / str(entry.get("file", ""))
+        rows.append(
+            {
+                "id": model_id,
+                "default": model_id == manifest.get("default"),
+                "file": str(path),
+                "present": path.is_file(),
+                "arch": entry.get("arch"),
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        notes = [n for n, on in (("default", row["default"]), ("weights file missing", not row["present"])) if on]
+        click.echo(row["id"] + (f"  ({', '.join(notes)})" if notes else ""))
 
 
 @main.command()

@@ -119,31 +119,72 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def write_output(dest: str, data: bytes, force: bool) -> None:
-    if dest == STDIO:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    else:
-        write_atomic(dest, data, force)
-
-
-OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
-
-
-def image_bytes(image: Image.Image, dest: str) -> bytes:
-    """Serialize a decoded image in the format its output name asks for (PNG for stdout)."""
-    fmt = "PNG" if dest == STDIO else OUTPUT_FORMATS.get(Path(dest).suffix.lower())
-    if fmt is None:
-        raise AecError(f"{dest}: unknown output format (use .png, .jpg, .webp or .tif)")
-    if fmt == "JPEG" and image.mode in ("RGBA", "LA"):
-        image = image.convert(image.mode[:-1])  # JPEG has no alpha
-    meta = {k: v for k, v in (("icc_profile", image.info.get("icc_profile")), ("exif", image.info.get("exif"))) if v}
-    quality = {"quality": 95} if fmt == "JPEG" else {}
+    """Write to stdout or (atomically) to a file; a failed write (full disk, no permission, closed pipe) is an
+    AecError naming the output, so the command reports it as bad input (exit 2), not as an internal error."""
     try:
-        return _save(image, fmt, **meta, **quality)
+        if dest == STDIO:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        else:
+            write_atomic(dest, data, force)
+    except OSError as e:
+        raise AecError(f"{'stdout' if dest == STDIO else dest}: cannot write ({e.strerror or e})") from None
+
+
+#: Output suffix → Pillow format. The format of a decoded image comes from its output name or ``--format``.
+OUTPUT_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".ppm": "PPM",
+    ".bmp": "BMP",
+}
+#: Lossy outputs are written at this quality (Pillow's 0-100 scale) unless ``--out-quality`` says otherwise:
+#: high enough that the output adds little loss to the codec's own (Pillow's WebP default, 80, cost 1 dB).
+DEFAULT_OUT_QUALITY = 95
+LOSSY_FORMATS = {"JPEG", "WEBP"}
+#: Formats that keep an alpha plane; to the others alpha is dropped only when asked (``--drop-alpha``).
+ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
+#: Formats with nowhere to put an ICC profile or EXIF: writing them drops the metadata, with a warning.
+NO_METADATA_FORMATS = {"PPM", "BMP"}
+
+
+def output_format(dest: str, suffix: str | None = None) -> str:
+    """The Pillow format for ``dest``: from ``suffix`` (``--format``) when given, else from the name; PNG for stdout."""
+    if suffix is None:
+        suffix = ".png" if dest == STDIO else Path(dest).suffix.lower()
+    fmt = OUTPUT_FORMATS.get(suffix)
+    if fmt is None:
+        known = ", ".join(OUTPUT_FORMATS)
+        raise AecError(f"{dest}: unknown output format {suffix or '(no extension)'!r} (use {known} or --format)")
+    return fmt
+
+
+def image_bytes(
+    image: Image.Image, dest: str, fmt: str, quality: int = DEFAULT_OUT_QUALITY, drop_alpha: bool = False
+) -> bytes:
+    """Serialize a decoded image as ``fmt``: lossy formats at ``quality``; alpha kept or refused, never
+    dropped unless ``drop_alpha``."""
+    if image.mode in ("RGBA", "LA") and fmt not in ALPHA_FORMATS:
+        if not drop_alpha:
+            raise AecError(f"{dest}: the image has alpha, which {fmt} cannot hold (write .png, or use --drop-alpha)")
+        image = image.convert(image.mode[:-1])
+    meta = {k: v for k, v in (("icc_profile", image.info.get("icc_profile")), ("exif", image.info.get("exif"))) if v}
+    if meta and fmt in NO_METADATA_FORMATS:
+        warnings.warn(
+            f"{dest}: {fmt} cannot hold the image's {' and '.join(sorted(meta))}; written without", stacklevel=2
+        )
+        meta = {}
+    params = {"quality": quality} if fmt in LOSSY_FORMATS else {}
+    try:
+        return _save(image, fmt, **meta, **params)
     except (OSError, SyntaxError, ValueError, struct.error) as e:
         if not meta:
             raise
-        _save(image, fmt, **quality)  # still fails without metadata: not a metadata problem, raise that
+        _save(image, fmt, **params)  # still fails without metadata: not a metadata problem, raise that
         # e.g. EXIF over JPEG's 64 KiB segment, or EXIF that TIFF must parse and cannot. Refuse rather than drop it.
         raise AecError(
             f"{dest}: cannot store this image's EXIF/ICC metadata as {fmt} ({type(e).__name__}: {e}); "
@@ -157,15 +198,34 @@ def _save(image: Image.Image, fmt: str, **params) -> bytes:
     return buf.getvalue()
 
 
-def output_path(src: str, out: str | None, suffix: str, many: bool) -> str:
-    """Where one input's result goes: ``-o`` file, ``-o`` folder, stdout, or beside the input."""
+def output_paths(srcs: tuple[str, ...] | list[str], out: str | None, suffix: str) -> list[str]:
+    """Where each input's result goes, decided for all inputs before anything is written.
+
+    One input: ``-o`` file, ``-o`` folder (existing, or named with a trailing ``/``), stdout, or beside the
+    input. Several inputs: ``-o`` must be such a folder (or absent: beside each input). Two inputs that would
+    write the same output (``a.png a.jpg``) are refused, naming both.
+    """
+    many = len(srcs) > 1
+    folder = out is not None and out != STDIO and (Path(out).is_dir() or out.endswith(("/", os.sep)))
+    if many and out == STDIO:
+        raise AecError("cannot write several outputs to stdout")
+    if many and out is not None and not folder:
+        raise AecError(f"-o {out}: with several inputs, -o must be an existing folder or end with /")
+    dests = [_output_path(src, out, suffix, folder) for src in srcs]
+    seen: dict[str, str] = {}
+    for src, dest in zip(srcs, dests, strict=True):
+        key = dest if dest == STDIO else str(Path(dest).resolve())
+        if key in seen:
+            raise AecError(f"{label(seen[key])} and {label(src)} would both write {dest}; use different names or -o")
+        seen[key] = src
+    return dests
+
+
+def _output_path(src: str, out: str | None, suffix: str, folder: bool) -> str:
     if out == STDIO or (out is None and src == STDIO):
-        if many:
-            raise AecError("cannot write several outputs to stdout")
         return STDIO
-    if out is not None and (many or Path(out).is_dir() or out.endswith(os.sep)):
-        name = "stdin" if src == STDIO else Path(src).stem
-        return str(Path(out) / f"{name}{suffix}")
+    if folder:
+        return str(Path(out) / f"{'stdin' if src == STDIO else Path(src).stem}{suffix}")
     if out is not None:
         return out
     return str(Path(src).with_suffix(suffix))

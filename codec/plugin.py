@@ -1,4 +1,9 @@
-"""Pillow plugin: ``Image.open("x.aec")`` and ``im.save("x.aec", quality=4.5)`` once ``codec`` is imported."""
+"""Pillow plugin: ``Image.open("x.aec")`` and ``im.save("x.aec", quality=80)`` once ``codec`` is imported.
+
+``save`` takes Pillow's keywords: ``quality`` on Pillow's 0-100 scale (as for JPEG and WebP), mapped linearly
+onto ours (0 → 1, 100 → 10: ``pillow_quality``); ``aec_quality`` in our own 1-10 scale; or ``target_bpp`` /
+``max_bytes``, which search the quality as ``codec.encode`` does.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from typing import IO
 from PIL import Image, ImageFile
 
 from . import bitstream as bs
-from .quality import DEFAULT_QUALITY
+from .errors import AecError
+from .quality import DEFAULT_QUALITY, Q_MAX, Q_MIN
 
 FORMAT = "AEC"
 
@@ -45,11 +51,29 @@ class AecImageFile(ImageFile.ImageFile):
         return Image.Image.load(self)
 
 
+PILLOW_QUALITY_MAX = 100
+
+
+def pillow_quality(quality: float) -> float:
+    """Pillow's 0-100 ``quality`` on our scale, linearly: 0 → Q_MIN, 100 → Q_MAX (75, JPEG's default, → 7.75)."""
+    if not 0 <= quality <= PILLOW_QUALITY_MAX:
+        raise ValueError(f"quality must be between 0 and {PILLOW_QUALITY_MAX} (Pillow's scale), got {quality!r}")
+    return Q_MIN + (Q_MAX - Q_MIN) * quality / PILLOW_QUALITY_MAX
+
+
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     from .api import encode
 
-    quality = im.encoderinfo.get("quality", DEFAULT_QUALITY)
-    fp.write(encode(im, quality=quality))
+    opts = im.encoderinfo
+    given = [k for k in ("quality", "aec_quality", "target_bpp", "max_bytes") if opts.get(k) is not None]
+    if len(given) > 1:
+        raise AecError(f"give one of quality, aec_quality, target_bpp or max_bytes, not {' and '.join(given)}")
+    quality = DEFAULT_QUALITY
+    if "quality" in given:
+        quality = pillow_quality(opts["quality"])
+    elif "aec_quality" in given:
+        quality = opts["aec_quality"]
+    fp.write(encode(im, quality, target_bpp=opts.get("target_bpp"), max_bytes=opts.get("max_bytes")))
 
 
 def register() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -21,40 +20,9 @@ from safetensors.torch import load_file, save_file
 from .devices import resolve_device
 from .errors import AecError
 from .handle import Codec
+from .manifest import kind_of, model_kind, read_manifest, weights_dir  # noqa: F401  (re-exported)
 from .models.base import TABLE_BUFFERS, Model
-from .models.registry import kind_of, model_class
-
-
-def weights_dir() -> Path:
-    """``$AECODEC_WEIGHTS`` if set, else the ``weights/`` folder shipped beside the package."""
-    env = os.environ.get("AECODEC_WEIGHTS")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parent
-    for cand in (here / "weights", here.parent / "weights"):
-        if (cand / "manifest.json").exists():
-            return cand
-    return here.parent / "weights"
-
-
-def read_manifest(folder: Path | None = None) -> dict:
-    folder = folder or weights_dir()
-    path = folder / "manifest.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AecError(f"no weights manifest at {path}") from None
-    except json.JSONDecodeError as e:
-        raise AecError(f"weights manifest {path} is not valid JSON ({e})") from None
-
-
-def model_kind(model_id: str) -> str | None:
-    """The kind of an installed model, None when this installation does not have it."""
-    try:
-        entry = read_manifest().get("models", {}).get(model_id)
-        return kind_of(entry) if isinstance(entry, dict) else None
-    except AecError:
-        return None
+from .models.registry import model_class
 
 
 def sha256_file(path: Path) -> str:

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 torch.set_num_threads(1)
@@ -42,3 +44,21 @@ def make_photo_like(h: int, w: int, seed: int = 0) -> np.ndarray:
 @pytest.fixture
 def photo_like():
     return make_photo_like
+
+
+@pytest.fixture
+def png(tmp_path, photo_like) -> Path:
+    """An 80x48 photo-like PNG: the command-line tests' usual input."""
+    path = tmp_path / "img.png"
+    Image.fromarray(photo_like(48, 80)).save(path)
+    return path
+
+
+@pytest.fixture
+def mixed_inputs(png, tmp_path, photo_like) -> tuple[Path, Path, Path]:
+    """A batch with a bad input in the middle: (img.png, bad.png that is text, two.png)."""
+    other = tmp_path / "two.png"
+    Image.fromarray(photo_like(20, 20)).save(other)
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    return png, bad, other

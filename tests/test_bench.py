@@ -210,6 +210,10 @@ def test_speed_smoke(tiny_dir, tmp_path):
     assert saved["file_to_file"]["cpu"]["images"] == 2 and saved["file_to_file"]["cpu"]["decode_mps"] > 0
     md = (tmp_path / "sp" / "speed.md").read_text()
     assert "CompressAI stock" in md and "Folder throughput" in md and "file to file" in md
+    start = saved["start_up"]["cpu"]
+    assert start["encode_command_s"] > start["encode_in_process_s"] > 0 and start["import_torch_s"] > 0
+    assert start["decode_start_up_s"] == pytest.approx(start["decode_command_s"] - start["decode_in_process_s"])
+    assert "import torch" in md
     assert result["summary"].keys() == saved["summary"].keys()
 
 

@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,13 +14,6 @@ from PIL import Image
 
 from codec import bitstream as bs
 from codec.cli import main
-
-
-@pytest.fixture
-def png(tmp_path, photo_like) -> Path:
-    path = tmp_path / "img.png"
-    Image.fromarray(photo_like(48, 80)).save(path)
-    return path
 
 
 def run(*args, input=None):
@@ -70,13 +62,9 @@ def test_never_overwrites_input(tmp_path, png):
         assert im.size == (80, 48)
 
 
-def test_many_inputs_to_folder_with_one_bad(tmp_path, png, photo_like):
-    other = tmp_path / "two.png"
-    Image.fromarray(photo_like(20, 20)).save(other)
-    bad = tmp_path / "bad.png"
-    bad.write_text("not an image")
+def test_many_inputs_to_folder_with_one_bad(tmp_path, mixed_inputs):
     out = tmp_path / "out"
-    result = run("encode", png, bad, other, "-o", out)
+    result = run("encode", *mixed_inputs, "-o", f"{out}/")  # a trailing / names a folder to create
     assert result.exit_code == 2
     assert sorted(p.name for p in out.iterdir()) == ["img.aec", "two.aec"]
     assert "bad.png" in result.stderr

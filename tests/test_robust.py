@@ -359,13 +359,13 @@ def test_batch_decode_names_each_failure_and_does_the_rest(tmp_path, photo_like)
     bad.write_bytes(good[0].read_bytes()[:-1])
     missing = tmp_path / "missing.aec"
     out = tmp_path / "out"
-    result = run("decode", good[0], bad, missing, good[1], "-o", out)
+    result = run("decode", good[0], bad, missing, good[1], "-o", f"{out}/")
     assert result.exit_code == 2
     assert sorted(p.name for p in out.iterdir()) == ["good0.png", "good1.png"]
     lines = result.stderr.strip().splitlines()
     assert any(str(bad) in line and "CRC" in line for line in lines), lines
     assert any(str(missing) in line and "no such file" in line for line in lines), lines
-    assert lines[-1] == "aecodec: some inputs failed (see above)"
+    assert lines[-1] == "aecodec: 2 of 4 inputs failed (see above)"
 
 
 # -- weights integrity ----------------------------------------------------------------------------

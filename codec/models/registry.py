@@ -6,20 +6,14 @@ A new model is one line here (and its own module); nothing else in the codec nam
 from __future__ import annotations
 
 from ..errors import AecError
+from ..manifest import LEGACY_KIND, kind_of  # noqa: F401  (kind_of re-exported: reading kinds needs no torch)
 from .base import Model
 from .hyperprior import GainHyperprior
 
-#: Kind of manifest entries written before kinds existed (v2-v4 weights).
-DEFAULT_KIND = GainHyperprior.kind
 KINDS: dict[str, type[Model]] = {cls.kind: cls for cls in (GainHyperprior,)}
-
-
-def kind_of(entry: dict) -> str:
-    """The model kind a manifest entry names."""
-    kind = entry.get("kind", DEFAULT_KIND)
-    if not isinstance(kind, str):
-        raise AecError(f"manifest kind must be a string, got {kind!r}")
-    return kind
+#: Kind of manifest entries written before kinds existed (v2-v4 weights).
+DEFAULT_KIND = LEGACY_KIND
+assert DEFAULT_KIND in KINDS, "the legacy kind must stay registered: v2-v4 weights name no kind"
 
 
 def model_class(kind: str) -> type[Model]:

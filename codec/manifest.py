@@ -1,0 +1,57 @@
+"""The weights manifest, read without torch: ``info`` and ``models`` answer at once.
+
+``weights/manifest.json`` maps model ids to their file, sha256, architecture, ``kind`` and measured
+points; ``codec.weights`` loads the networks it names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .errors import AecError
+
+#: Kind of manifest entries written before kinds existed (v2-v4 weights: the gained hyperprior).
+LEGACY_KIND = "gain-msh"
+
+
+def weights_dir() -> Path:
+    """``$AECODEC_WEIGHTS`` if set, else the ``weights/`` folder shipped beside the package."""
+    env = os.environ.get("AECODEC_WEIGHTS")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for cand in (here / "weights", here.parent / "weights"):
+        if (cand / "manifest.json").exists():
+            return cand
+    return here.parent / "weights"
+
+
+def read_manifest(folder: Path | None = None) -> dict:
+    folder = folder or weights_dir()
+    path = folder / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AecError(f"no weights manifest at {path}") from None
+    except json.JSONDecodeError as e:
+        raise AecError(f"weights manifest {path} is not valid JSON ({e})") from None
+
+
+def kind_of(entry: dict) -> str:
+    """The model kind a manifest entry names."""
+    kind = entry.get("kind", LEGACY_KIND)
+    if not isinstance(kind, str):
+        raise AecError(f"manifest kind must be a string, got {kind!r}")
+    return kind
+
+
+def model_kind(model_id: str) -> str | None:
+    """The kind of an installed model, None when this installation does not have it."""
+    try:
+        manifest = read_manifest()
+        entry = manifest.get("models", {}).get(model_id) if isinstance(manifest, dict) else None
+        return kind_of(entry) if isinstance(entry, dict) else None
+    except AecError:
+        return None

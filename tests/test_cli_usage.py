@@ -1,0 +1,260 @@
+"""The command line as a new user meets it (issue 16): start-up cost, output names, messages, honest
+targets, decoded formats, info/models."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from codec import bitstream as bs
+from codec.cli import main
+
+CLI = [sys.executable, "-m", "codec.cli"]
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+def one_error_line(result, *needles: str, code: int = 2) -> str:
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aecodec: "), result.stderr
+    assert all(n in lines[0] for n in needles), lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def aec(png, tmp_path) -> Path:
+    out = tmp_path / "img.aec"
+    assert run("encode", png, "-o", out, "-q", "5").exit_code == 0
+    return out
+
+
+# -- start-up -------------------------------------------------------------------------------------
+def _imported(args: list[str], cwd: Path) -> set[str]:
+    """Top-level packages a CLI run imported (``-X importtime`` lists every module on stderr)."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "codec.cli", *args], capture_output=True, cwd=cwd)
+    names = set()
+    for line in proc.stderr.decode().splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["--version"], ["info", "AEC"], ["encode", "x.png", "-q", "3", "--max-bytes", "9"], ["decode"]],
+)
+def test_light_commands_import_no_network(args, aec, tmp_path):
+    """Help, version, info and usage errors never import torch or CompressAI (each costs seconds)."""
+    args = [str(aec) if a == "AEC" else a for a in args]
+    names = _imported(args, tmp_path)
+    assert "click" in names  # the listing worked
+    assert not names & {"torch", "compressai", "numpy", "tqdm"}, names & {"torch", "compressai", "numpy", "tqdm"}
+
+
+def test_import_codec_is_light_until_used():
+    code = (
+        "import sys, codec; assert 'torch' not in sys.modules, 'torch at import'; "
+        "f = codec.encode; assert 'torch' in sys.modules and f.__module__ == 'codec.api'; print('ok')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_lean_compressai_skips_datasets_but_loads_them_on_use():
+    code = (
+        "import sys; from codec.lean import import_compressai_lean; import_compressai_lean(); "
+        "import codec.api; assert 'torch_geometric' not in sys.modules and 'torchvision' not in sys.modules; "
+        "import compressai.datasets as d; assert d.ImageFolder.__name__ == 'ImageFolder'; "
+        "from compressai.entropy_models import GaussianConditional as G; "
+        "assert abs(G._standardized_quantile(0.5)) < 1e-9; print('ok')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "ok", proc.stderr
+
+
+# -- output names ---------------------------------------------------------------------------------
+def test_collisions_refused_before_anything_is_written(tmp_path, photo_like):
+    for name in ("a.png", "a.jpg"):
+        Image.fromarray(photo_like(16, 16)).save(tmp_path / name)
+    out = tmp_path / "out"
+    one_error_line(run("encode", tmp_path / "a.png", tmp_path / "a.jpg", "-o", f"{out}/"), "a.png", "a.jpg", "a.aec")
+    assert not out.exists()
+    one_error_line(run("encode", tmp_path / "a.png", tmp_path / "a.jpg", "--force"), "a.png", "a.jpg")
+    assert not (tmp_path / "a.aec").exists()
+
+
+def test_several_inputs_need_a_folder(tmp_path, png, photo_like):
+    other = tmp_path / "b.png"
+    Image.fromarray(photo_like(16, 16)).save(other)
+    one_error_line(run("encode", png, other, "-o", tmp_path / "both.aec"), "-o", "folder")
+    assert not (tmp_path / "both.aec").exists()
+    (tmp_path / "dir").mkdir()
+    assert run("encode", png, other, "-o", tmp_path / "dir").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "dir").iterdir()) == ["b.aec", "img.aec"]
+
+
+# -- messages -------------------------------------------------------------------------------------
+def test_verbose_summary_and_quiet(png, tmp_path):
+    result = run("encode", png, "-o", tmp_path / "v.aec", "-v", "-q", "4")
+    assert result.exit_code == 0
+    (line,) = result.stderr.strip().splitlines()
+    size = (tmp_path / "v.aec").stat().st_size
+    assert f"{size} bytes" in line and f"{size * 8 / (80 * 48):.4f} bpp" in line and "quality 4" in line, line
+    assert run("encode", png, "-o", tmp_path / "q.aec", "--quiet").stderr == ""
+    one_error_line(run("encode", png, "-v", "--quiet"), "-v", "--quiet")
+    result = run("decode", tmp_path / "v.aec", "-o", tmp_path / "v.png", "-v")
+    assert "v.png" in result.stderr and "80x48 RGB" in result.stderr and "quality 4" in result.stderr
+
+
+def test_redirected_run_has_no_bar_and_counts_failures(tmp_path, mixed_inputs):
+    """stderr to a file: no progress bar, each error on its own line, the failure count last."""
+    log = tmp_path / "log"
+    with open(log, "wb") as err:
+        proc = subprocess.run([*CLI, "encode", *mixed_inputs, "-o", f"{tmp_path}/out/"], stderr=err)
+    assert proc.returncode == 2
+    text = log.read_text()
+    assert "\r" not in text and "it/s" not in text and "MP" not in text
+    lines = text.strip().splitlines()
+    assert len(lines) == 2 and "bad.png" in lines[0] and lines[0].startswith("aecodec: ")
+    assert lines[1] == "aecodec: 1 of 3 inputs failed (see above)"
+
+
+# -- honest targets -------------------------------------------------------------------------------
+def test_unreachable_target_bpp_fails_and_says_what_was_reached(tmp_path, photo_like):
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(photo_like(3, 3)).save(tiny)
+    line = one_error_line(run("encode", tiny, "--target-bpp", "8"), "tiny.png", "not reached", "bpp")
+    assert not tiny.with_suffix(".aec").exists()
+    reached = float(line.split("gives ")[1].split(" bpp")[0])
+    assert reached > 8
+
+
+def test_reachable_targets_are_met(png, tmp_path):
+    out = tmp_path / "t.aec"
+    result = run("encode", png, "-o", out, "--target-bpp", "3", "-v")
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size * 8 / (80 * 48) <= 3
+    assert f"quality {bs.unpack(out.read_bytes()).quality:g}" in result.stderr  # the chosen quality is shown
+    one_error_line(run("encode", png, "-o", tmp_path / "m.aec", "--max-bytes", "20"), "20 bytes", "needs")
+    assert not (tmp_path / "m.aec").exists()
+
+
+@pytest.mark.parametrize("search", [["--max-bytes", "50000"], ["--target-bpp", "1"]])
+def test_quality_with_a_search_is_a_usage_error(png, search):
+    one_error_line(run("encode", png, "-q", "3", *search), "-q")
+    assert not png.with_suffix(".aec").exists()
+
+
+# -- decoded formats ------------------------------------------------------------------------------
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255**2 / np.mean((a.astype(float) - b.astype(float)) ** 2)))
+
+
+def test_lossy_outputs_use_high_quality(aec, tmp_path):
+    assert run("decode", aec, "-o", tmp_path / "ref.png").exit_code == 0
+    ref = np.asarray(Image.open(tmp_path / "ref.png"))
+    default = tmp_path / "d.webp"
+    assert run("decode", aec, "-o", default).exit_code == 0
+    assert run("decode", aec, "-o", tmp_path / "p.webp", "--out-quality", "80").exit_code == 0  # Pillow's default
+    assert _psnr(np.asarray(Image.open(default)), ref) > _psnr(np.asarray(Image.open(tmp_path / "p.webp")), ref)
+
+
+def test_alpha_is_not_dropped_silently(tmp_path, photo_like):
+    src = tmp_path / "rgba.png"
+    Image.fromarray(np.dstack([photo_like(16, 24), np.full((16, 24), 90, np.uint8)]), "RGBA").save(src)
+    assert run("encode", src).exit_code == 0
+    aec = src.with_suffix(".aec")
+    for ext in (".jpg", ".ppm", ".bmp"):
+        one_error_line(run("decode", aec, "-o", tmp_path / f"x{ext}"), "alpha", "--drop-alpha")
+        assert not (tmp_path / f"x{ext}").exists()
+    assert run("decode", aec, "-o", tmp_path / "x.jpg", "--drop-alpha").exit_code == 0
+    with Image.open(tmp_path / "x.jpg") as im:
+        assert im.mode == "RGB" and im.size == (24, 16)
+
+
+@pytest.mark.parametrize("ext", ["ppm", "bmp"])
+def test_ppm_bmp_and_stdout_format(aec, tmp_path, ext):
+    assert run("decode", aec, "-o", tmp_path / f"x.{ext}").exit_code == 0
+    with Image.open(tmp_path / f"x.{ext}") as im:
+        assert im.format == ext.upper() and im.size == (80, 48)
+    proc = subprocess.run([*CLI, "decode", aec, "-o", "-", "--format", ext], capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(io.BytesIO(proc.stdout)) as im:
+        assert im.format == ext.upper() and im.size == (80, 48)
+
+
+def test_unknown_output_format_refused_up_front(aec, tmp_path):
+    one_error_line(run("decode", aec, "-o", tmp_path / "x.xyz"), "x.xyz", "--format")
+
+
+# -- info, models ---------------------------------------------------------------------------------
+def test_info_several_files_and_json(aec, tmp_path, photo_like):
+    second = tmp_path / "second.aec"
+    Image.fromarray(photo_like(20, 30)).save(tmp_path / "s.png")
+    assert run("encode", tmp_path / "s.png", "-o", second, "-q", "2").exit_code == 0
+    result = run("info", aec, second, "--json")
+    assert result.exit_code == 0
+    records = json.loads(result.stdout)
+    assert [(r["file"], r["size"], r["quality"]) for r in records] == [
+        (str(aec), "80x48", 5.0),
+        (str(second), "30x20", 2.0),
+    ]
+    assert records[1]["bytes"] == second.stat().st_size
+    missing = tmp_path / "missing.aec"
+    result = run("info", aec, missing)
+    assert result.exit_code == 2 and "80x48" in result.stdout and str(missing) in result.stderr
+
+
+def test_models_and_unknown_model(png, test_weights):
+    result = run("models")
+    assert result.exit_code == 0 and result.stdout.strip() == "test-model  (default)"
+    (row,) = json.loads(run("models", "--json").stdout)
+    assert row["id"] == "test-model" and row["default"] and row["present"]
+    one_error_line(run("encode", png, "--model", "nope"), "'nope'", "test-model")
+    assert run("encode", png, "--model", "test-model", "--threads", "1").exit_code == 0
+
+
+def test_failed_write_is_exit_2_with_one_line(png, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    one_error_line(run("encode", png, "-o", blocker / "x.aec"), "x.aec", "cannot write")
+
+
+def test_bar_on_a_terminal_with_errors_on_their_own_lines(tmp_path, mixed_inputs):
+    """stderr on a terminal (a pty): the progress bar shows MP/s, and the error is a whole line of its own."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
+    proc = subprocess.run([*CLI, "encode", *mixed_inputs, "-o", f"{tmp_path}/out/"], stderr=slave, timeout=300)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 1 << 16)
+        except OSError:  # EIO: the other side is closed and drained
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 2
+    assert "MP/s" in text and "MPps" not in text, text
+    lines = [line.split("\r")[-1] for line in text.replace("\r\n", "\n").split("\n")]
+    assert any(line.startswith(f"aecodec: {mixed_inputs[1]}: not a readable image") for line in lines), lines

@@ -135,9 +135,10 @@ def is_stream(path: str | Path) -> bool:
     if descriptor_of(path) is not None:
         return True
     try:
-        return not stat.S_ISREG(os.stat(path).st_mode) and not stat.S_ISDIR(os.stat(path).st_mode)
+        mode = os.stat(path).st_mode
     except OSError:
         return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def check_output(dest: str, force: bool) -> None:
@@ -166,7 +167,10 @@ def write_atomic(path: str | Path, data: bytes, force: bool) -> None:
         write_stream(path, data)
         return
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise AecError(f"{path}: cannot write ({path.parent} is not a folder)") from None
     tmp = path.parent / f".{path.name[:200]}.{secrets.token_hex(4)}.part"  # within NAME_MAX for any NAME
     try:
         # os.open with 0o666 lets the umask decide the mode, as for any new file (mkstemp would give 0600).

@@ -252,7 +252,7 @@ def test_overlong_name(aec_file, tmp_path):
 def test_output_under_a_file_is_one_line(aec_file, tmp_path):
     blocker = tmp_path / "file.png"
     blocker.write_bytes(b"x")
-    assert_one_line(run("decode", aec_file, "-o", f"{blocker}/"), 2, "cannot write")
+    assert_one_line(run("decode", aec_file, "-o", f"{blocker}/"), 2, f"cannot write ({blocker} is not a folder)")
     assert blocker.read_bytes() == b"x"
 
 

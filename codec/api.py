@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import struct
 import warnings
 import zlib
@@ -217,11 +218,9 @@ def _to_coded_mode(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, 
     if mode in ("RGB", "RGBA", "L", "LA"):
         return image, icc
     if mode in _DEEP_GRAY:
-        # 16-bit grey: keep the top 8 bits (the codec is 8-bit).
-        arr = np.asarray(image).astype(np.int64).clip(0, 0xFFFF)
-        return Image.fromarray((arr >> 8).astype(np.uint8), "L"), icc
+        return Image.fromarray(_deep_to_8bit(np.asarray(image)), "L"), icc
     if mode == "F":
-        return Image.fromarray(np.nan_to_num(np.asarray(image)).clip(0, 255).astype(np.uint8), "L"), icc
+        return Image.fromarray(_float_to_8bit(np.asarray(image)), "L"), icc
     if mode == "CMYK":
         return _cmyk_to_rgb(image, icc), None
     target = {"1": "L", "La": "LA", "RGBa": "RGBA", "PA": "RGBA"}.get(mode, "RGB")
@@ -231,6 +230,24 @@ def _to_coded_mode(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, 
         return image.convert(target), (None if mode == "LAB" else icc)
     except ValueError:
         raise AecError(f"cannot encode images of mode {mode}") from None
+
+
+def _deep_to_8bit(arr: np.ndarray) -> np.ndarray:
+    """Integer grey scaled to 8 bits, never clipped: samples within 16 bits (PNG and TIFF ``I;16``, 16-bit PNG
+    opened as ``I``) keep their top 8 bits; wider ones (32-bit ``I`` TIFF) are scaled from the 32-bit range,
+    the signed one when any sample is negative."""
+    arr = arr.astype(np.int64)
+    if arr.min() < 0:
+        return ((arr + (1 << 31)) >> 24).astype(np.uint8)
+    return (arr >> (8 if arr.max() <= 0xFFFF else 23)).astype(np.uint8)
+
+
+def _float_to_8bit(arr: np.ndarray) -> np.ndarray:
+    """Float grey (``F``) to 8 bits: data within [0, 1] is scaled by 255 (the usual float convention), data
+    beyond 1 is taken on Pillow's 0-255 scale; NaN becomes 0, the rest is clipped to the range."""
+    arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+    scale = 255.0 if arr.max(initial=0.0) <= 1.0 else 1.0
+    return np.rint(arr * scale).clip(0, 255).astype(np.uint8)
 
 
 def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> Image.Image:
@@ -281,8 +298,8 @@ def encode(
     if target_bpp is None and max_bytes is None:
         return encode_array(rgb, quality, codec, tile, **extra)
     if target_bpp is not None:
-        if not target_bpp > 0:
-            raise AecError(f"target bpp must be positive, got {target_bpp}")
+        if not 0 < target_bpp < math.inf:
+            raise AecError(f"target bpp must be positive and finite, got {target_bpp}")
         budget = int(target_bpp * rgb.shape[0] * rgb.shape[1] / 8)
     else:
         budget = int(max_bytes)

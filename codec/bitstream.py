@@ -7,6 +7,7 @@ bytes actually present and the pixel count against a limit *before* anything is 
 from __future__ import annotations
 
 import math
+import mmap
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ VERSION = 3
 VERSIONS = (2, 3)
 #: Default limit on width × height a decoder accepts (raise with ``max_pixels``).
 MAX_PIXELS = 1 << 28
+#: ``max_pixels`` for callers that check sizes themselves (``info``, the Pillow plugin): above any u32 × u32.
+NO_LIMIT = 1 << 64
 
 LAYOUT_RGB, LAYOUT_GRAY = 0, 1
 LAYOUTS = {LAYOUT_RGB: "RGB", LAYOUT_GRAY: "L"}
@@ -200,9 +203,14 @@ def _v2_stream_chunks(streams: list[list[bytes]]) -> list[tuple[bytes, bytes]]:
     return chunks
 
 
-def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> AecFile:
-    """Parse and validate a ``.aec`` file; raises FormatError with a one-line reason."""
-    data = bytes(data)
+def unpack(data: bytes | memoryview | mmap.mmap, max_pixels: int = MAX_PIXELS, views: bool = False) -> AecFile:
+    """Parse and validate a ``.aec`` file; raises FormatError with a one-line reason.
+
+    Works on a view of ``data``, copying only what it returns. With ``views`` the streams are zero-copy
+    views into ``data`` too (valid while it is), so ``info`` on a mapped file allocates nothing the size
+    of the file.
+    """
+    data = memoryview(data).cast("B")
     if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
         raise FormatError("not an .aec file (wrong magic bytes)")
     if len(data) < len(MAGIC) + 1:
@@ -228,12 +236,13 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> AecFile:
         raise FormatError(f"quality {quality:g} out of range")
     if pos + mlen > len(body):
         raise FormatError("truncated .aec file (model id)")
-    if not _printable(body[pos : pos + mlen]):
+    model_bytes = bytes(body[pos : pos + mlen])
+    if not _printable(model_bytes):
         raise FormatError("model id is not printable ASCII")
-    model_id = body[pos : pos + mlen].decode("ascii")
+    model_id = model_bytes.decode("ascii")
     pos += mlen
     f = AecFile(width, height, quality, layout, model_id, whash, tile=tile_field * _tile_unit(version), version=version)
-    payloads: dict[bytes, bytes] = {}
+    payloads: dict[bytes, memoryview] = {}
     seen: set[bytes] = set()
     while pos < len(body):
         if pos + _CHUNK.size > len(body):
@@ -252,19 +261,21 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> AecFile:
         if tag in _STREAM_CHUNKS[version]:
             payloads[tag] = payload
         elif tag == ALPHA:
-            f.alpha = payload
+            f.alpha = bytes(payload)
         elif tag == ICC:
-            f.icc = payload
+            f.icc = bytes(payload)
         elif tag == EXIF:
-            f.exif = payload
+            f.exif = bytes(payload)
         elif _critical(tag):
             raise FormatError(f"unknown critical chunk {tag!r}")
         else:
-            f.extra[tag] = payload
+            f.extra[tag] = bytes(payload)
     missing = CRITICAL[version] - seen
     if missing:
         raise FormatError(f"missing chunk(s): {', '.join(sorted(t.decode('latin-1') for t in missing))}")
     f.streams = _v2_streams(f, payloads) if version == 2 else _v3_streams(f, payloads[STREAMS])
+    if not views:
+        f.streams = [[bytes(s) for s in tile] for tile in f.streams]
     return f
 
 
@@ -272,7 +283,7 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> AecFile:
 _STREAM_CHUNKS = {2: {Z_STREAM, Y_STREAM, TILE_LENGTHS}, 3: {STREAMS}}
 
 
-def _v3_streams(f: AecFile, payload: bytes) -> list[list[bytes]]:
+def _v3_streams(f: AecFile, payload: memoryview) -> list[list[memoryview]]:
     """Split ``STRM`` by its length table, checked against the tile grid and the bytes present."""
     n = f.tile_count()
     if len(payload) < _COUNT.size:
@@ -296,7 +307,7 @@ def _v3_streams(f: AecFile, payload: bytes) -> list[list[bytes]]:
     return out
 
 
-def _v2_streams(f: AecFile, payloads: dict[bytes, bytes]) -> list[list[bytes]]:
+def _v2_streams(f: AecFile, payloads: dict[bytes, memoryview]) -> list[list[memoryview]]:
     """(z, y) per tile from ``ZSTR``/``YSTR`` and the ``TLEN`` table, checked against the tile grid."""
     z, y, table = payloads[Z_STREAM], payloads[Y_STREAM], payloads.get(TILE_LENGTHS)
     n = f.tile_count()

@@ -1,7 +1,7 @@
 """``aecodec`` command line: a thin shell over ``codec.api`` (click).
 
-Exit codes: 0 success; 2 bad input, bad file or bad usage; 1 anything else. Errors are one line on
-stderr, never a traceback. With several inputs each failure is reported and the rest still run.
+Exit codes: 0 success; 2 bad input, bad file, bad usage or a failed write; 130 Ctrl-C; 1 anything else.
+Errors are one line on stderr, never a traceback. With several inputs each failure is reported and the rest still run.
 """
 
 from __future__ import annotations
@@ -20,15 +20,14 @@ from typing import NoReturn, TypeVar
 import click
 
 from . import __version__, files
-from .bitstream import MAX_PIXELS
+from .bitstream import MAX_PIXELS, NO_LIMIT
 from .errors import AecError
 from .lean import import_compressai_lean
 from .quality import DEFAULT_QUALITY, Q_MAX, Q_MIN, check_quality
 
-EXIT_BAD_INPUT, EXIT_OTHER = 2, 1
+EXIT_BAD_INPUT, EXIT_OTHER, EXIT_INTERRUPTED = 2, 1, 130
 T = TypeVar("T")
 P = TypeVar("P")
-NO_LIMIT = 1 << 64  # above any u32 × u32
 BATCH_HELP = (
     "Images per network pass (same-size images share it); 0 = auto: 16 on CUDA, 1 on CPU, "
     "where batching measured no faster."
@@ -150,7 +149,7 @@ class _Outcomes:
             self.status = EXIT_BAD_INPUT
         except KeyboardInterrupt:
             self.console.fail("interrupted")
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
         except Exception as e:  # noqa: BLE001 - the CLI promises one line, never a traceback
             for src in srcs:
                 self.console.fail(f"{src}: internal error: {type(e).__name__}: {e}")
@@ -218,8 +217,7 @@ def _batch_size(batch: int, device: str) -> int:
 
 def _check_dest(src: str, dest: str, force: bool) -> None:
     _check_not_input(src, dest)
-    if dest != files.STDIO and Path(dest).exists() and not force:
-        raise AecError(f"{dest}: exists (use --force to overwrite)")
+    files.check_output(dest, force)
 
 
 def _check_not_input(src: str, dest: str) -> None:
@@ -236,7 +234,9 @@ def _shared_options(output_help: str) -> Callable:
     options = [
         click.option("-o", "--output", help=output_help),
         click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
-        click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs."),
+        click.option(
+            "-f", "--force", is_flag=True, help="Overwrite existing outputs; write binary data to a terminal too."
+        ),
         click.option("--batch", type=int, default=0, show_default=True, help=BATCH_HELP),
         click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the network [default: torch's]."),
         click.option(
@@ -270,7 +270,19 @@ def _start(verbose: bool, quiet: bool, device: str, batch: int, threads: int | N
     return console, batch
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Ctrl-C anywhere in a command (loading torch or the weights included) is one line and exit 130,
+    not click's "Aborted!" with exit 1 nor a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            _fail("interrupted")
+            sys.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="aecodec")
 def main() -> None:
     """aecodec: a learned image codec.
@@ -321,12 +333,12 @@ def encode(
             raise AecError("-q cannot be combined with --target-bpp or --max-bytes, which choose the quality")
         if target_bpp is not None and max_bytes is not None:
             raise AecError("give either --target-bpp or --max-bytes, not both")
-        if target_bpp is not None and not target_bpp > 0:
-            raise AecError(f"--target-bpp must be positive, got {target_bpp:g}")
+        if target_bpp is not None and not 0 < target_bpp < float("inf"):
+            raise AecError(f"--target-bpp must be positive and finite, got {target_bpp:g}")
         if max_bytes is not None and max_bytes < 1:
             raise AecError(f"--max-bytes must be positive, got {max_bytes}")
         quality = check_quality(DEFAULT_QUALITY if quality is None else quality)
-        dests = files.output_paths(inputs, output, ".aec")
+        dests = files.output_paths(inputs, output, ".aec", force)
     except (AecError, ValueError) as e:
         _usage_error(e)
     console, batch = _start(verbose, quiet, device, batch, threads)
@@ -430,7 +442,7 @@ def decode(
     """Decompress .aec files to PNG (or the format the output name or --format asks for). Use - to read stdin."""
     suffix = f".{fmt.lower()}" if fmt else None
     try:
-        dests = files.output_paths(inputs, output, suffix or ".png")
+        dests = files.output_paths(inputs, output, suffix or ".png", force)
         formats = dict(zip(dests, (files.output_format(dest, suffix) for dest in dests), strict=True))
     except AecError as e:
         _usage_error(e)
@@ -467,8 +479,9 @@ def decode(
     _run_many(inputs, dests, files.read_bytes, prepare, code, console, batch)
 
 
-def _describe(file: str, data: bytes, f) -> dict:
-    """What ``info`` reports on one file, as plain values (the text and JSON forms both come from this)."""
+def _describe(file: str, size: int, f) -> dict:
+    """What ``info`` reports on one file of ``size`` bytes, as plain values (the text and JSON forms both
+    come from this)."""
     from .manifest import model_kind
 
     return {
@@ -477,8 +490,8 @@ def _describe(file: str, data: bytes, f) -> dict:
         "size": f"{f.width}x{f.height}",
         "channels": f.mode,
         "quality": f.quality,
-        "bytes": len(data),
-        "bpp": round(len(data) * 8 / (f.width * f.height), 4),
+        "bytes": size,
+        "bpp": round(size * 8 / (f.width * f.height), 4),
         "model": f.model_id,
         "model kind": model_kind(f.model_id) or "unknown (model not in this installation's weights)",
         "weights": f.weights_hash.hex(),
@@ -508,14 +521,15 @@ def _text(key: str, value) -> str:
 @click.argument("paths", metavar="FILE...", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per file.")
 def info(paths, as_json) -> None:
-    """Describe .aec files: size, channels, quality, bpp, model, format version. Allocates nothing."""
+    """Describe .aec files: size, channels, quality, bpp, model, format version. Allocates nothing the size
+    of a file: files are mapped, not read."""
     from . import bitstream as bs
 
     records, status = [], 0
     for path in paths:
         try:
-            data = files.read_bytes(path)
-            records.append(_describe(path, data, bs.unpack(data, max_pixels=NO_LIMIT)))  # no size limit
+            data = files.map_or_read(path)
+            records.append(_describe(path, len(data), bs.unpack(data, max_pixels=NO_LIMIT, views=True)))
         except AecError as e:
             _fail(_labelled(path, str(e)))
             status = EXIT_BAD_INPUT

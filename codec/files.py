@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import io
+import mmap
 import os
+import re
 import secrets
+import stat
 import struct
 import sys
 import time
 import warnings
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from . import bitstream as bs
 from .errors import AecError
@@ -40,6 +46,21 @@ def read_bytes(src: str) -> bytes:
     return data
 
 
+def map_or_read(src: str) -> bytes | mmap.mmap:
+    """A regular file mapped rather than read, so looking at a large file costs no memory of its size;
+    stdin, streams and anything unmappable are read (``read_bytes``, with its errors). The mapping closes
+    when the last view into it goes (an exception's traceback may hold one, so it is not closed here)."""
+    if src != STDIO:
+        try:
+            with open(src, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                if st.st_size and stat.S_ISREG(st.st_mode):
+                    return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError:
+            pass  # missing, a folder, unreadable: read_bytes says which, in its words
+    return read_bytes(src)
+
+
 #: Input formats Pillow may try. EPS is left out: Pillow hands it to Ghostscript, a large attack surface
 #: for untrusted files; our own .aec is refused with a hint instead.
 _NOT_INPUTS = {"EPS", "AEC"}
@@ -51,7 +72,8 @@ def input_formats() -> list[str]:
 
 
 def open_image(data: bytes, name: str) -> Image.Image:
-    """Decode an input image fully (so truncation is caught here), honouring Pillow's bomb guard.
+    """Decode an input image fully (so truncation is caught here), honouring Pillow's bomb guard; an
+    animation or multi-page file gives a warning naming its frame count (its first frame is coded).
 
     Pillow only warns between ``MAX_IMAGE_PIXELS`` and twice that; here the warning is an error too, so
     a hostile header is refused before its pixels are allocated.
@@ -63,6 +85,11 @@ def open_image(data: bytes, name: str) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data), formats=input_formats())
             im.load()
+            frames = getattr(im, "n_frames", 1)
+        if frames > 1:  # a warning, not a refusal: a batch of animations still codes the rest
+            warnings.warn(
+                f"{name}: has {frames} frames (animated or multi-page); only the first is coded", stacklevel=2
+            )
         return im
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise AecError(f"{name}: refused, image too large ({e})") from None
@@ -73,21 +100,78 @@ def open_image(data: bytes, name: str) -> Image.Image:
 
 
 #: Test-only hook: seconds to sleep between writing the temporary file and renaming it, so a test can
-#: kill the process mid-write (tests/test_robust.py). Never set it in normal use.
+#: kill the process mid-write or race two writers (tests/test_robust.py, tests/test_hostile.py).
 TEST_WRITE_DELAY = "AECODEC_TEST_WRITE_DELAY"
+
+#: Names of this process's own descriptors: ``/dev/stdout``, ``/dev/fd/N``, ``/proc/self/fd/N``.
+_DESCRIPTOR = re.compile(r"^/(?:dev/(?:std(in|out|err)|fd/(\d+))|proc/(?:self|\d+)/fd/(\d+))$")
+_STD_FDS = {"in": 0, "out": 1, "err": 2}
+
+
+def descriptor_of(path: str | Path) -> int | None:
+    """The descriptor a path names, following symlinks (``out.png -> /proc/self/fd/1`` gives 1), else None.
+
+    Such a path is written through the descriptor, as a shell redirection would be, never replaced.
+    """
+    name = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own symlink limit
+        m = _DESCRIPTOR.match(name)
+        if m:
+            std, fd, proc_fd = m.groups()
+            if proc_fd is not None and not name.startswith(("/proc/self/", f"/proc/{os.getpid()}/")):
+                return None  # another process's descriptor: an ordinary path for us
+            return _STD_FDS[std] if std else int(fd or proc_fd)
+        if not os.path.islink(name):
+            return None
+        name = os.path.normpath(os.path.join(os.path.dirname(name), os.readlink(name)))
+    return None
+
+
+def is_stream(path: str | Path) -> bool:
+    """True for outputs that are written into rather than replaced: descriptors, FIFOs, devices, sockets.
+
+    Writing into them loses nothing, so they need no ``--force`` (``-o /dev/null`` works as with any tool).
+    """
+    if descriptor_of(path) is not None:
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def check_output(dest: str, force: bool) -> None:
+    """Refuse early what the write would refuse: an existing file without ``force``, binary data to a terminal.
+
+    Only a hint: the write itself is what makes never-overwrite hold under races (``write_atomic``).
+    """
+    if dest == STDIO:
+        if os.isatty(1) and not force:
+            raise AecError("stdout is a terminal: refusing to write binary data to it (redirect it, or use --force)")
+        return
+    if not is_stream(dest) and os.path.lexists(dest) and not force:
+        raise AecError(f"{dest}: exists (use --force to overwrite)")
 
 
 def write_atomic(path: str | Path, data: bytes, force: bool) -> None:
-    """Write via a temporary file in the same folder and rename, so a kill mid-write never leaves
-    a partial file under the final name; refuse to replace an existing file without ``force``.
+    """Write via a temporary file in the same folder, then move it into place, so a kill mid-write never
+    leaves a partial file under the final name.
 
-    A kill can leave the hidden ``.NAME.XXXX.part`` temporary behind, never a damaged ``NAME``.
+    Without ``force`` the move is itself the existence check (``renameat2(RENAME_NOREPLACE)``, else
+    ``link()``), so of two racing writers exactly one wins and the other gets "exists". Streams (FIFOs,
+    devices, ``/dev/stdout``) are written into, never replaced. A kill can leave the hidden
+    ``.NAME.XXXX.part`` temporary behind, never a damaged ``NAME``.
     """
+    if is_stream(path):
+        write_stream(path, data)
+        return
     path = Path(path)
-    if path.exists() and not force:
-        raise AecError(f"{path}: exists (use --force to overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.part"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise AecError(f"{path}: cannot write ({path.parent} is not a folder)") from None
+    tmp = path.parent / f".{path.name[:200]}.{secrets.token_hex(4)}.part"  # within NAME_MAX for any NAME
     try:
         # os.open with 0o666 lets the umask decide the mode, as for any new file (mkstemp would give 0600).
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
@@ -97,11 +181,78 @@ def write_atomic(path: str | Path, data: bytes, force: bool) -> None:
         delay = os.environ.get(TEST_WRITE_DELAY)
         if delay:
             time.sleep(float(delay))
-        os.replace(tmp, path)
-    except BaseException:
+        if force:
+            os.replace(tmp, path)
+        else:
+            _move_no_replace(tmp, path)
+    except FileExistsError:
+        raise AecError(f"{path}: exists (use --force to overwrite)") from None
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
     _fsync_dir(path.parent)
+
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+def _renameat2() -> Callable[..., int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.renameat2
+    except (OSError, AttributeError):  # not Linux, or glibc older than 2.28
+        return None
+
+
+def _move_no_replace(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` to ``path`` unless ``path`` exists (FileExistsError), atomically: no window in which
+    another writer's file could be replaced."""
+    renameat2 = _renameat2()
+    if renameat2 is not None:
+        if renameat2(_AT_FDCWD, os.fsencode(tmp), _AT_FDCWD, os.fsencode(path), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):  # else: this filesystem lacks the flag
+            raise OSError(err, os.strerror(err), str(path))
+    os.link(tmp, path)  # fails with EEXIST if path exists; the caller removes tmp
+
+
+def write_stream(dest: str | Path, data: bytes) -> None:
+    """Write all of ``data`` into stdout (``-``), a descriptor path, or a FIFO or device; a short write is an
+    OSError (a pipe whose reader left gives EPIPE, a closed stdout EBADF), never a silent success."""
+    fd = _stdout_fd() if dest == STDIO else descriptor_of(dest)
+    if fd is None and dest == STDIO:  # stdout replaced by an in-memory stream (tests, embedding apps)
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    if fd is not None:
+        _write_all(fd, data)
+        return
+    out = os.open(dest, os.O_WRONLY)
+    try:
+        _write_all(out, data)
+    finally:
+        os.close(out)
+
+
+def _stdout_fd() -> int | None:
+    """The descriptor behind ``sys.stdout`` (flushed first), None when it has none; EBADF when stdout is closed."""
+    if sys.stdout is None:  # started with stdout closed (``>&-``)
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+    sys.stdout.flush()
+    try:
+        return sys.stdout.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(errno.EIO, "short write")
+        view = view[n:]
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -119,16 +270,18 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def write_output(dest: str, data: bytes, force: bool) -> None:
-    """Write to stdout or (atomically) to a file; a failed write (full disk, no permission, closed pipe) is an
-    AecError naming the output, so the command reports it as bad input (exit 2), not as an internal error."""
+    """Write to stdout or (atomically) to a file; a failed write (full disk, no permission, closed pipe, a
+    name too long) is an AecError naming the user's output, never the temporary file, so the command
+    reports it as bad input (exit 2), not as an internal error."""
+    name = "stdout" if dest == STDIO else dest
     try:
         if dest == STDIO:
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
+            check_output(dest, force)
+            write_stream(dest, data)
         else:
             write_atomic(dest, data, force)
     except OSError as e:
-        raise AecError(f"{'stdout' if dest == STDIO else dest}: cannot write ({e.strerror or e})") from None
+        raise AecError(f"{name}: cannot write ({e.strerror or type(e).__name__})") from None
 
 
 #: Output suffix → Pillow format. The format of a decoded image comes from its output name or ``--format``.
@@ -152,10 +305,19 @@ ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 NO_METADATA_FORMATS = {"PPM", "BMP"}
 
 
+#: The largest ICC profile each output format carries so that readers take it back. JPEG spreads it over at
+#: most 255 APP2 markers of 65533 bytes, 14 of them overhead (Pillow writes a wrong count above that, in time
+#: quadratic in the size); Pillow's PNG reader refuses an ``iCCP`` chunk inflating past MAX_TEXT_CHUNK (1 MiB).
+ICC_LIMITS = {"JPEG": 255 * (65533 - 14), "PNG": PngImagePlugin.MAX_TEXT_CHUNK}
+
+
 def output_format(dest: str, suffix: str | None = None) -> str:
-    """The Pillow format for ``dest``: from ``suffix`` (``--format``) when given, else from the name; PNG for stdout."""
+    """The Pillow format for ``dest``: from ``suffix`` (``--format``) when given, else from the name; PNG for
+    stdout and for streams named without a suffix (``/dev/null``, a FIFO)."""
     if suffix is None:
-        suffix = ".png" if dest == STDIO else Path(dest).suffix.lower()
+        suffix = Path(dest).suffix.lower() if dest != STDIO else ""
+        if not suffix and (dest == STDIO or is_stream(dest)):
+            suffix = ".png"
     fmt = OUTPUT_FORMATS.get(suffix)
     if fmt is None:
         known = ", ".join(OUTPUT_FORMATS)
@@ -178,6 +340,12 @@ def image_bytes(
             f"{dest}: {fmt} cannot hold the image's {' and '.join(sorted(meta))}; written without", stacklevel=2
         )
         meta = {}
+    icc_limit = ICC_LIMITS.get(fmt)
+    if icc_limit is not None and len(meta.get("icc_profile", b"")) > icc_limit:
+        raise AecError(
+            f"{dest}: the image's ICC profile ({len(meta['icc_profile'])} bytes) is over the {icc_limit} bytes "
+            f"{fmt} can carry; write .tif or .webp instead"
+        )
     params = {"quality": quality} if fmt in LOSSY_FORMATS else {}
     try:
         return _save(image, fmt, **meta, **params)
@@ -198,15 +366,16 @@ def _save(image: Image.Image, fmt: str, **params) -> bytes:
     return buf.getvalue()
 
 
-def output_paths(srcs: tuple[str, ...] | list[str], out: str | None, suffix: str) -> list[str]:
+def output_paths(srcs: tuple[str, ...] | list[str], out: str | None, suffix: str, force: bool = False) -> list[str]:
     """Where each input's result goes, decided for all inputs before anything is written.
 
     One input: ``-o`` file, ``-o`` folder (existing, or named with a trailing ``/``), stdout, or beside the
     input. Several inputs: ``-o`` must be such a folder (or absent: beside each input). Two inputs that would
-    write the same output (``a.png a.jpg``) are refused, naming both.
+    write the same output (``a.png a.jpg``) are refused, naming both. Binary data for a terminal is refused
+    here too (``check_output``), before any work.
     """
     many = len(srcs) > 1
-    folder = out is not None and out != STDIO and (Path(out).is_dir() or out.endswith(("/", os.sep)))
+    folder = out is not None and out != STDIO and (os.path.isdir(out) or out.endswith(("/", os.sep)))
     if many and out == STDIO:
         raise AecError("cannot write several outputs to stdout")
     if many and out is not None and not folder:
@@ -218,6 +387,8 @@ def output_paths(srcs: tuple[str, ...] | list[str], out: str | None, suffix: str
         if key in seen:
             raise AecError(f"{label(seen[key])} and {label(src)} would both write {dest}; use different names or -o")
         seen[key] = src
+    if STDIO in dests:
+        check_output(STDIO, force)
     return dests
 
 

@@ -32,11 +32,17 @@ def read_manifest(folder: Path | None = None) -> dict:
     folder = folder or weights_dir()
     path = folder / "manifest.json"
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise AecError(f"no weights manifest at {path}") from None
+    except (OSError, UnicodeDecodeError) as e:  # a folder, unreadable, not text
+        raise AecError(f"cannot read weights manifest {path} ({getattr(e, 'strerror', None) or e})") from None
     except json.JSONDecodeError as e:
         raise AecError(f"weights manifest {path} is not valid JSON ({e})") from None
+    models = manifest.get("models", {}) if isinstance(manifest, dict) else None
+    if not (isinstance(models, dict) and all(isinstance(entry, dict) for entry in models.values())):
+        raise AecError(f'weights manifest {path} must be an object whose "models" maps ids to objects')
+    return manifest
 
 
 def kind_of(entry: dict) -> str:

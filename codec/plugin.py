@@ -23,14 +23,23 @@ def _accept(prefix: bytes) -> bool:
 
 
 class AecImageFile(ImageFile.ImageFile):
-    """Reads the header on open; decodes the whole image on ``load()`` (the network is not tiled)."""
+    """Reads the header on open; decodes the whole image on ``load()`` (tiled as the file says).
+
+    Keeps Pillow's contract for plugins: a file that is not a valid ``.aec`` raises SyntaxError in ``_open``
+    (so ``Image.open`` tries the other plugins, then raises UnidentifiedImageError), a failure while
+    decoding is an OSError, and the size is left to Pillow's own ``MAX_IMAGE_PIXELS`` check (a
+    DecompressionBombWarning above it, DecompressionBombError above twice it), not to ours.
+    """
 
     format = FORMAT
     format_description = "aecodec learned image codec"
 
     def _open(self) -> None:
         self._data = self.fp.read()
-        header = bs.unpack(self._data)
+        try:
+            header = bs.unpack(self._data, max_pixels=bs.NO_LIMIT)  # Image.open checks the size after us
+        except AecError as e:
+            raise SyntaxError(f"not a valid .aec file: {e}") from None
         self._size = (header.width, header.height)
         self._mode = header.mode
         self.info["quality"] = header.quality
@@ -45,10 +54,20 @@ class AecImageFile(ImageFile.ImageFile):
         if self._data is not None:
             from .api import decode
 
-            decoded = decode(self._data)
+            try:
+                decoded = decode(self._data, max_pixels=_work_limit())
+            except AecError as e:
+                raise OSError(f"cannot decode .aec file: {e}") from None
             self._data = None
             self.im = decoded.im
         return Image.Image.load(self)
+
+
+def _work_limit() -> int:
+    """The padded working area ``load`` allows: ours (``bs.MAX_PIXELS``) unless Pillow's own limit is
+    raised above it, or lifted (``Image.MAX_IMAGE_PIXELS = None``), as Pillow's users expect."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return bs.NO_LIMIT if limit is None else max(bs.MAX_PIXELS, 2 * limit)
 
 
 PILLOW_QUALITY_MAX = 100

@@ -60,8 +60,8 @@ def _load(model_id: str | None, device: str, folder: str) -> Codec:
     if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)):
         raise AecError(f"manifest entry for {model_id!r} lacks its file or sha256")
     path = Path(folder) / entry["file"]
-    if not path.exists():
-        raise AecError(f"weights file {path} is missing")
+    if not path.is_file():
+        raise AecError(f"weights file {path} is {'not a file' if path.exists() else 'missing'}")
     digest = sha256_file(path)
     if digest != entry["sha256"]:
         raise AecError(f"weights file {path} does not match its manifest sha256 (tampered or damaged)")

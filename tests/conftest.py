@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 
@@ -62,3 +63,12 @@ def mixed_inputs(png, tmp_path, photo_like) -> tuple[Path, Path, Path]:
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
     return png, bad, other
+
+
+@pytest.fixture
+def weights_copy(test_weights, tmp_path, monkeypatch) -> Path:
+    """A private copy of the test weights folder, used by this test's codec (a fresh cache entry)."""
+    folder = tmp_path / "weights"
+    shutil.copytree(test_weights, folder)
+    monkeypatch.setenv("AECODEC_WEIGHTS", str(folder))
+    return folder

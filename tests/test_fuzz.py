@@ -18,7 +18,7 @@ SEED = 7
 CLI_EVERY = 10  # every 10th case also through `aecodec decode` / `aecodec info`
 SLOW_S = 5.0  # a case slower than this fails
 HANG_S = 30.0  # the watchdog kills a case after this long and reports it
-NO_LIMIT = 1 << 64
+NO_LIMIT = bs.NO_LIMIT
 
 
 def test_mutated_files_decode_or_fail_cleanly():

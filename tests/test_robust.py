@@ -369,15 +369,6 @@ def test_batch_decode_names_each_failure_and_does_the_rest(tmp_path, photo_like)
 
 
 # -- weights integrity ----------------------------------------------------------------------------
-@pytest.fixture
-def weights_copy(test_weights, tmp_path, monkeypatch) -> Path:
-    """A private copy of the test weights folder, used by this test's codec (a fresh cache entry)."""
-    folder = tmp_path / "weights"
-    shutil.copytree(test_weights, folder)
-    monkeypatch.setenv("AECODEC_WEIGHTS", str(folder))
-    return folder
-
-
 def _weights_file(folder: Path) -> Path:
     manifest = json.loads((folder / "manifest.json").read_text())
     return folder / manifest["models"][manifest["default"]]["file"]
@@ -437,7 +428,7 @@ def _kill_mid_write(args: list[str], folder: Path, final: str) -> subprocess.Pop
     env = {**os.environ, files.TEST_WRITE_DELAY: "120", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "codec.cli", *args], env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while not list(folder.glob(f".{final}.*.part")):
+    while not any(p.stat().st_size for p in folder.glob(f".{final}.*.part")):  # created and written, not just created
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.monotonic() < deadline, "the temporary output never appeared"
         time.sleep(0.05)
@@ -480,7 +471,7 @@ def test_atomic_write_respects_umask_and_cleans_up(tmp_path, monkeypatch):
     def fail(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(os, "replace", fail)
+    monkeypatch.setattr(os, "replace", fail)  # the move with --force
     with pytest.raises(OSError):
-        files.write_atomic(tmp_path / "b.bin", b"data", force=False)
+        files.write_atomic(tmp_path / "b.bin", b"data", force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]

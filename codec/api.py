@@ -65,11 +65,8 @@ def encode_array(
 def _optimize(
     codec: Codec, rgb: np.ndarray, y: torch.Tensor, tile: int, quality: float, steps: int
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """``tiling.optimize``, its gain reported (``effort.report``); AecError for a model without effort."""
-    try:
-        y, sides, gain = tiling.optimize(codec.model, rgb, y, tile, quality, steps)
-    except NotImplementedError as e:
-        raise AecError(str(e)) from None
+    """``tiling.optimize``, its gain reported (``effort.report``)."""
+    y, sides, gain = tiling.optimize(codec.model, rgb, y, tile, quality, steps)
     effort_mod.report(gain)
     return y, sides
 

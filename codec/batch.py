@@ -151,7 +151,7 @@ def _optimize_batch(
     """``effort.optimize`` of a batch of same-size images (each its own padding masked): (y, z) on the CPU."""
     full = tiling.Tile(0, x.shape[2], 0, x.shape[3])
     mask = torch.cat([tiling.mask(full, h, w) for h, w in sizes]).to(codec.device)
-    with tiling.progress_bar(steps) as bar:
+    with effort.progress_bar(steps) as bar:
         y, z, gain = effort.optimize(
             codec.model, y.to(codec.device), effort.Target(x, mask), quality, steps, progress=bar.update
         )

@@ -353,8 +353,7 @@ def encode(
     except (AecError, ValueError) as e:
         _usage_error(e)
     console, batch = _start(verbose, quiet, device, batch, threads)
-    if verbose:
-        _say_effort_gains(console)
+    _effort_messages(console)
     from . import bitstream as bs
     from .api import checked_tile
     from .api import encode as encode_image
@@ -421,10 +420,11 @@ class _SayHandler(logging.Handler):
         self.console.say(record.getMessage())
 
 
-def _say_effort_gains(console: _Console) -> None:
-    """``-v``: each effort optimization's gain (``codec.effort.report``) is printed before its files' lines."""
+def _effort_messages(console: _Console) -> None:
+    """The encoder effort's messages (``codec.effort.log``) on the console: with ``-v`` each gain is a line
+    before its files' summaries; ``--quiet`` silences the logger, which also hides the effort's progress bar."""
     logger = logging.getLogger("codec.effort")
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.ERROR if console.quiet else logging.INFO)
     logger.handlers = [_SayHandler(console)]
     logger.propagate = False
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,13 +30,16 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from . import quality as Q
 from .bitstream import quantize_quality
+from .errors import AecError
 from .models.base import Model
 from .tensors import ste_round
 
-#: Where each optimization's gain is reported (``aecodec encode -v`` prints it).
+#: Where each optimization's gain is reported (``aecodec encode -v`` prints it; ``--quiet`` raises its
+#: level above WARNING, which also hides the progress bar).
 log = logging.getLogger(__name__)
 
 
@@ -87,6 +91,12 @@ class Gain:
             f"{self.iterations} iterations in {self.seconds:.1f} s: "
             f"rate {rate:+.1f} %, PSNR {dpsnr:+.2f} dB (float rate model)"
         )
+
+
+def progress_bar(total: int) -> tqdm:
+    """A bar over the effort iterations: only on a terminal, and not when ``log`` is silenced (``--quiet``)."""
+    hidden = not sys.stderr.isatty() or not log.isEnabledFor(logging.WARNING)
+    return tqdm(total=total, desc="effort", unit="it", leave=False, disable=hidden)
 
 
 def report(gain: Gain) -> None:
@@ -167,6 +177,21 @@ def optimize(
     (whose means may differ from the float model's in the last bits) writes exactly these symbols.
     ``progress`` is called with the number of iterations done since its last call.
     """
+    try:
+        return _search(model, y, target, quality, steps, settings, progress)
+    except NotImplementedError as e:  # a model without the optional effort methods
+        raise AecError(str(e)) from None
+
+
+def _search(
+    model: Model,
+    y: Tensor,
+    target: Target,
+    quality: float,
+    steps: int,
+    settings: Settings,
+    progress: Callable[[int], None] | None,
+) -> tuple[Tensor, Tensor, Gain]:
     t0 = time.perf_counter()
     quality = quantize_quality(quality)  # what the file will carry
     lam = Q.lmbda(quality) * 255**2 / 3  # MSE averages 3 channels; the cost is per pixel

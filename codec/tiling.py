@@ -15,12 +15,10 @@ floats: 192 MB for 8000×8000 with the hyperprior), the network only ever sees o
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import effort
 from .models.base import Model, Streams
@@ -110,11 +108,6 @@ def mask(w: Tile, height: int, width: int) -> torch.Tensor:
     return m
 
 
-def progress_bar(total: int, desc: str = "effort") -> tqdm:
-    """A progress bar for the effort iterations, drawn only on a terminal."""
-    return tqdm(total=total, desc=desc, unit="it", leave=False, disable=not sys.stderr.isatty())
-
-
 def optimize(
     model: Model, rgb: np.ndarray, y: torch.Tensor, tile: int, quality: float, steps: int
 ) -> tuple[torch.Tensor, list[torch.Tensor], effort.Gain]:
@@ -132,7 +125,7 @@ def optimize(
     y = y.clone()
     zs, total = [], effort.Gain()
     s, margin, device = model.latent_stride, _margin(model), model.device
-    with progress_bar(steps * len(tiles)) as bar:
+    with effort.progress_bar(steps * len(tiles)) as bar:
         for t in tiles:
             rows, cols = t.latent(s)
             if len(tiles) == 1:

@@ -126,6 +126,8 @@ def test_a_model_without_effort_refuses_it_cleanly(image, monkeypatch):
     assert api.encode(image, QUALITY, effort=0) == api.encode(image, QUALITY)
     with pytest.raises(AecError, match="no encoder effort"):
         api.encode(image, QUALITY, effort=1)
+    with pytest.raises(AecError, match="no encoder effort"):
+        batch.encode_arrays([image, image], QUALITY, effort=1)
 
 
 def test_cli_effort(tmp_path, image):

@@ -79,9 +79,9 @@ def remap_levels(table: list[list[float]], from_lambdas: tuple[float, ...], to_l
 
 
 #: Iterations of the latent optimization per effort level (``codec.effort``); 0 is the plain single
-#: pass (byte-identical to no effort). One iteration costs about 1.3 synthesis passes forward and back:
-#: the top level is sized for ~60 s, the middle for ~10 s per 768x512 image on two CPU cores (~0.4 s
-#: per iteration, issue 18).
+#: pass (byte-identical to no effort). Sized from issue 18's baseline (100 iterations of this kind on
+#: 384x256 in ~10 s on two cores, i.e. ~0.4 s per iteration at 768x512): the top level for ~60 s, the
+#: middle for ~10 s per image. Measured: benchmarks/results/effort.md.
 EFFORT_ITERATIONS: tuple[int, ...] = (0, 8, 24, 120)
 MAX_EFFORT = len(EFFORT_ITERATIONS) - 1
 

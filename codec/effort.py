@@ -192,6 +192,7 @@ def _search(
     settings: Settings,
     progress: Callable[[int], None] | None,
 ) -> tuple[Tensor, Tensor, Gain]:
+    """``optimize`` itself; the model's effort methods may raise NotImplementedError anywhere in it."""
     t0 = time.perf_counter()
     quality = quantize_quality(quality)  # what the file will carry
     lam = Q.lmbda(quality) * 255**2 / 3  # MSE averages 3 channels; the cost is per pixel

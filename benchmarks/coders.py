@@ -81,11 +81,19 @@ def pillow_coders(pc: PillowCodec, qualities: Iterable[float]) -> list[Coder]:
     ]
 
 
-def aecodec_coders(codec, qualities: Iterable[float]) -> list[Coder]:
+def aecodec_name(effort: int = 0) -> str:
+    """The results name of aecodec at an encoder effort: plain ``aecodec`` for the default 0."""
+    return "aecodec" if effort == 0 else f"aecodec-effort{effort}"
+
+
+def aecodec_coders(codec, qualities: Iterable[float], effort: int = 0) -> list[Coder]:
     """aecodec through the public API, one loaded ``codec.api.Codec`` shared by every setting."""
     from codec import api
 
     def decode(data: bytes) -> np.ndarray:
         return np.asarray(api.decode(data, codec=codec).convert("RGB"))
 
-    return [Coder("aecodec", float(q), lambda rgb, q=q: api.encode(rgb, q, codec=codec), decode) for q in qualities]
+    return [
+        Coder(aecodec_name(effort), float(q), lambda rgb, q=q: api.encode(rgb, q, codec=codec, effort=effort), decode)
+        for q in qualities
+    ]

@@ -1,10 +1,12 @@
 """Rate-distortion benchmark: aecodec against Pillow's JPEG/WebP/AVIF (and JPEG XL) on a folder of images.
 
     python -m benchmarks.rd --data data/kodak [--limit N] [--qualities 1,2,...,10] [--device auto|cpu|cuda]
+        [--codecs aecodec] [--effort 0,2,3]
 
 Writes ``benchmarks/results/<dataset>/``: ``rd.json`` (CompressAI's results format, one entry per
 codec), ``rd.csv``, ``rd_per_image.csv``, ``rd.png`` and ``bdrate.md``. Kodak runs also draw the
-published curves from ``--anchors``.
+published curves from ``--anchors``. ``--effort`` runs aecodec at each encoder effort level (named
+``aecodec-effortE``; 0 is plain ``aecodec``) and adds a BD-rate table of each against effort 0.
 """
 
 from __future__ import annotations
@@ -61,15 +63,20 @@ def build_coders(
     jxl: bool,
     model_id: str | None = None,
     only: tuple[str, ...] = CODEC_NAMES,
+    efforts: tuple[int, ...] = (0,),
 ) -> tuple[list[coders.Coder], dict[str, str], list[str]]:
-    """Every (codec, setting) to run, the codec descriptions, and notes on what was skipped."""
+    """Every (codec, setting) to run, the codec descriptions, and notes on what was skipped.
+
+    ``efforts`` are aecodec's encoder effort levels, each its own curve (``coders.aecodec_name``).
+    """
     from codec.weights import load_codec
 
     todo, descriptions, notes = [], {}, []
     if "aecodec" in only:
         codec = load_codec(model_id, device=device)
-        todo = coders.aecodec_coders(codec, qualities)
-        descriptions["aecodec"] = f"aecodec, model {codec.model_id} on {codec.device}"
+        for e in efforts:
+            todo += coders.aecodec_coders(codec, qualities, e)
+            descriptions[coders.aecodec_name(e)] = f"aecodec, model {codec.model_id} on {codec.device}, effort {e}"
     for pc in coders.PILLOW_CODECS:
         if pc.name not in only:
             continue
@@ -138,6 +145,7 @@ def run(
     model_id: str | None = None,
     only: tuple[str, ...] = CODEC_NAMES,
     reuse: str | Path | None = None,
+    efforts: tuple[int, ...] = (0,),
 ) -> Path:
     """Run the benchmark and write its report; returns the output folder."""
     name = name or Path(data).resolve().name
@@ -151,6 +159,7 @@ def run(
         jxl,
         model_id,
         only,
+        efforts,
     )
     warm_up(todo)
     records, short_side = [], []
@@ -221,6 +230,7 @@ def run(
     type=click.Path(exists=True, dir_okay=False),
     help="Take the curves of codecs not measured now from this earlier rd.json (same images).",
 )
+@click.option("--effort", "efforts", default="0", show_default=True, help="aecodec encoder effort levels, e.g. 0,2,3.")
 def main(
     data,
     out,
@@ -237,6 +247,7 @@ def main(
     model_id,
     codecs,
     reuse,
+    efforts,
 ) -> None:
     """Rate-distortion benchmark of aecodec against Pillow's codecs."""
     use_weights(weights)
@@ -255,6 +266,7 @@ def main(
         model_id,
         _codec_names(codecs),
         reuse,
+        _effort_levels(efforts),
     )
     click.echo(f"wrote {folder}")
     click.echo((folder / "bdrate.md").read_text())
@@ -268,6 +280,20 @@ def _codec_names(text: str) -> tuple[str, ...]:
             f"unknown codec {unknown}; choose from {', '.join(CODEC_NAMES)}", param_hint="--codecs"
         )
     return names
+
+
+def _effort_levels(text: str) -> tuple[int, ...]:
+    from codec.quality import effort_iterations
+
+    try:
+        levels = tuple(int(t) for t in text.split(",") if t.strip())
+        for e in levels:
+            effort_iterations(e)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--effort") from None
+    if not levels:
+        raise click.BadParameter("no effort level given", param_hint="--effort")
+    return levels
 
 
 if __name__ == "__main__":

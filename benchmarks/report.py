@@ -197,8 +197,23 @@ def bdrate_markdown(curves: dict[str, dict], anchors: dict[str, dict], title: st
         out += ["## Against JPEG (Pillow, default settings)", ""]
         out += _table([(n, curves["jpeg"], c) for n, c in curves.items() if n != "jpeg"], "codec")
         out.append("")
+    efforts = [n for n in curves if n.startswith("aecodec-effort")]
+    if "aecodec" in curves and efforts:
+        out += [
+            "## aecodec encoder effort against effort 0",
+            "",
+            "Encode time: mean seconds per image of the whole `api.encode` call, over all qualities.",
+            "",
+            "| effort | BD-rate (PSNR) | BD-rate (MS-SSIM dB) | encode s/image |",
+            "|---|---:|---:|---:|",
+        ]
+        for n in ["aecodec", *efforts]:
+            c = curves[n]
+            bd = ["0 (anchor)"] * 2 if n == "aecodec" else [_cell(v) for v in bd_pair(curves["aecodec"], c)]
+            out.append(f"| {n} | {bd[0]} | {bd[1]} | {np.mean(c['encoding_time']):.1f} |")
+        out.append("")
     if "aecodec" in curves:
-        others = [n for n in curves if n != "aecodec"]
+        others = [n for n in curves if n != "aecodec" and n not in efforts]
         if others:
             out += ["## aecodec against each measured codec", ""]
             out += _table([(n, curves[n], curves["aecodec"]) for n in others], "anchor")

@@ -14,6 +14,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import bitstream as bs
+from . import effort as effort_mod
 from . import quality as Q
 from . import tiling
 from .errors import AecError
@@ -35,21 +36,59 @@ def checked_tile(tile: int, codec: Codec) -> int:
         raise AecError(str(e)) from None
 
 
+def effort_steps(effort: int) -> int:
+    """Iterations of an effort level (``quality.effort_iterations``), as AecError when the level does not exist."""
+    try:
+        return Q.effort_iterations(effort)
+    except ValueError as e:
+        raise AecError(str(e)) from None
+
+
 # -- arrays: the core path ----------------------------------------------------------------------
 def encode_array(
-    rgb: np.ndarray, quality: float, codec: Codec | None = None, tile: int = tiling.TILE, **extra
+    rgb: np.ndarray, quality: float, codec: Codec | None = None, tile: int = tiling.TILE, effort: int = 0, **extra
 ) -> bytes:
-    """Code an (H, W, 3) uint8 array; ``extra`` fills AecFile fields (layout, alpha, icc, exif)."""
+    """Code an (H, W, 3) uint8 array; ``extra`` fills AecFile fields (layout, alpha, icc, exif).
+
+    ``effort`` > 0 optimizes the latents for this image before coding (``codec.effort``): slower
+    encoding, fewer bits for the same quality, the same decoder.
+    """
     codec = resolve_codec(codec)
+    steps = effort_steps(effort)
+    quality = Q.check_quality(quality)
     y = tiling.analyze(codec.model, rgb, checked_tile(tile, codec), codec.device)
-    return pack_latent(codec, y, rgb.shape[0], rgb.shape[1], tile, Q.check_quality(quality), extra)
+    sides = None
+    if steps:
+        y, sides = _optimize(codec, rgb, y, tile, quality, steps)
+    return pack_latent(codec, y, rgb.shape[0], rgb.shape[1], tile, quality, extra, sides)
 
 
-def pack_latent(codec: Codec, y: torch.Tensor, h: int, w: int, tile: int, quality: float, extra: dict) -> bytes:
-    """The ``.aec`` bytes of an (h, w) image's latent ``y`` coded at ``quality`` in tiles of ``tile``."""
+def _optimize(
+    codec: Codec, rgb: np.ndarray, y: torch.Tensor, tile: int, quality: float, steps: int
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``tiling.optimize``, its gain reported (``effort.report``)."""
+    y, sides, gain = tiling.optimize(codec.model, rgb, y, tile, quality, steps)
+    effort_mod.report(gain)
+    return y, sides
+
+
+def pack_latent(
+    codec: Codec,
+    y: torch.Tensor,
+    h: int,
+    w: int,
+    tile: int,
+    quality: float,
+    extra: dict,
+    sides: list[torch.Tensor] | None = None,
+) -> bytes:
+    """The ``.aec`` bytes of an (h, w) image's latent ``y`` coded at ``quality`` in tiles of ``tile``.
+
+    ``sides`` holds each tile's side latent where the encoder effort chose them.
+    """
     q = bs.quantize_quality(quality)
     tiles = tiling.grid(h, w, tile, codec.model.stride)
-    streams = tiling.code(codec.model, y, tiles, q)
+    streams = tiling.code(codec.model, y, tiles, q, sides)
     many = len(tiles) > 1
     return bs.pack(
         bs.AecFile(
@@ -66,14 +105,18 @@ def pack_latent(codec: Codec, y: torch.Tensor, h: int, w: int, tile: int, qualit
 
 
 def encode_array_to_size(
-    rgb: np.ndarray, max_bytes: int, codec: Codec | None = None, tile: int = tiling.TILE, **extra
+    rgb: np.ndarray, max_bytes: int, codec: Codec | None = None, tile: int = tiling.TILE, effort: int = 0, **extra
 ) -> tuple[bytes, bool]:
     """Highest quality whose whole file fits in ``max_bytes`` (bisection on real encoded sizes).
 
     Returns (data, fits); when even the lowest quality is too big, that encode with ``fits=False``.
-    The analysis transform runs once: only the latent is re-coded per probe.
+    The analysis transform runs once: only the latent is re-coded per probe. With ``effort`` the
+    search runs on the plain latents (the optimization depends on λ: one per probe would multiply
+    its cost by the ~10 probes) and the latents are then optimized once at the quality found; that
+    file is kept when it fits (it usually is smaller), else the plain one.
     """
     codec = resolve_codec(codec)
+    steps = effort_steps(effort)
     h, w = rgb.shape[:2]
     y = tiling.analyze(codec.model, rgb, checked_tile(tile, codec), codec.device)
 
@@ -86,7 +129,7 @@ def encode_array_to_size(
         return best, False
     top = at(hi)
     if len(top) <= max_bytes:
-        return top, True
+        lo, best = hi, top
     # Invariant: size(lo) <= budget < size(hi). Sizes grow with quality (not strictly per step,
     # so the answer is the highest probed quality that fits).
     while hi - lo > 1:
@@ -96,6 +139,12 @@ def encode_array_to_size(
             lo, best = mid, data
         else:
             hi = mid
+    if steps:
+        quality = lo / Q.QUALITY_SCALE
+        y_opt, sides = _optimize(codec, rgb, y, tile, quality, steps)
+        data = pack_latent(codec, y_opt, h, w, tile, quality, extra, sides)
+        if len(data) <= max_bytes:
+            best = data
     return best, True
 
 
@@ -282,6 +331,7 @@ def encode(
     codec: Codec | None = None,
     device: str | None = None,
     tile: int = tiling.TILE,
+    effort: int = 0,
 ) -> bytes:
     """Compress a PIL image or uint8 array to ``.aec`` bytes.
 
@@ -289,21 +339,23 @@ def encode(
     quality on real file sizes. ``max_bytes`` that no quality meets raises AecError; a
     ``target_bpp`` below the lowest quality's rate gives that lowest quality. Images larger than
     ``tile`` pixels on a side are coded in independently decodable tiles (bounded memory).
+    ``effort`` 0..``quality.MAX_EFFORT`` trades encoding time for size (``codec.effort``).
     """
+    effort_steps(effort)
     if target_bpp is not None and max_bytes is not None:
         raise AecError("give either target_bpp or max_bytes, not both")
     codec = resolve_codec(codec, device)
     checked_tile(tile, codec)
     rgb, extra = to_planes(image)
     if target_bpp is None and max_bytes is None:
-        return encode_array(rgb, quality, codec, tile, **extra)
+        return encode_array(rgb, quality, codec, tile, effort, **extra)
     if target_bpp is not None:
         if not 0 < target_bpp < math.inf:
             raise AecError(f"target bpp must be positive and finite, got {target_bpp}")
         budget = int(target_bpp * rgb.shape[0] * rgb.shape[1] / 8)
     else:
         budget = int(max_bytes)
-    data, fits = encode_array_to_size(rgb, budget, codec, tile, **extra)
+    data, fits = encode_array_to_size(rgb, budget, codec, tile, effort, **extra)
     if not fits and max_bytes is not None:
         raise AecError(f"cannot fit the image in {max_bytes} bytes: the lowest quality needs {len(data)}")
     return data

@@ -25,13 +25,14 @@ import torch
 from PIL import Image
 
 from . import bitstream as bs
+from . import effort, tiling
 from . import quality as Q
-from . import tiling
 from .api import (
     checked_tile,
     codec_for,
     decode_file,
     decode_latent,
+    effort_steps,
     encode_array,
     image_from_planes,
     pack_latent,
@@ -72,16 +73,19 @@ def encode_arrays(
     workers: int = 0,
     tile: int = tiling.TILE,
     extras: Sequence[dict] | None = None,
+    effort: int = 0,
 ) -> list[bytes]:
     """``.aec`` bytes of each (H, W, 3) uint8 array at ``quality``, in order.
 
     ``extras[i]`` fills image i's AecFile fields (layout, alpha, icc, exif), as ``encode_array``'s
     keywords do. ``workers`` > 0 entropy-codes in that many processes (spawned, one torch thread
     each), which load the same shipped weights by model id; the bytes are the same as without them.
+    ``effort`` > 0 optimizes the latents of a batch together (``codec.effort``), as the network runs.
     """
     codec = resolve_codec(codec)
     q = Q.check_quality(quality)
     checked_tile(tile, codec)
+    steps = effort_steps(effort)
     stride = codec.model.stride
     extras = list(extras) if extras is not None else [{} for _ in rgbs]
     if len(extras) != len(rgbs):
@@ -93,15 +97,20 @@ def encode_arrays(
         for chunk in chunks:
             x = torch.cat([to_tensor(rgbs[i], stride) for i in chunk]).to(codec.device)
             y = codec.model.analyze(x).float().cpu()
+            z = None
+            if steps:
+                y, z = _optimize_batch(codec, x, y, [rgbs[i].shape[:2] for i in chunk], q, steps)
             for j, i in enumerate(chunk):
                 h, w = rgbs[i].shape[:2]
+                side = None if z is None else z[j : j + 1]
                 if pool is None:
-                    out[i] = pack_latent(codec, y[j : j + 1], h, w, tile, q, extras[i])
+                    sides = None if side is None else [side]
+                    out[i] = pack_latent(codec, y[j : j + 1], h, w, tile, q, extras[i], sides)
                 else:
-                    latent = y[j : j + 1].numpy()
-                    out[i] = pool.submit(_pack_in_worker, codec.model_id, latent, h, w, tile, q, extras[i])
+                    latent, side = y[j : j + 1].numpy(), None if side is None else side.numpy()
+                    out[i] = pool.submit(_pack_in_worker, codec.model_id, latent, h, w, tile, q, extras[i], side)
         for i in alone:
-            out[i] = encode_array(rgbs[i], q, codec, tile, **extras[i])
+            out[i] = encode_array(rgbs[i], q, codec, tile, effort, **extras[i])
         return [o.result() if isinstance(o, Future) else o for o in out]
     finally:
         if pool is not None:
@@ -115,10 +124,12 @@ def encode_images(
     batch: int = BATCH,
     workers: int = 0,
     tile: int = tiling.TILE,
+    effort: int = 0,
 ) -> list[bytes]:
     """``api.encode`` of each image (any mode, ICC, EXIF, alpha), the network run ``batch`` at a time."""
     planes = [to_planes(im) for im in images]
-    return encode_arrays([p[0] for p in planes], quality, codec, batch, workers, tile, [p[1] for p in planes])
+    extras = [p[1] for p in planes]
+    return encode_arrays([p[0] for p in planes], quality, codec, batch, workers, tile, extras, effort)
 
 
 def _pool(codec: Codec, workers: int) -> ProcessPoolExecutor:
@@ -134,8 +145,25 @@ def _init_worker(weights: str) -> None:
     torch.set_num_threads(1)
 
 
-def _pack_in_worker(model_id: str, y: np.ndarray, h: int, w: int, tile: int, quality: float, extra: dict) -> bytes:
-    return pack_latent(load_codec(model_id, "cpu"), torch.from_numpy(y), h, w, tile, quality, extra)
+def _optimize_batch(
+    codec: Codec, x: torch.Tensor, y: torch.Tensor, sizes: list[tuple[int, int]], quality: float, steps: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``effort.optimize`` of a batch of same-size images (each its own padding masked): (y, z) on the CPU."""
+    full = tiling.Tile(0, x.shape[2], 0, x.shape[3])
+    mask = torch.cat([tiling.mask(full, h, w) for h, w in sizes]).to(codec.device)
+    with effort.progress_bar(steps) as bar:
+        y, z, gain = effort.optimize(
+            codec.model, y.to(codec.device), effort.Target(x, mask), quality, steps, progress=bar.update
+        )
+    effort.report(gain)
+    return y.cpu(), z.cpu()
+
+
+def _pack_in_worker(
+    model_id: str, y: np.ndarray, h: int, w: int, tile: int, quality: float, extra: dict, z: np.ndarray | None
+) -> bytes:
+    sides = None if z is None else [torch.from_numpy(z)]
+    return pack_latent(load_codec(model_id, "cpu"), torch.from_numpy(y), h, w, tile, quality, extra, sides)
 
 
 def decode_arrays(

@@ -7,6 +7,7 @@ Errors are one line on stderr, never a traceback. With several inputs each failu
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 import warnings
@@ -23,7 +24,7 @@ from . import __version__, files
 from .bitstream import MAX_PIXELS, NO_LIMIT
 from .errors import AecError
 from .lean import import_compressai_lean
-from .quality import DEFAULT_QUALITY, Q_MAX, Q_MIN, check_quality
+from .quality import DEFAULT_QUALITY, MAX_EFFORT, Q_MAX, Q_MIN, check_quality, effort_iterations
 
 EXIT_BAD_INPUT, EXIT_OTHER, EXIT_INTERRUPTED = 2, 1, 130
 T = TypeVar("T")
@@ -319,12 +320,33 @@ def main() -> None:
     show_default=True,
     help="Tile side in pixels (a multiple of the model's stride, 64): larger images are coded in tiles.",
 )
+@click.option(
+    "--effort",
+    type=int,
+    default=0,
+    show_default=True,
+    help=f"Encoder search, 0 to {MAX_EFFORT}: 0 is one pass; higher optimizes each image's latents longer "
+    "(slower, smaller files, same decoder; -v prints the gain).",
+)
 @_shared_options(
     "Output file, folder (existing, or ending in /; required form for several inputs), or - for stdout. "
     "Default: beside each input, as NAME.aec."
 )
 def encode(
-    inputs, output, quality, target_bpp, max_bytes, model_id, tile, device, force, batch, threads, verbose, quiet
+    inputs,
+    output,
+    quality,
+    target_bpp,
+    max_bytes,
+    model_id,
+    tile,
+    effort,
+    device,
+    force,
+    batch,
+    threads,
+    verbose,
+    quiet,
 ) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) to .aec. Use - to read stdin."""
     searching = target_bpp is not None or max_bytes is not None
@@ -338,10 +360,12 @@ def encode(
         if max_bytes is not None and max_bytes < 1:
             raise AecError(f"--max-bytes must be positive, got {max_bytes}")
         quality = check_quality(DEFAULT_QUALITY if quality is None else quality)
+        effort_iterations(effort)
         dests = files.output_paths(inputs, output, ".aec", force)
     except (AecError, ValueError) as e:
         _usage_error(e)
     console, batch = _start(verbose, quiet, device, batch, threads)
+    _effort_messages(console)
     from . import bitstream as bs
     from .api import checked_tile
     from .api import encode as encode_image
@@ -384,15 +408,37 @@ def encode(
     def code(items: list) -> list[Callable[[], Done]]:
         images = [image for _, _, image in items]
         if searching:  # a search per image, inside its own step so a miss fails that input alone
-            search = partial(encode_image, target_bpp=target_bpp, max_bytes=max_bytes, codec=codec, tile=tile)
+            search = partial(
+                encode_image, target_bpp=target_bpp, max_bytes=max_bytes, codec=codec, tile=tile, effort=effort
+            )
             return [writer(src, dest, image, partial(search, image)) for src, dest, image in items]
-        datas = encode_images(images, quality, codec, batch, tile=tile)
+        datas = encode_images(images, quality, codec, batch, tile=tile, effort=effort)
         return [
             writer(src, dest, image, partial(bytes, data))
             for (src, dest, image), data in zip(items, datas, strict=True)
         ]
 
     _run_many(inputs, dests, load, prepare, code, console, batch)
+
+
+class _SayHandler(logging.Handler):
+    """Log records as the console's ``-v`` lines."""
+
+    def __init__(self, console: _Console) -> None:
+        super().__init__(logging.INFO)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.console.say(record.getMessage())
+
+
+def _effort_messages(console: _Console) -> None:
+    """The encoder effort's messages (``codec.effort.log``) on the console: with ``-v`` each gain is a line
+    before its files' summaries; ``--quiet`` silences the logger, which also hides the effort's progress bar."""
+    logger = logging.getLogger("codec.effort")
+    logger.setLevel(logging.ERROR if console.quiet else logging.INFO)
+    logger.handlers = [_SayHandler(console)]
+    logger.propagate = False
 
 
 def _check_model(model_id: str | None) -> None:

@@ -2,7 +2,7 @@
 
 ``save`` takes Pillow's keywords: ``quality`` on Pillow's 0-100 scale (as for JPEG and WebP), mapped linearly
 onto ours (0 → 1, 100 → 10: ``pillow_quality``); ``aec_quality`` in our own 1-10 scale; or ``target_bpp`` /
-``max_bytes``, which search the quality as ``codec.encode`` does.
+``max_bytes``, which search the quality as ``codec.encode`` does; ``effort`` (0-3) as ``codec.encode``'s.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
         quality = pillow_quality(opts["quality"])
     elif "aec_quality" in given:
         quality = opts["aec_quality"]
-    fp.write(encode(im, quality, target_bpp=opts.get("target_bpp"), max_bytes=opts.get("max_bytes")))
+    effort = opts.get("effort", 0)
+    fp.write(encode(im, quality, target_bpp=opts.get("target_bpp"), max_bytes=opts.get("max_bytes"), effort=effort))
 
 
 def register() -> None:

@@ -4,6 +4,9 @@ Qualities 3..10 follow CompressAI's MSE λ ladder so those R-D points line up wi
 curves; 1 and 2 extend it downwards (the low end reached only 0.33 bpp on Kodak with λ = 0.0018,
 and users need ~0.1 bpp). Fractional qualities interpolate log-linearly between neighbours, which
 is how gain units (Cui et al., CVPR 2021) give a continuous rate.
+
+The encoder effort levels live here too: like the quality they are an encoder setting the command
+line checks before it loads the network (this module imports no torch).
 """
 
 from __future__ import annotations
@@ -73,3 +76,18 @@ def remap_levels(table: list[list[float]], from_lambdas: tuple[float, ...], to_l
         t = (x - xs[i]) / (xs[i + 1] - xs[i])
         out.append([(1 - t) * a + t * b for a, b in zip(table[i], table[i + 1], strict=True)])
     return out
+
+
+#: Iterations of the latent optimization per effort level (``codec.effort``); 0 is the plain single
+#: pass (byte-identical to no effort). Sized from issue 18's baseline (100 iterations of this kind on
+#: 384x256 in ~10 s on two cores, i.e. ~0.4 s per iteration at 768x512): the top level for ~60 s, the
+#: middle for ~10 s per image. Measured: benchmarks/results/effort.md.
+EFFORT_ITERATIONS: tuple[int, ...] = (0, 8, 24, 120)
+MAX_EFFORT = len(EFFORT_ITERATIONS) - 1
+
+
+def effort_iterations(effort: int) -> int:
+    """Iterations of an effort level; ValueError outside the integers 0..MAX_EFFORT."""
+    if isinstance(effort, bool) or not isinstance(effort, int) or not 0 <= effort <= MAX_EFFORT:
+        raise ValueError(f"effort must be an integer from 0 to {MAX_EFFORT}, got {effort!r}")
+    return EFFORT_ITERATIONS[effort]

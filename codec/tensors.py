@@ -1,4 +1,4 @@
-"""Pure conversions between uint8 images and padded network tensors."""
+"""Pure conversions between uint8 images and padded network tensors, and small tensor helpers."""
 
 from __future__ import annotations
 
@@ -33,6 +33,11 @@ def to_uint8(x: torch.Tensor, height: int, width: int) -> np.ndarray:
     x = torch.nan_to_num(x[0, :, :height, :width], nan=0.0, posinf=1.0, neginf=0.0)
     x = x.clamp(0, 1).mul(255).round_().to(torch.uint8)
     return x.permute(1, 2, 0).cpu().numpy()
+
+
+def ste_round(x: torch.Tensor) -> torch.Tensor:
+    """Round in the forward pass, identity gradient in the backward pass."""
+    return x + (torch.round(x) - x).detach()
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import effort
 from .models.base import Model, Streams
 from .tensors import padded_size
 
@@ -100,12 +101,69 @@ def analyze(model: Model, rgb: np.ndarray, tile: int, device: torch.device) -> t
     return y
 
 
-def code(model: Model, y: torch.Tensor, tiles: list[Tile], quality: float) -> list[Streams]:
-    """Entropy-code each tile's latent independently; one list of streams per tile, in raster order."""
+def mask(w: Tile, height: int, width: int) -> torch.Tensor:
+    """(1, 1, h, w) weights of a window's pixels: 1 inside the image, 0 on its padding."""
+    m = torch.zeros(1, 1, w.y1 - w.y0, w.x1 - w.x0)
+    m[:, :, : max(0, height - w.y0), : max(0, width - w.x0)] = 1
+    return m
+
+
+def optimize(
+    model: Model, rgb: np.ndarray, y: torch.Tensor, tile: int, quality: float, steps: int
+) -> tuple[torch.Tensor, list[torch.Tensor], effort.Gain]:
+    """``effort.optimize`` tile by tile: the optimized latent of the whole image (CPU), each tile's
+    side latent, and the total gain.
+
+    A tile's latent is optimized with its neighbours' (already optimized ones included) as fixed
+    context, for the pixels of the tile and its margin (which its latent also shapes at the
+    decoder), synthesized from a latent window reaching a margin further: memory stays bounded by
+    the tile size as in ``analyze``.
+    """
+    height, width = rgb.shape[:2]
+    hp, wp = padded_size(height, width, model.stride)
+    tiles = grid(height, width, tile, model.stride)
+    y = y.clone()
+    zs, total = [], effort.Gain()
+    s, margin, device = model.latent_stride, _margin(model), model.device
+    with effort.progress_bar(steps * len(tiles)) as bar:
+        for t in tiles:
+            rows, cols = t.latent(s)
+            if len(tiles) == 1:
+                target = effort.Target(_pixels(rgb, t).to(device), mask(t, height, width).to(device))
+            else:
+                seen, ctx = _window(t, hp, wp, margin), _window(t, hp, wp, 2 * margin)
+                pixels = torch.zeros(1, 3, ctx.y1 - ctx.y0, ctx.x1 - ctx.x0)
+                counted = torch.zeros(1, 1, *pixels.shape[2:])
+                inside = slice(seen.y0 - ctx.y0, seen.y1 - ctx.y0), slice(seen.x0 - ctx.x0, seen.x1 - ctx.x0)
+                pixels[:, :, inside[0], inside[1]] = _pixels(rgb, seen)
+                counted[:, :, inside[0], inside[1]] = mask(seen, height, width)
+                inner = (
+                    slice((t.y0 - ctx.y0) // s, (t.y1 - ctx.y0) // s),
+                    slice((t.x0 - ctx.x0) // s, (t.x1 - ctx.x0) // s),
+                )
+                context = y[:, :, ctx.latent(s)[0], ctx.latent(s)[1]].to(device)
+                target = effort.Target(pixels.to(device), counted.to(device), context, inner)
+            y_t, z_t, gain = effort.optimize(
+                model, y[:, :, rows, cols].to(device), target, quality, steps, progress=bar.update
+            )
+            y[:, :, rows, cols] = y_t.cpu()
+            zs.append(z_t.cpu())
+            total.add(gain)
+    return y, zs, total
+
+
+def code(
+    model: Model, y: torch.Tensor, tiles: list[Tile], quality: float, zs: list[torch.Tensor] | None = None
+) -> list[Streams]:
+    """Entropy-code each tile's latent independently; one list of streams per tile, in raster order.
+
+    ``zs`` holds each tile's side latent where the encoder effort chose them (default ``side_analysis``).
+    """
     out = []
-    for t in tiles:
+    for i, t in enumerate(tiles):
         rows, cols = t.latent(model.latent_stride)
-        (streams,) = model.encode_latent(y[:, :, rows, cols].to(model.device), quality)
+        side = None if zs is None else zs[i].to(model.device)
+        (streams,) = model.encode_latent(y[:, :, rows, cols].to(model.device), quality, side)
         out.append(streams)
     return out
 

@@ -112,6 +112,24 @@ def test_rd_smoke(tiny_dir, tmp_path):
     assert fewer.exit_code == 2
 
 
+def test_rd_effort_levels(tiny_dir, tmp_path):
+    """``--effort 0,1``: one aecodec curve per level and their table against effort 0; bad levels refused."""
+    from benchmarks import rd
+
+    out = tmp_path / "effort"
+    args = ["--data", str(tiny_dir), "--out", str(out), "--limit", "1", "--qualities", "2,5,8", "--device", "cpu"]
+    result = CliRunner().invoke(rd.main, [*args, "--codecs", "aecodec", "--effort", "0,1"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    codecs = json.loads((out / "rd.json").read_text())["codecs"]
+    assert set(codecs) == {"aecodec", "aecodec-effort1"}
+    assert codecs["aecodec-effort1"]["results"]["quality"] == [2.0, 5.0, 8.0]
+    md = (out / "bdrate.md").read_text()
+    assert "## aecodec encoder effort against effort 0" in md and "| aecodec-effort1 | " in md
+    assert "## aecodec against each measured codec" not in md  # effort levels are not other codecs
+    bad = CliRunner().invoke(rd.main, [*args, "--codecs", "aecodec", "--effort", "0,9"])
+    assert bad.exit_code == 2 and "effort" in bad.output
+
+
 def test_learning_curve_rows():
     """BD-rate per shipped version: a version with 20 % fewer bits at every point gains 20 points."""
     from benchmarks.learning_curve import markdown, rows

@@ -17,11 +17,16 @@ latent, so the streams of a tile never depend on another tile.
 The coding path must be exact: ``decode_latent`` must rebuild, on any machine, the symbols and
 coding tables ``encode_latent`` used. Floats may decide the encoder's symbols (``analyze``) and the
 pixels (``synthesize``), never what the decoder derives from decoded symbols (see ``codec.exact``).
+
+The encoder effort (``codec.effort``) optimizes ``y`` and the side latent per image through three
+optional, differentiable methods: ``gains``, ``relaxed_rd`` and ``differentiable_synthesis``. A model
+without them codes at effort 0 only (they raise NotImplementedError).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -100,6 +105,26 @@ class Model(nn.Module, ABC):
     @abstractmethod
     def synthesize(self, y_hat: Tensor) -> Tensor:
         """x̂ (B, 3, H, W) in [0, 1] of a latent; never raises on damaged latents (NaN/inf → 0/1)."""
+
+    # -- encoder effort (optional) --------------------------------------------------------------
+    def gains(self, quality: float) -> tuple[Tensor, Tensor]:
+        """(y scale, side scale), each (1, C, 1, 1): multiplied by them, one unit of ``y`` / the side
+        latent is one quantization step at ``quality``, so one optimizer step size serves every quality."""
+        raise NotImplementedError(f"model kind {self.kind!r} has no encoder effort")
+
+    def relaxed_rd(self, y: Tensor, z: Tensor, quality: float, rounding: Callable[[Tensor], Tensor]) -> dict:
+        """Differentiable rate of coding (``y``, side latent ``z``) at ``quality``, rounding with ``rounding``.
+
+        ``rounding`` is applied to the scaled values whose integer part the coder writes:
+        ``torch.round`` gives the hard (coded) latent, a soft rounding a relaxation to optimize.
+        Returns ``bits`` (B,) for y and z together (a float rate model: the coder's quantized CDFs
+        cost slightly more), ``y_hat`` (what ``synthesize`` would see) and ``z_hat``, un-scaled.
+        """
+        raise NotImplementedError(f"model kind {self.kind!r} has no encoder effort")
+
+    def differentiable_synthesis(self, y_hat: Tensor) -> Tensor:
+        """x̂ of ``y_hat`` with gradients (``synthesize`` runs in inference mode), not clamped."""
+        raise NotImplementedError(f"model kind {self.kind!r} has no encoder effort")
 
     # -- training ----------------------------------------------------------------------------
     @abstractmethod

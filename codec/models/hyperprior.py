@@ -26,6 +26,7 @@ training compute is the scarce resource.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ from torch import Tensor, nn
 from .. import engine
 from .. import quality as Q
 from ..exact import ExactNetwork
+from ..tensors import ste_round
 from .base import Model, Streams
 
 #: CompressAI's default scale table: 64 log-spaced scales in [0.11, 256].
@@ -94,11 +96,6 @@ def hyper_synthesis(N: int, M: int) -> nn.Sequential:
         nn.LeakyReLU(inplace=True),
         conv(M * 3 // 2, M * 2, stride=1, kernel_size=3),
     )
-
-
-def ste_round(x: Tensor) -> Tensor:
-    """Round in the forward pass, identity gradient in the backward pass."""
-    return x + (torch.round(x) - x).detach()
 
 
 @dataclass
@@ -281,6 +278,28 @@ class GainHyperprior(Model):
 
     def aux_loss(self) -> Tensor:
         return self.entropy_bottleneck.loss()
+
+    # -- encoder effort (the Model interface; used by codec.effort) ----------------------------
+    def relaxed_rd(self, y: Tensor, z: Tensor, quality: float, rounding: Callable[[Tensor], Tensor]) -> dict:
+        """See ``Model.relaxed_rd``: ``rounding`` sees ``z·g_z - median`` and ``y·g_y - mean``."""
+        y_gain, z_gain = self.gains(quality)
+        eb = self.entropy_bottleneck
+        medians = eb._get_medians()
+        z_hat = rounding(z * z_gain - medians) + medians
+        # EntropyBottleneck's densities take (C, 1, N).
+        z_lik, _, _ = eb._likelihood(z_hat.transpose(0, 1).reshape(z.shape[1], 1, -1))
+        z_lik = eb.likelihood_lower_bound(z_lik).reshape(z.shape[1], z.shape[0], -1).transpose(0, 1)
+        scales, means = self.hyper_params(z_hat, z_gain, y_gain)
+        y_hat = rounding(y * y_gain - means) + means
+        gc = self.gaussian_conditional
+        y_lik = gc.likelihood_lower_bound(gc._likelihood(y_hat, scales, means))
+        bits = -(torch.log2(z_lik).flatten(1).sum(1) + torch.log2(y_lik).flatten(1).sum(1))
+        return {"bits": bits, "y_hat": y_hat / y_gain, "z_hat": z_hat / z_gain}
+
+    def differentiable_synthesis(self, y_hat: Tensor) -> Tensor:
+        """``g_s`` in the device's precision and layout, as ``synthesize``, with gradients and unclamped."""
+        y_hat = y_hat.to(self._dtype()).contiguous(memory_format=engine.layout(y_hat.device))
+        return engine.transform(self.g_s, y_hat).float()
 
     def hyper_params(self, z_hat: Tensor, z_gain: Tensor, y_gain: Tensor) -> tuple[Tensor, Tensor]:
         """Float (scales, means) of the gained latent — the training-time path; coding uses

@@ -111,7 +111,7 @@ def _activation(m: nn.Module) -> IntLeakyReLU:
     raise ValueError(f"no integer-exact form of {m} (convolutions, ReLU and LeakyReLU(1/k) only)")
 
 
-def _floor_shift(x: Tensor, bits: int) -> Tensor:
+def floor_shift(x: Tensor, bits: int) -> Tensor:
     """floor(x / 2^bits) for integer-valued x; exact (power-of-two scaling) for either sign of bits."""
     return torch.floor(x * 2.0**-bits)
 
@@ -171,10 +171,10 @@ class ExactNetwork:
             if isinstance(layer, IntConv):
                 a = layer(_clamp(a))
                 if layer is not last:
-                    a = _floor_shift(a, in_frac + layer.frac - ACT_BITS)
+                    a = floor_shift(a, in_frac + layer.frac - ACT_BITS)
                     in_frac = ACT_BITS
             else:
                 a = layer(a)
         if out_frac is not None:
-            a = _floor_shift(a, self.out_frac - out_frac)
+            a = floor_shift(a, self.out_frac - out_frac)
         return a.cpu()

@@ -47,7 +47,7 @@ def trained_like(zero_init) -> ContextModel:
 
 @pytest.fixture(scope="module")
 def latents(zero_init) -> torch.Tensor:
-    images = torch.cat([to_tensor(make_photo_like(128, 192, seed=s)) for s in range(2)])
+    images = torch.cat([to_tensor(make_photo_like(128, 192, seed=s), ContextModel.stride) for s in range(2)])
     return zero_init.analyze(images)
 
 

@@ -58,7 +58,8 @@ def _hw(y: torch.Tensor) -> tuple[int, int]:
 def _hyperprior_quantize(model: ContextModel, y: torch.Tensor, quality: float) -> Latents:
     """What the plain hyperprior codes with the same tables (its coder, not the context one)."""
     y_gain, z_gain = model.inference_gains(quality)
-    return HyperpriorCoder.quantize(model.coder, y, model.side_analysis(y), y_gain, z_gain)
+    with torch.inference_mode():
+        return HyperpriorCoder.quantize(model.coder, y, model.side_analysis(y), y_gain, z_gain)
 
 
 def test_registered_kind():
@@ -224,25 +225,29 @@ def test_exact_path_tracks_the_float_context_networks(trained_like, latents, qua
 
 
 def test_end_to_end_through_the_api(tmp_path, monkeypatch):
-    """An exported context model is a weights entry like any other: encode, decode, tiles, info."""
+    """An exported context model is a weights entry like any other: encode, decode, tiles, info. Fresh
+    from hyperprior weights it decodes to the hyperprior's pixels, from streams of its own order."""
     folder = tmp_path / "weights"
     folder.mkdir()
+    make_test_weights(folder, model_id="test-msh")
     make_test_weights(folder, cls=ContextModel, model_id="test-ctx")
     monkeypatch.setenv("AECODEC_WEIGHTS", str(folder))
     _load.cache_clear()
     try:
-        c = load_codec("test-ctx")
-        assert isinstance(c.model, ContextModel)
+        ctx, msh = load_codec("test-ctx"), load_codec("test-msh")
+        assert isinstance(ctx.model, ContextModel) and type(msh.model) is GainHyperprior
         rgb = make_photo_like(96, 160, seed=4)
-        data = codec.encode(rgb, quality=6, codec=c)
-        out = np.asarray(codec.decode(data, codec=c))
-        assert out.shape == rgb.shape and np.abs(out.astype(int) - rgb).mean() < 60
-        tiled = codec.encode(rgb, quality=6, codec=c, tile=64)
-        f = codec.bitstream.unpack(tiled)
-        assert f.tile_count() > 1 and all(len(s) == 2 for s in f.streams)
-        assert np.asarray(codec.decode(tiled, codec=c)).shape == rgb.shape
+        for tile in (1024, 64):
+            data = codec.encode(rgb, quality=6, codec=ctx, tile=tile)
+            f = codec.bitstream.unpack(data)
+            assert f.model_id == "test-ctx" and f.tile_count() == (1 if tile == 1024 else 6)
+            assert all(len(s) == 2 for s in f.streams)
+            plain = codec.encode(rgb, quality=6, codec=msh, tile=tile)
+            assert [s[0] for s in f.streams] == [s[0] for s in codec.bitstream.unpack(plain).streams]  # same z
+            got = np.asarray(codec.decode(data, codec=ctx))
+            assert np.array_equal(got, np.asarray(codec.decode(plain, codec=msh)))
         path = tmp_path / "x.aec"
-        path.write_bytes(tiled)
+        path.write_bytes(data)
         shown = CliRunner().invoke(main, ["info", str(path)], catch_exceptions=False)
         assert shown.exit_code == 0 and "gain-ctx" in shown.output, shown.output
     finally:

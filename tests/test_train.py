@@ -97,17 +97,17 @@ def test_train_resume_and_export(folders, tmp_path, monkeypatch):
 
     # Another kind starts from the same hyperprior weights: only its new nets start fresh; the kind
     # travels through the checkpoint into the export.
-    cfg3 = TrainConfig(
-        train_dir=str(folders / "train"), run_dir=str(tmp_path / "run3"), steps=6, init="tiny", kind="gain-ctx", **TINY
-    )
-    assert train(cfg3)["step"] == 6
+    paths = {"train_dir": str(folders / "train"), "val_dir": str(folders / "val"), "run_dir": str(tmp_path / "run3")}
+    cfg3 = TrainConfig(**paths, kind="gain-ctx", steps=6, init="tiny", **TINY)
+    state3 = train(cfg3)
+    assert state3["step"] == 6 and state3["val"][-1]["step"] == 6  # validated by real coding, context path
     ck = torch.load(tmp_path / "run3" / "last.pt", weights_only=True)
     assert ck["kind"] == "gain-ctx" and (ck["model"]["g_a.0.weight"] - after).abs().max() < 0.05
-    ctx, st = model_from_checkpoint(tmp_path / "run3" / "last.pt")
+    ctx, _ = model_from_checkpoint(tmp_path / "run3" / "last.pt")
     assert type(ctx).__name__ == "ContextModel"
     assert export(ctx, "tiny-ctx", wdir, half=False, meta={}, make_default=False)["kind"] == "gain-ctx"
     with pytest.raises(ValueError, match="holds a gain-ctx model"):
-        train(TrainConfig(train_dir=str(folders / "train"), run_dir=str(tmp_path / "run3"), steps=7, **TINY))
+        train(TrainConfig(**paths, steps=7, **TINY))
 
 
 def test_ddp_two_processes_gloo(folders, tmp_path):

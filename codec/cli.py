@@ -24,6 +24,7 @@ from . import __version__, files
 from .bitstream import MAX_PIXELS, NO_LIMIT
 from .errors import AecError
 from .lean import import_compressai_lean
+from .manifest import LEGACY_KIND
 from .quality import DEFAULT_QUALITY, MAX_EFFORT, Q_MAX, Q_MIN, check_quality, effort_iterations
 
 EXIT_BAD_INPUT, EXIT_OTHER, EXIT_INTERRUPTED = 2, 1, 130
@@ -644,6 +645,13 @@ def models(as_json) -> None:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=int, default=0)
 @click.option("--init", default=None, help="Model id in weights/ to start from when RUN_DIR has no checkpoint.")
+@click.option(
+    "--model-kind",
+    "kind",
+    default=LEGACY_KIND,
+    show_default=True,
+    help="Registered model kind to train (codec.models); e.g. gain-ctx, which can --init from gain-msh weights.",
+)
 def train(train_dir, val_dir, run_dir, **kw) -> None:
     """Train (or resume) the variable-rate network on a folder of photos.
 

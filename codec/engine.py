@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,19 @@ class RansTables:
             guarded(data, indexes.numel()), indexes.reshape(-1).tolist(), self.cdf, self.cdf_len, self.offset
         )
         return torch.tensor(values, dtype=torch.int32).reshape(indexes.shape)
+
+    def decoder(self, data: bytes, symbols: int) -> Callable[[Tensor], Tensor]:
+        """Decoding of one stream of ``symbols`` symbols by parts, for models whose tables depend on
+        symbols decoded earlier: each call decodes the next ``indexes.numel()`` symbols (int32, shape
+        of ``indexes``)."""
+        dec = ans.RansDecoder()
+        dec.set_stream(guarded(data, symbols))
+
+        def part(indexes: Tensor) -> Tensor:
+            values = dec.decode_stream(indexes.reshape(-1).tolist(), self.cdf, self.cdf_len, self.offset)
+            return torch.tensor(values, dtype=torch.int32).reshape(indexes.shape)
+
+        return part
 
 
 def guarded(data: bytes, symbols: int) -> bytes:

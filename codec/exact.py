@@ -49,11 +49,11 @@ class IntConv:
     output_padding: int
 
     def __call__(self, x: Tensor) -> Tensor:
+        # The bias joins the sum inside the convolution: every partial sum is an integer below 2^53,
+        # so the order does not matter, and it saves a pass over the output.
         if self.transposed:
-            y = F.conv_transpose2d(x, self.weight, None, self.stride, self.padding, self.output_padding)
-        else:
-            y = F.conv2d(x, self.weight, None, self.stride, self.padding)
-        return y + self.bias.view(1, -1, 1, 1)
+            return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
     def worst_sum(self, input_bound: float) -> float:
         """Upper bound of any partial sum's magnitude for inputs bounded by ``input_bound``."""
@@ -86,6 +86,8 @@ def _weight_frac(w: Tensor) -> int:
 
 def _quantize(conv: nn.Conv2d | nn.ConvTranspose2d, input_frac: int) -> IntConv:
     w = conv.weight.detach().double().cpu()
+    if isinstance(getattr(conv, "mask", None), Tensor):  # CompressAI's masked convs compute weight · mask
+        w = w * conv.mask.detach().double().cpu()
     frac = _weight_frac(w)
     transposed = isinstance(conv, nn.ConvTranspose2d)
     return IntConv(
@@ -109,7 +111,7 @@ def _activation(m: nn.Module) -> IntLeakyReLU:
     raise ValueError(f"no integer-exact form of {m} (convolutions, ReLU and LeakyReLU(1/k) only)")
 
 
-def _floor_shift(x: Tensor, bits: int) -> Tensor:
+def floor_shift(x: Tensor, bits: int) -> Tensor:
     """floor(x / 2^bits) for integer-valued x; exact (power-of-two scaling) for either sign of bits."""
     return torch.floor(x * 2.0**-bits)
 
@@ -121,17 +123,20 @@ def _clamp(a: Tensor) -> Tensor:
 class ExactNetwork:
     """A float ``nn.Sequential`` of convolutions (plain or transposed) and (leaky) ReLUs, in integers.
 
-    Input: integers at ``INPUT_BITS`` fractional bits (``fixed_point``); output: integers at
-    ``out_frac`` fractional bits, on the CPU. Every hidden activation is held at ``ACT_BITS``.
+    Input: integers at ``in_frac`` fractional bits (``fixed_point``, or another network's output
+    shifted to ``ACT_BITS``), clamped; output: integers at ``out_frac`` fractional bits, on the CPU,
+    unclamped (a power-of-two scaling and floor of integers is deterministic at any size). Every
+    hidden activation is held at ``ACT_BITS``. Masked convolutions (CompressAI's ``MaskedConv2d``
+    family) run as plain ones with weight · mask.
     """
 
-    def __init__(self, net: nn.Sequential, device: torch.device | str = "cpu"):
+    def __init__(self, net: nn.Sequential, device: torch.device | str = "cpu", in_frac: int = INPUT_BITS):
         self.layers: list[IntConv | IntLeakyReLU] = []
-        frac = INPUT_BITS
+        self.in_frac = frac = in_frac
         for m in net:
             if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
                 self.layers.append(_quantize(m, frac))
-                frac = ACT_BITS
+                self._last_in_frac, frac = frac, ACT_BITS
             else:
                 self.layers.append(_activation(m))
         if not self.convs or not isinstance(self.layers[-1], IntConv):
@@ -150,23 +155,26 @@ class ExactNetwork:
 
     @property
     def out_frac(self) -> int:
-        return ACT_BITS + self.convs[-1].frac
+        return self._last_in_frac + self.convs[-1].frac
 
     @staticmethod
     def fixed_point(x: Tensor) -> Tensor:
         """round(x · 2^INPUT_BITS), clamped: the input of real values ``x`` (CPU float64, elementwise)."""
         return _clamp(torch.round(x * 2.0**INPUT_BITS))
 
-    def __call__(self, a: Tensor) -> Tensor:
-        """Integer outputs at ``out_frac`` fractional bits (CPU) for integer inputs from ``fixed_point``."""
+    def __call__(self, a: Tensor, out_frac: int | None = None) -> Tensor:
+        """Integer outputs (CPU) at ``self.out_frac`` fractional bits, or floor-shifted to ``out_frac``
+        (``ACT_BITS`` to feed another network, the bits of outputs they correct), for inputs at ``in_frac``."""
         a = a.to(self.device)
-        in_frac, last = INPUT_BITS, self.convs[-1]
+        in_frac, last = self.in_frac, self.convs[-1]
         for layer in self.layers:
             if isinstance(layer, IntConv):
                 a = layer(_clamp(a))
                 if layer is not last:
-                    a = _floor_shift(a, in_frac + layer.frac - ACT_BITS)
+                    a = floor_shift(a, in_frac + layer.frac - ACT_BITS)
                     in_frac = ACT_BITS
             else:
                 a = layer(a)
+        if out_frac is not None:
+            a = floor_shift(a, self.out_frac - out_frac)
         return a.cpu()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -12,21 +13,32 @@ from .export import export
 from .models.hyperprior import Arch, GainHyperprior
 
 TEST_MODEL_ID = "test-model"
+H = TypeVar("H", bound=GainHyperprior)
 
 
-def make_test_weights(folder: Path, note: str = "seeded random network, tests only") -> None:
-    """Export a small seeded network to ``folder`` the way real weights are exported.
+def make_test_weights(
+    folder: Path,
+    note: str = "seeded random network, tests only",
+    cls: type[GainHyperprior] = GainHyperprior,
+    model_id: str = TEST_MODEL_ID,
+) -> None:
+    """Export ``seeded_model(cls)`` to ``folder`` as ``model_id``, the way real weights are exported."""
+    export(seeded_model(cls), model_id, Path(folder), half=False, meta={"note": note})
+
+
+def seeded_model(cls: type[H]) -> H:
+    """The small seeded network (N=32, M=48) of a gained-hyperprior class.
 
     A random g_a outputs tiny latents (std ~0.05): the gains are widened so qualities 1..10 span a
     real rate range (about 0.1 to 8 bpp) and rate-control tests have something to search.
     """
     torch.manual_seed(1234)
-    model = GainHyperprior(Arch(N=32, M=48))
+    model = cls(Arch(N=32, M=48))
     with torch.no_grad():
         levels = torch.linspace(0, 1, model.arch.levels)[:, None]
         model.log_y_gain.copy_((math.log(5) + levels * math.log(100)).expand_as(model.log_y_gain))
         model.log_z_gain.copy_((math.log(20) + levels * math.log(10)).expand_as(model.log_z_gain))
-    export(model, TEST_MODEL_ID, Path(folder), half=False, meta={"note": note})
+    return model
 
 
 def decoded_digests(data: bytes, codec) -> dict:

@@ -170,8 +170,9 @@ def train(cfg: TrainConfig) -> dict:
     opt = torch.optim.Adam([{"params": main_params}, {"params": aux_params, "lr": 1e-3, "aux": True}], lr=cfg.lr)
     if ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, map_location=device)
-        if (ck.get("kind", DEFAULT_KIND), ck["arch"]) != (model.kind, model.arch_dict()):
-            raise ValueError(f"{ckpt_path} has architecture {ck['arch']}, asked for {model.arch_dict()}")
+        found, asked = (ck.get("kind", DEFAULT_KIND), ck["arch"]), (model.kind, model.arch_dict())
+        if found != asked:
+            raise ValueError(f"{ckpt_path} holds a {found[0]} model {found[1]}, asked for a {asked[0]} {asked[1]}")
         model.load_state_dict(_without_tables(ck["model"]), strict=False)
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
@@ -306,7 +307,10 @@ def init_from_weights(model: Model, model_id: str) -> dict:
         for name in ("log_y_gain", "log_z_gain"):
             sd[name] = torch.tensor(Q.remap_levels(sd[name].tolist(), old, Q.LAMBDAS), dtype=torch.float32)
         del sd["y_gain_table"], sd["z_gain_table"]
-    model.load_state_dict(sd, strict=False)
+    # strict=False: parameters the weights lack (a context model's nets on hyperprior weights) start fresh
+    unexpected = model.load_state_dict(sd, strict=False).unexpected_keys
+    if unexpected:
+        raise ValueError(f"model {model_id} holds parameters a {model.kind} model lacks: {', '.join(unexpected[:3])}")
     return {
         "step": int(training.get("steps") or 0),
         "seconds": float(training.get("seconds") or 0.0),

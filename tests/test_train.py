@@ -10,11 +10,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from PIL import Image
 
 import codec
 from codec import engine
 from codec import quality as Q
+from codec.cli import main
 from codec.export import model_from_checkpoint
 from codec.train import TrainConfig, lr_at, pick_precision, train
 
@@ -93,6 +95,20 @@ def test_train_resume_and_export(folders, tmp_path, monkeypatch):
     resumed = torch.load(tmp_path / "run2" / "last.pt", weights_only=True)["model"]["g_a.0.weight"]
     assert (resumed - after).abs().max() < 0.05  # one small step away from the exported weights, not a fresh init
 
+    # Another kind starts from the same hyperprior weights: only its new nets start fresh; the kind
+    # travels through the checkpoint into the export.
+    paths = {"train_dir": str(folders / "train"), "val_dir": str(folders / "val"), "run_dir": str(tmp_path / "run3")}
+    cfg3 = TrainConfig(**paths, kind="gain-ctx", steps=6, init="tiny", **TINY)
+    state3 = train(cfg3)
+    assert state3["step"] == 6 and state3["val"][-1]["step"] == 6  # validated by real coding, context path
+    ck = torch.load(tmp_path / "run3" / "last.pt", weights_only=True)
+    assert ck["kind"] == "gain-ctx" and (ck["model"]["g_a.0.weight"] - after).abs().max() < 0.05
+    ctx, _ = model_from_checkpoint(tmp_path / "run3" / "last.pt")
+    assert type(ctx).__name__ == "ContextModel"
+    assert export(ctx, "tiny-ctx", wdir, half=False, meta={}, make_default=False)["kind"] == "gain-ctx"
+    with pytest.raises(ValueError, match="holds a gain-ctx model"):
+        train(TrainConfig(**paths, steps=7, **TINY))
+
 
 def test_ddp_two_processes_gloo(folders, tmp_path):
     run = tmp_path / "ddp"
@@ -137,3 +153,9 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
     assert pick_precision("auto", cpu) is None
     assert pick_precision("auto", torch.device("cuda", 0)) == torch.bfloat16
     assert pick_precision("fp16", cpu) == torch.float16 and pick_precision("fp32", cpu) is None
+
+
+def test_unknown_model_kind_is_one_line(folders, tmp_path):
+    args = ["train", str(folders / "train"), "--run-dir", str(tmp_path / "r"), "--model-kind", "elic"]
+    out = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert out.exit_code == 2 and out.output.count("\n") == 1 and "unknown model kind 'elic'" in out.output

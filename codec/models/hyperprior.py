@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
@@ -98,6 +98,16 @@ def hyper_synthesis(N: int, M: int) -> nn.Sequential:
     )
 
 
+def ste_dequantize(yg: Tensor, means_g: Tensor, y_gain: Tensor) -> Tensor:
+    """The un-gained latent the decoder will see (symbols round(yg − μ_g), STE): what g_s is trained on."""
+    return (ste_round(yg - means_g) + means_g) / y_gain
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast to ``dtype`` on ``device``, or a disabled one for None (float32)."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 @dataclass
 class Latents:
     """Symbols and the tables derived from them; exact, so equal on every machine."""
@@ -136,7 +146,11 @@ class ExactHyperSynthesis:
 
     def __call__(self, z_sym: Tensor, z_gain: Tensor, y_gain: Tensor) -> tuple[Tensor, Tensor]:
         """(scale indexes int32, gained means float64) for hyper-latent symbols (B, N, h, w)."""
-        S, Mu = self.integer_outputs(z_sym, z_gain)
+        return self.indexes_and_means(*self.integer_outputs(z_sym, z_gain), y_gain)
+
+    def indexes_and_means(self, S: Tensor, Mu: Tensor, y_gain: Tensor) -> tuple[Tensor, Tensor]:
+        """(scale indexes int32, gained means float64) of integer (S, Mu) at ``net.out_frac`` bits;
+        ``y_gain`` holds the gains of S's channels (a context model passes one group at a time)."""
         B, C, H, W = S.shape
         thr = self.thresholds(y_gain)  # (C, T-1), increasing along T
         # count of thresholds strictly below S  ==  searchsorted(thr, S, side="left")
@@ -165,9 +179,12 @@ class HyperpriorCoder:
         """The factorized model codes channel c with table c."""
         return torch.arange(self.channels, dtype=torch.int32)[:, None, None].expand(self.channels, *shape)
 
+    def z_symbols(self, z: Tensor, z_gain: Tensor) -> Tensor:
+        return torch.round(z.double().cpu() * z_gain.view(1, -1, 1, 1) - self.hyper.medians.view(1, -1, 1, 1)).int()
+
     def quantize(self, y: Tensor, z: Tensor, y_gain: Tensor, z_gain: Tensor) -> Latents:
         """Symbols of (y, z): only these encoder floats decide them; the rest comes from the symbols."""
-        z_sym = torch.round(z.double().cpu() * z_gain.view(1, -1, 1, 1) - self.hyper.medians.view(1, -1, 1, 1)).int()
+        z_sym = self.z_symbols(z, z_gain)
         idx, means = self.hyper(z_sym, z_gain, y_gain)
         y_sym = torch.round(y.double().cpu() * y_gain.view(1, -1, 1, 1) - means).int()
         return Latents(z_sym, y_sym, idx, means, y_gain)
@@ -179,12 +196,16 @@ class HyperpriorCoder:
             for b in range(lat.y_sym.shape[0])
         ]
 
-    def decode(self, streams: list[Streams], z_shape: tuple[int, int], y_gain: Tensor, z_gain: Tensor) -> Latents:
+    def decode_z(self, streams: list[Streams], z_shape: tuple[int, int]) -> Tensor:
+        """Hyper-latent symbols from stream 0 of each image, after checking the stream count."""
         for s in streams:
             if len(s) != self.STREAMS:
                 raise ValueError(f"{len(s)} streams in a tile, this model codes {self.STREAMS}")
         z_idx = self.z_indexes(z_shape)
-        z_sym = torch.stack([self.z_tables.decode(s[0], z_idx) for s in streams])
+        return torch.stack([self.z_tables.decode(s[0], z_idx) for s in streams])
+
+    def decode(self, streams: list[Streams], z_shape: tuple[int, int], y_gain: Tensor, z_gain: Tensor) -> Latents:
+        z_sym = self.decode_z(streams, z_shape)
         idx, means = self.hyper(z_sym, z_gain, y_gain)
         y_sym = torch.stack([self.y_tables.decode(s[1], idx[b]) for b, s in enumerate(streams)])
         return Latents(z_sym, y_sym, idx, means, y_gain)
@@ -198,6 +219,8 @@ class GainHyperprior(Model):
     latent_stride = 16
     hyper_stride = stride // latent_stride
     half_stored = ("g_a.", "g_s.", "h_a.", "h_s.")
+    #: The exact entropy path ``prepare`` builds (a subclass with more nets brings its own).
+    coder_class: ClassVar[type[HyperpriorCoder]] = HyperpriorCoder
 
     def __init__(self, arch: Arch = Arch()):
         super().__init__()
@@ -256,22 +279,30 @@ class GainHyperprior(Model):
         The transforms run under autocast when ``autocast_dtype`` is given; everything that
         computes likelihoods stays float32, where bf16 would lose the small tail probabilities.
         """
+        y, y_gain, scales, means, z_lik = self.hyperprior(x, quality, autocast_dtype)
+        yg, scales_g, means_g = y * y_gain, scales * y_gain, means * y_gain
+        _, y_lik = self.gaussian_conditional(yg, scales_g, means=means_g)
+        return self.synthesis_output(ste_dequantize(yg, means_g, y_gain), y_lik, z_lik, autocast_dtype)
+
+    def hyperprior(self, x: Tensor, quality: Tensor, autocast_dtype: torch.dtype | None) -> tuple[Tensor, ...]:
+        """The training pass up to the hyper-synthesis: (y, y_gain, scales, means, z likelihoods),
+        scales and means of the un-gained latent, all float32."""
         y_gain, z_gain = (g.to(x.device) for g in self.gains(quality))
-        dev = x.device.type
-        with torch.autocast(dev, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        with _autocast(x.device, autocast_dtype):
             y = self.g_a(x)
             z = self.h_a(y)
         y, z = y.float(), z.float() * z_gain
         _, z_lik = self.entropy_bottleneck(z)
         medians = self.entropy_bottleneck._get_medians().detach()
         z_hat = ste_round(z - medians) + medians
-        with torch.autocast(dev, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        with _autocast(x.device, autocast_dtype):
             params = self.h_s(z_hat / z_gain)
         scales, means = params.float().chunk(2, 1)
-        yg, scales_g, means_g = y * y_gain, scales * y_gain, means * y_gain
-        _, y_lik = self.gaussian_conditional(yg, scales_g, means=means_g)
-        y_hat = (ste_round(yg - means_g) + means_g) / y_gain
-        with torch.autocast(dev, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        return y, y_gain, scales, means, z_lik
+
+    def synthesis_output(self, y_hat: Tensor, y_lik: Tensor, z_lik: Tensor, autocast_dtype: torch.dtype | None) -> dict:
+        """The training pass's result from the STE-rounded latent and both likelihoods."""
+        with _autocast(y_hat.device, autocast_dtype):
             x_hat = self.g_s(y_hat)
         # The auxiliary loss rides along so one backward (and one DDP all-reduce) covers it.
         return {"x_hat": x_hat.float(), "likelihoods": {"y": y_lik, "z": z_lik}, "aux": self.aux_loss()}
@@ -313,11 +344,11 @@ class GainHyperprior(Model):
         self.entropy_bottleneck.update(force=True)
         self.gaussian_conditional.update()
         self.freeze_gains()
-        self._coder = HyperpriorCoder(self)  # raises if the exact hyper-synthesis could overflow 2^53
+        self._coder = self.coder_class(self)  # raises if the exact hyper-synthesis could overflow 2^53
 
     def prepare(self) -> GainHyperprior:
         engine.use_layout(self.g_a, self.g_s)
-        self._coder = HyperpriorCoder(self)
+        self._coder = self.coder_class(self)
         return self
 
     @property
@@ -359,8 +390,11 @@ class GainHyperprior(Model):
     def decode_symbols(self, streams: list[Streams], shape: tuple[int, int], quality: float) -> Latents:
         """rANS-decode same-size images' streams: symbols, indexes and means (all on the CPU)."""
         y_gain, z_gain = self.inference_gains(quality)
-        z_shape = (shape[0] // self.hyper_stride, shape[1] // self.hyper_stride)
-        return self.coder.decode(streams, z_shape, y_gain, z_gain)
+        return self.coder.decode(streams, self.hyper_shape(shape), y_gain, z_gain)
+
+    def hyper_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """Size of the hyper-latent of an (h, w) latent."""
+        return shape[0] // self.hyper_stride, shape[1] // self.hyper_stride
 
     def decode_latent(self, streams: list[Streams], shape: tuple[int, int], quality: float) -> Tensor:
         return self.decode_symbols(streams, shape, quality).y_hat().float()

@@ -8,9 +8,10 @@ from __future__ import annotations
 from ..errors import AecError
 from ..manifest import LEGACY_KIND, kind_of  # noqa: F401  (kind_of re-exported: reading kinds needs no torch)
 from .base import Model
+from .context import ContextModel
 from .hyperprior import GainHyperprior
 
-KINDS: dict[str, type[Model]] = {cls.kind: cls for cls in (GainHyperprior,)}
+KINDS: dict[str, type[Model]] = {cls.kind: cls for cls in (GainHyperprior, ContextModel)}
 #: Kind of manifest entries written before kinds existed (v2-v4 weights).
 DEFAULT_KIND = LEGACY_KIND
 assert DEFAULT_KIND in KINDS, "the legacy kind must stay registered: v2-v4 weights name no kind"

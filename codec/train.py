@@ -106,7 +106,8 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
 def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype. ``auto``: bf16 on CUDA and on CPUs with native bf16 (AVX512_BF16/AMX: 0.135
     against 0.275 s/step fp32 on 2 Zen 5 cores, N=128/M=192, 8x128²); fp32 on other CPUs, where bf16
-    measured 2x slower (1.7-1.8 against 0.77 s/step on 2 AVX-512 cores without bf16)."""
+    measured 2x slower (1.7-1.8 against 0.77 s/step on 2 AVX-512 cores without bf16) and 9x slower on an
+    AVX2-only EPYC (13.7 against 1.5 s/step, 4x256²)."""
     if name == "auto":
         native = device.type == "cuda" or (device.type == "cpu" and engine.cpu_has_native_bf16())
         return torch.bfloat16 if native else None

@@ -297,7 +297,7 @@ def stream_payload(data: bytes, rng: random.Random, seeds: list[bytes]) -> bytes
     """Garbage in one entropy-coded stream of a well-formed file (length tables kept consistent): the
     cases that reach the rANS decoder."""
     try:
-        f = bs.unpack(data, max_pixels=1 << 64)
+        f = bs.unpack(data, max_pixels=bs.NO_LIMIT)
     except bs.FormatError:
         return data
     tile = rng.choice(f.streams)

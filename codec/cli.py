@@ -628,6 +628,12 @@ def models(as_json) -> None:
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--lr", type=float, default=5e-4, show_default=True)
 @click.option(
+    "--context-lr",
+    type=float,
+    default=None,
+    help="Peak LR of the entropy model's context networks (default: --lr); they start untrained.",
+)
+@click.option(
     "--decay-start",
     type=click.FloatRange(0.0, 1.0, max_open=True),
     default=0.7,

@@ -46,6 +46,7 @@ class TrainConfig:
     crop: int = 128
     batch: int = 8
     lr: float = 5e-4
+    context_lr: float | None = None  # LR of the model's ``context_params`` (None: same as ``lr``)
     final_lr_fraction: float = 0.05
     decay_start: float = 0.7  # fraction of the budget after which the LR follows a cosine down
     warmup_steps: int = 300
@@ -147,6 +148,38 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def make_optimizer(model: Model, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, list[Tensor]]:
+    """Adam over three groups: the main parameters, the model's context networks (at ``context_lr``,
+    as a multiple of the scheduled LR) and the entropy bottleneck's quantiles (aux, fixed LR).
+    Returns the optimizer and the parameters whose gradient norm is clipped."""
+    groups: dict[str, list[Tensor]] = {"main": [], "context": [], "aux": []}
+    for name, p in model.named_parameters():
+        which = "aux" if name.endswith("quantiles") else "context" if name.startswith(model.context_params) else "main"
+        groups[which].append(p)
+    scale = (cfg.context_lr / cfg.lr) if cfg.context_lr else 1.0
+    opt = torch.optim.Adam(
+        [
+            {"params": groups["main"]},
+            {"params": groups["context"], "lr_scale": scale},
+            {"params": groups["aux"], "lr": 1e-3, "aux": True},
+        ],
+        lr=cfg.lr,
+    )
+    return opt, groups["main"] + groups["context"]
+
+
+def load_optimizer(opt: torch.optim.Optimizer, saved: dict) -> None:
+    """Resume Adam's moments; checkpoints from before the context group (main, aux) get an empty one.
+    The LR scale of each group is this invocation's, not the checkpoint's."""
+    groups = saved["param_groups"]
+    if len(groups) == 2 and len(opt.param_groups) == 3:
+        groups.insert(1, {**groups[0], "params": []})
+    scales = [g.get("lr_scale", 1.0) for g in opt.param_groups]
+    opt.load_state_dict(saved)
+    for g, scale in zip(opt.param_groups, scales, strict=True):
+        g["lr_scale"] = scale
+
+
 # -- the loop -----------------------------------------------------------------------------
 def train(cfg: TrainConfig) -> dict:
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -166,16 +199,14 @@ def train(cfg: TrainConfig) -> dict:
 
     model = model_class(cfg.kind).from_arch({"N": cfg.N, "M": cfg.M}).to(device)
     state = {"step": 0, "seconds": 0.0, "val": []}
-    aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
-    main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
-    opt = torch.optim.Adam([{"params": main_params}, {"params": aux_params, "lr": 1e-3, "aux": True}], lr=cfg.lr)
+    opt, main_params = make_optimizer(model, cfg)
     if ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, map_location=device)
         found, asked = (ck.get("kind", DEFAULT_KIND), ck["arch"]), (model.kind, model.arch_dict())
         if found != asked:
             raise ValueError(f"{ckpt_path} holds a {found[0]} model {found[1]}, asked for a {asked[0]} {asked[1]}")
         model.load_state_dict(_without_tables(ck["model"]), strict=False)
-        opt.load_state_dict(ck["optimizer"])
+        load_optimizer(opt, ck["optimizer"])
         state = ck["state"]
         if rank == 0:
             print(f"resumed {ckpt_path} at step {state['step']}", flush=True)
@@ -227,7 +258,7 @@ def train(cfg: TrainConfig) -> dict:
             lr = lr_at(cfg, step - start_step, progress)
             for g in opt.param_groups:
                 if not g.get("aux"):
-                    g["lr"] = lr
+                    g["lr"] = lr * g.get("lr_scale", 1.0)
             x = sampler.batch(cfg.batch).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             q = Q.Q_MIN + (Q.Q_MAX - Q.Q_MIN) * torch.rand(cfg.batch, generator=qgen)
             out = net(x, q.to(device), amp)

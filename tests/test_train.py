@@ -159,3 +159,27 @@ def test_unknown_model_kind_is_one_line(folders, tmp_path):
     args = ["train", str(folders / "train"), "--run-dir", str(tmp_path / "r"), "--model-kind", "elic"]
     out = CliRunner().invoke(main, args, catch_exceptions=False)
     assert out.exit_code == 2 and out.output.count("\n") == 1 and "unknown model kind 'elic'" in out.output
+
+
+def test_context_networks_get_their_own_learning_rate():
+    from codec.models.registry import model_class
+    from codec.train import load_optimizer, make_optimizer
+
+    model = model_class("gain-ctx").from_arch({"N": 16, "M": 24})
+    cfg = TrainConfig(train_dir=".", lr=1e-4, context_lr=1e-3)
+    opt, clipped = make_optimizer(model, cfg)
+    main, context, aux = opt.param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert context["params"] and all(names[id(p)].startswith("context.") for p in context["params"])
+    assert not any(names[id(p)].startswith("context.") for p in main["params"])
+    assert context["lr_scale"] == pytest.approx(10.0) and aux.get("aux")
+    assert len(clipped) == len(main["params"]) + len(context["params"])
+    # A checkpoint from before the context group (main, aux) resumes; this invocation's scale wins.
+    hyper = model_class("gain-msh").from_arch({"N": 16, "M": 24})
+    old, _ = make_optimizer(hyper, TrainConfig(train_dir="."))
+    saved = old.state_dict()
+    saved["param_groups"].pop(1)
+    fresh, _ = make_optimizer(hyper, cfg)
+    load_optimizer(fresh, saved)
+    assert len(fresh.param_groups[0]["params"]) == len(saved["param_groups"][0]["params"])
+    assert len(fresh.param_groups[1]["params"]) == 0 and fresh.param_groups[1]["lr_scale"] == pytest.approx(10.0)

@@ -49,6 +49,9 @@ class Model(nn.Module, ABC):
     latent_stride: ClassVar[int]
     #: Parameter-name prefixes that shipped weights may store in fp16 (the float transforms).
     half_stored: ClassVar[tuple[str, ...]] = ()
+    #: Parameter-name prefixes of the entropy model's own networks (not in a hyperprior's weights):
+    #: training may give them their own learning rate while they catch up with trained transforms.
+    context_params: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     @abstractmethod

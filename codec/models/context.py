@@ -207,6 +207,7 @@ class ContextModel(GainHyperprior):
 
     kind = "gain-ctx"
     coder_class = ContextCoder
+    context_params = ("context.",)
 
     def __init__(self, arch: Arch | None = None):
         arch = arch or Arch()

@@ -204,20 +204,21 @@ def test_exact_path_tracks_the_float_context_networks(trained_like, latents, qua
     coded = model.quantize(latents, quality)
     gy, gz = model.inference_gains(quality)
     medians = model.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
-    y_hat = coded.y_hat().float()
+    g = gy.float().view(1, -1, 1, 1)
+    y_hat = coded.y_hat().float() * g  # the context networks work in quantization steps
     anchors = anchor_mask(*y_hat.shape[2:])
     with torch.no_grad():
         scales_h, means_h = model.h_s((coded.z_sym + medians) / gz.float().view(1, -1, 1, 1)).chunk(2, 1)
         scales, means = [], []
         for net, sl in zip(model.context, model.group_slices(), strict=True):
-            hyper = torch.cat([scales_h[:, sl], means_h[:, sl]], 1)
+            g_k = g[:, sl]
+            hyper = torch.cat([scales_h[:, sl] * g_k, means_h[:, sl] * g_k], 1)
             channel = net.channel(y_hat[:, : sl.start]) if net.channel is not None else None
             anchor_ctx = net.correction(hyper, torch.zeros_like(y_hat[:, sl]), channel)
             spatial = net.spatial(torch.where(anchors, y_hat[:, sl], 0.0))
             other_ctx = net.correction(hyper, spatial, channel)
-            scales.append(scales_h[:, sl] + torch.where(anchors, anchor_ctx[0], other_ctx[0]))
-            means.append(means_h[:, sl] + torch.where(anchors, anchor_ctx[1], other_ctx[1]))
-    g = gy.float().view(1, -1, 1, 1)
+            scales.append(scales_h[:, sl] + torch.where(anchors, anchor_ctx[0], other_ctx[0]) / g_k)
+            means.append(means_h[:, sl] + torch.where(anchors, anchor_ctx[1], other_ctx[1]) / g_k)
     float_idx = model.scale_indexes(torch.cat(scales, 1) * g)
     agree = (float_idx == coded.indexes).float().mean().item()
     assert agree > 0.97, agree

@@ -24,8 +24,9 @@ from compressai.layers import CheckerboardMaskedConv2d
 from torch import Tensor, nn
 
 from ..exact import ACT_BITS, ExactNetwork, floor_shift
+from ..tensors import ste_round
 from .base import Streams
-from .hyperprior import Arch, GainHyperprior, HyperpriorCoder, Latents, ste_dequantize
+from .hyperprior import Arch, GainHyperprior, HyperpriorCoder, Latents
 
 #: Channel groups of the 192-channel latent (ELIC's uneven split: small groups first, where the
 #: channel context has the least to go on and the latent carries the most energy).
@@ -91,10 +92,11 @@ CodeStep = Callable[[slice, Tensor, Tensor, Tensor], Tensor]
 class ContextCoder(HyperpriorCoder):
     """The exact entropy path of a ``ContextModel``: the hyperprior's, plus the context networks.
 
-    Integer-exact like the hyper-synthesis: the decoded latent is on the quantization grid, so its
-    fixed point ``ExactNetwork.fixed_point(ŷ)`` is the same everywhere; the context networks take it
-    (and the hyper-synthesis' (S, Mu) shifted to ``ACT_BITS``), and the fuse's correction (ΔS, ΔMu)
-    lands on (S, Mu) at their ``out_frac`` bits; indexes and means follow with the hyperprior's
+    Integer-exact like the hyper-synthesis: the decoded gained latent (symbol + gained mean) has an
+    exact fixed point ``ExactNetwork.fixed_point(ŷ·g)``, the same everywhere; the context networks
+    take it (and the hyper-synthesis' (S, Mu) times the gain, floored to ``ACT_BITS``), and the fuse's
+    correction (ΔS, ΔMu), in quantization steps, is divided by the gain and floored onto (S, Mu) at
+    their ``out_frac`` bits (IEEE elementwise ops: identical everywhere); indexes and means follow with the hyperprior's
     thresholds and formula. Streams: [z, y], y holding the chunks in decode order.
     """
 
@@ -128,9 +130,10 @@ class ContextCoder(HyperpriorCoder):
         sym = torch.zeros((B, M, H * W), dtype=torch.int32)
         idx = torch.zeros((B, M, H * W), dtype=torch.int32)
         means = torch.zeros((B, M, H * W), dtype=torch.float64)
-        X = torch.zeros((B, M, H * W), dtype=torch.float64)  # decoded ŷ in fixed point
+        X = torch.zeros((B, M, H * W), dtype=torch.float64)  # decoded gained ŷ in fixed point
         S_flat, Mu_flat = S.reshape(B, M, -1), Mu.reshape(B, M, -1)
-        hyper_act = floor_shift(torch.cat([S_flat, Mu_flat], 1), out_frac - ACT_BITS)
+        gain = y_gain.view(1, -1, 1)
+        hyper_act = floor_shift(torch.cat([S_flat * gain, Mu_flat * gain], 1), out_frac - ACT_BITS)
 
         def image(t: Tensor) -> Tensor:
             return t.reshape(B, -1, H, W)
@@ -146,15 +149,18 @@ class ContextCoder(HyperpriorCoder):
                 spatial = net.spatial(image(X[:, sl]), ACT_BITS).reshape(B, -1, H * W)
             fuse_in = torch.cat([t[:, :, pos] for t in (*inputs[:2], spatial, *inputs[2:])], 1)[..., None]
             dS, dMu = net.fuse(fuse_in, out_frac)[..., 0].chunk(2, 1)
+            g = gain[:, sl]  # the correction is in quantization steps: back to the hyperprior's units
             i_k, m_k = (
                 t[..., 0]
                 for t in self.hyper.indexes_and_means(
-                    (S_flat[:, sl, pos] + dS)[..., None], (Mu_flat[:, sl, pos] + dMu)[..., None], y_gain[sl]
+                    (S_flat[:, sl, pos] + torch.floor(dS / g))[..., None],
+                    (Mu_flat[:, sl, pos] + torch.floor(dMu / g))[..., None],
+                    y_gain[sl],
                 )
             )
             s_k = code(sl, pos, i_k, m_k)
             sym[:, sl, pos], idx[:, sl, pos], means[:, sl, pos] = s_k, i_k, m_k
-            X[:, sl, pos] = ExactNetwork.fixed_point((s_k.double() + m_k) / y_gain[sl].view(1, -1, 1))
+            X[:, sl, pos] = ExactNetwork.fixed_point(s_k.double() + m_k)
         return image(sym), image(idx), image(means)
 
     def quantize(self, y: Tensor, z: Tensor, y_gain: Tensor, z_gain: Tensor) -> Latents:
@@ -221,27 +227,32 @@ class ContextModel(GainHyperprior):
         return [slice(a, b) for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
     def forward(self, x: Tensor, quality: Tensor, autocast_dtype: torch.dtype | None = None) -> dict:
-        """As ``GainHyperprior.forward``; the context nets (float32) see STE-rounded decoded values."""
+        """As ``GainHyperprior.forward``; the context nets (float32) see STE-rounded decoded values.
+
+        The context networks work in quantization steps (the gained latent): their inputs and
+        corrections mean the same at every quality, so one network serves the whole ladder. The
+        correction is divided by the gain on the way back to the hyperprior's parameters."""
         y, y_gain, scales_h, means_h, z_lik = self.hyperprior(x, quality, autocast_dtype)
         anchors = anchor_mask(*y.shape[2:]).to(y.device)
-        scales, means, y_hats = [], [], []
+        scales, means, decoded = [], [], []  # decoded: gained ŷ (symbols + gained means), per group
         for k, sl in enumerate(self.group_slices()):
             net, g = self.context[k], y_gain[:, sl]
-            hyper = torch.cat([scales_h[:, sl], means_h[:, sl]], 1)
-            channel = net.channel(torch.cat(y_hats, 1)) if net.channel is not None else None
-            spatial = torch.zeros_like(y[:, sl])
+            s_h, m_h, y_g = scales_h[:, sl], means_h[:, sl], y[:, sl] * g
+            hyper = torch.cat([s_h * g, m_h * g], 1)
+            channel = net.channel(torch.cat(decoded, 1)) if net.channel is not None else None
+            spatial = torch.zeros_like(y_g)
             s_k, m_k, yh_k = [], [], torch.zeros_like(spatial)
             for j, part in enumerate((anchors, ~anchors)):
                 if j:  # non-anchors: the group's decoded anchors are the spatial context
                     spatial = net.spatial(yh_k)
                 ds, dm = net.correction(hyper, spatial, channel)
-                s, m = scales_h[:, sl] + ds, means_h[:, sl] + dm
-                yh_k = torch.where(part, ste_dequantize(y[:, sl] * g, m * g, g), yh_k)
+                s, m = s_h + ds / g, m_h + dm / g
+                yh_k = torch.where(part, ste_round(y_g - m * g) + m * g, yh_k)
                 s_k.append(s)
                 m_k.append(m)
             scales.append(torch.where(anchors, *s_k))
             means.append(torch.where(anchors, *m_k))
-            y_hats.append(yh_k)
+            decoded.append(yh_k)
         scales_g, means_g = torch.cat(scales, 1) * y_gain, torch.cat(means, 1) * y_gain
         _, y_lik = self.gaussian_conditional(y * y_gain, scales_g, means=means_g)
-        return self.synthesis_output(torch.cat(y_hats, 1), y_lik, z_lik, autocast_dtype)
+        return self.synthesis_output(torch.cat(decoded, 1) / y_gain, y_lik, z_lik, autocast_dtype)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from pathlib import Path
 
+from codec.bench.report import json_text
 from codec.data import image_files
 from codec.devices import available, resolve_device
 from codec.errors import AecError
@@ -47,16 +46,5 @@ def devices(choice: str) -> list[str]:
         raise SystemExit(str(e)) from None
 
 
-def finite_or_none(value):
-    """JSON has no NaN/inf: write them as null (recursively through lists and dicts)."""
-    if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_none(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(finite_or_none(data), indent=2) + "\n")
+    path.write_text(json_text(data))

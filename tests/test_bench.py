@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from benchmarks.bdrate import bd_rate
-from benchmarks.metrics import ms_ssim, ms_ssim_db
+from codec.bench.bdrate import bd_rate
+from codec.bench.metrics import ms_ssim, ms_ssim_db
 from codec.weights import read_manifest
 
 REPO = Path(__file__).resolve().parent.parent

@@ -5,10 +5,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-from pytorch_msssim import ms_ssim as _ms_ssim
 
-from codec.tensors import psnr
+from ..tensors import psnr
 
 __all__ = ["MS_SSIM_MIN_SIDE", "bpp", "ms_ssim", "ms_ssim_db", "psnr"]
 
@@ -25,6 +23,9 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     """MS-SSIM of two (H, W, 3) uint8 images, data_range 255; NaN when the image is too small."""
     if min(a.shape[:2]) < MS_SSIM_MIN_SIDE:
         return math.nan
+
+    import torch
+    from pytorch_msssim import ms_ssim as _ms_ssim
 
     def t(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float()

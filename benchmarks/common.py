@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from codec.bench import parse_floats  # noqa: F401  (re-exported for the benchmarks)
 from codec.bench.report import json_text
 from codec.data import image_files
 from codec.devices import available, resolve_device
@@ -29,11 +30,6 @@ def use_weights(folder: str | Path | None) -> None:
 
 #: Every integer quality of the ladder, as the --qualities option spells it.
 ALL_QUALITIES = ",".join(str(q) for q in range(int(Q_MIN), int(Q_MAX) + 1))
-
-
-def parse_floats(text: str) -> list[float]:
-    """``"1,2,4.5"`` → ``[1.0, 2.0, 4.5]``; the CLIs take sweeps as comma lists."""
-    return [float(t) for t in text.split(",") if t.strip()]
 
 
 def devices(choice: str) -> list[str]:

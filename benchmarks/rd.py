@@ -17,8 +17,9 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from codec.bench import coders, report
+from codec.bench import coders, parse_names, report
 from codec.bench.rd import CODEC_NAMES, build_coders, measure_images, report_files
+from codec.errors import AecError
 from codec.files import write_atomic
 
 from .anchors import load_anchors
@@ -179,13 +180,10 @@ def main(
 
 
 def _codec_names(text: str) -> tuple[str, ...]:
-    names = tuple(t.strip() for t in text.split(",") if t.strip())
-    unknown = [n for n in names if n not in CODEC_NAMES]
-    if unknown or not names:
-        raise click.BadParameter(
-            f"unknown codec {unknown}; choose from {', '.join(CODEC_NAMES)}", param_hint="--codecs"
-        )
-    return names
+    try:
+        return parse_names(text, CODEC_NAMES)
+    except AecError as e:
+        raise click.BadParameter(str(e), param_hint="--codecs") from None
 
 
 def _effort_levels(text: str) -> tuple[int, ...]:

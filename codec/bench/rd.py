@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import load_rgb
+from .. import files
 from . import coders, metrics, report
 
 #: Every codec name a run accepts: aecodec and Pillow's.
@@ -93,12 +93,13 @@ def warm_up(todo: list[coders.Coder]) -> None:
 def measure_images(paths: Iterable[Path], todo: list[coders.Coder], notes: list[str]) -> list[dict]:
     """Per-image records of every setting on every image (``paths`` may be a progress bar over the list).
 
-    A note is added when some image is too small for MS-SSIM (its values are NaN, null in JSON).
+    An unreadable image is an AecError naming it. A note is added when some image is too small for
+    MS-SSIM (its values are NaN, null in JSON).
     """
     warm_up(todo)
     records, short_side = [], []
     for path in paths:
-        rgb = load_rgb(path)
+        rgb = np.asarray(files.open_image(files.read_bytes(str(path)), path.name).convert("RGB"))
         short_side.append(min(rgb.shape[:2]))
         records += [{"image": path.name, **measure(coder, rgb)} for coder in todo]
     if short_side and min(short_side) < metrics.MS_SSIM_MIN_SIDE:

@@ -660,6 +660,8 @@ def compare(image, quality, bpp, max_bytes, codecs, output, model_id, device, fo
             raise AecError(f"--bytes must be positive, got {max_bytes}")
         quality = check_quality(DEFAULT_QUALITY if quality is None else quality)
         dest = output or str(Path(image).with_suffix(".compare.html"))
+        if dest == files.STDIO:
+            raise AecError("-o - is not supported: the page goes to a file (stdout gets the table)")
         _check_dest(image, dest, force)
         names, notes = _versus(codecs)
         _check_model(model_id)

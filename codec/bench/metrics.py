@@ -28,7 +28,7 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     from pytorch_msssim import ms_ssim as _ms_ssim
 
     def t(x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float()
+        return torch.from_numpy(np.array(x, dtype=np.float32)).permute(2, 0, 1)[None]  # a copy: x may be read-only
 
     with torch.inference_mode():
         return float(_ms_ssim(t(a), t(b), data_range=255.0))

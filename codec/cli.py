@@ -217,6 +217,22 @@ def _batch_size(batch: int, device: str) -> int:
     return BATCH if resolve_device(device).startswith("cuda") else 1
 
 
+def _rate_choice(
+    quality: float | None, target_bpp: float | None, max_bytes: int | None, flags: tuple[str, str]
+) -> float:
+    """The quality to code at, after checking the rate options: at most one of -q and the two targets
+    (named ``flags``; they choose the quality), each target positive and finite."""
+    bpp_flag, bytes_flag = flags
+    given = [f for f, v in (("-q", quality), (bpp_flag, target_bpp), (bytes_flag, max_bytes)) if v is not None]
+    if len(given) > 1:
+        raise AecError(f"give one of -q, {bpp_flag} or {bytes_flag}, not {' and '.join(given)}")
+    if target_bpp is not None and not 0 < target_bpp < float("inf"):
+        raise AecError(f"{bpp_flag} must be positive and finite, got {target_bpp:g}")
+    if max_bytes is not None and max_bytes < 1:
+        raise AecError(f"{bytes_flag} must be positive, got {max_bytes}")
+    return check_quality(DEFAULT_QUALITY if quality is None else quality)
+
+
 def _check_dest(src: str, dest: str, force: bool) -> None:
     _check_not_input(src, dest)
     files.check_output(dest, force)
@@ -354,15 +370,7 @@ def encode(
     """Compress images (PNG, JPEG, WebP, TIFF, ...) to .aec. Use - to read stdin."""
     searching = target_bpp is not None or max_bytes is not None
     try:
-        if quality is not None and searching:
-            raise AecError("-q cannot be combined with --target-bpp or --max-bytes, which choose the quality")
-        if target_bpp is not None and max_bytes is not None:
-            raise AecError("give either --target-bpp or --max-bytes, not both")
-        if target_bpp is not None and not 0 < target_bpp < float("inf"):
-            raise AecError(f"--target-bpp must be positive and finite, got {target_bpp:g}")
-        if max_bytes is not None and max_bytes < 1:
-            raise AecError(f"--max-bytes must be positive, got {max_bytes}")
-        quality = check_quality(DEFAULT_QUALITY if quality is None else quality)
+        quality = _rate_choice(quality, target_bpp, max_bytes, ("--target-bpp", "--max-bytes"))
         effort_iterations(effort)
         dests = files.output_paths(inputs, output, ".aec", force)
     except (AecError, ValueError) as e:
@@ -652,13 +660,7 @@ def compare(image, quality, bpp, max_bytes, codecs, output, model_id, device, fo
 
     Each classical codec gets the quality whose file is the largest at or under aecodec's bytes."""
     try:
-        if sum(v is not None for v in (quality, bpp, max_bytes)) > 1:
-            raise AecError("give one of -q, --bpp or --bytes")
-        if bpp is not None and not 0 < bpp < float("inf"):
-            raise AecError(f"--bpp must be positive and finite, got {bpp:g}")
-        if max_bytes is not None and max_bytes < 1:
-            raise AecError(f"--bytes must be positive, got {max_bytes}")
-        quality = check_quality(DEFAULT_QUALITY if quality is None else quality)
+        quality = _rate_choice(quality, bpp, max_bytes, ("--bpp", "--bytes"))
         dest = output or str(Path(image).with_suffix(".compare.html"))
         if dest == files.STDIO:
             raise AecError("-o - is not supported: the page goes to a file (stdout gets the table)")

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import base64
 import csv
-import importlib.util
 import io
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +18,6 @@ from codec.bench import compare as cmp
 from codec.bench import page
 from codec.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
 SOURCE_IMG = re.compile(r'<img data-view="(\d+)" data-variant="([\w-]+)" alt="" src="data:image/png;base64,([^"]+)">')
 
 
@@ -173,32 +170,22 @@ def test_large_image_page_embeds_every_view(photo_like):
 
 
 # -- bench -----------------------------------------------------------------------------------------
-@pytest.fixture
-def photos(tmp_path, photo_like) -> Path:
-    d = tmp_path / "photos"
-    d.mkdir()
-    for i in range(2):
-        Image.fromarray(photo_like(64, 96, seed=i)).save(d / f"p{i}.png")
-    (d / "notes.txt").write_text("not an image")
-    return d
-
-
-def test_bench_folder(photos, tmp_path):
+def test_bench_folder(tiny_dir, tmp_path):
     out = tmp_path / "out"
-    args = ["bench", photos, "-q", "2,8", "--codecs", "jpeg,webp", "--pillow-qualities", "10,50,90", "-o", out]
+    args = ["bench", tiny_dir, "-q", "2,8", "--codecs", "jpeg,webp", "--pillow-qualities", "10,50,90", "-o", out]
     result = run(*args)
     assert result.exit_code == 0, result.output
     assert "## aecodec against each measured codec" in result.stdout and "| jpeg |" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == ["bdrate.md", "rd.csv", "rd.json", "rd.png", "rd_per_image.csv"]
     data = json.loads((out / "rd.json").read_text())
-    assert data["images"] == ["p0.png", "p1.png"] and set(data["codecs"]) == {"aecodec", "jpeg", "webp"}
+    assert data["images"] == ["im0.png", "im1.png", "im2.png"] and set(data["codecs"]) == {"aecodec", "jpeg", "webp"}
     aec = data["codecs"]["aecodec"]["results"]
     assert aec["quality"] == [2.0, 8.0] and aec["bpp"][0] < aec["bpp"][1]  # (the test network is random)
     jpeg = data["codecs"]["jpeg"]["results"]
     assert jpeg["quality"] == [10.0, 50.0, 90.0] and jpeg["psnr-rgb"] == sorted(jpeg["psnr-rgb"])
     with open(out / "rd_per_image.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * (2 + 3 + 3)
+    assert len(rows) == 3 * (2 + 3 + 3)
     for r in rows:  # bpp from the whole file's real bytes
         assert float(r["bpp"]) == pytest.approx(int(r["bytes"]) * 8 / (64 * 96), rel=1e-5)
     mean = np.mean([float(r["bpp"]) for r in rows if r["codec"] == "aecodec" and float(r["quality"]) == 2.0])
@@ -211,27 +198,20 @@ def test_bench_folder(photos, tmp_path):
     assert run(*args, "-f", "--quiet").exit_code == 0
 
 
-def test_bench_bad_inputs(photos, tmp_path):
-    one_error_line(run("bench", photos, "-q", "2,x"), "-q")
-    one_error_line(run("bench", photos, "-q", "11"), "11")
-    one_error_line(run("bench", photos, "--codecs", "gif"), "gif")
+def test_bench_bad_inputs(tiny_dir, tmp_path):
+    one_error_line(run("bench", tiny_dir, "-q", "2,x"), "-q")
+    one_error_line(run("bench", tiny_dir, "-q", "11"), "11")
+    one_error_line(run("bench", tiny_dir, "--codecs", "gif"), "gif")
     (tmp_path / "empty").mkdir()
     one_error_line(run("bench", tmp_path / "empty"), "no images")
-    (photos / "p9.png").write_text("damaged")
-    one_error_line(run("bench", photos, "-q", "4", "--codecs", "jpeg", "-o", tmp_path / "o"), "p9.png")
+    (tiny_dir / "im9.png").write_text("damaged")
+    one_error_line(run("bench", tiny_dir, "-q", "4", "--codecs", "jpeg", "-o", tmp_path / "o"), "im9.png")
 
 
 # -- the page in a browser ---------------------------------------------------------------------------
-def _browser_module():
-    spec = importlib.util.spec_from_file_location("browser", REPO / "scripts" / "browser.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_page_in_chromium(tmp_path, photo_like):
+def test_page_in_chromium(tmp_path, photo_like, script):
     """Every picture loads, the slider moves the split, the selects swap the pictures; a screenshot is saved."""
-    browser = _browser_module()
+    browser = script("browser")
     binary = browser.find_chromium()
     if binary is None:
         pytest.skip("Chromium not installed (Debian: apt-get install chromium)")

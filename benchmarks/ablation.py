@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from codec import engine, tiling
+from codec.bench.bdrate import bd_rate
 from codec.data import load_rgb
 from codec.tensors import psnr, to_tensor, to_uint8
 from codec.weights import load_codec
 
-from .bdrate import bd_rate
 from .common import ALL_QUALITIES, parse_floats, select_images, use_weights
 from .speed import reference_compress, reference_decompress
 

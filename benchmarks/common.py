@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from pathlib import Path
 
+from codec.bench import parse_floats  # noqa: F401  (re-exported for the benchmarks)
+from codec.bench.report import json_text
 from codec.data import image_files
 from codec.devices import available, resolve_device
 from codec.errors import AecError
@@ -32,11 +32,6 @@ def use_weights(folder: str | Path | None) -> None:
 ALL_QUALITIES = ",".join(str(q) for q in range(int(Q_MIN), int(Q_MAX) + 1))
 
 
-def parse_floats(text: str) -> list[float]:
-    """``"1,2,4.5"`` → ``[1.0, 2.0, 4.5]``; the CLIs take sweeps as comma lists."""
-    return [float(t) for t in text.split(",") if t.strip()]
-
-
 def devices(choice: str) -> list[str]:
     """Devices to run on: ``auto`` is every available one, so CPU and CUDA numbers land in one report."""
     if choice == "auto":
@@ -47,16 +42,5 @@ def devices(choice: str) -> list[str]:
         raise SystemExit(str(e)) from None
 
 
-def finite_or_none(value):
-    """JSON has no NaN/inf: write them as null (recursively through lists and dicts)."""
-    if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_none(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(finite_or_none(data), indent=2) + "\n")
+    path.write_text(json_text(data))

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import click
 
+from codec.bench.report import bd_pair
 from codec.weights import read_manifest
 
 from .common import REPO_ROOT, RESULTS_DIR
-from .report import bd_pair
 
 ANCHORS = ("jpeg", "jpeg-optimize", "webp", "avif")
 DOC = REPO_ROOT / "docs" / "TRAINING.md"

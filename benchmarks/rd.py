@@ -12,81 +12,20 @@ published curves from ``--anchors``. ``--effort`` runs aecodec at each encoder e
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import click
-import numpy as np
-import PIL
-import torch
 from tqdm import tqdm
 
-from codec.data import load_rgb
+from codec.bench import coders, parse_names, report
+from codec.bench.rd import CODEC_NAMES, build_coders, measure_images, report_files
+from codec.errors import AecError
+from codec.files import write_atomic
 
-from . import coders, metrics, report
-from .common import ALL_QUALITIES, REPO_ROOT, RESULTS_DIR, parse_floats, select_images, use_weights, write_json
+from .anchors import load_anchors
+from .common import ALL_QUALITIES, REPO_ROOT, RESULTS_DIR, parse_floats, select_images, use_weights
 
 DEFAULT_ANCHORS_DIR = REPO_ROOT.parent / "shared" / "anchors" / "kodak"
-
-
-def measure(coder: coders.Coder, rgb: np.ndarray) -> dict:
-    """One codec setting on one image: real file size, quality metrics and wall-clock times."""
-    t0 = time.perf_counter()
-    data = coder.encode(rgb)
-    t1 = time.perf_counter()
-    out = coder.decode(data)
-    t2 = time.perf_counter()
-    h, w = rgb.shape[:2]
-    if out.shape != rgb.shape:
-        raise RuntimeError(f"{coder.codec} q{coder.quality:g} decoded {out.shape}, expected {rgb.shape}")
-    ssim = metrics.ms_ssim(rgb, out)
-    return {
-        "codec": coder.codec,
-        "quality": coder.quality,
-        "bytes": len(data),
-        "bpp": metrics.bpp(len(data), h, w),
-        "psnr": metrics.psnr(rgb, out),
-        "ms_ssim": ssim,
-        "enc_s": t1 - t0,
-        "dec_s": t2 - t1,
-    }
-
-
-#: Every codec name ``--codecs`` accepts: aecodec and Pillow's.
-CODEC_NAMES = ("aecodec", *(pc.name for pc in coders.PILLOW_CODECS))
-
-
-def build_coders(
-    qualities: list[float],
-    pillow_qualities: list[float],
-    device: str,
-    jxl: bool,
-    model_id: str | None = None,
-    only: tuple[str, ...] = CODEC_NAMES,
-    efforts: tuple[int, ...] = (0,),
-) -> tuple[list[coders.Coder], dict[str, str], list[str]]:
-    """Every (codec, setting) to run, the codec descriptions, and notes on what was skipped.
-
-    ``efforts`` are aecodec's encoder effort levels, each its own curve (``coders.aecodec_name``).
-    """
-    from codec.weights import load_codec
-
-    todo, descriptions, notes = [], {}, []
-    if "aecodec" in only:
-        codec = load_codec(model_id, device=device)
-        for e in efforts:
-            todo += coders.aecodec_coders(codec, qualities, e)
-            descriptions[coders.aecodec_name(e)] = f"aecodec, model {codec.model_id} on {codec.device}, effort {e}"
-    for pc in coders.PILLOW_CODECS:
-        if pc.name not in only:
-            continue
-        reason = "JPEG XL skipped (--no-jxl)" if pc.format == "JXL" and not jxl else coders.unavailable_reason(pc)
-        if reason:
-            notes.append(reason)
-            continue
-        todo += coders.pillow_coders(pc, pillow_qualities)
-        descriptions[pc.name] = pc.description
-    return todo, descriptions, notes
 
 
 def record_in_manifest(curves: dict, model_id: str, dataset: str, images: int) -> None:
@@ -122,14 +61,6 @@ def reuse_curves(path: Path, curves: dict, descriptions: dict, notes: list[str],
         notes.append(f"curves of {', '.join(reused)} reused from an earlier run ({path}, Pillow {pillow})")
 
 
-def warm_up(todo: list[coders.Coder]) -> None:
-    """One untimed pass per codec on a small image, so first-call setup does not land in the times."""
-    rgb = np.full((64, 64, 3), 128, np.uint8)
-    for name in dict.fromkeys(c.codec for c in todo):
-        c = next(c for c in todo if c.codec == name)
-        c.decode(c.encode(rgb))
-
-
 def run(
     data: str | Path,
     out: str | Path | None = None,
@@ -161,39 +92,15 @@ def run(
         only,
         efforts,
     )
-    warm_up(todo)
-    records, short_side = [], []
-    for path in tqdm(paths, desc=f"rd {name}", unit="img"):
-        rgb = load_rgb(path)
-        short_side.append(min(rgb.shape[:2]))
-        for coder in todo:
-            records.append({"image": path.name, **measure(coder, rgb)})
-    if min(short_side) < metrics.MS_SSIM_MIN_SIDE:
-        notes.append(
-            f"MS-SSIM is NaN/null for images under {metrics.MS_SSIM_MIN_SIDE} px on the short side "
-            "(pytorch-msssim default window and 5 scales)"
-        )
+    records = measure_images(tqdm(paths, desc=f"rd {name}", unit="img"), todo, notes)
     curves = report.aggregate(records)
     if reuse:
         reuse_curves(Path(reuse), curves, descriptions, notes, [p.name for p in paths])
     anchor_dir = Path(anchors) if anchors else DEFAULT_ANCHORS_DIR
-    published = report.load_anchors(anchor_dir, anchor_set) if "kodak" in name.lower() and anchor_dir.is_dir() else {}
-    title = f"{name} ({len(paths)} images)"
-    env = {"torch": torch.__version__, "pillow": PIL.__version__, "threads": torch.get_num_threads()}
-    write_json(
-        out / "rd.json",
-        {
-            "dataset": name,
-            "images": [p.name for p in paths],
-            "notes": notes,
-            "environment": env,
-            "codecs": {c: {"name": c, "description": descriptions[c], "results": r} for c, r in curves.items()},
-        },
-    )
-    report.write_csv(out / "rd.csv", curves)
-    report.write_per_image_csv(out / "rd_per_image.csv", records)
-    report.plot_rd(out / "rd.png", curves, published, title)
-    (out / "bdrate.md").write_text(report.bdrate_markdown(curves, published, title, notes))
+    published = load_anchors(anchor_dir, anchor_set) if "kodak" in name.lower() and anchor_dir.is_dir() else {}
+    images = [p.name for p in paths]
+    for file, data in report_files(name, images, records, curves, descriptions, notes, published).items():
+        write_atomic(out / file, data, force=True)
     if record:
         from codec.weights import load_codec
 
@@ -273,13 +180,10 @@ def main(
 
 
 def _codec_names(text: str) -> tuple[str, ...]:
-    names = tuple(t.strip() for t in text.split(",") if t.strip())
-    unknown = [n for n in names if n not in CODEC_NAMES]
-    if unknown or not names:
-        raise click.BadParameter(
-            f"unknown codec {unknown}; choose from {', '.join(CODEC_NAMES)}", param_hint="--codecs"
-        )
-    return names
+    try:
+        return parse_names(text, CODEC_NAMES)
+    except AecError as e:
+        raise click.BadParameter(str(e), param_hint="--codecs") from None
 
 
 def _effort_levels(text: str) -> tuple[int, ...]:

@@ -26,12 +26,12 @@ import torch
 from tqdm import tqdm
 
 from codec import engine
+from codec.bench import coders
 from codec.data import load_rgb
 from codec.models.hyperprior import GainHyperprior
 from codec.quality import DEFAULT_QUALITY
 from codec.tensors import psnr, to_tensor, to_uint8
 
-from . import coders
 from .common import RESULTS_DIR, devices, select_images, use_weights, write_json
 
 

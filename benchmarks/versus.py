@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .report import bd_pair
+from codec.bench.report import bd_pair
 
 
 def curve(path: Path, codec: str) -> tuple[dict, list[str]]:

@@ -211,13 +211,27 @@ def codec_for(f: bs.AecFile, codec: Codec | None, device: str | torch.device | N
 
 
 # -- PIL images ------------------------------------------------------------------------------
-def to_planes(image: Image.Image | np.ndarray) -> tuple[np.ndarray, dict]:
-    """Normalize any input image to RGB uint8 planes plus the fields that travel beside them."""
+def _normalized(image: Image.Image | np.ndarray) -> tuple[Image.Image, bytes | None, bytes | None]:
+    """(image oriented and in a coded mode, its ICC profile, its EXIF)."""
     image = _as_image(image)
     icc = image.info.get("icc_profile")
     image = _apply_orientation(image)
     exif = image.info.get("exif")
     image, icc = _to_coded_mode(image, icc)
+    return image, icc, exif
+
+
+def coded_image(image: Image.Image | np.ndarray) -> Image.Image:
+    """The image as the codec codes it: EXIF orientation applied, mode RGB, RGBA, L or LA (8 bits).
+
+    What a decoded file is compared with (``codec.bench.compare``).
+    """
+    return _normalized(image)[0]
+
+
+def to_planes(image: Image.Image | np.ndarray) -> tuple[np.ndarray, dict]:
+    """Normalize any input image to RGB uint8 planes plus the fields that travel beside them."""
+    image, icc, exif = _normalized(image)
     extra: dict = {}
     if exif:
         extra["exif"] = bytes(exif)

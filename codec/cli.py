@@ -217,6 +217,22 @@ def _batch_size(batch: int, device: str) -> int:
     return BATCH if resolve_device(device).startswith("cuda") else 1
 
 
+def _rate_choice(
+    quality: float | None, target_bpp: float | None, max_bytes: int | None, flags: tuple[str, str]
+) -> float:
+    """The quality to code at, after checking the rate options: at most one of -q and the two targets
+    (named ``flags``; they choose the quality), each target positive and finite."""
+    bpp_flag, bytes_flag = flags
+    given = [f for f, v in (("-q", quality), (bpp_flag, target_bpp), (bytes_flag, max_bytes)) if v is not None]
+    if len(given) > 1:
+        raise AecError(f"give one of -q, {bpp_flag} or {bytes_flag}, not {' and '.join(given)}")
+    if target_bpp is not None and not 0 < target_bpp < float("inf"):
+        raise AecError(f"{bpp_flag} must be positive and finite, got {target_bpp:g}")
+    if max_bytes is not None and max_bytes < 1:
+        raise AecError(f"{bytes_flag} must be positive, got {max_bytes}")
+    return check_quality(DEFAULT_QUALITY if quality is None else quality)
+
+
 def _check_dest(src: str, dest: str, force: bool) -> None:
     _check_not_input(src, dest)
     files.check_output(dest, force)
@@ -294,6 +310,8 @@ def main() -> None:
       aecodec decode photo.aec -o decoded.png   writes decoded.png
       aecodec info photo.aec
       aecodec models                            the models this installation has
+      aecodec compare photo.png -o page.html    side by side with JPEG, WebP, AVIF at equal bytes
+      aecodec bench photos/ -o results/         rate-distortion curves and BD-rates on your images
     """
     warnings.showwarning = _show_warning
 
@@ -352,15 +370,7 @@ def encode(
     """Compress images (PNG, JPEG, WebP, TIFF, ...) to .aec. Use - to read stdin."""
     searching = target_bpp is not None or max_bytes is not None
     try:
-        if quality is not None and searching:
-            raise AecError("-q cannot be combined with --target-bpp or --max-bytes, which choose the quality")
-        if target_bpp is not None and max_bytes is not None:
-            raise AecError("give either --target-bpp or --max-bytes, not both")
-        if target_bpp is not None and not 0 < target_bpp < float("inf"):
-            raise AecError(f"--target-bpp must be positive and finite, got {target_bpp:g}")
-        if max_bytes is not None and max_bytes < 1:
-            raise AecError(f"--max-bytes must be positive, got {max_bytes}")
-        quality = check_quality(DEFAULT_QUALITY if quality is None else quality)
+        quality = _rate_choice(quality, target_bpp, max_bytes, ("--target-bpp", "--max-bytes"))
         effort_iterations(effort)
         dests = files.output_paths(inputs, output, ".aec", force)
     except (AecError, ValueError) as e:
@@ -616,6 +626,143 @@ def models(as_json) -> None:
     for row in rows:
         notes = [n for n, on in (("default", row["default"]), ("weights file missing", not row["present"])) if on]
         click.echo(row["id"] + (f"  ({', '.join(notes)})" if notes else ""))
+
+
+#: The classical codecs ``compare`` and ``bench`` measure unless ``--codecs`` says otherwise.
+DEFAULT_VERSUS = "jpeg,webp,avif"
+#: aecodec's qualities in ``bench`` (the Pillow sweep is ``codec.bench.coders.BENCH_QUALITIES``).
+DEFAULT_BENCH_QUALITIES = "2,4,6,8"
+
+
+def _versus(codecs: str) -> tuple[tuple[str, ...], list[str]]:
+    """The classical codecs asked for that this Pillow can run, and a note per one it cannot."""
+    from .bench import parse_names
+    from .bench.coders import PILLOW_CODECS, unavailable_reason
+
+    names = parse_names(codecs, [pc.name for pc in PILLOW_CODECS])
+    reasons = {pc.name: unavailable_reason(pc) for pc in PILLOW_CODECS if pc.name in names}
+    return tuple(n for n in names if not reasons[n]), [r for r in reasons.values() if r]
+
+
+@main.command()
+@click.argument("image")
+@click.option("-q", "--quality", type=float, help=f"aecodec's quality [default: {DEFAULT_QUALITY:g}].")
+@click.option("--bpp", type=float, help="aecodec at the highest quality at or under this many bits per pixel.")
+@click.option("--bytes", "max_bytes", type=int, help="aecodec at the highest quality that fits in this many bytes.")
+@click.option("--codecs", default=DEFAULT_VERSUS, show_default=True, help="Classical codecs to compare (comma list).")
+@click.option("-o", "--output", help="The HTML page [default: beside the image, as NAME.compare.html].")
+@click.option("--model", "model_id", help="Model id (see 'aecodec models').")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing page.")
+def compare(image, quality, bpp, max_bytes, codecs, output, model_id, device, force) -> None:
+    """Code IMAGE with aecodec and with each classical codec at the same file size, and write one self-contained
+    HTML page (no network): a slider between any two results, zoom to pixels, bytes, bpp, PSNR and MS-SSIM.
+
+    Each classical codec gets the quality whose file is the largest at or under aecodec's bytes."""
+    try:
+        quality = _rate_choice(quality, bpp, max_bytes, ("--bpp", "--bytes"))
+        dest = output or str(Path(image).with_suffix(".compare.html"))
+        if dest == files.STDIO:
+            raise AecError("-o - is not supported: the page goes to a file (stdout gets the table)")
+        _check_dest(image, dest, force)
+        names, notes = _versus(codecs)
+        _check_model(model_id)
+    except (AecError, ValueError) as e:
+        _usage_error(e)
+    console = _Console()
+    for note in notes:
+        console.warn(note)
+    import_compressai_lean()
+    from . import api
+    from . import bitstream as bs
+    from .bench import compare as cmp
+    from .bench import page
+    from .bench.report import json_text
+    from .weights import load_codec
+
+    try:
+        data = files.read_bytes(image)
+        original = api.coded_image(files.open_image(data, files.label(image)))
+        codec = load_codec(model_id, device)
+        aec = api.encode(original, quality, target_bpp=bpp, max_bytes=max_bytes, codec=codec)
+        aec_quality = bs.unpack(aec, max_pixels=NO_LIMIT).quality
+        variants = cmp.compare(original, len(data), aec, api.decode(aec, codec=codec), names, aec_quality)
+        w, h = original.size
+        html = page.build(f"{Path(image).name} ({w}x{h} {original.mode})", variants, w, h)
+        files.write_output(dest, html.encode(), force)
+    except AecError as e:
+        _fail(_labelled(image, str(e)))
+        sys.exit(EXIT_BAD_INPUT)
+    except Exception as e:  # noqa: BLE001 - the CLI promises one line, never a traceback
+        _fail(f"{image}: internal error: {type(e).__name__}: {e}")
+        sys.exit(EXIT_OTHER)
+    click.echo(json_text({"page": dest, "budget_bytes": len(aec), "rows": [v.row(w, h) for v in variants]}), nl=False)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--codecs", default=DEFAULT_VERSUS, show_default=True, help="Classical codecs to measure (comma list).")
+@click.option("-q", "--qualities", default=DEFAULT_BENCH_QUALITIES, show_default=True, help="aecodec's qualities.")
+@click.option("--pillow-qualities", help="The classical codecs' quality sweep [default: 5,10,20,...,90,95].")
+@click.option("-o", "--output", help="Output folder [default: ./bench-FOLDER/].")
+@click.option("--model", "model_id", help="Model id (see 'aecodec models').")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite the report files of an earlier run.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no warnings; errors are still printed.")
+def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device, force, quiet) -> None:
+    """Rate-distortion benchmark of aecodec against classical codecs on a folder of images: per-image and mean
+    points (bpp of the whole files, PSNR, MS-SSIM), BD-rate tables, rd.json, CSV and a PNG plot."""
+    from .bench import parse_floats
+    from .bench.coders import BENCH_QUALITIES
+
+    console = _Console(quiet=quiet)
+    try:
+        aec_qualities = [check_quality(q) for q in parse_floats(qualities, "-q")]
+        sweep = parse_floats(pillow_qualities, "--pillow-qualities") if pillow_qualities else list(BENCH_QUALITIES)
+        names, notes = _versus(codecs)
+        _check_model(model_id)
+        from .data import image_files
+
+        try:
+            paths = image_files(folder)
+        except FileNotFoundError as e:
+            raise AecError(str(e)) from None
+        out = Path(output or f"bench-{Path(folder).resolve().name}")
+        from .bench.rd import REPORT_FILES
+
+        for name in REPORT_FILES.values():
+            if (out / name).resolve() in {p.resolve() for p in paths}:
+                raise AecError(f"{out / name}: output would overwrite an input")
+            files.check_output(str(out / name), force)
+    except (AecError, ValueError) as e:
+        _usage_error(e)
+    for note in notes:
+        console.warn(note)
+    import_compressai_lean()
+    from tqdm import tqdm
+
+    from .bench import report
+    from .bench.rd import build_coders, measure_images, report_files
+
+    try:
+        todo, descriptions, more = build_coders(
+            aec_qualities, sweep, device, model_id=model_id, only=("aecodec", *names)
+        )
+        notes += more
+        bar = tqdm(paths, desc="bench", unit="img", file=sys.stderr, disable=True if quiet else None)
+        records = measure_images(bar, todo, notes)
+        curves = report.aggregate(records)
+        content = report_files(out.name, [p.name for p in paths], records, curves, descriptions, notes)
+        for name, data in content.items():
+            files.write_output(str(out / name), data, force)
+    except AecError as e:
+        _fail(str(e))
+        sys.exit(EXIT_BAD_INPUT)
+    except Exception as e:  # noqa: BLE001 - the CLI promises one line, never a traceback
+        _fail(f"internal error: {type(e).__name__}: {e}")
+        sys.exit(EXIT_OTHER)
+    console.line(f"wrote {', '.join(str(out / n) for n in content)}")
+    click.echo(content[REPORT_FILES["bdrate"]].decode(), nl=False)
 
 
 @main.command()

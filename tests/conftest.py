@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import warnings
 from pathlib import Path
@@ -72,3 +73,28 @@ def weights_copy(test_weights, tmp_path, monkeypatch) -> Path:
     shutil.copytree(test_weights, folder)
     monkeypatch.setenv("AECODEC_WEIGHTS", str(folder))
     return folder
+
+
+@pytest.fixture
+def tiny_dir(tmp_path, photo_like) -> Path:
+    """Three 64x96 images and a non-image file: --limit 2 must pick im0 and im1 only."""
+    d = tmp_path / "tiny"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(photo_like(64, 96, seed=i)).save(d / f"im{i}.png")
+    (d / "README.txt").write_text("not an image")
+    return d
+
+
+@pytest.fixture
+def script():
+    """Load one of ``scripts/*.py`` as a module (they are not a package): ``script("browser")``."""
+
+    def load(name: str):
+        path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load

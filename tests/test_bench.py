@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
 import json
 import math
 import shutil
@@ -13,26 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
-from benchmarks.bdrate import bd_rate
-from benchmarks.metrics import ms_ssim, ms_ssim_db
+from codec.bench.bdrate import bd_rate
+from codec.bench.metrics import ms_ssim, ms_ssim_db
 from codec.weights import read_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 ANCHORS = REPO.parent / "shared" / "anchors" / "kodak"
 KODAK = REPO.parent / "shared" / "data" / "kodak"
-
-
-@pytest.fixture
-def tiny_dir(tmp_path, photo_like) -> Path:
-    """Three 64x96 images and a non-image file: --limit 2 must pick im0 and im1 only."""
-    d = tmp_path / "tiny"
-    d.mkdir()
-    for i in range(3):
-        Image.fromarray(photo_like(64, 96, seed=i)).save(d / f"im{i}.png")
-    (d / "README.txt").write_text("not an image")
-    return d
 
 
 # -- RD benchmark ------------------------------------------------------------------------------
@@ -236,15 +223,8 @@ def test_speed_smoke(tiny_dir, tmp_path):
 
 
 # -- Kodak download script -------------------------------------------------------------------
-def _get_kodak():
-    spec = importlib.util.spec_from_file_location("get_kodak", REPO / "scripts" / "get_kodak.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_get_kodak_fetch_without_network(tmp_path, monkeypatch):
-    mod = _get_kodak()
+def test_get_kodak_fetch_without_network(tmp_path, monkeypatch, script):
+    mod = script("get_kodak")
     assert len(mod.SHA256) == 24
     monkeypatch.setitem(mod.SHA256, "fake.png", hashlib.sha256(b"right").hexdigest())
     calls = []
@@ -264,8 +244,8 @@ def test_get_kodak_fetch_without_network(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not KODAK.is_dir(), reason="local Kodak copy not present")
-def test_get_kodak_against_local_copy(tmp_path):
-    mod = _get_kodak()
+def test_get_kodak_against_local_copy(tmp_path, script):
+    mod = script("get_kodak")
     sums = dict(line.split()[::-1] for line in (KODAK / "SHA256SUMS").read_text().splitlines() if line.strip())
     assert sums == mod.SHA256
     target = tmp_path / "kodak"

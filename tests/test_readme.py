@@ -52,5 +52,7 @@ def test_readme_examples_run(tmp_path, monkeypatch):
         p.name for p in work.iterdir()
     }
     assert sorted(p.name for p in (work / "out").iterdir()) == ["photo.aec", "small.aec"]
+    assert (work / "page.html").stat().st_size > 0 and "data:image/png;base64," in (work / "page.html").read_text()
+    assert {"rd.json", "rd.png", "bdrate.md"} <= {p.name for p in (work / "bench").iterdir()}
     assert (work / "small.aec").stat().st_size <= 6000
     assert (work / "half.aec").stat().st_size * 8 / (384 * 256) <= 0.5

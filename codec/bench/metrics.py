@@ -5,10 +5,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-from pytorch_msssim import ms_ssim as _ms_ssim
 
-from codec.tensors import psnr
+from ..tensors import psnr
 
 __all__ = ["MS_SSIM_MIN_SIDE", "bpp", "ms_ssim", "ms_ssim_db", "psnr"]
 
@@ -26,8 +24,11 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     if min(a.shape[:2]) < MS_SSIM_MIN_SIDE:
         return math.nan
 
+    import torch
+    from pytorch_msssim import ms_ssim as _ms_ssim
+
     def t(x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float()
+        return torch.from_numpy(np.array(x, dtype=np.float32)).permute(2, 0, 1)[None]  # a copy: x may be read-only
 
     with torch.inference_mode():
         return float(_ms_ssim(t(a), t(b), data_range=255.0))

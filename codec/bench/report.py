@@ -1,12 +1,15 @@
-"""Turn per-image measurements into the RD report: means per setting, JSON, CSV, plot, BD-rate table."""
+"""Turn per-image measurements into the RD report: means per setting, JSON, CSV, plot, BD-rate table.
+
+Each file's content is built as text or bytes here; the callers write it (atomically, ``codec.files``).
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 
@@ -21,22 +24,6 @@ FIELDS = {
     "enc_s": "encoding_time",
     "dec_s": "decoding_time",
 }
-#: Published Kodak curves drawn by default (file stems in the anchors folder); the rest only with "all".
-DEFAULT_ANCHORS = (
-    "jpeg",
-    "webp",
-    "jpeg2000",
-    "bpg_444_x265_ycbcr",
-    "av1",
-    "vtm",
-    "compressai-bmshj2018-hyperprior_mse_cuda",
-    "compressai-mbt2018-mean_mse_cuda",
-    "mbt2018-mean-vbr-ans",
-    "compressai-cheng2020-anchor_mse_cuda",
-    "ELIC-paper",
-    "TCM-large",
-    "DCAE",
-)
 
 
 def aggregate(records: Iterable[dict]) -> dict[str, dict]:
@@ -67,50 +54,49 @@ def with_db(results: dict) -> dict:
     return res
 
 
-def load_anchors(folder: Path, which: str = "default") -> dict[str, dict]:
-    """Published curves from CompressAI-format JSON files, keyed by a short label; unreadable files skipped."""
-    files = sorted(folder.glob("*.json"))
-    if which == "default":
-        chosen = [folder / f"{s}.json" for s in DEFAULT_ANCHORS if (folder / f"{s}.json").exists()]
-        files = chosen or files
-    out = {}
-    for f in files:
-        try:
-            res = json.loads(f.read_text())["results"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if "bpp" in res and "psnr-rgb" in res:
-            label = f.stem.removeprefix("compressai-").removesuffix("_cuda")
-            out[label] = with_db(res)
-    return out
-
-
 # -- files ------------------------------------------------------------------------------------
-def write_csv(path: Path, curves: dict[str, dict]) -> None:
+def finite_or_none(value):
+    """JSON has no NaN/inf: write them as null (recursively through lists and dicts)."""
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def json_text(data: dict) -> str:
+    return json.dumps(finite_or_none(data), indent=2) + "\n"
+
+
+def curves_csv(curves: dict[str, dict]) -> str:
+    """One row per (codec, setting): the means of ``aggregate``."""
     cols = ["quality", "bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-db", "encoding_time", "decoding_time", "images"]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["codec", *(c.replace("-", "_") for c in cols)])
-        for codec, res in curves.items():
-            for i in range(len(res["bpp"])):
-                w.writerow([codec, *(_fmt_csv(res[c][i]) for c in cols)])
+    rows = [
+        [codec, *(_fmt_csv(res[c][i]) for c in cols)] for codec, res in curves.items() for i in range(len(res["bpp"]))
+    ]
+    return _csv([["codec", *(c.replace("-", "_") for c in cols)], *rows])
 
 
-def write_per_image_csv(path: Path, records: list[dict]) -> None:
+def per_image_csv(records: list[dict]) -> str:
+    """One row per (image, codec, setting), as measured."""
     cols = ["image", "codec", "quality", "bytes", "bpp", "psnr", "ms_ssim", "enc_s", "dec_s"]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        for r in records:
-            w.writerow([_fmt_csv(r[c]) for c in cols])
+    return _csv([cols, *([_fmt_csv(r[c]) for c in cols] for r in records)])
+
+
+def _csv(rows: Iterable[list]) -> str:
+    buf = io.StringIO(newline="")
+    csv.writer(buf).writerows(rows)
+    return buf.getvalue()
 
 
 def _fmt_csv(v):
     return f"{v:.6g}" if isinstance(v, float) else v
 
 
-def plot_rd(path: Path, curves: dict[str, dict], anchors: dict[str, dict], title: str) -> None:
-    """Two panels, PSNR–bpp and MS-SSIM(dB)–bpp: measured curves solid, published ones dashed."""
+def plot_png(curves: dict[str, dict], anchors: dict[str, dict], title: str) -> bytes:
+    """Two panels, PSNR–bpp and MS-SSIM(dB)–bpp, as PNG bytes: measured curves solid, published ones dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,8 +131,10 @@ def plot_rd(path: Path, curves: dict[str, dict], anchors: dict[str, dict], title
             ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    return buf.getvalue()
 
 
 def _line(ax, res: dict, key: str, label: str, color, style: str, marker, width: float, z: int) -> int:

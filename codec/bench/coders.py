@@ -16,6 +16,9 @@ from PIL import Image, features
 
 #: Quality sweep of CompressAI's JPEG/WebP anchors (Pillow q 5..95).
 PILLOW_QUALITIES: tuple[int, ...] = tuple(range(5, 100, 5))
+#: The coarser sweep of ``aecodec bench`` (and of the README's Kodak figures): enough points for BD-rate
+#: at about half the encodes.
+BENCH_QUALITIES: tuple[int, ...] = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,12 @@ def unavailable_reason(pc: PillowCodec) -> str | None:
     return None
 
 
-def pillow_encode(rgb: np.ndarray, fmt: str, quality: float, **options) -> bytes:
+def pillow_encode(image: Image.Image | np.ndarray, fmt: str, quality: float, **options) -> bytes:
+    """The whole file Pillow writes for ``image`` (a PIL image, or an RGB uint8 array)."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image, "RGB")
     buf = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(buf, format=fmt, quality=int(quality), **options)
+    image.save(buf, format=fmt, quality=int(quality), **options)
     return buf.getvalue()
 
 

@@ -805,6 +805,12 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
     show_default=True,
     help="Registered model kind to train (codec.models); e.g. gain-ctx, which can --init from gain-msh weights.",
 )
+@click.option(
+    "--entropy-only",
+    is_flag=True,
+    help="Fit only the context networks, on cached latents of the frozen transforms (rate loss).",
+)
+@click.option("--cache-crops", type=int, default=2048, show_default=True, help="Crops cached by --entropy-only.")
 def train(train_dir, val_dir, run_dir, **kw) -> None:
     """Train (or resume) the variable-rate network on a folder of photos.
 

@@ -62,6 +62,8 @@ class TrainConfig:
     device: str = "auto"
     log_every: int = 50
     init: str | None = None  # model id in weights/ to start from when the run folder has no checkpoint
+    entropy_only: bool = False  # fit only the context networks, on cached latents of frozen transforms
+    cache_crops: int = 2048  # crops whose latents the entropy-only mode caches
     extra: dict = field(default_factory=dict)
 
 
@@ -180,6 +182,43 @@ def load_optimizer(opt: torch.optim.Optimizer, saved: dict) -> None:
         g["lr_scale"] = scale
 
 
+class LatentCache:
+    """Latents ``g_a(x)`` of many training crops, computed once (float16, CPU).
+
+    Fitting a context model's networks to trained transforms needs no pixels at all: the rate of a
+    latent under the entropy model depends on y only, and y = g_a(x) does not depend on the quality
+    (the gains apply after). Caching y skips g_a, g_s and their backward passes, which are most of a
+    training step, so the small context networks see many times the samples per second.
+    """
+
+    def __init__(self, model: Model, sampler: CropSampler, crops: int, device: torch.device, chunk: int = 16):
+        parts = []
+        with torch.no_grad():
+            for _ in range(0, crops, chunk):
+                parts.append(model.analyze(sampler.batch(chunk).to(device)).to("cpu", torch.float16))
+        self.latents = torch.cat(parts)[:crops]
+        self.pixels = model.latent_stride**2 * self.latents[0, 0].numel()
+
+    def batch(self, size: int, generator: torch.Generator) -> Tensor:
+        return self.latents[torch.randint(len(self.latents), (size,), generator=generator)].float()
+
+
+def entropy_loss(model: Model, y: Tensor, quality: Tensor, pixels: int) -> dict[str, Tensor]:
+    """Bits per pixel of cached latents under the model's entropy path (the rate alone: the
+    transforms are frozen, so the distortion does not depend on what is trained)."""
+    lik = model.latent_rate(y, quality)
+    bpp = sum(-torch.log2(v).reshape(len(y), -1).sum(1) for v in lik.values()) / pixels
+    zero = torch.zeros(len(y))
+    return {"loss": bpp.mean(), "bpp": bpp.mean().detach(), "mse": zero, "aux": zero.sum()}
+
+
+def freeze_all_but_context(model: Model) -> None:
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(model.context_params))
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"a {model.kind} model has no context networks to fit (--entropy-only)")
+
+
 # -- the loop -----------------------------------------------------------------------------
 def train(cfg: TrainConfig) -> dict:
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -223,6 +262,13 @@ def train(cfg: TrainConfig) -> dict:
     scaler = torch.amp.GradScaler(enabled=amp == torch.float16)
 
     sampler = CropSampler(cfg.train_dir, cfg.crop, seed=cfg.seed + state["step"], shard=(rank, world))
+    cache = None
+    if cfg.entropy_only:
+        freeze_all_but_context(model)
+        model.eval()
+        cache = LatentCache(model, sampler, cfg.cache_crops, device)
+        if rank == 0:
+            print(f"entropy-only: cached the latents of {len(cache.latents)} crops", flush=True)
     val_files = image_files(cfg.val_dir)[: cfg.val_images] if cfg.val_dir and rank == 0 else []
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("flag", True))
@@ -259,10 +305,13 @@ def train(cfg: TrainConfig) -> dict:
             for g in opt.param_groups:
                 if not g.get("aux"):
                     g["lr"] = lr * g.get("lr_scale", 1.0)
-            x = sampler.batch(cfg.batch).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             q = Q.Q_MIN + (Q.Q_MAX - Q.Q_MIN) * torch.rand(cfg.batch, generator=qgen)
-            out = net(x, q.to(device), amp)
-            losses = rd_loss(out, x, lambdas_for(q).to(device), cfg.metric)
+            if cache is not None:
+                losses = entropy_loss(model, cache.batch(cfg.batch, qgen).to(device), q.to(device), cache.pixels)
+            else:
+                x = sampler.batch(cfg.batch).to(device, non_blocking=True)
+                out = net(x.contiguous(memory_format=torch.channels_last), q.to(device), amp)
+                losses = rd_loss(out, x, lambdas_for(q).to(device), cfg.metric)
             opt.zero_grad(set_to_none=True)
             scaler.scale(losses["loss"] + losses["aux"]).backward()
             scaler.unscale_(opt)

@@ -227,12 +227,22 @@ class ContextModel(GainHyperprior):
         return [slice(a, b) for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
     def forward(self, x: Tensor, quality: Tensor, autocast_dtype: torch.dtype | None = None) -> dict:
-        """As ``GainHyperprior.forward``; the context nets (float32) see STE-rounded decoded values.
+        """As ``GainHyperprior.forward``; the context nets (float32) see STE-rounded decoded values."""
+        y, y_gain, scales_h, means_h, z_lik = self.hyperprior(x, quality, autocast_dtype)
+        y_lik, y_hat = self.context_pass(y, y_gain, scales_h, means_h)
+        return self.synthesis_output(y_hat, y_lik, z_lik, autocast_dtype)
+
+    def latent_rate(self, y: Tensor, quality: Tensor) -> dict:
+        y_gain, z_gain = (g.to(y.device) for g in self.gains(quality))
+        scales_h, means_h, z_lik = self.side_pass(y, z_gain)
+        return {"y": self.context_pass(y, y_gain, scales_h, means_h)[0], "z": z_lik}
+
+    def context_pass(self, y: Tensor, y_gain: Tensor, scales_h: Tensor, means_h: Tensor) -> tuple[Tensor, Tensor]:
+        """(y likelihoods, STE-decoded un-gained ŷ) with the context corrections, group by group.
 
         The context networks work in quantization steps (the gained latent): their inputs and
         corrections mean the same at every quality, so one network serves the whole ladder. The
         correction is divided by the gain on the way back to the hyperprior's parameters."""
-        y, y_gain, scales_h, means_h, z_lik = self.hyperprior(x, quality, autocast_dtype)
         anchors = anchor_mask(*y.shape[2:]).to(y.device)
         scales, means, decoded = [], [], []  # decoded: gained ŷ (symbols + gained means), per group
         for k, sl in enumerate(self.group_slices()):
@@ -255,4 +265,4 @@ class ContextModel(GainHyperprior):
             decoded.append(yh_k)
         scales_g, means_g = torch.cat(scales, 1) * y_gain, torch.cat(means, 1) * y_gain
         _, y_lik = self.gaussian_conditional(y * y_gain, scales_g, means=means_g)
-        return self.synthesis_output(torch.cat(decoded, 1) / y_gain, y_lik, z_lik, autocast_dtype)
+        return y_lik, torch.cat(decoded, 1) / y_gain

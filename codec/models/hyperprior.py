@@ -290,15 +290,28 @@ class GainHyperprior(Model):
         y_gain, z_gain = (g.to(x.device) for g in self.gains(quality))
         with _autocast(x.device, autocast_dtype):
             y = self.g_a(x)
+        return (y.float(), y_gain, *self.side_pass(y, z_gain, autocast_dtype))
+
+    def side_pass(self, y: Tensor, z_gain: Tensor, autocast_dtype: torch.dtype | None = None) -> tuple[Tensor, ...]:
+        """The training pass of the side information: (scales, means, z likelihoods) for the latent y,
+        scales and means of the un-gained latent, all float32."""
+        with _autocast(y.device, autocast_dtype):
             z = self.h_a(y)
-        y, z = y.float(), z.float() * z_gain
+        z = z.float() * z_gain
         _, z_lik = self.entropy_bottleneck(z)
         medians = self.entropy_bottleneck._get_medians().detach()
         z_hat = ste_round(z - medians) + medians
-        with _autocast(x.device, autocast_dtype):
+        with _autocast(y.device, autocast_dtype):
             params = self.h_s(z_hat / z_gain)
         scales, means = params.float().chunk(2, 1)
-        return y, y_gain, scales, means, z_lik
+        return scales, means, z_lik
+
+    def latent_rate(self, y: Tensor, quality: Tensor) -> dict:
+        """Training likelihoods of a given latent (no transforms): fitting the entropy model alone."""
+        y_gain, z_gain = (g.to(y.device) for g in self.gains(quality))
+        scales, means, z_lik = self.side_pass(y, z_gain)
+        _, y_lik = self.gaussian_conditional(y * y_gain, scales * y_gain, means=means * y_gain)
+        return {"y": y_lik, "z": z_lik}
 
     def synthesis_output(self, y_hat: Tensor, y_lik: Tensor, z_lik: Tensor, autocast_dtype: torch.dtype | None) -> dict:
         """The training pass's result from the STE-rounded latent and both likelihoods."""

@@ -1,6 +1,6 @@
 """Rate-distortion benchmark: aecodec against Pillow's JPEG/WebP/AVIF (and JPEG XL) on a folder of images.
 
-    python -m benchmarks.rd --data data/kodak [--limit N] [--qualities 1,2,...,10] [--device auto|cpu|cuda]
+    python -m benchmarks.rd --data data/kodak [--limit N] [--qualities 1,2,...] [--device auto|cpu|cuda]
         [--codecs aecodec] [--effort 0,2,3]
 
 Writes ``benchmarks/results/<dataset>/``: ``rd.json`` (CompressAI's results format, one entry per
@@ -24,7 +24,16 @@ from tqdm import tqdm
 from codec.data import load_rgb
 
 from . import coders, metrics, report
-from .common import ALL_QUALITIES, REPO_ROOT, RESULTS_DIR, parse_floats, select_images, use_weights, write_json
+from .common import (
+    ALL_QUALITIES_HELP,
+    REPO_ROOT,
+    RESULTS_DIR,
+    all_qualities,
+    parse_floats,
+    select_images,
+    use_weights,
+    write_json,
+)
 
 DEFAULT_ANCHORS_DIR = REPO_ROOT.parent / "shared" / "anchors" / "kodak"
 
@@ -57,7 +66,7 @@ CODEC_NAMES = ("aecodec", *(pc.name for pc in coders.PILLOW_CODECS))
 
 
 def build_coders(
-    qualities: list[float],
+    qualities: list[float] | None,
     pillow_qualities: list[float],
     device: str,
     jxl: bool,
@@ -68,6 +77,7 @@ def build_coders(
     """Every (codec, setting) to run, the codec descriptions, and notes on what was skipped.
 
     ``efforts`` are aecodec's encoder effort levels, each its own curve (``coders.aecodec_name``).
+    ``qualities`` None: every integer quality of the model's range.
     """
     from codec.weights import load_codec
 
@@ -75,7 +85,7 @@ def build_coders(
     if "aecodec" in only:
         codec = load_codec(model_id, device=device)
         for e in efforts:
-            todo += coders.aecodec_coders(codec, qualities, e)
+            todo += coders.aecodec_coders(codec, qualities or all_qualities(codec.model.levels), e)
             descriptions[coders.aecodec_name(e)] = f"aecodec, model {codec.model_id} on {codec.device}, effort {e}"
     for pc in coders.PILLOW_CODECS:
         if pc.name not in only:
@@ -153,7 +163,7 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     paths = select_images(data, limit)
     todo, descriptions, notes = build_coders(
-        qualities or parse_floats(ALL_QUALITIES),
+        qualities,
         pillow_qualities or list(coders.PILLOW_QUALITIES),
         device,
         jxl,
@@ -206,7 +216,7 @@ def run(
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder [default: benchmarks/results/<name>].")
 @click.option("--name", help="Dataset name [default: the data folder's name].")
 @click.option("--limit", type=int, help="Use only the first N images.")
-@click.option("--qualities", default=ALL_QUALITIES, show_default=True, help="aecodec qualities.")
+@click.option("--qualities", help=ALL_QUALITIES_HELP)
 @click.option(
     "--pillow-qualities",
     default=",".join(map(str, coders.PILLOW_QUALITIES)),
@@ -256,7 +266,7 @@ def main(
         out,
         name,
         limit,
-        parse_floats(qualities),
+        parse_floats(qualities) if qualities else None,
         parse_floats(pillow_qualities),
         device,
         jxl,

@@ -25,10 +25,11 @@ import torch
 from codec import engine, tiling
 from codec.bench.bdrate import bd_rate
 from codec.data import load_rgb
+from codec.manifest import installed_levels
 from codec.tensors import psnr, to_tensor, to_uint8
 from codec.weights import load_codec
 
-from .common import ALL_QUALITIES, parse_floats, select_images, use_weights
+from .common import ALL_QUALITIES_HELP, all_qualities, parse_floats, select_images, use_weights
 from .speed import reference_compress, reference_decompress
 
 
@@ -134,12 +135,12 @@ def half_cost(paths, qualities: list[float]) -> dict:
 @click.argument("what", type=click.Choice(["exact", "fp16", "half"]))
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--limit", type=int, default=None)
-@click.option("--qualities", default=ALL_QUALITIES, show_default=True)
+@click.option("--qualities", help=ALL_QUALITIES_HELP)
 @click.option("--weights", default=None, help="Weights folder (default: the shipped weights/).")
-def main(what: str, data: str, limit: int | None, qualities: str, weights: str | None) -> None:
+def main(what: str, data: str, limit: int | None, qualities: str | None, weights: str | None) -> None:
     use_weights(weights)
     paths = select_images(data, limit)
-    qs = parse_floats(qualities)
+    qs = parse_floats(qualities) if qualities else all_qualities(installed_levels()[1])
     result = {"exact": exact_vs_float, "fp16": fp16_cost, "half": half_cost}[what](paths, qs)
     click.echo(json.dumps(result, indent=2))
 

@@ -10,7 +10,7 @@ from codec.bench.report import json_text
 from codec.data import image_files
 from codec.devices import available, resolve_device
 from codec.errors import AecError
-from codec.quality import Q_MAX, Q_MIN
+from codec.quality import integer_qualities
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -28,8 +28,13 @@ def use_weights(folder: str | Path | None) -> None:
         os.environ["AECODEC_WEIGHTS"] = str(Path(folder).resolve())
 
 
-#: Every integer quality of the ladder, as the --qualities option spells it.
-ALL_QUALITIES = ",".join(str(q) for q in range(int(Q_MIN), int(Q_MAX) + 1))
+#: What the --qualities options say when left out.
+ALL_QUALITIES_HELP = "aecodec qualities [default: every integer quality of the model's range]."
+
+
+def all_qualities(levels: int) -> list[float]:
+    """Every integer quality of the range of a model with ``levels`` quality levels."""
+    return integer_qualities(levels)
 
 
 def devices(choice: str) -> list[str]:

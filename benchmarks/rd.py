@@ -1,6 +1,6 @@
 """Rate-distortion benchmark: aecodec against Pillow's JPEG/WebP/AVIF (and JPEG XL) on a folder of images.
 
-    python -m benchmarks.rd --data data/kodak [--limit N] [--qualities 1,2,...,10] [--device auto|cpu|cuda]
+    python -m benchmarks.rd --data data/kodak [--limit N] [--qualities 1,2,...] [--device auto|cpu|cuda]
         [--codecs aecodec] [--effort 0,2,3]
 
 Writes ``benchmarks/results/<dataset>/``: ``rd.json`` (CompressAI's results format, one entry per
@@ -23,7 +23,7 @@ from codec.errors import AecError
 from codec.files import write_atomic
 
 from .anchors import load_anchors
-from .common import ALL_QUALITIES, REPO_ROOT, RESULTS_DIR, parse_floats, select_images, use_weights
+from .common import ALL_QUALITIES_HELP, REPO_ROOT, RESULTS_DIR, parse_floats, select_images, use_weights
 
 DEFAULT_ANCHORS_DIR = REPO_ROOT.parent / "shared" / "anchors" / "kodak"
 
@@ -84,7 +84,7 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     paths = select_images(data, limit)
     todo, descriptions, notes = build_coders(
-        qualities or parse_floats(ALL_QUALITIES),
+        qualities,
         pillow_qualities or list(coders.PILLOW_QUALITIES),
         device,
         jxl,
@@ -113,7 +113,7 @@ def run(
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder [default: benchmarks/results/<name>].")
 @click.option("--name", help="Dataset name [default: the data folder's name].")
 @click.option("--limit", type=int, help="Use only the first N images.")
-@click.option("--qualities", default=ALL_QUALITIES, show_default=True, help="aecodec qualities.")
+@click.option("--qualities", help=ALL_QUALITIES_HELP)
 @click.option(
     "--pillow-qualities",
     default=",".join(map(str, coders.PILLOW_QUALITIES)),
@@ -163,7 +163,7 @@ def main(
         out,
         name,
         limit,
-        parse_floats(qualities),
+        parse_floats(qualities) if qualities else None,
         parse_floats(pillow_qualities),
         device,
         jxl,

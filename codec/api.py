@@ -36,6 +36,11 @@ def checked_tile(tile: int, codec: Codec) -> int:
         raise AecError(str(e)) from None
 
 
+def checked_quality(quality: float, codec: Codec) -> float:
+    """``quality`` as float if the codec's model codes it (``quality.check_quality``), else ValueError."""
+    return Q.check_quality(quality, codec.model.levels, codec.model_id)
+
+
 def effort_steps(effort: int) -> int:
     """Iterations of an effort level (``quality.effort_iterations``), as AecError when the level does not exist."""
     try:
@@ -55,7 +60,7 @@ def encode_array(
     """
     codec = resolve_codec(codec)
     steps = effort_steps(effort)
-    quality = Q.check_quality(quality)
+    quality = checked_quality(quality, codec)
     y = tiling.analyze(codec.model, rgb, checked_tile(tile, codec), codec.device)
     sides = None
     if steps:
@@ -107,7 +112,7 @@ def pack_latent(
 def encode_array_to_size(
     rgb: np.ndarray, max_bytes: int, codec: Codec | None = None, tile: int = tiling.TILE, effort: int = 0, **extra
 ) -> tuple[bytes, bool]:
-    """Highest quality whose whole file fits in ``max_bytes`` (bisection on real encoded sizes).
+    """Highest quality of the model's range whose whole file fits in ``max_bytes`` (bisection on real encoded sizes).
 
     Returns (data, fits); when even the lowest quality is too big, that encode with ``fits=False``.
     The analysis transform runs once: only the latent is re-coded per probe. With ``effort`` the
@@ -123,7 +128,7 @@ def encode_array_to_size(
     def at(k: int) -> bytes:
         return pack_latent(codec, y, h, w, tile, k / Q.QUALITY_SCALE, extra)
 
-    lo, hi = int(Q.Q_MIN * Q.QUALITY_SCALE), int(Q.Q_MAX * Q.QUALITY_SCALE)
+    lo, hi = int(Q.Q_MIN * Q.QUALITY_SCALE), codec.model.levels * Q.QUALITY_SCALE
     best = at(lo)
     if len(best) > max_bytes:
         return best, False
@@ -161,9 +166,19 @@ def check_work_area(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS
         )
 
 
-def _tiles(f: bs.AecFile, codec: Codec, max_pixels: int) -> list[tiling.Tile]:
-    """The tile grid of a parsed file, after every check that needs the model (work area, tile side)."""
+def check_fits_model(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) -> None:
+    """The checks of a parsed file against its model that come before any work: the quality within the
+    model's levels (the header allows the longest ladder's) and the working area (``check_work_area``)."""
+    if f.quality > codec.model.levels:
+        raise bs.FormatError(
+            f"quality {f.quality:g} is above the range of model {codec.model_id} (1 to {codec.model.levels})"
+        )
     check_work_area(f, codec, max_pixels)
+
+
+def _tiles(f: bs.AecFile, codec: Codec, max_pixels: int) -> list[tiling.Tile]:
+    """The tile grid of a parsed file, after every check that needs the model (``check_fits_model``, tile side)."""
+    check_fits_model(f, codec, max_pixels)
     stride = codec.model.stride
     hp, wp = padded_size(f.height, f.width, stride)
     side = f.tile or max(hp, wp)
@@ -349,10 +364,11 @@ def encode(
 ) -> bytes:
     """Compress a PIL image or uint8 array to ``.aec`` bytes.
 
-    ``quality`` in [1, 10] (fractions allowed); or ``target_bpp`` / ``max_bytes`` to search the
-    quality on real file sizes. ``max_bytes`` that no quality meets raises AecError; a
-    ``target_bpp`` below the lowest quality's rate gives that lowest quality. Images larger than
-    ``tile`` pixels on a side are coded in independently decodable tiles (bounded memory).
+    ``quality`` in [1, L] with L the model's quality levels (``aecodec models``; fractions allowed);
+    or ``target_bpp`` / ``max_bytes`` to search the model's range on real file sizes. ``max_bytes``
+    that no quality meets raises AecError; a ``target_bpp`` below the lowest quality's rate gives that
+    lowest quality. Images larger than ``tile`` pixels on a side are coded in independently decodable
+    tiles (bounded memory).
     ``effort`` 0..``quality.MAX_EFFORT`` trades encoding time for size (``codec.effort``).
     """
     effort_steps(effort)

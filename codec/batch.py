@@ -26,8 +26,8 @@ from PIL import Image
 
 from . import bitstream as bs
 from . import effort, tiling
-from . import quality as Q
 from .api import (
+    checked_quality,
     checked_tile,
     codec_for,
     decode_file,
@@ -83,7 +83,7 @@ def encode_arrays(
     ``effort`` > 0 optimizes the latents of a batch together (``codec.effort``), as the network runs.
     """
     codec = resolve_codec(codec)
-    q = Q.check_quality(quality)
+    q = checked_quality(quality, codec)
     checked_tile(tile, codec)
     steps = effort_steps(effort)
     stride = codec.model.stride

@@ -24,8 +24,17 @@ from . import __version__, files
 from .bitstream import MAX_PIXELS, NO_LIMIT
 from .errors import AecError
 from .lean import import_compressai_lean
-from .manifest import LEGACY_KIND
-from .quality import DEFAULT_QUALITY, MAX_EFFORT, Q_MAX, Q_MIN, check_quality, effort_iterations
+from .manifest import LEGACY_KIND, installed_levels
+from .quality import (
+    DEFAULT_QUALITY,
+    LEVELS,
+    MAX_EFFORT,
+    MIN_LEVELS,
+    Q_MAX,
+    Q_MIN,
+    check_quality,
+    effort_iterations,
+)
 
 EXIT_BAD_INPUT, EXIT_OTHER, EXIT_INTERRUPTED = 2, 1, 130
 T = TypeVar("T")
@@ -322,8 +331,8 @@ def main() -> None:
     "-q",
     "--quality",
     type=float,
-    help=f"{Q_MIN:g} (fewest bits, ~0.1 bpp) to {Q_MAX:g} (best quality); fractions interpolate. "
-    f"[default: {DEFAULT_QUALITY:g}]",
+    help=f"{Q_MIN:g} (fewest bits, ~0.1 bpp) to the model's top level (best quality; 'aecodec models' lists "
+    f"each model's range, {Q_MAX:g} at most); fractions interpolate. [default: {DEFAULT_QUALITY:g}]",
 )
 @click.option(
     "--target-bpp",
@@ -373,6 +382,8 @@ def encode(
         quality = _rate_choice(quality, target_bpp, max_bytes, ("--target-bpp", "--max-bytes"))
         effort_iterations(effort)
         dests = files.output_paths(inputs, output, ".aec", force)
+        model_id, levels = installed_levels(model_id)  # torch-free: a bad -q fails before torch loads
+        quality = check_quality(DEFAULT_QUALITY if quality is None else quality, levels, model_id)
     except (AecError, ValueError) as e:
         _usage_error(e)
     console, batch = _start(verbose, quiet, device, batch, threads)
@@ -384,7 +395,6 @@ def encode(
     from .weights import load_codec
 
     try:
-        _check_model(model_id)
         codec = load_codec(model_id, device)
         checked_tile(tile, codec)
     except (AecError, ValueError) as e:
@@ -452,17 +462,6 @@ def _effort_messages(console: _Console) -> None:
     logger.propagate = False
 
 
-def _check_model(model_id: str | None) -> None:
-    """An unknown ``--model`` names the ids this installation has."""
-    if model_id is None:
-        return
-    from .manifest import read_manifest
-
-    ids = sorted(read_manifest().get("models", {}))
-    if model_id not in ids:
-        raise AecError(f"--model {model_id!r} is not available; this installation has: {', '.join(ids) or 'none'}")
-
-
 FORMAT_CHOICES = sorted({suffix[1:] for suffix in files.OUTPUT_FORMATS})
 
 
@@ -505,7 +504,7 @@ def decode(
         _usage_error(e)
     console, batch = _start(verbose, quiet, device, batch, threads)
     from . import bitstream as bs
-    from .api import check_work_area
+    from .api import check_fits_model
     from .batch import decode_images
     from .weights import load_codec_for
 
@@ -514,7 +513,7 @@ def decode(
         data = get()
         header = bs.unpack(data, max_pixels)
         # a missing model fails this file alone
-        check_work_area(header, load_codec_for(header.model_id, header.weights_hash, device), max_pixels)
+        check_fits_model(header, load_codec_for(header.model_id, header.weights_hash, device), max_pixels)
         return src, dest, data, header.quality
 
     def writer(src: str, dest: str, image, quality: float) -> Callable[[], Done]:
@@ -600,7 +599,8 @@ def info(paths, as_json) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per model.")
 def models(as_json) -> None:
-    """List the models this installation has: the ids --model takes; the default is marked."""
+    """List the models this installation has: the ids --model takes, each with its quality range; the
+    default is marked."""
     from .manifest import read_manifest, weights_dir
 
     try:
@@ -618,6 +618,7 @@ def models(as_json) -> None:
                 "file": str(path),
                 "present": path.is_file(),
                 "arch": entry.get("arch"),
+                "qualities": _quality_range(entry),
             }
         )
     if as_json:
@@ -625,7 +626,18 @@ def models(as_json) -> None:
         return
     for row in rows:
         notes = [n for n, on in (("default", row["default"]), ("weights file missing", not row["present"])) if on]
-        click.echo(row["id"] + (f"  ({', '.join(notes)})" if notes else ""))
+        span = f"q {row['qualities'][0]:g}-{row['qualities'][1]:g}" if row["qualities"] else "q unknown (bad arch)"
+        click.echo(f"{row['id']}  {span}" + (f"  ({', '.join(notes)})" if notes else ""))
+
+
+def _quality_range(entry: dict) -> list[float] | None:
+    """[lowest, highest] quality of a manifest entry's model; None when its arch is unusable."""
+    from .manifest import levels_of
+
+    try:
+        return [Q_MIN, float(levels_of(entry))]
+    except AecError:
+        return None
 
 
 #: The classical codecs ``compare`` and ``bench`` measure unless ``--codecs`` says otherwise.
@@ -666,7 +678,8 @@ def compare(image, quality, bpp, max_bytes, codecs, output, model_id, device, fo
             raise AecError("-o - is not supported: the page goes to a file (stdout gets the table)")
         _check_dest(image, dest, force)
         names, notes = _versus(codecs)
-        _check_model(model_id)
+        model_id, levels = installed_levels(model_id)
+        quality = check_quality(quality, levels, model_id)
     except (AecError, ValueError) as e:
         _usage_error(e)
     console = _Console()
@@ -717,10 +730,10 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
 
     console = _Console(quiet=quiet)
     try:
-        aec_qualities = [check_quality(q) for q in parse_floats(qualities, "-q")]
+        model_id, levels = installed_levels(model_id)
+        aec_qualities = [check_quality(q, levels, model_id) for q in parse_floats(qualities, "-q")]
         sweep = parse_floats(pillow_qualities, "--pillow-qualities") if pillow_qualities else list(BENCH_QUALITIES)
         names, notes = _versus(codecs)
-        _check_model(model_id)
         from .data import image_files
 
         try:
@@ -798,6 +811,14 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=int, default=0)
 @click.option("--init", default=None, help="Model id in weights/ to start from when RUN_DIR has no checkpoint.")
+@click.option(
+    "--levels",
+    type=click.IntRange(MIN_LEVELS, LEVELS),
+    default=LEVELS,
+    show_default=True,
+    help="Quality levels to train (the first of the lambda ladder); --init or a checkpoint with fewer is "
+    "extended upward (gains extrapolated in log lambda).",
+)
 @click.option(
     "--model-kind",
     "kind",

@@ -49,6 +49,8 @@ def export(model: Model, model_id: str, folder: Path, half: bool, meta: dict, ma
         "dtype": "float16" if half else "float32",
         **meta,
     }
+    if "training" in meta:  # the λs the model was trained on: its own levels of the ladder
+        entry["training"] = {**meta["training"], "lambdas": list(Q.ladder(model.levels))}
     write_manifest_entry(folder, model_id, entry, make_default)
     return entry
 
@@ -60,7 +62,6 @@ def checkpoint_meta(state: dict, train_dir: str | None = None, device: str | Non
             "seconds": round(state.get("seconds", 0.0)),
             "data": train_dir,
             "device": device,
-            "lambdas": list(Q.LAMBDAS),
             "validation": state.get("val", []),
         },
         "torch": torch.__version__,

@@ -1,7 +1,7 @@
 """The weights manifest, read without torch: ``info`` and ``models`` answer at once.
 
-``weights/manifest.json`` maps model ids to their file, sha256, architecture, ``kind`` and measured
-points; ``codec.weights`` loads the networks it names.
+``weights/manifest.json`` maps model ids to their file, sha256, architecture (with the quality levels),
+``kind`` and measured points; ``codec.weights`` loads the networks it names.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from .errors import AecError
+from .quality import LEVELS, check_levels
 
 #: Kind of manifest entries written before kinds existed (v2-v4 weights: the gained hyperprior).
 LEGACY_KIND = "gain-msh"
@@ -61,3 +62,25 @@ def model_kind(model_id: str) -> str | None:
         return kind_of(entry) if isinstance(entry, dict) else None
     except AecError:
         return None
+
+
+def levels_of(entry: dict) -> int:
+    """Quality levels of a manifest entry's model (its qualities are [1, levels]); an ``arch`` without
+    them means the longest ladder, as for a model built from that ``arch``."""
+    arch = entry.get("arch")
+    try:
+        return check_levels(arch.get("levels", LEVELS) if isinstance(arch, dict) else LEVELS)
+    except ValueError as e:
+        raise AecError(f"manifest arch: {e}") from None
+
+
+def installed_levels(model_id: str | None = None) -> tuple[str, int]:
+    """(id, quality levels) of an installed model, the manifest's default when ``model_id`` is None;
+    AecError naming the ids this installation has when it lacks the model."""
+    manifest = read_manifest()
+    models = manifest.get("models", {})
+    model_id = model_id or manifest.get("default")
+    if model_id not in models:
+        have = ", ".join(sorted(models)) or "none"
+        raise AecError(f"model {model_id!r} is not available; this installation has: {have}")
+    return model_id, levels_of(models[model_id])

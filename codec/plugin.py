@@ -1,8 +1,9 @@
 """Pillow plugin: ``Image.open("x.aec")`` and ``im.save("x.aec", quality=80)`` once ``codec`` is imported.
 
 ``save`` takes Pillow's keywords: ``quality`` on Pillow's 0-100 scale (as for JPEG and WebP), mapped linearly
-onto ours (0 → 1, 100 → 10: ``pillow_quality``); ``aec_quality`` in our own 1-10 scale; or ``target_bpp`` /
-``max_bytes``, which search the quality as ``codec.encode`` does; ``effort`` (0-3) as ``codec.encode``'s.
+onto the default model's range (0 → 1, 100 → its top level L: ``pillow_quality``); ``aec_quality`` in our own
+1-L scale; or ``target_bpp`` / ``max_bytes``, which search the quality as ``codec.encode`` does; ``effort``
+(0-3) as ``codec.encode``'s.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from PIL import Image, ImageFile
 
 from . import bitstream as bs
 from .errors import AecError
-from .quality import DEFAULT_QUALITY, Q_MAX, Q_MIN
+from .manifest import installed_levels
+from .quality import DEFAULT_QUALITY, Q_MIN
 
 FORMAT = "AEC"
 
@@ -73,11 +75,13 @@ def _work_limit() -> int:
 PILLOW_QUALITY_MAX = 100
 
 
-def pillow_quality(quality: float) -> float:
-    """Pillow's 0-100 ``quality`` on our scale, linearly: 0 → Q_MIN, 100 → Q_MAX (75, JPEG's default, → 7.75)."""
+def pillow_quality(quality: float, levels: int) -> float:
+    """Pillow's 0-100 ``quality`` on the scale of a model with ``levels`` levels, linearly: 0 → Q_MIN, 100 →
+    its top (as 100 is JPEG's best). With 10 levels JPEG's default 75 → 7.75; with 12 it → 9.25 (the λ
+    ladder is shared, so a Pillow value means more bits on a model with a longer ladder)."""
     if not 0 <= quality <= PILLOW_QUALITY_MAX:
         raise ValueError(f"quality must be between 0 and {PILLOW_QUALITY_MAX} (Pillow's scale), got {quality!r}")
-    return Q_MIN + (Q_MAX - Q_MIN) * quality / PILLOW_QUALITY_MAX
+    return Q_MIN + (levels - Q_MIN) * quality / PILLOW_QUALITY_MAX
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
@@ -89,7 +93,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
         raise AecError(f"give one of quality, aec_quality, target_bpp or max_bytes, not {' and '.join(given)}")
     quality = DEFAULT_QUALITY
     if "quality" in given:
-        quality = pillow_quality(opts["quality"])
+        quality = pillow_quality(opts["quality"], installed_levels()[1])  # the model encode() uses
     elif "aec_quality" in given:
         quality = opts["aec_quality"]
     effort = opts.get("effort", 0)

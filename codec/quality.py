@@ -1,9 +1,14 @@
-"""Quality scale: maps a (possibly fractional) quality in [1, 10] to a λ and to gain-table weights.
+"""Quality scale: maps a (possibly fractional) quality in [1, levels] to a λ and to gain-table weights.
 
 Qualities 3..10 follow CompressAI's MSE λ ladder so those R-D points line up with its published
 curves; 1 and 2 extend it downwards (the low end reached only 0.33 bpp on Kodak with λ = 0.0018,
-and users need ~0.1 bpp). Fractional qualities interpolate log-linearly between neighbours, which
-is how gain units (Cui et al., CVPR 2021) give a continuous rate.
+and users need ~0.1 bpp); 11 and 12 extend it upwards (q10 stopped at ≈ 37.5 dB on Kodak, the
+goal is ≥ 40 dB). Fractional qualities interpolate log-linearly between neighbours, which is how
+gain units (Cui et al., CVPR 2021) give a continuous rate.
+
+``LAMBDAS`` is the longest ladder. A model trained on ``levels`` of them uses the first ``levels``
+(its manifest ``arch``), so its qualities are [1, levels] and q1..q10 mean the same λ in every
+model; the shipped v2-v4 weights have 10 levels.
 
 The encoder effort levels live here too: like the quality they are an encoder setting the command
 line checks before it loads the network (this module imports no torch).
@@ -15,41 +20,69 @@ import math
 
 #: CompressAI's ladder (q 1..8 of its zoo), which the first shipped weights were trained on.
 COMPRESSAI_LAMBDAS: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.0130, 0.025, 0.0483, 0.0932, 0.18)
-LAMBDAS: tuple[float, ...] = (0.00025, 0.0007, *COMPRESSAI_LAMBDAS)
+#: The upper levels double λ (at high rate about +1.3-1.5 dB each; unmeasured until a model is trained on them).
+LAMBDAS: tuple[float, ...] = (0.00025, 0.0007, *COMPRESSAI_LAMBDAS, 0.36, 0.72)
+#: Levels of the longest ladder: what new training runs use, and the top quality a file header may hold.
+LEVELS: int = len(LAMBDAS)
+#: A model needs two levels at least: fractional qualities and ladder remapping interpolate between two.
+MIN_LEVELS = 2
 #: λ = 0.013: 0.86 bpp, 32.4 dB on Kodak with the v2 weights.
 DEFAULT_QUALITY: float = 6.0
 Q_MIN: float = 1.0
-Q_MAX: float = float(len(LAMBDAS))
+Q_MAX: float = float(LEVELS)
 #: Qualities are coded on a 1/1000 grid (a u16 in the file header), so encoder and decoder agree.
 QUALITY_SCALE = 1000
 
 
-def check_quality(quality: float) -> float:
-    """Return ``quality`` as float, or raise ValueError when it is outside [Q_MIN, Q_MAX]."""
+def check_levels(levels: int) -> int:
+    """``levels`` if a model can have that many quality levels, else ValueError."""
+    if isinstance(levels, bool) or not isinstance(levels, int) or not MIN_LEVELS <= levels <= LEVELS:
+        raise ValueError(f"a model has {MIN_LEVELS} to {LEVELS} quality levels, got {levels!r}")
+    return levels
+
+
+def ladder(levels: int) -> tuple[float, ...]:
+    """The λs of a model with ``levels`` quality levels: the first ``levels`` of ``LAMBDAS``."""
+    return LAMBDAS[: check_levels(levels)]
+
+
+def check_quality(quality: float, levels: int = LEVELS, model: str = "") -> float:
+    """Return ``quality`` as float, or raise ValueError when it is outside [Q_MIN, levels].
+
+    ``levels`` is the model's (its top quality); ``model``, when given, is named in the message.
+    """
     q = float(quality)
-    if not (Q_MIN <= q <= Q_MAX) or math.isnan(q):
-        raise ValueError(f"quality must be between {Q_MIN:g} and {Q_MAX:g}, got {quality!r}")
+    if not (Q_MIN <= q <= levels) or math.isnan(q):
+        of = f" for model {model}" if model else ""
+        raise ValueError(f"quality must be between {Q_MIN:g} and {levels:g}{of}, got {quality!r}")
     return q
 
 
-def split(quality: float) -> tuple[int, float]:
+def integer_qualities(levels: int) -> list[float]:
+    """Every integer quality of a model with ``levels`` quality levels (benchmarks' default sweep)."""
+    return [float(q) for q in range(int(Q_MIN), levels + 1)]
+
+
+def split(quality: float, levels: int = LEVELS) -> tuple[int, float]:
     """Split a quality into (lower level index, weight of the upper level), levels 0-based.
 
     Computed on the 1/1000 grid in integers, so the weight is the same correctly rounded float on
-    every machine: decoders derive their gains from it (``interpolate``).
+    every machine: decoders derive their gains from it (``interpolate``). At the top quality the
+    lower level is ``levels - 2`` with weight 1 (docs/FORMAT.md), so ``levels`` must be the model's.
     """
-    k = round(check_quality(quality) * QUALITY_SCALE)
-    level = min(k // QUALITY_SCALE, len(LAMBDAS) - 1) - 1
+    k = round(check_quality(quality, levels) * QUALITY_SCALE)
+    level = min(k // QUALITY_SCALE, levels - 1) - 1
     return level, (k - QUALITY_SCALE * (level + 1)) / QUALITY_SCALE
 
 
 def interpolate(table, quality: float):
-    """Row of a per-level table (L, ...) at ``quality``: linear between the two neighbouring levels.
+    """Row of a per-level table (L, ...) at ``quality`` in [1, L]: linear between the two neighbouring levels.
 
     The one gain formula of training and decoding alike: a ladder level returns its own row
     untouched, and no transcendental function (whose last bit varies between libms) is involved.
+    The table's length is the model's level count, so a quality above its top raises ValueError.
     """
-    level, t = split(quality)
+    level, t = split(quality, len(table))
     return table[level] if t == 0 else (1 - t) * table[level] + t * table[level + 1]
 
 
@@ -64,9 +97,10 @@ def lmbda(quality: float) -> float:
 def remap_levels(table: list[list[float]], from_lambdas: tuple[float, ...], to_lambdas: tuple[float, ...]):
     """Rows of a per-level table (log gains) moved to another λ ladder, linear in log λ.
 
-    Used to start training on a new ladder from weights trained on an old one; levels outside the
-    old range are extrapolated from its two nearest levels (high-rate theory: log gain is linear
-    in log λ), which training then refines.
+    Used to start training on a new ladder from weights trained on an old one, or on more levels
+    of the same ladder; levels outside the old range are extrapolated from its two nearest levels
+    (high-rate theory: log gain is linear in log λ), which training then refines. Levels the two
+    ladders share keep their rows exactly.
     """
     xs = [math.log(v) for v in from_lambdas]
     out = []

@@ -13,6 +13,9 @@ from .export import export
 from .models.hyperprior import Arch, GainHyperprior
 
 TEST_MODEL_ID = "test-model"
+#: Quality levels of the test model: as many as the shipped v2-v4 weights, fewer than the longest
+#: ladder, so the tests see a model whose range stops below ``quality.LEVELS``.
+TEST_LEVELS = 10
 H = TypeVar("H", bound=GainHyperprior)
 
 
@@ -26,14 +29,14 @@ def make_test_weights(
     export(seeded_model(cls), model_id, Path(folder), half=False, meta={"note": note})
 
 
-def seeded_model(cls: type[H]) -> H:
+def seeded_model(cls: type[H], levels: int = TEST_LEVELS) -> H:
     """The small seeded network (N=32, M=48) of a gained-hyperprior class.
 
-    A random g_a outputs tiny latents (std ~0.05): the gains are widened so qualities 1..10 span a
+    A random g_a outputs tiny latents (std ~0.05): the gains are widened so qualities 1..levels span a
     real rate range (about 0.1 to 8 bpp) and rate-control tests have something to search.
     """
     torch.manual_seed(1234)
-    model = cls(Arch(N=32, M=48))
+    model = cls(Arch(N=32, M=48, levels=levels))
     with torch.no_grad():
         levels = torch.linspace(0, 1, model.arch.levels)[:, None]
         model.log_y_gain.copy_((math.log(5) + levels * math.log(100)).expand_as(model.log_y_gain))

@@ -1,8 +1,10 @@
 """Training loop for the variable-rate network (``aecodec train``).
 
 One network learns all qualities: every sample of a batch draws its own quality uniformly in
-[1, 10] (fractional values included, so the gain interpolation is trained too) and is weighted by
-that quality's λ. Loss per sample = bpp + λ·255²·MSE (or λ_ms·(1 − MS-SSIM)).
+[1, levels] (fractional values included, so the gain interpolation is trained too) and is weighted
+by that quality's λ. Loss per sample = bpp + λ·255²·MSE (or λ_ms·(1 − MS-SSIM)). ``levels`` is the
+whole ladder unless asked otherwise; weights or a checkpoint with fewer levels are extended upward
+(``fit_levels``).
 
 Runs resume from ``last.pt`` in the run folder; a checkpoint is written every few minutes, on
 Ctrl-C / SIGTERM and at the end. Under ``torchrun`` every process trains on its own shard of the
@@ -43,6 +45,7 @@ class TrainConfig:
     run_dir: str = str(Path.home() / ".cache" / "aecodec" / "runs" / "default")
     N: int = 128
     M: int = 192
+    levels: int = Q.LEVELS  # quality levels: the first ``levels`` λs of the ladder
     crop: int = 128
     batch: int = 8
     lr: float = 5e-4
@@ -56,7 +59,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     val_every: int = 2000
     val_images: int = 8
-    val_qualities: tuple[float, ...] = (1.0, 3.0, 6.0, 10.0)  # 3 and 6 were q1 and q4 of v1
+    val_qualities: tuple[float, ...] | None = None  # None: ``VAL_QUALITIES`` and the top level
     ckpt_minutes: float = 5.0
     seed: int = 0
     device: str = "auto"
@@ -67,7 +70,45 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
 
+#: Qualities validated by default, besides the model's top level: 3 and 6 were q1 and q4 of v1, 10
+#: the top of v2-v4, so validation curves stay comparable across runs.
+VAL_QUALITIES = (1.0, 3.0, 6.0, 10.0)
+
+
 # -- small pure helpers ------------------------------------------------------------------------
+def validation_qualities(asked: tuple[float, ...] | None, levels: int) -> tuple[float, ...]:
+    """The qualities to validate: those asked (each checked against ``levels``), else ``VAL_QUALITIES``
+    within the range plus the top level."""
+    if asked is not None:
+        return tuple(Q.check_quality(q, levels) for q in asked)
+    return tuple(sorted({q for q in VAL_QUALITIES if q <= levels} | {float(levels)}))
+
+
+def sample_qualities(n: int, levels: int, generator: torch.Generator) -> Tensor:
+    """``n`` qualities drawn uniformly in [1, levels]: the model's whole range, fractions included."""
+    return Q.Q_MIN + (levels - Q.Q_MIN) * torch.rand(n, generator=generator)
+
+
+def fit_levels(model: Model, sd: dict[str, Tensor], old: tuple[float, ...]) -> list[str]:
+    """Move a state dict's per-level parameters (``model.level_params``) from ladder ``old`` onto the
+    model's (``quality.remap_levels``: shared levels kept exactly, others interpolated or extrapolated
+    in log λ) and drop the tables frozen from them, which ``build_tables`` rebuilds. Returns the
+    names moved, none when the ladders are the same."""
+    new = Q.ladder(model.levels)
+    if tuple(old) == new:
+        return []
+    for name in model.level_params:
+        sd[name] = torch.tensor(Q.remap_levels(sd[name].tolist(), tuple(old), new), dtype=torch.float32)
+    for name in model.level_tables:
+        sd.pop(name, None)
+    return list(model.level_params)
+
+
+def stored_levels(model: Model, sd: dict[str, Tensor]) -> int:
+    """Quality levels of a state dict of ``model``'s kind: the rows of its per-level parameters."""
+    return sd[model.level_params[0]].shape[0]
+
+
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     """Linear warm-up, flat, then a cosine down to ``final_lr_fraction`` over the last part."""
     warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
@@ -236,19 +277,14 @@ def train(cfg: TrainConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "last.pt"
 
-    model = model_class(cfg.kind).from_arch({"N": cfg.N, "M": cfg.M}).to(device)
+    model = model_class(cfg.kind).from_arch({"N": cfg.N, "M": cfg.M, "levels": cfg.levels}).to(device)
+    val_qualities = validation_qualities(cfg.val_qualities, model.levels)
     state = {"step": 0, "seconds": 0.0, "val": []}
     opt, main_params = make_optimizer(model, cfg)
     if ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path, map_location=device)
-        found, asked = (ck.get("kind", DEFAULT_KIND), ck["arch"]), (model.kind, model.arch_dict())
-        if found != asked:
-            raise ValueError(f"{ckpt_path} holds a {found[0]} model {found[1]}, asked for a {asked[0]} {asked[1]}")
-        model.load_state_dict(_without_tables(ck["model"]), strict=False)
-        load_optimizer(opt, ck["optimizer"])
-        state = ck["state"]
+        state, note = resume(model, opt, load_checkpoint(ckpt_path, map_location=device), ckpt_path)
         if rank == 0:
-            print(f"resumed {ckpt_path} at step {state['step']}", flush=True)
+            print(f"resumed {ckpt_path} at step {state['step']}{note}", flush=True)
     elif cfg.init:
         state = init_from_weights(model, cfg.init)
         if rank == 0:
@@ -305,7 +341,7 @@ def train(cfg: TrainConfig) -> dict:
             for g in opt.param_groups:
                 if not g.get("aux"):
                     g["lr"] = lr * g.get("lr_scale", 1.0)
-            q = Q.Q_MIN + (Q.Q_MAX - Q.Q_MIN) * torch.rand(cfg.batch, generator=qgen)
+            q = sample_qualities(cfg.batch, model.levels, qgen)
             if cache is not None:
                 losses = entropy_loss(model, cache.batch(cfg.batch, qgen).to(device), q.to(device), cache.pixels)
             else:
@@ -336,7 +372,7 @@ def train(cfg: TrainConfig) -> dict:
                     bar.set_postfix(loss=f"{rec['loss']:.3f}", bpp=f"{rec['bpp']:.3f}", psnr=f"{p:.2f}")
                 bar.update(1)
                 if val_files and state["step"] % cfg.val_every == 0:
-                    res = validate(model, val_files, cfg.val_qualities, device)
+                    res = validate(model, val_files, val_qualities, device)
                     state["val"].append({"step": state["step"], **res})
                     log.write(json.dumps({"step": state["step"], "val": res}) + "\n")
                     log.flush()
@@ -361,6 +397,36 @@ def train(cfg: TrainConfig) -> dict:
     return state
 
 
+def resume(model: Model, opt: torch.optim.Optimizer, ck: dict, path: Path) -> tuple[dict, str]:
+    """Load a checkpoint into ``model`` and ``opt``; returns its training state and a note for the log.
+
+    A checkpoint with fewer quality levels than the model is extended upward (``fit_levels``); the
+    moved parameters' Adam moments, shaped for the old level count, start afresh.
+    """
+    found = ck.get("kind", DEFAULT_KIND), {k: v for k, v in ck["arch"].items() if k != "levels"}
+    asked = model.kind, {k: v for k, v in model.arch_dict().items() if k != "levels"}
+    if found != asked:
+        raise ValueError(f"{path} holds a {found[0]} model {ck['arch']}, asked for a {asked[0]} {model.arch_dict()}")
+    sd = _without_tables(ck["model"])
+    levels = stored_levels(model, sd)
+    if levels > model.levels:
+        raise ValueError(
+            f"{path} holds {levels} quality levels, asked for {model.levels}: resume with --levels {levels}"
+        )
+    moved = fit_levels(model, sd, Q.ladder(levels))
+    model.load_state_dict(sd, strict=False)
+    load_optimizer(opt, ck["optimizer"])
+    for name in moved:
+        opt.state.pop(model.get_parameter(name), None)
+    note = (
+        f"; quality levels extended {levels} -> {model.levels} ({', '.join(moved)} extrapolated in log lambda, "
+        "their Adam state reset)"
+        if moved
+        else ""
+    )
+    return ck["state"], note
+
+
 def init_from_weights(model: Model, model_id: str) -> dict:
     """Start a run from shipped weights (no optimizer state): training continues across sessions
     even when the checkpoint folder did not survive. Returns the training state to continue from."""
@@ -377,17 +443,13 @@ def init_from_weights(model: Model, model_id: str) -> dict:
         raise ValueError(f"weights file {path} does not match its manifest sha256")
     sd = _without_tables(state_dict_for_model(load_file(str(path))))
     training = entry.get("training", {})
+    rows = stored_levels(model, sd)
     old = training.get("lambdas")
     if not isinstance(old, list):  # entries before the key: v1 (CompressAI's 8 levels), else this ladder
-        rows = sd["log_y_gain"].shape[0]
-        old = Q.COMPRESSAI_LAMBDAS if rows == len(Q.COMPRESSAI_LAMBDAS) else Q.LAMBDAS
-    old = tuple(old)
-    if len(old) != sd["log_y_gain"].shape[0]:
-        raise ValueError(f"model {model_id} has {sd['log_y_gain'].shape[0]} gain levels for a {len(old)}-level ladder")
-    if old != Q.LAMBDAS:  # trained on another ladder: move the gains, let build_tables refreeze
-        for name in ("log_y_gain", "log_z_gain"):
-            sd[name] = torch.tensor(Q.remap_levels(sd[name].tolist(), old, Q.LAMBDAS), dtype=torch.float32)
-        del sd["y_gain_table"], sd["z_gain_table"]
+        old = Q.COMPRESSAI_LAMBDAS if rows == len(Q.COMPRESSAI_LAMBDAS) else Q.ladder(rows)
+    if len(old) != rows:
+        raise ValueError(f"model {model_id} has {rows} gain levels for a {len(old)}-level ladder")
+    fit_levels(model, sd, tuple(old))  # another ladder or fewer levels: move the gains
     # strict=False: parameters the weights lack (a context model's nets on hyperprior weights) start fresh
     unexpected = model.load_state_dict(sd, strict=False).unexpected_keys
     if unexpected:

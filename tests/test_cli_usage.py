@@ -53,7 +53,14 @@ def _imported(args: list[str], cwd: Path) -> set[str]:
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["--version"], ["info", "AEC"], ["encode", "x.png", "-q", "3", "--max-bytes", "9"], ["decode"]],
+    [
+        ["--help"],
+        ["--version"],
+        ["info", "AEC"],
+        ["encode", "x.png", "-q", "3", "--max-bytes", "9"],
+        ["encode", "x.png", "-q", "11"],  # above the model's range, read from the manifest
+        ["decode"],
+    ],
 )
 def test_light_commands_import_no_network(args, aec, tmp_path):
     """Help, version, info and usage errors never import torch or CompressAI (each costs seconds)."""
@@ -219,7 +226,7 @@ def test_info_several_files_and_json(aec, tmp_path, photo_like):
 
 def test_models_and_unknown_model(png, test_weights):
     result = run("models")
-    assert result.exit_code == 0 and result.stdout.strip() == "test-model  (default)"
+    assert result.exit_code == 0 and result.stdout.strip() == "test-model  q 1-10  (default)"
     (row,) = json.loads(run("models", "--json").stdout)
     assert row["id"] == "test-model" and row["default"] and row["present"]
     one_error_line(run("encode", png, "--model", "nope"), "'nope'", "test-model")

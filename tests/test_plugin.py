@@ -33,12 +33,13 @@ def test_open_rgba(tmp_path, photo_like):
 
 @pytest.mark.parametrize("pillow_q", [0, 40, 90, 100])
 def test_pillow_quality_scale(tmp_path, photo_like, pillow_q):
-    """``quality`` is Pillow's 0-100, mapped linearly onto 1-10 (what people pass to JPEG/WebP)."""
+    """``quality`` is Pillow's 0-100, mapped linearly onto the model's range (the test model's: 1-10)."""
     path = tmp_path / "q.aec"
     Image.fromarray(photo_like(20, 24)).save(path, quality=pillow_q)
     with Image.open(path) as im:
         assert im.info["quality"] == pytest.approx(1 + 9 * pillow_q / 100, abs=1 / bs.QUALITY_SCALE)
-    assert pillow_quality(75) == pytest.approx(7.75)
+    assert pillow_quality(75, 10) == pytest.approx(7.75)
+    assert pillow_quality(75, 12) == pytest.approx(9.25) and pillow_quality(100, 12) == 12
 
 
 @pytest.mark.parametrize("bad", [{"quality": 101}, {"quality": -1}, {"quality": 50, "max_bytes": 999}])

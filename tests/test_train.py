@@ -38,7 +38,7 @@ def folders(tmp_path_factory):
 
 def test_lambda_ladder_and_interpolation():
     assert Q.lmbda(Q.DEFAULT_QUALITY) == 0.013
-    assert Q.LAMBDAS[2:] == Q.COMPRESSAI_LAMBDAS
+    assert Q.LAMBDAS[2:10] == Q.COMPRESSAI_LAMBDAS
     assert list(Q.LAMBDAS) == sorted(Q.LAMBDAS)
 
 
@@ -183,3 +183,62 @@ def test_context_networks_get_their_own_learning_rate():
     load_optimizer(fresh, saved)
     assert len(fresh.param_groups[0]["params"]) == len(saved["param_groups"][0]["params"])
     assert len(fresh.param_groups[1]["params"]) == 0 and fresh.param_groups[1]["lr_scale"] == pytest.approx(10.0)
+
+
+# -- the quality ladder: training covers the model's levels, shorter models are extended -------------
+def test_quality_sampling_covers_the_models_range():
+    from codec.train import sample_qualities, validation_qualities
+
+    gen = torch.Generator().manual_seed(0)
+    for levels in (10, Q.LEVELS):
+        q = sample_qualities(4000, levels, gen)
+        assert q.min() >= 1 and q.max() <= levels and q.max() > levels - 0.01 and q.min() < 1.01
+    assert validation_qualities(None, 10) == (1.0, 3.0, 6.0, 10.0)
+    assert validation_qualities(None, Q.LEVELS) == (1.0, 3.0, 6.0, 10.0, float(Q.LEVELS))
+    with pytest.raises(ValueError, match="between 1 and 10"):
+        validation_qualities((1.0, 11.0), 10)
+
+
+def test_init_from_ten_level_weights_extends_the_gains():
+    """The test weights have 10 levels: a full-ladder model starting from them keeps those 10 rows."""
+    from codec.models.hyperprior import Arch, GainHyperprior
+    from codec.testing import TEST_MODEL_ID
+    from codec.train import init_from_weights
+    from codec.weights import load_codec
+
+    old = load_codec(TEST_MODEL_ID, "cpu").model
+    assert old.levels == 10
+    model = GainHyperprior(Arch(N=old.arch.N, M=old.arch.M, levels=Q.LEVELS))
+    init_from_weights(model, TEST_MODEL_ID)
+    for name in ("log_y_gain", "log_z_gain"):
+        new, was = getattr(model, name).detach(), getattr(old, name).detach()
+        assert new.shape[0] == Q.LEVELS and torch.equal(new[:10], was)
+        assert (new[10:] > new[9]).all()  # the test gains grow with λ: the extrapolation continues upward
+
+
+def test_resume_with_more_levels_extends_gains_and_resets_their_adam_state(folders, tmp_path, capsys):
+    from codec.models.registry import model_class
+    from codec.train import load_checkpoint, make_optimizer, resume
+
+    run = tmp_path / "run"
+    base = {"train_dir": str(folders / "train"), "run_dir": str(run), **TINY}
+    assert train(TrainConfig(**base, steps=1, levels=10))["step"] == 1
+    ck = load_checkpoint(run / "last.pt")
+    assert ck["arch"]["levels"] == 10 and ck["model"]["log_y_gain"].shape[0] == 10
+
+    model = model_class("gain-msh").from_arch({"N": 16, "M": 24})
+    opt, _ = make_optimizer(model, TrainConfig(train_dir="."))
+    state, note = resume(model, opt, ck, run / "last.pt")
+    assert state["step"] == 1 and "extended 10 -> 12" in note and "Adam state reset" in note
+    assert torch.equal(model.log_y_gain.detach()[:10], ck["model"]["log_y_gain"])
+    assert model.log_y_gain not in opt.state and model.g_a[0].weight in opt.state
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()  # the dropped moments restart at the new shape
+
+    assert train(TrainConfig(**base, steps=2))["step"] == 2  # the default: the whole ladder
+    assert "quality levels extended 10 -> 12" in capsys.readouterr().out
+    ck = load_checkpoint(run / "last.pt")
+    assert ck["arch"]["levels"] == Q.LEVELS and ck["model"]["log_z_gain"].shape[0] == Q.LEVELS
+    with pytest.raises(ValueError, match="holds 12 quality levels, asked for 10: resume with --levels 12"):
+        train(TrainConfig(**base, steps=3, levels=10))

@@ -50,7 +50,7 @@ def measure(coder: coders.Coder, rgb: np.ndarray) -> dict:
 
 
 def build_coders(
-    qualities: list[float],
+    qualities: list[float] | None,
     pillow_qualities: list[float],
     device: str,
     jxl: bool = True,
@@ -61,14 +61,16 @@ def build_coders(
     """Every (codec, setting) to run, the codec descriptions, and notes on what was skipped.
 
     ``efforts`` are aecodec's encoder effort levels, each its own curve (``coders.aecodec_name``).
+    ``qualities`` None: every integer quality of the model's range.
     """
+    from ..quality import integer_qualities
     from ..weights import load_codec
 
     todo, descriptions, notes = [], {}, []
     if "aecodec" in only:
         codec = load_codec(model_id, device=device)
         for e in efforts:
-            todo += coders.aecodec_coders(codec, qualities, e)
+            todo += coders.aecodec_coders(codec, qualities or integer_qualities(codec.model.levels), e)
             descriptions[coders.aecodec_name(e)] = f"aecodec, model {codec.model_id} on {codec.device}, effort {e}"
     for pc in coders.PILLOW_CODECS:
         if pc.name not in only:

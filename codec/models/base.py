@@ -52,6 +52,11 @@ class Model(nn.Module, ABC):
     #: Parameter-name prefixes of the entropy model's own networks (not in a hyperprior's weights):
     #: training may give them their own learning rate while they catch up with trained transforms.
     context_params: ClassVar[tuple[str, ...]] = ()
+    #: Parameters with one row per quality level (log gains): training moves them to another
+    #: ladder or level count (``quality.remap_levels``).
+    level_params: ClassVar[tuple[str, ...]] = ()
+    #: Buffers derived from ``level_params`` (frozen gains), rebuilt by ``build_tables`` after such a move.
+    level_tables: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     @abstractmethod
@@ -65,6 +70,12 @@ class Model(nn.Module, ABC):
     @property
     def device(self):
         return next(self.parameters()).device
+
+    @property
+    @abstractmethod
+    def levels(self) -> int:
+        """Quality levels: the model codes qualities in [1, levels], at the first ``levels`` λs of
+        ``quality.LAMBDAS``."""
 
     # -- tables ------------------------------------------------------------------------------
     @abstractmethod

@@ -59,7 +59,8 @@ class Arch:
 
     N: int = 128
     M: int = 192
-    levels: int = len(Q.LAMBDAS)
+    #: Quality levels: the first ``levels`` λs of ``quality.LAMBDAS`` (v2-v4: 10; new runs: all).
+    levels: int = Q.LEVELS
 
 
 def analysis(N: int, M: int) -> nn.Sequential:
@@ -221,13 +222,13 @@ class GainHyperprior(Model):
     half_stored = ("g_a.", "g_s.", "h_a.", "h_s.")
     #: The exact entropy path ``prepare`` builds (a subclass with more nets brings its own).
     coder_class: ClassVar[type[HyperpriorCoder]] = HyperpriorCoder
+    level_params = ("log_y_gain", "log_z_gain")
+    level_tables = ("y_gain_table", "z_gain_table")
 
     def __init__(self, arch: Arch = Arch()):
         super().__init__()
         self.arch = arch
-        N, M, L = arch.N, arch.M, arch.levels
-        if L != len(Q.LAMBDAS):
-            raise ValueError(f"{L} quality levels, but this version's ladder has {len(Q.LAMBDAS)}")
+        N, M, L = arch.N, arch.M, Q.check_levels(arch.levels)
         self.g_a = analysis(N, M)
         self.g_s = synthesis(N, M)
         self.h_a = hyper_analysis(N, M)
@@ -235,7 +236,7 @@ class GainHyperprior(Model):
         self.entropy_bottleneck = EntropyBottleneck(N)
         self.gaussian_conditional = GaussianConditional(scale_table())
         # Step size ∝ λ^-1/2 under high-rate theory, so start the gains at (λ/λ_mid)^1/2.
-        lam = torch.tensor(Q.LAMBDAS)
+        lam = torch.tensor(Q.ladder(L))
         init = 0.5 * torch.log(lam / lam[L // 2 - 1 : L // 2 + 1].mean())
         self.log_y_gain = nn.Parameter(init[:, None].repeat(1, M).clone())
         self.log_z_gain = nn.Parameter((0.5 * init)[:, None].repeat(1, N).clone())
@@ -249,6 +250,10 @@ class GainHyperprior(Model):
 
     def arch_dict(self) -> dict[str, Any]:
         return asdict(self.arch)
+
+    @property
+    def levels(self) -> int:
+        return self.arch.levels
 
     # -- gains -----------------------------------------------------------------------------
     def gains(self, quality: Tensor | float) -> tuple[Tensor, Tensor]:

@@ -254,10 +254,10 @@ def entropy_loss(model: Model, y: Tensor, quality: Tensor, pixels: int) -> dict[
 
 
 def freeze_all_but_context(model: Model) -> None:
-    for name, p in model.named_parameters():
-        p.requires_grad_(name.startswith(model.context_params))
-    if not any(p.requires_grad for p in model.parameters()):
+    if not model.context_params:
         raise ValueError(f"a {model.kind} model has no context networks to fit (--entropy-only)")
+    for name, p in model.named_parameters():  # quantiles stay: build_tables fits them (validation, export)
+        p.requires_grad_(name.startswith(model.context_params) or name.endswith("quantiles"))
 
 
 # -- the loop -----------------------------------------------------------------------------

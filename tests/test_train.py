@@ -109,6 +109,21 @@ def test_train_resume_and_export(folders, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="holds a gain-ctx model"):
         train(TrainConfig(**paths, steps=7, **TINY))
 
+    # Entropy-only: from the same run, only the context networks move; validation still codes.
+    before = {k: v.clone() for k, v in ck["model"].items()}
+    state4 = train(TrainConfig(**paths, kind="gain-ctx", steps=9, entropy_only=True, cache_crops=4, **TINY))
+    assert state4["step"] == 9 and state4["val"][-1]["step"] == 8
+    after4 = torch.load(tmp_path / "run3" / "last.pt", weights_only=True)["model"]
+    moved = {
+        k
+        for k, v in before.items()
+        if v.is_floating_point() and v.shape == after4[k].shape and not torch.equal(v, after4[k])
+    }
+    moved -= {"entropy_bottleneck.quantiles"}  # refit whenever validation builds the tables
+    assert moved and all(k.startswith("context.") for k in moved), sorted(k for k in moved if "context." not in k)
+    with pytest.raises(ValueError, match="no context networks"):
+        train(TrainConfig(**{**paths, "run_dir": str(tmp_path / "run4")}, steps=1, entropy_only=True, **TINY))
+
 
 def test_ddp_two_processes_gloo(folders, tmp_path):
     run = tmp_path / "ddp"

@@ -30,13 +30,14 @@ from .api import (
     checked_quality,
     checked_tile,
     codec_for,
-    decode_file,
     decode_latent,
+    decode_planes,
     effort_steps,
     encode_array,
     image_from_planes,
     pack_latent,
     resolve_codec,
+    smallest,
     to_planes,
 )
 from .handle import Codec
@@ -110,8 +111,10 @@ def encode_arrays(
                     latent, side = y[j : j + 1].numpy(), None if side is None else side.numpy()
                     out[i] = pool.submit(_pack_in_worker, codec.model_id, latent, h, w, tile, q, extras[i], side)
         for i in alone:
-            out[i] = encode_array(rgbs[i], q, codec, tile, effort, **extras[i])
-        return [o.result() if isinstance(o, Future) else o for o in out]
+            out[i] = encode_array(rgbs[i], q, codec, tile, effort, **extras[i])  # already ``smallest``
+        datas = [o.result() if isinstance(o, Future) else o for o in out]
+        lone = set(alone)
+        return [data if i in lone else smallest(data, rgbs[i]) for i, data in enumerate(datas)]
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -193,10 +196,13 @@ def decode_images(
 def _decode_files(
     files: list[bs.AecFile], codec: Codec | None, batch: int, max_pixels: int, device: str | torch.device | None
 ) -> list[np.ndarray]:
-    codecs = [codec_for(f, codec, device) for f in files]
+    codecs = [None if f.pixels is not None else codec_for(f, codec, device) for f in files]  # lossless: none
     out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(files)
     # Only one-tile files of the same model can share a synthesis pass.
-    keys = [_one_tile_size(f.height, f.width, c.model.stride, f.tile != 0) for f, c in zip(files, codecs, strict=True)]
+    keys = [
+        None if c is None else _one_tile_size(f.height, f.width, c.model.stride, f.tile != 0)
+        for f, c in zip(files, codecs, strict=True)
+    ]
     chunks, alone = _groups(keys, max(1, batch))
     for chunk in chunks:
         by_model: dict[int, list[int]] = {}
@@ -209,5 +215,5 @@ def _decode_files(
             for j, i in enumerate(same):
                 out[i] = to_uint8(x[j : j + 1], files[i].height, files[i].width)
     for i in alone:
-        out[i] = decode_file(files[i], codecs[i], max_pixels)
+        out[i] = decode_planes(files[i], codecs[i], max_pixels)
     return out

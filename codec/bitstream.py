@@ -68,9 +68,10 @@ def header_layout(version: int) -> dict[str, tuple[int, str]]:
 #: Chunks a decoder must understand (upper-case first letter) and ancillary ones it may skip.
 STREAMS = b"STRM"  # v3
 Z_STREAM, Y_STREAM, TILE_LENGTHS = b"ZSTR", b"YSTR", b"TLEN"  # v2
+PIXELS = b"PIXL"  # v3: the image stored losslessly (PNG) instead of streams
 ALPHA, ICC, EXIF = b"aLPH", b"iCCP", b"eXIF"
 CRITICAL = {2: {Z_STREAM, Y_STREAM}, 3: {STREAMS}}
-KNOWN = {STREAMS, Z_STREAM, Y_STREAM, TILE_LENGTHS, ALPHA, ICC, EXIF}
+KNOWN = {STREAMS, Z_STREAM, Y_STREAM, TILE_LENGTHS, PIXELS, ALPHA, ICC, EXIF}
 _LENGTH_PAIR = struct.Struct("<II")
 _COUNT = struct.Struct("<H")
 _LENGTH = struct.Struct("<I")
@@ -89,6 +90,8 @@ class AecFile:
     #: Per tile in raster order, the model's streams in its order (the same count for every tile).
     streams: list[list[bytes]] = field(default_factory=lambda: [[b""]])
     tile: int = 0  # tile side in pixels; 0: the whole image is one tile
+    #: The RGB (or grey) planes as a PNG, lossless, in place of streams (then ``streams`` is empty, ``tile`` 0).
+    pixels: bytes | None = None
     alpha: bytes | None = None  # PNG-compressed alpha plane, lossless
     icc: bytes | None = None
     exif: bytes | None = None
@@ -135,6 +138,10 @@ def _check_fields(f: AecFile) -> bytes:
     tile_bits = 8 * struct.calcsize(dict(HEADER_FIELDS[f.version])["tile"])
     if f.tile < 0 or f.tile % unit or f.tile // unit >= 1 << tile_bits:
         raise ValueError(f"tile side {f.tile} does not fit a version {f.version} header")
+    if f.pixels is not None:
+        if f.version == 2 or f.tile or f.streams:
+            raise ValueError("lossless pixels need version 3, one tile and no streams")
+        return model
     if len(f.streams) != f.tile_count():
         raise ValueError(f"need streams for {f.tile_count()} tiles, got {len(f.streams)}")
     counts = {len(s) for s in f.streams}
@@ -179,7 +186,12 @@ def pack(f: AecFile) -> bytes:
         ),
         model,
     ]
-    chunks = _v2_stream_chunks(f.streams) if f.version == 2 else [(STREAMS, _streams_payload(f.streams))]
+    if f.pixels is not None:
+        chunks = [(PIXELS, f.pixels)]
+    elif f.version == 2:
+        chunks = _v2_stream_chunks(f.streams)
+    else:
+        chunks = [(STREAMS, _streams_payload(f.streams))]
     chunks += [(tag, data) for tag, data in ((ALPHA, f.alpha), (ICC, f.icc), (EXIF, f.exif)) if data is not None]
     chunks += list(f.extra.items())
     for tag, data in chunks:
@@ -260,6 +272,8 @@ def unpack(data: bytes | memoryview | mmap.mmap, max_pixels: int = MAX_PIXELS, v
         pos += length
         if tag in _STREAM_CHUNKS[version]:
             payloads[tag] = payload
+        elif tag == PIXELS and version == 3:
+            f.pixels = bytes(payload)
         elif tag == ALPHA:
             f.alpha = bytes(payload)
         elif tag == ICC:
@@ -270,6 +284,11 @@ def unpack(data: bytes | memoryview | mmap.mmap, max_pixels: int = MAX_PIXELS, v
             raise FormatError(f"unknown critical chunk {tag!r}")
         else:
             f.extra[tag] = bytes(payload)
+    if f.pixels is not None:
+        if payloads or f.tile:
+            raise FormatError("lossless pixels and entropy-coded streams (or tiles) in one file")
+        f.streams = []
+        return f
     missing = CRITICAL[version] - seen
     if missing:
         raise FormatError(f"missing chunk(s): {', '.join(sorted(t.decode('latin-1') for t in missing))}")

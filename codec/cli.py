@@ -512,8 +512,8 @@ def decode(
         _check_dest(src, dest, force)
         data = get()
         header = bs.unpack(data, max_pixels)
-        # a missing model fails this file alone
-        check_fits_model(header, load_codec_for(header.model_id, header.weights_hash, device), max_pixels)
+        if header.pixels is None:  # a missing model fails this file alone; a lossless one needs none
+            check_fits_model(header, load_codec_for(header.model_id, header.weights_hash, device), max_pixels)
         return src, dest, data, header.quality
 
     def writer(src: str, dest: str, image, quality: float) -> Callable[[], Done]:
@@ -555,6 +555,7 @@ def _describe(file: str, size: int, f) -> dict:
         "streams": {
             "per tile": len(f.streams[0]) if f.streams else 0,
             "coded": sum(len(s) for tile in f.streams for s in tile),
+            "lossless": len(f.pixels) if f.pixels is not None else 0,
             "alpha": len(f.alpha) if f.alpha else 0,
         },
         "icc profile": len(f.icc) if f.icc else 0,
@@ -565,6 +566,8 @@ def _describe(file: str, size: int, f) -> dict:
 def _text(key: str, value) -> str:
     if key == "streams":
         alpha = f", alpha {value['alpha']} B" if value["alpha"] else ""
+        if value["lossless"]:
+            return f"none: pixels stored losslessly, {value['lossless']} B{alpha}"
         return f"{value['per tile']} per tile, {value['coded']} B{alpha}"
     if key in ("icc profile", "exif"):
         return f"{value} B" if value else "none"

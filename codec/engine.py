@@ -8,9 +8,10 @@ are converted to Python lists once per model (``RansTables``), not per image as 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -162,3 +163,19 @@ def use_layout(*modules: torch.nn.Module) -> None:
     """Put transforms' weights in the layout ``analyze_with``/``synthesize_with`` feed them."""
     for m in modules:
         m.to(memory_format=layout(next(m.parameters()).device))
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """Run a block with ``n`` torch intra-op threads, then restore the caller's count.
+
+    For chains of many small ops (a context model's walk): each op big enough to split is one
+    fork/join of the thread pool, whose cost outweighs the split's gain on small tensors, and on a
+    busy machine a hand-off waits for the other thread to be scheduled.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

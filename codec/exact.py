@@ -11,14 +11,18 @@ How: every tensor on this path holds integers. Weights and biases are rounded to
 re-scaled by powers of two and floored, LeakyReLU's slope 1/k is ``floor(a / k)``. Convolutions
 run in float64 on integer-valued tensors: every partial sum is an integer below 2^53 (checked
 when the network is built, inputs clamped), so the result does not depend on summation order —
-any device, any thread count, any batch. The only non-integer steps are IEEE-754 elementwise
+any device, any thread count, any batch — and any way of organizing it: a convolution evaluated
+at some positions only, as an im2col gather and one matrix product (``ExactNetwork.at`` /
+``columns``, which the context model's small per-pass steps use), gives the same integers as
+``conv2d`` over the whole image. The only non-integer steps are IEEE-754 elementwise
 operations on the CPU in float64 (``+ − × ÷``, ``round``, ``floor``: correctly rounded, so
 bit-identical everywhere), done by the caller on the way in (``fixed_point``) and out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +51,19 @@ class IntConv:
     stride: int
     padding: int
     output_padding: int
+    #: Flat kernel taps that ``at`` gathers: those with a non-zero weight where that is fewer than all
+    #: (a masked convolution's), else all of them, so that ``matrix`` is a view of the weight.
+    taps: Tensor = field(init=False)
+    #: The weights of those taps as a matrix (out, in · taps): the rows of an im2col product.
+    matrix: Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        w = self.weight.flatten(2)
+        used = w.ne(0).any(0).any(0).nonzero()[:, 0]
+        if 0 < used.numel() < w.shape[2]:
+            self.taps, self.matrix = used, w[:, :, used].reshape(w.shape[0], -1)
+        else:
+            self.taps, self.matrix = torch.arange(w.shape[2], device=w.device), w.reshape(w.shape[0], -1)
 
     def __call__(self, x: Tensor) -> Tensor:
         # The bias joins the sum inside the convolution: every partial sum is an integer below 2^53,
@@ -54,6 +71,21 @@ class IntConv:
         if self.transposed:
             return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding)
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def columns(self, x: Tensor) -> Tensor:
+        """A 1×1 convolution of columns ``x`` (B, in, n): one matrix product, (B, out, n)."""
+        return torch.matmul(self.matrix, x).add_(self.bias[:, None])
+
+    def at(self, x: Tensor, pos: Tensor) -> Tensor:
+        """The outputs (B, out, n) at flat output positions ``pos`` of image ``x`` only (stride 1):
+        an im2col of the taps with a non-zero weight (12 of a 5×5 checkerboard mask's 25), one product."""
+        B, C, H, W = x.shape
+        k, p = self.weight.shape[-1], self.padding
+        wp = W + 2 * p
+        corner = pos // W * wp + pos % W  # the window's top-left in the padded image
+        index = corner[None, :] + (self.taps // k * wp + self.taps % k)[:, None]  # (taps, n)
+        cols = F.pad(x, (p, p, p, p)).flatten(2)[:, :, index]  # (B, C, taps, n)
+        return self.columns(cols.reshape(B, C * len(self.taps), -1))
 
     def worst_sum(self, input_bound: float) -> float:
         """Upper bound of any partial sum's magnitude for inputs bounded by ``input_bound``."""
@@ -64,7 +96,12 @@ class IntConv:
 
     def to(self, device: torch.device) -> IntConv:
         self.weight, self.bias = self.weight.to(device), self.bias.to(device)
+        self.__post_init__()
         return self
+
+    @property
+    def pointwise(self) -> bool:
+        return self.weight.shape[-2:] == (1, 1) and self.stride == 1 and not self.padding and not self.transposed
 
 
 @dataclass(frozen=True)
@@ -165,11 +202,30 @@ class ExactNetwork:
     def __call__(self, a: Tensor, out_frac: int | None = None) -> Tensor:
         """Integer outputs (CPU) at ``self.out_frac`` fractional bits, or floor-shifted to ``out_frac``
         (``ACT_BITS`` to feed another network, the bits of outputs they correct), for inputs at ``in_frac``."""
+        return self._run(a, out_frac, IntConv.__call__)
+
+    def columns(self, a: Tensor, out_frac: int | None = None) -> Tensor:
+        """As ``__call__`` for a pointwise network (1×1 convolutions only) on columns (B, C, n):
+        matrix products, without conv2d's per-call im2col of a (B, C, n, 1) image."""
+        if not all(conv.pointwise for conv in self.convs):
+            raise ValueError("columns() needs a network of 1×1 convolutions")
+        return self._run(a, out_frac, IntConv.columns)
+
+    def at(self, a: Tensor, pos: Tensor, out_frac: int | None = None) -> Tensor:
+        """As ``__call__``, but only the outputs (B, C, n) at flat positions ``pos`` of image ``a``
+        (a pass of a checkerboard); the layers after the first must be pointwise."""
+        first, *rest = self.convs
+        if first.transposed or first.stride != 1 or not all(conv.pointwise for conv in rest):
+            raise ValueError("at() needs a stride-1 convolution followed by 1×1 convolutions only")
+        pos = pos.to(self.device)
+        return self._run(a, out_frac, lambda conv, x: conv.at(x, pos) if conv is first else conv.columns(x))
+
+    def _run(self, a: Tensor, out_frac: int | None, apply: Callable[[IntConv, Tensor], Tensor]) -> Tensor:
         a = a.to(self.device)
         in_frac, last = self.in_frac, self.convs[-1]
         for layer in self.layers:
             if isinstance(layer, IntConv):
-                a = layer(_clamp(a))
+                a = apply(layer, _clamp(a))
                 if layer is not last:
                     a = floor_shift(a, in_frac + layer.frac - ACT_BITS)
                     in_frac = ACT_BITS

@@ -158,6 +158,33 @@ def test_decoding_is_identical_in_every_configuration(trained_like, latents, qua
         assert torch.equal(y_hat, sent.y_hat().float()), name
 
 
+def test_walk_runs_on_one_thread_and_restores_the_callers_count(trained_like, latents):
+    """The walk's many small steps run on one thread (see ``ContextCoder.walk``); the caller's
+    thread count comes back afterwards, also when a step fails (a damaged stream)."""
+    coder, threads = trained_like.coder, torch.get_num_threads()
+    y_gain, z_gain = trained_like.inference_gains(4.5)
+    with torch.inference_mode():
+        S, Mu = coder.hyper.integer_outputs(coder.z_symbols(trained_like.side_analysis(latents), z_gain), z_gain)
+    seen = []
+
+    def step(sl, part, i_k, m_k):
+        seen.append(torch.get_num_threads())
+        return torch.zeros_like(i_k)
+
+    def failing(*_):
+        raise ValueError("damaged")
+
+    try:
+        torch.set_num_threads(2)
+        sym, _, _ = coder.walk(S, Mu, y_gain, step)
+        assert sym.shape == latents.shape and seen == [1] * 10 and torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="damaged"):
+            coder.walk(S, Mu, y_gain, failing)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_exact_context_is_integer_valued_and_bounded(trained_like):
     for group in trained_like.coder.groups:
         nets = [group.spatial, group.fuse] + ([group.channel] if group.channel else [])

@@ -8,8 +8,9 @@ import copy
 
 import pytest
 import torch
+from compressai.layers import CheckerboardMaskedConv2d
 
-from codec.exact import EXACT_LIMIT, ExactNetwork
+from codec.exact import ACT_BITS, EXACT_LIMIT, ExactNetwork
 from codec.models.hyperprior import ExactHyperSynthesis
 from codec.tensors import to_tensor
 from codec.weights import load_codec
@@ -163,6 +164,30 @@ def test_exact_network_is_generic_and_order_independent():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(single, out)
+
+
+def test_outputs_at_positions_equal_the_whole_convolution():
+    """``at`` (im2col of the non-zero taps at some positions) and ``columns`` (1×1 layers as matrix
+    products) give exactly the integers of conv2d over the whole image, there."""
+    torch.manual_seed(2)
+    masked = CheckerboardMaskedConv2d(6, 5, 5, padding=2)
+    x = ExactNetwork.fixed_point(torch.randn(2, 6, 7, 9, dtype=torch.float64))
+    pos = torch.tensor([1, 3, 10, 30, 62])  # corners, edges and the middle
+    nets = [
+        torch.nn.Sequential(masked),
+        torch.nn.Sequential(torch.nn.Conv2d(6, 8, 3, padding=1), torch.nn.LeakyReLU(0.5), torch.nn.Conv2d(8, 3, 1)),
+    ]
+    for net in nets:
+        exact = ExactNetwork(net)
+        assert torch.equal(exact.at(x, pos, ACT_BITS), exact(x, ACT_BITS).flatten(2)[:, :, pos])
+    assert len(ExactNetwork(nets[0]).convs[0].taps) == 12  # only the mask's taps are gathered
+    pointwise = ExactNetwork(torch.nn.Sequential(torch.nn.Conv2d(6, 8, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)))
+    cols = x.flatten(2)
+    assert torch.equal(pointwise.columns(cols), pointwise(cols[..., None])[..., 0])
+    with pytest.raises(ValueError, match="1×1"):
+        ExactNetwork(nets[1]).columns(cols)
+    with pytest.raises(ValueError, match="1×1"):
+        ExactNetwork(torch.nn.Sequential(masked, masked)).at(x, pos)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

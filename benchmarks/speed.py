@@ -126,6 +126,36 @@ class Method:
     size: Callable[[object], int]
 
 
+def model_method(device: str, quality: float, model_id: str) -> Method:
+    """aecodec through its public API with another installed model (``--also``), named by its id."""
+    from codec import api
+    from codec.weights import load_codec
+
+    codec = load_codec(model_id, device=device)
+    return Method(
+        f"aecodec-{device} {model_id}",
+        device,
+        f"q{quality:g}, model {model_id} ({codec.model.kind})",
+        lambda rgb: api.encode(rgb, quality, codec=codec),
+        lambda data: np.asarray(api.decode(data, codec=codec).convert("RGB")),
+        len,
+    )
+
+
+def model_ratios(summary: dict[str, dict], devs: list[str], also: tuple[str, ...]) -> dict[str, dict]:
+    """Each ``--also`` model's time per image as a multiple of the default model's, per device."""
+    out = {}
+    for d in devs:
+        base = summary[f"aecodec-{d}"]
+        for model_id in also:
+            m = summary[f"aecodec-{d} {model_id}"]
+            out[f"{d} {model_id}"] = {
+                "encode_time_ratio": m["encode_ms"] / base["encode_ms"],
+                "decode_time_ratio": m["decode_ms"] / base["decode_ms"],
+            }
+    return out
+
+
 def aecodec_methods(device: str, quality: float) -> list[Method]:
     """aecodec through its public API, and CompressAI's stock path on the same loaded network."""
     from codec import api
@@ -413,6 +443,16 @@ def markdown(result: dict) -> str:
                 f"| {d} | {r['encode_time_ratio']:.2f} | {r['decode_time_ratio']:.2f} | {r['total_time_ratio']:.2f} | "
                 f"{result['reference_psnr_db'].get(d):.1f} dB |"
             )
+    if result.get("model_ratios"):
+        lines += [
+            "",
+            "Other models' time per image ÷ the default model's (`--also`; the same images, runs interleaved):",
+            "",
+            "| device and model | encode | decode |",
+            "|---|---:|---:|",
+        ]
+        for key, r in result["model_ratios"].items():
+            lines.append(f"| {key} | {r['encode_time_ratio']:.2f} | {r['decode_time_ratio']:.2f} |")
     env = result["environment"]
     lines += ["", "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items())]
     if result.get("batched"):
@@ -465,6 +505,7 @@ def run(
     quality: float = DEFAULT_QUALITY,
     batch: int = 0,
     workers: int = 0,
+    also: tuple[str, ...] = (),
 ) -> dict:
     """Time every method on every image; writes speed.json and speed.md and returns the result."""
     out = Path(out) if out else RESULTS_DIR
@@ -472,6 +513,7 @@ def run(
     paths = select_images(data, limit)
     devs = devices(device)
     methods = [m for d in devs for m in aecodec_methods(d, quality)]
+    methods += [model_method(d, quality, model_id) for d in devs for model_id in also]
     pillow, notes = pillow_methods()
     methods += pillow
     rows: dict[str, list[dict]] = {m.name: [] for m in methods}
@@ -501,6 +543,7 @@ def run(
         "notes": notes,
         "summary": summary,
         "ratios": ratios(summary, devs),
+        "model_ratios": model_ratios(summary, devs, also),
         "reference_psnr_db": {d: float(min(v)) for d, v in matches.items()},
         "batched": batched,
         "file_to_file": files,
@@ -538,12 +581,13 @@ def run(
 @click.option(
     "--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Entropy-coding processes (--batch)."
 )
-def main(data, out, limit, repeats, device, quality, weights, threads, batch, workers) -> None:
+@click.option("--also", multiple=True, help="Time this installed model too, against the default (repeatable).")
+def main(data, out, limit, repeats, device, quality, weights, threads, batch, workers, also) -> None:
     """Encode/decode speed and memory of aecodec, CompressAI's stock path and Pillow's codecs."""
     use_weights(weights)
     if threads:
         torch.set_num_threads(threads)
-    result = run(data, out, limit, repeats, device, quality, batch, workers)
+    result = run(data, out, limit, repeats, device, quality, batch, workers, tuple(also))
     click.echo(markdown(result))
 
 

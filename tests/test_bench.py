@@ -222,6 +222,19 @@ def test_speed_smoke(tiny_dir, tmp_path):
     assert result["summary"].keys() == saved["summary"].keys()
 
 
+def test_model_ratios_divide_by_the_default_model():
+    from benchmarks import speed
+
+    row = {"encode_mps": 1.0, "decode_mps": 1.0, "bpp": 1.0, "peak_rss_mb": 1.0, "peak_cuda_mb": None}
+    summary = {
+        "aecodec-cpu": {**row, "encode_ms": 400.0, "decode_ms": 500.0},
+        "aecodec-cpu other": {**row, "encode_ms": 500.0, "decode_ms": 550.0},
+    }
+    r = speed.model_ratios(summary, ["cpu"], ("other",))
+    assert r == {"cpu other": {"encode_time_ratio": 1.25, "decode_time_ratio": pytest.approx(1.1)}}
+    assert speed.model_ratios(summary, ["cpu"], ()) == {}
+
+
 # -- Kodak download script -------------------------------------------------------------------
 def test_get_kodak_fetch_without_network(tmp_path, monkeypatch, script):
     mod = script("get_kodak")

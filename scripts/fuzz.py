@@ -300,6 +300,9 @@ def stream_payload(data: bytes, rng: random.Random, seeds: list[bytes]) -> bytes
         f = bs.unpack(data, max_pixels=bs.NO_LIMIT)
     except bs.FormatError:
         return data
+    if not f.streams:  # a lossless file (PIXL) has no streams: garble its PNG instead
+        f.pixels = bytes(b ^ (1 << rng.randrange(8)) if rng.random() < 0.05 else b for b in f.pixels)
+        return bs.pack(f)
     tile = rng.choice(f.streams)
     k = rng.randrange(len(tile))
     old = tile[k]

@@ -280,3 +280,26 @@ def test_end_to_end_through_the_api(tmp_path, monkeypatch):
         assert shown.exit_code == 0 and "gain-ctx" in shown.output, shown.output
     finally:
         _load.cache_clear()
+
+
+def test_encoder_effort_optimizes_what_the_context_model_codes(trained_like):
+    """``--effort`` scores latents on the context model's own lattice (its corrected means), so the exact
+    coder writes the symbols that were scored and the real R-D cost falls; the hyperprior's lattice would not."""
+    from codec import effort
+    from codec import quality as Q
+
+    model, quality = trained_like, 6.0
+    x = to_tensor(make_photo_like(64, 96, seed=7), model.stride)
+    y = model.analyze(x).float()
+    y_opt, z_opt, _ = effort.optimize(model, y, effort.Target(x, torch.ones(1, 1, *x.shape[2:])), quality, 8)
+    y_gain, _ = model.gains(quality)
+    lat = model.quantize(y_opt, quality, z_opt)
+    assert ((lat.y_hat().float() - y_opt) * y_gain).abs().max() < 0.1  # the scored symbols, a step being 1
+
+    def real_cost(y: torch.Tensor, z: torch.Tensor | None) -> float:
+        streams = model.encode_latent(y, quality, side=z)
+        x_hat = model.synthesize(model.quantize(y, quality, z).y_hat().float())
+        sse = ((x_hat - x) * 255).square().sum().item() / 3
+        return 8 * sum(map(len, streams[0])) + Q.lmbda(quality) * sse
+
+    assert real_cost(y_opt, z_opt) < real_cost(y, None)

@@ -273,31 +273,47 @@ class ContextModel(GainHyperprior):
         return {"y": self.context_pass(y, y_gain, scales_h, means_h)[0], "z": z_lik}
 
     def context_pass(self, y: Tensor, y_gain: Tensor, scales_h: Tensor, means_h: Tensor) -> tuple[Tensor, Tensor]:
-        """(y likelihoods, STE-decoded un-gained ŷ) with the context corrections, group by group.
+        """(y likelihoods, STE-decoded un-gained ŷ) with the context corrections, group by group."""
+        scales_g, means_g, decoded = self.corrected_params(y * y_gain, y_gain, scales_h, means_h, ste_round)
+        _, y_lik = self.gaussian_conditional(y * y_gain, scales_g, means=means_g)
+        return y_lik, decoded / y_gain
+
+    def relaxed_latent(
+        self, y: Tensor, scales: Tensor, means: Tensor, y_gain: Tensor, rounding: Callable[[Tensor], Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """See ``GainHyperprior.relaxed_latent``: ŷ on the context model's own lattice (its corrected
+        means), so that encoder effort optimizes, and hands the exact coder, what this model codes."""
+        scales_g, means_g, y_hat = self.corrected_params(y, y_gain, scales / y_gain, means / y_gain, rounding)
+        gc = self.gaussian_conditional
+        return y_hat, gc.likelihood_lower_bound(gc._likelihood(y_hat, scales_g, means_g))
+
+    def corrected_params(
+        self, y_g: Tensor, y_gain: Tensor, scales_h: Tensor, means_h: Tensor, rounding: Callable[[Tensor], Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(scales, means, decoded ŷ) of the gained latent ``y_g`` with the context corrections, group by
+        group, rounding with ``rounding`` (STE in training, hard or soft for encoder effort).
 
         The context networks work in quantization steps (the gained latent): their inputs and
         corrections mean the same at every quality, so one network serves the whole ladder. The
         correction is divided by the gain on the way back to the hyperprior's parameters."""
-        anchors = anchor_mask(*y.shape[2:]).to(y.device)
+        anchors = anchor_mask(*y_g.shape[2:]).to(y_g.device)
         scales, means, decoded = [], [], []  # decoded: gained ŷ (symbols + gained means), per group
         for k, sl in enumerate(self.group_slices()):
             net, g = self.context[k], y_gain[:, sl]
-            s_h, m_h, y_g = scales_h[:, sl], means_h[:, sl], y[:, sl] * g
+            s_h, m_h, y_k = scales_h[:, sl], means_h[:, sl], y_g[:, sl]
             hyper = torch.cat([s_h * g, m_h * g], 1)
             channel = net.channel(torch.cat(decoded, 1)) if net.channel is not None else None
-            spatial = torch.zeros_like(y_g)
+            spatial = torch.zeros_like(y_k)
             s_k, m_k, yh_k = [], [], torch.zeros_like(spatial)
             for j, part in enumerate((anchors, ~anchors)):
                 if j:  # non-anchors: the group's decoded anchors are the spatial context
                     spatial = net.spatial(yh_k)
                 ds, dm = net.correction(hyper, spatial, channel)
                 s, m = s_h + ds / g, m_h + dm / g
-                yh_k = torch.where(part, ste_round(y_g - m * g) + m * g, yh_k)
+                yh_k = torch.where(part, rounding(y_k - m * g) + m * g, yh_k)
                 s_k.append(s)
                 m_k.append(m)
             scales.append(torch.where(anchors, *s_k))
             means.append(torch.where(anchors, *m_k))
             decoded.append(yh_k)
-        scales_g, means_g = torch.cat(scales, 1) * y_gain, torch.cat(means, 1) * y_gain
-        _, y_lik = self.gaussian_conditional(y * y_gain, scales_g, means=means_g)
-        return y_lik, torch.cat(decoded, 1) / y_gain
+        return torch.cat(scales, 1) * y_gain, torch.cat(means, 1) * y_gain, torch.cat(decoded, 1)

@@ -339,11 +339,18 @@ class GainHyperprior(Model):
         z_lik, _, _ = eb._likelihood(z_hat.transpose(0, 1).reshape(z.shape[1], 1, -1))
         z_lik = eb.likelihood_lower_bound(z_lik).reshape(z.shape[1], z.shape[0], -1).transpose(0, 1)
         scales, means = self.hyper_params(z_hat, z_gain, y_gain)
-        y_hat = rounding(y * y_gain - means) + means
-        gc = self.gaussian_conditional
-        y_lik = gc.likelihood_lower_bound(gc._likelihood(y_hat, scales, means))
+        y_hat, y_lik = self.relaxed_latent(y * y_gain, scales, means, y_gain, rounding)
         bits = -(torch.log2(z_lik).flatten(1).sum(1) + torch.log2(y_lik).flatten(1).sum(1))
         return {"bits": bits, "y_hat": y_hat / y_gain, "z_hat": z_hat / z_gain}
+
+    def relaxed_latent(
+        self, y: Tensor, scales: Tensor, means: Tensor, y_gain: Tensor, rounding: Callable[[Tensor], Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """(ŷ, likelihoods) of the gained latent ``y`` given the gained hyper parameters: the part of
+        ``relaxed_rd`` an entropy model with more context than the hyperprior replaces."""
+        y_hat = rounding(y - means) + means
+        gc = self.gaussian_conditional
+        return y_hat, gc.likelihood_lower_bound(gc._likelihood(y_hat, scales, means))
 
     def differentiable_synthesis(self, y_hat: Tensor) -> Tensor:
         """``g_s`` in the device's precision and layout, as ``synthesize``, with gradients and unclamped."""

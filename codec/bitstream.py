@@ -48,6 +48,9 @@ HEADER_FIELDS: dict[int, tuple[tuple[str, str], ...]] = {
 _FIXED = {v: struct.Struct("<" + "".join(code for _, code in fields)) for v, fields in HEADER_FIELDS.items()}
 _CHUNK = struct.Struct("<4sI")
 _CRC = struct.Struct("<I")
+#: A chunk's header (tag, payload length) and the trailing CRC's size, for tools that edit files in place (the fuzzer).
+CHUNK_HEADER = _CHUNK
+CRC_SIZE = _CRC.size
 
 
 def _tile_unit(version: int) -> int:

@@ -155,6 +155,32 @@ def test_closed_stdout_and_broken_pipe_exit_2(aec_file):
     assert_one_line(result, 2, "stdout: cannot write", "Broken pipe")
 
 
+def test_reader_that_leaves_early_is_a_failed_write(tmp_path, photo_like):
+    """``aecodec decode big.aec -o - --format ppm | head -c 10``: 270 kB, more than a pipe holds, so the
+    reader's leaving is seen."""
+    big = tmp_path / "big.aec"
+    big.write_bytes(codec.encode(photo_like(300, 300), quality=4))
+    args = [*CLI, "decode", str(big), "-o", "-", "--format", "ppm"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert len(proc.stdout.read(10)) == 10
+    proc.stdout.close()
+    proc.wait(timeout=120)
+    proc.stdout = None
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, None, proc.stderr.read())
+    assert_one_line(result, 2, "stdout: cannot write", "Broken pipe")
+
+
+@pytest.mark.parametrize("command", ["info", "models"])
+def test_text_output_to_a_closed_or_full_stdout_is_one_line(aec_file, command):
+    """``info`` and ``models`` print text: lost output is an error too (it was exit 0, or a traceback)."""
+    args = [*CLI, command, *([str(aec_file)] if command == "info" else [])]
+    closed = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1))
+    assert_one_line(closed, 2, "stdout: cannot write", "Bad file descriptor")
+    if Path("/dev/full").exists():
+        with open("/dev/full", "wb") as full:
+            assert_one_line(subprocess.run(args, stdout=full, stderr=subprocess.PIPE), 2, "No space left")
+
+
 def test_binary_is_not_written_to_a_terminal(aec_file, monkeypatch):
     monkeypatch.setattr(os, "isatty", lambda fd: fd == 1)
     assert_one_line(run("decode", aec_file, "-o", "-"), 2, "terminal")

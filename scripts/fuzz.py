@@ -248,7 +248,7 @@ def header_field(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
 
 
 def dimensions(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
-    """Absurd but well-formed sizes: zero, 2^32-1, 1 × 2^28, just over and under the fuzz limit."""
+    """Absurd but well-formed sizes: zero, 2^32-1, 1 × 2^28 (over the default limit), around the fuzz limit."""
     side = int(FUZZ_MAX_PIXELS**0.5)
     w, h = rng.choice(
         [

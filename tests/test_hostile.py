@@ -223,7 +223,7 @@ def test_max_image_pixels_is_pillows(aec_file, monkeypatch):
     with pytest.raises(Image.DecompressionBombError):
         Image.open(io.BytesIO(_resized(data, 15, 14)))  # 210 > 2 x 100
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
-    with Image.open(io.BytesIO(_resized(data, 20000, 20000))) as im:  # over our own 2^28: Pillow's word holds
+    with Image.open(io.BytesIO(_resized(data, 20000, 20000))) as im:  # over our own 2^27: Pillow's word holds
         assert im.size == (20000, 20000)
 
 

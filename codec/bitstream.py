@@ -224,10 +224,11 @@ def _v2_stream_chunks(streams: list[list[bytes]]) -> list[tuple[bytes, bytes]]:
 def unpack(data: bytes | memoryview | mmap.mmap, max_pixels: int = MAX_PIXELS, views: bool = False) -> AecFile:
     """Parse and validate a ``.aec`` file; raises FormatError with a one-line reason.
 
-    Works on a view of ``data``, copying only what it returns. With ``views`` the streams are zero-copy
-    views into ``data`` too (valid while it is), so ``info`` on a mapped file allocates nothing the size
-    of the file.
+    Works on a view of ``data``, copying only what it returns. With ``views`` the streams and every other
+    payload (pixels, alpha, ICC, EXIF, unknown chunks) are zero-copy views into ``data`` instead (valid
+    while it is), so ``info`` on a mapped file allocates nothing the size of the file.
     """
+    keep = (lambda payload: payload) if views else bytes
     data = memoryview(data).cast("B")
     if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
         raise FormatError("not an .aec file (wrong magic bytes)")
@@ -279,17 +280,17 @@ def unpack(data: bytes | memoryview | mmap.mmap, max_pixels: int = MAX_PIXELS, v
         if tag in _STREAM_CHUNKS[version]:
             payloads[tag] = payload
         elif tag == PIXELS and version == 3:
-            f.pixels = bytes(payload)
+            f.pixels = keep(payload)
         elif tag == ALPHA:
-            f.alpha = bytes(payload)
+            f.alpha = keep(payload)
         elif tag == ICC:
-            f.icc = bytes(payload)
+            f.icc = keep(payload)
         elif tag == EXIF:
-            f.exif = bytes(payload)
+            f.exif = keep(payload)
         elif _critical(tag):
             raise FormatError(f"unknown critical chunk {tag!r}")
         else:
-            f.extra[tag] = bytes(payload)
+            f.extra[tag] = keep(payload)
     if f.pixels is not None:
         if payloads or f.tile:
             raise FormatError("lossless pixels and entropy-coded streams (or tiles) in one file")

@@ -16,6 +16,8 @@ in this process kills a case after ``--timeout`` seconds and carries on with the
     python scripts/fuzz.py --cases 100000 --seed 1                          # the long run
     python scripts/fuzz.py --seed 1 --start 4711 --cases 1 --save /tmp/c    # replay one case
 
+Ctrl-C (SIGINT or SIGTERM to this process) stops a run and prints the report of the cases counted so far.
+
 Case ``i`` depends only on ``(seed, i)``, so any failure can be replayed alone. tests/test_fuzz.py
 runs a slice of the same cases in CI. Exit code: 0 when every case passed, 1 otherwise.
 """
@@ -570,15 +572,23 @@ class Report:
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
     peak_rss_mb: int = 0
+    interrupted: bool = False  # stopped by SIGINT: the counts cover the cases reported until then
+
+    @property
+    def cases(self) -> int:
+        """Cases whose outcome is counted (the worker reports every 1000 and at its end)."""
+        return sum(n for k, n in self.outcomes.items() if not k.startswith(("cli", "reach:")))
 
 
 def _worker(opts: Options, start: int, current, began, results, crash_log: str) -> None:
     """Run cases [start, end) in this child; report per-chunk counts and every failure on ``results``."""
     import faulthandler
     import resource
+    import signal
 
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's: it stops the run and reports
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")  # Pillow's notes on damaged EXIF would drown the report
     log = open(crash_log, "a")  # stays open: faulthandler writes to it if the process dies
@@ -649,13 +659,20 @@ def supervise(opts: Options, progress: Callable[[str], None] = lambda line: None
         child = ctx.Process(target=_worker, args=(opts, start, current, began, results, crash_log))
         child.start()
         hung = False
-        while child.is_alive():
-            child.join(0.25)
+        try:
+            while child.is_alive():
+                child.join(0.25)
+                drain()
+                if current.value >= 0 and time.monotonic() - began.value > opts.timeout:
+                    child.kill()
+                    child.join()
+                    hung = True
+        except KeyboardInterrupt:  # stop here and report what was counted (a deadline, or enough cases)
+            child.kill()
+            child.join()
             drain()
-            if current.value >= 0 and time.monotonic() - began.value > opts.timeout:
-                child.kill()
-                child.join()
-                hung = True
+            report.interrupted = True
+            break
         drain()
         if child.exitcode == 0:
             break
@@ -711,12 +728,17 @@ def main(argv: list[str] | None = None) -> int:
 
             make_test_weights(Path(folder), note="seeded random network, fuzzing only")
             os.environ["AECODEC_WEIGHTS"] = folder  # inherited by the spawned worker
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):  # also when started in the background, which ignores SIGINT
+            signal.signal(sig, signal.default_int_handler)
         report = supervise(opts, progress=lambda line: print(line, flush=True))
-    print(f"\n{opts.cases} cases (seed {opts.seed}, from {opts.start}) in {report.seconds:.0f} s", end="")
+    stopped = f" of {opts.cases} (interrupted)" if report.interrupted else ""
+    print(f"\n{report.cases} cases{stopped} (seed {opts.seed}, from {opts.start}) in {report.seconds:.0f} s", end="")
     print(f"; peak RSS {report.peak_rss_mb} MB")
     outcomes = {k: v for k, v in report.outcomes.items() if not k.startswith("reach:")}
     print("outcomes:", ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
-    print(reach_table(report.outcomes, opts.cases))
+    print(reach_table(report.outcomes, report.cases))
     print(f"failures: {len(report.failures)}")
     return 1 if report.failures else 0
 

@@ -2,10 +2,15 @@
 
     python -m benchmarks.huge --size 8000 [--source PHOTO] [--quality 6]
     python -m benchmarks.huge --compare 768 --tile 256       # tiled vs untiled PSNR/bpp (one tile: ≤ 960)
+    python -m benchmarks.huge --hostile 4096 --tile 1024     # a crafted file of empty streams (issue 15)
 
 The big image is a photo resized up (Lanczos) to ``size × size``: smooth, photo-like content at a
 size no training crop ever had. Encode and decode each run in a fresh process through the CLI, so
 the peak resident memory reported (``ru_maxrss`` of the child) is the whole program's.
+
+``--hostile`` decodes what an attacker can send for free: a header claiming ``size × size`` pixels in
+tiles of ``--tile`` px with empty streams (a hundred bytes), built with ``codec.bitstream``. The decoder
+must stay within its documented memory bound and take time in proportion to the pixels it writes.
 """
 
 from __future__ import annotations
@@ -68,6 +73,36 @@ def memory(size: int, quality: float, tile: int, source: Path | None) -> dict:
         }
 
 
+def hostile_file(size: int, tile: int, model_id: str, weights_hash: bytes, streams: int = 2) -> bytes:
+    """A ``size × size`` file in tiles of ``tile`` px (one tile when it covers the image) whose streams are empty."""
+    from codec import bitstream as bs
+
+    f = bs.AecFile(size, size, DEFAULT_QUALITY, model_id=model_id, weights_hash=weights_hash, tile=tile)
+    if f.tile_count() == 1:
+        f.tile = 0
+    f.streams = [[b""] * streams for _ in range(f.tile_count())]
+    return bs.pack(f)
+
+
+def hostile(size: int, tile: int) -> dict:
+    """Time and peak RSS of ``aecodec decode`` on ``hostile_file`` for the default model, written as PNG."""
+    from codec.weights import load_codec
+
+    c = load_codec()
+    with tempfile.TemporaryDirectory() as tmp:
+        aec, out = Path(tmp) / "hostile.aec", Path(tmp) / "out.png"
+        aec.write_bytes(hostile_file(size, tile, c.model_id, c.weights_hash))
+        seconds, peak_mb = _run_child(["decode", str(aec), "-o", str(out)])
+        return {
+            "size": f"{size}x{size}",
+            "tile": tile,
+            "file_bytes": aec.stat().st_size,
+            "decode_s": round(seconds, 1),
+            "decode_peak_rss_mb": round(peak_mb),
+            "s_per_megapixel": round(seconds / (size * size / 1e6), 2),
+        }
+
+
 def compare(size: int, tile: int, quality: float, source: Path | None) -> dict:
     """Tiled vs one-piece coding of the same image at the same quality."""
     import codec
@@ -90,6 +125,7 @@ def compare(size: int, tile: int, quality: float, source: Path | None) -> dict:
 @click.command()
 @click.option("--size", type=int, default=8000, show_default=True, help="Side of the square test image (memory run).")
 @click.option("--compare", "compare_size", type=int, default=None, help="Run the tiled-vs-untiled comparison instead.")
+@click.option("--hostile", "hostile_size", type=int, default=None, help="Decode a crafted file of empty streams.")
 @click.option("--tile", type=int, default=1024, show_default=True)
 @click.option("--quality", type=float, default=DEFAULT_QUALITY, show_default=True)
 @click.option(
@@ -99,12 +135,16 @@ def compare(size: int, tile: int, quality: float, source: Path | None) -> dict:
     "--data", type=click.Path(exists=True, file_okay=False), default=None, help="Use this folder's first image."
 )
 @click.option("--weights", default=None)
-def main(size, compare_size, tile, quality, source, data, weights) -> None:
+def main(size, compare_size, hostile_size, tile, quality, source, data, weights) -> None:
     use_weights(weights)
     src = Path(source) if source else (image_files(data)[0] if data else None)
-    result = compare(compare_size, tile, quality, src) if compare_size else memory(size, quality, tile, src)
+    if hostile_size:
+        result, name = hostile(hostile_size, tile), f"huge-hostile-{hostile_size}-{tile}.json"
+    elif compare_size:
+        result, name = compare(compare_size, tile, quality, src), f"huge-compare-{compare_size}.json"
+    else:
+        result, name = memory(size, quality, tile, src), f"huge-{size}.json"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    name = f"huge-compare-{compare_size}.json" if compare_size else f"huge-{size}.json"
     (RESULTS_DIR / name).write_text(json.dumps(result, indent=2) + "\n")
     click.echo(json.dumps(result, indent=2))
 

@@ -29,12 +29,18 @@ def resolve_codec(codec: Codec | None, device: str | torch.device | None = None)
     return codec if codec is not None else load_codec(device=device)
 
 
-def checked_tile(tile: int, codec: Codec) -> int:
-    """``tile`` if the codec's model can cut images into tiles of that side, else AecError."""
+def checked_tile(tile: int, codec: Codec, shape: tuple[int, int] | None = None) -> int:
+    """``tile`` if the codec's model can cut images (of ``shape``, when given) into tiles of that side and
+    the default decoder accepts that many tiles (``tiling.max_tiles``), else AecError."""
     try:
-        return tiling.check_tile_size(tile, codec.model.stride)
+        tiling.check_tile_size(tile, codec.model.stride)
     except ValueError as e:
         raise AecError(str(e)) from None
+    if shape is not None:
+        count, limit = tiling.tile_count(*shape, tile, codec.model.stride), tiling.max_tiles(bs.MAX_PIXELS)
+        if count > limit:
+            raise AecError(f"{count} tiles of {tile} px, over the {limit} a decoder accepts: use a larger tile")
+    return tile
 
 
 def checked_quality(quality: float, codec: Codec) -> float:
@@ -62,7 +68,7 @@ def encode_array(
     codec = resolve_codec(codec)
     steps = effort_steps(effort)
     quality = checked_quality(quality, codec)
-    y = tiling.analyze(codec.model, rgb, checked_tile(tile, codec), codec.device)
+    y = tiling.analyze(codec.model, rgb, checked_tile(tile, codec, rgb.shape[:2]), codec.device)
     sides = None
     if steps:
         y, sides = _optimize(codec, rgb, y, tile, quality, steps)
@@ -158,7 +164,7 @@ def _search_size(rgb: np.ndarray, max_bytes: int, codec: Codec, tile: int, effor
     """``encode_array_to_size``'s coded file, before the lossless alternative."""
     steps = effort_steps(effort)
     h, w = rgb.shape[:2]
-    y = tiling.analyze(codec.model, rgb, checked_tile(tile, codec), codec.device)
+    y = tiling.analyze(codec.model, rgb, checked_tile(tile, codec, rgb.shape[:2]), codec.device)
 
     def at(k: int) -> bytes:
         return pack_latent(codec, y, h, w, tile, k / Q.QUALITY_SCALE, extra)
@@ -192,7 +198,7 @@ def check_work_area(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS
     """Refuse a file whose padded working area exceeds ``max_pixels``, before anything is allocated.
 
     ``unpack`` limits width × height; the network works on both sides rounded up to its stride,
-    so a 1 × 2^28 header would otherwise cost 64 times the limit.
+    so a 1 × 2^27 header would otherwise cost 64 times the limit.
     """
     hp, wp = padded_size(f.height, f.width, codec.model.stride)
     if hp * wp > max_pixels:
@@ -220,6 +226,12 @@ def _tiles(f: bs.AecFile, codec: Codec, max_pixels: int) -> list[tiling.Tile]:
     if side % stride or side > tiling.MAX_TILE:
         raise bs.FormatError(
             f"tile side {side} must be a multiple of the model's stride {stride} within the limit of {tiling.MAX_TILE}"
+        )
+    count, limit = tiling.tile_count(f.height, f.width, side, stride), tiling.max_tiles(max_pixels)
+    if count > limit:
+        raise bs.FormatError(
+            f"{count} tiles of {side} px, over the limit of {limit} (one per {tiling.PIXELS_PER_TILE} pixels of the "
+            f"limit of {max_pixels})"
         )
     tiles = tiling.grid(f.height, f.width, side, stride)
     if len(tiles) != f.tile_count():

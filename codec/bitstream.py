@@ -20,8 +20,11 @@ MAGIC = b"\x89AEC"
 #: (``ZSTR``/``YSTR``/``TLEN``), still read and written. 1 was a float pre-release, never shipped.
 VERSION = 3
 VERSIONS = (2, 3)
-#: Default limit on width × height a decoder accepts (raise with ``max_pixels``).
-MAX_PIXELS = 1 << 28
+#: Default limit on width × height a decoder accepts (raise with ``max_pixels``): 2^27, 134 MP (11585²).
+#: It keeps a decode within 2.5 GB of peak RSS whatever the file claims (``benchmarks/huge.py --hostile``):
+#: the program itself holds ~0.6 GB, the output 3 bytes per pixel as an array plus 4 as a Pillow image,
+#: and the network ~0.5 GB for one tile. At 2^28 the two copies of the image alone made 2.4 GB.
+MAX_PIXELS = 1 << 27
 #: ``max_pixels`` for callers that check sizes themselves (``info``, the Pillow plugin): above any u32 × u32.
 NO_LIMIT = 1 << 64
 
@@ -48,6 +51,9 @@ HEADER_FIELDS: dict[int, tuple[tuple[str, str], ...]] = {
 _FIXED = {v: struct.Struct("<" + "".join(code for _, code in fields)) for v, fields in HEADER_FIELDS.items()}
 _CHUNK = struct.Struct("<4sI")
 _CRC = struct.Struct("<I")
+#: A chunk's header (tag, payload length) and the trailing CRC's size, for tools that edit files in place (the fuzzer).
+CHUNK_HEADER = _CHUNK
+CRC_SIZE = _CRC.size
 
 
 def _tile_unit(version: int) -> int:
@@ -218,10 +224,11 @@ def _v2_stream_chunks(streams: list[list[bytes]]) -> list[tuple[bytes, bytes]]:
 def unpack(data: bytes | memoryview | mmap.mmap, max_pixels: int = MAX_PIXELS, views: bool = False) -> AecFile:
     """Parse and validate a ``.aec`` file; raises FormatError with a one-line reason.
 
-    Works on a view of ``data``, copying only what it returns. With ``views`` the streams are zero-copy
-    views into ``data`` too (valid while it is), so ``info`` on a mapped file allocates nothing the size
-    of the file.
+    Works on a view of ``data``, copying only what it returns. With ``views`` the streams and every other
+    payload (pixels, alpha, ICC, EXIF, unknown chunks) are zero-copy views into ``data`` instead (valid
+    while it is), so ``info`` on a mapped file allocates nothing the size of the file.
     """
+    keep = (lambda payload: payload) if views else bytes
     data = memoryview(data).cast("B")
     if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
         raise FormatError("not an .aec file (wrong magic bytes)")
@@ -273,17 +280,17 @@ def unpack(data: bytes | memoryview | mmap.mmap, max_pixels: int = MAX_PIXELS, v
         if tag in _STREAM_CHUNKS[version]:
             payloads[tag] = payload
         elif tag == PIXELS and version == 3:
-            f.pixels = bytes(payload)
+            f.pixels = keep(payload)
         elif tag == ALPHA:
-            f.alpha = bytes(payload)
+            f.alpha = keep(payload)
         elif tag == ICC:
-            f.icc = bytes(payload)
+            f.icc = keep(payload)
         elif tag == EXIF:
-            f.exif = bytes(payload)
+            f.exif = keep(payload)
         elif _critical(tag):
             raise FormatError(f"unknown critical chunk {tag!r}")
         else:
-            f.extra[tag] = bytes(payload)
+            f.extra[tag] = keep(payload)
     if f.pixels is not None:
         if payloads or f.tile:
             raise FormatError("lossless pixels and entropy-coded streams (or tiles) in one file")

@@ -100,6 +100,15 @@ def _usage_error(e: Exception) -> NoReturn:
     sys.exit(EXIT_BAD_INPUT)
 
 
+def _print(text: str, nl: bool = True) -> None:
+    """A command's text result on stdout: a closed stdout, a reader that left (``| head``) or a full disk
+    is one line and exit 2, not a silent loss or a traceback."""
+    try:
+        files.write_stream(files.STDIO, (text + ("\n" if nl else "")).encode())
+    except OSError as e:
+        _usage_error(AecError(f"stdout: cannot write ({e.strerror or e})"))
+
+
 def _labelled(src: str, msg: str) -> str:
     """Prefix a failure with its input, so a batch run says which file it was about."""
     name = files.label(src)
@@ -593,9 +602,9 @@ def info(paths, as_json) -> None:
             _fail(_labelled(path, str(e)))
             status = EXIT_BAD_INPUT
     if as_json:
-        click.echo(json.dumps(records, indent=2))
+        _print(json.dumps(records, indent=2))
     else:
-        click.echo("\n\n".join("\n".join(f"{k + ':':16}{_text(k, v)}" for k, v in r.items()) for r in records))
+        _print("\n\n".join("\n".join(f"{k + ':':16}{_text(k, v)}" for k, v in r.items()) for r in records))
     sys.exit(status)
 
 
@@ -625,12 +634,12 @@ def models(as_json) -> None:
             }
         )
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        _print(json.dumps(rows, indent=2))
         return
     for row in rows:
         notes = [n for n, on in (("default", row["default"]), ("weights file missing", not row["present"])) if on]
         span = f"q {row['qualities'][0]:g}-{row['qualities'][1]:g}" if row["qualities"] else "q unknown (bad arch)"
-        click.echo(f"{row['id']}  {span}" + (f"  ({', '.join(notes)})" if notes else ""))
+        _print(f"{row['id']}  {span}" + (f"  ({', '.join(notes)})" if notes else ""))
 
 
 def _quality_range(entry: dict) -> list[float] | None:
@@ -712,7 +721,7 @@ def compare(image, quality, bpp, max_bytes, codecs, output, model_id, device, fo
     except Exception as e:  # noqa: BLE001 - the CLI promises one line, never a traceback
         _fail(f"{image}: internal error: {type(e).__name__}: {e}")
         sys.exit(EXIT_OTHER)
-    click.echo(json_text({"page": dest, "budget_bytes": len(aec), "rows": [v.row(w, h) for v in variants]}), nl=False)
+    _print(json_text({"page": dest, "budget_bytes": len(aec), "rows": [v.row(w, h) for v in variants]}), nl=False)
 
 
 @main.command()
@@ -778,7 +787,7 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
         _fail(f"internal error: {type(e).__name__}: {e}")
         sys.exit(EXIT_OTHER)
     console.line(f"wrote {', '.join(str(out / n) for n in content)}")
-    click.echo(content[REPORT_FILES["bdrate"]].decode(), nl=False)
+    _print(content[REPORT_FILES["bdrate"]].decode(), nl=False)
 
 
 @main.command()
@@ -852,7 +861,7 @@ def train(train_dir, val_dir, run_dir, **kw) -> None:
     except (AecError, ValueError, FileNotFoundError) as e:
         _fail(str(e))
         sys.exit(EXIT_BAD_INPUT)
-    click.echo(f"stopped at step {state['step']}; checkpoint in {cfg.run_dir}/last.pt")
+    _print(f"stopped at step {state['step']}; checkpoint in {cfg.run_dir}/last.pt")
 
 
 @main.command()
@@ -869,7 +878,7 @@ def export(checkpoint, model_id, weights_dir, half, train_data, device_used) -> 
 
     model, state = model_from_checkpoint(checkpoint)
     entry = do_export(model, model_id, Path(weights_dir), half, checkpoint_meta(state, train_data, device_used))
-    click.echo(f"wrote {Path(weights_dir) / entry['file']} (sha256 {entry['sha256'][:16]}...)")
+    _print(f"wrote {Path(weights_dir) / entry['file']} (sha256 {entry['sha256'][:16]}...)")
 
 
 if __name__ == "__main__":

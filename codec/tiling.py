@@ -30,6 +30,11 @@ TILE = 1024
 #: margins) at a time, so this bounds the decoder's memory whatever a header claims. Measured with
 #: the hyperprior: decoding one 1024² tile peaks at 1.3 GB RSS; a 2048² tile would need about 4x.
 MAX_TILE = 1024
+#: A file may have at most one tile per this many pixels of the decoder's pixel limit (``max_tiles``).
+#: Each tile costs its synthesis window, up to 9x its own pixels for 64-px tiles, plus a fixed overhead:
+#: measured, 1024² in 64-px tiles decodes 21x slower than as one tile. The bound keeps the worst tiling
+#: a header can claim within the cost of the largest image the limit accepts in 1024-px tiles.
+PIXELS_PER_TILE = 256 * 256
 #: Context each side, in pixels, rounded up to the model's stride. 64 px covers most of the
 #: hyperprior's effective receptive field (measured: see docs/FORMAT.md, tiled vs untiled PSNR).
 MARGIN = 64
@@ -56,6 +61,18 @@ def check_tile_size(tile: int, stride: int) -> int:
     if tile < stride or tile % stride or tile > MAX_TILE:
         raise ValueError(f"tile size must be a positive multiple of {stride} up to {MAX_TILE}, got {tile}")
     return tile
+
+
+def max_tiles(max_pixels: int) -> int:
+    """Most tiles a file may have under a decoder's pixel limit (``PIXELS_PER_TILE``); at least 64 (a few
+    seconds of work), so that small limits (tests, the fuzzer) still take small tiled files."""
+    return max(64, max_pixels // PIXELS_PER_TILE)
+
+
+def tile_count(height: int, width: int, tile: int, stride: int) -> int:
+    """Tiles of side ``tile`` covering the image padded to ``stride``: ``len(grid(...))``, without building it."""
+    hp, wp = padded_size(height, width, stride)
+    return -(-hp // tile) * -(-wp // tile)
 
 
 def grid(height: int, width: int, tile: int, stride: int) -> list[Tile]:
@@ -208,28 +225,30 @@ def synthesize(model: Model, y_hat: torch.Tensor, tiles: list[Tile], height: int
 def decode(model: Model, streams: list[Streams], tiles: list[Tile], quality: float, height: int, width: int):
     """(height, width, 3) uint8 image from tile streams, one row of tiles at a time.
 
-    Only three rows of tiles' latents are held (a row and the neighbours its synthesis margins
-    reach into), so memory beyond the output image is bounded by the width, not the image: a
-    header claiming a huge image of empty tiles costs time in proportion to its pixels, no more.
+    Beside the output image only a row of tiles' latents and the margins of its neighbours that its
+    synthesis windows reach into are held, so memory beyond the output is bounded by the width, not
+    the image: a header claiming a huge image of empty tiles costs time in proportion to its pixels.
     Pixels are those of ``synthesize`` on the whole latent: every window sees the same values.
     """
     if len(tiles) == 1:
         return synthesize(model, decode_latent(model, streams, tiles, quality), tiles, height, width)
     hp, wp = tiles[-1].y1, tiles[-1].x1
+    s, margin = model.latent_stride, _margin(model)
     starts = sorted({t.y0 for t in tiles})
     rows = [[i for i, t in enumerate(tiles) if t.y0 == y0] for y0 in starts]
     out = np.empty((height, width, 3), dtype=np.uint8)
-    latents: dict[int, torch.Tensor] = {}
-    for r in range(len(rows) + 1):
-        if r < len(rows):  # decode row r, then synthesize row r - 1, whose lower margin reaches into it
-            latents[r] = decode_latent(model, [streams[i] for i in rows[r]], [tiles[i] for i in rows[r]], quality)
-        if r == 0:
-            continue
-        done = r - 1
-        near = [k for k in (done - 1, done, done + 1) if k in latents]
-        band = torch.cat([latents[k] for k in near], dim=2)
-        for i in rows[done]:
+    above: torch.Tensor | None = None  # the last margin rows of the latent above the row being synthesized
+    current = decode_latent(model, [streams[i] for i in rows[0]], [tiles[i] for i in rows[0]], quality)
+    for r in range(len(rows)):  # synthesize row r, whose lower margin reaches into row r + 1
+        below = None
+        if r + 1 < len(rows):
+            below = decode_latent(model, [streams[i] for i in rows[r + 1]], [tiles[i] for i in rows[r + 1]], quality)
+        parts = [p for p in (above, current, None if below is None else below[:, :, : margin // s]) if p is not None]
+        band = torch.cat(parts, dim=2)
+        band_y0 = starts[r] - (0 if above is None else above.shape[2] * s)
+        for i in rows[r]:
             t = tiles[i]
-            _synthesize_tile(model, band, starts[near[0]], t, _window(t, hp, wp, _margin(model)), out)
-        latents.pop(done - 1, None)
+            _synthesize_tile(model, band, band_y0, t, _window(t, hp, wp, margin), out)
+        del band, parts
+        above, current = current[:, :, -(margin // s) :].clone(), below
     return out

@@ -16,6 +16,8 @@ in this process kills a case after ``--timeout`` seconds and carries on with the
     python scripts/fuzz.py --cases 100000 --seed 1                          # the long run
     python scripts/fuzz.py --seed 1 --start 4711 --cases 1 --save /tmp/c    # replay one case
 
+Ctrl-C (SIGINT or SIGTERM to this process) stops a run and prints the report of the cases counted so far.
+
 Case ``i`` depends only on ``(seed, i)``, so any failure can be replayed alone. tests/test_fuzz.py
 runs a slice of the same cases in CI. Exit code: 0 when every case passed, 1 otherwise.
 """
@@ -23,7 +25,9 @@ runs a slice of the same cases in CI. Exit code: 0 when every case passed, 1 oth
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import functools
 import io
 import os
 import random
@@ -36,7 +40,7 @@ import traceback
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +55,7 @@ from codec import bitstream as bs  # noqa: E402
 
 #: Pixel limit the fuzzer decodes under: absurd but allowed sizes stay cheap (work area ≤ 128×128).
 FUZZ_MAX_PIXELS = 128 * 128
-CRC_SIZE = 4
+CRC_SIZE, CHUNK = bs.CRC_SIZE, bs.CHUNK_HEADER
 
 
 def header(data: bytes) -> dict[str, tuple[int, str]]:
@@ -66,6 +70,19 @@ def model_at(data: bytes) -> int:
     return header(data)["model_id"][0]
 
 
+def get_field(data: bytes, name: str) -> int | bytes | None:
+    """Header field ``name`` of ``data`` (None when the file is too short to hold it)."""
+    at, fmt = header(data)[name]
+    return struct.unpack_from(fmt, data, at)[0] if len(data) >= at + struct.calcsize(fmt) else None
+
+
+def set_field(data: bytes, name: str, value: int | bytes) -> bytes:
+    """``data`` with header field ``name`` set to ``value`` (unchanged when too short to hold it)."""
+    at, fmt = header(data)[name]
+    size = struct.calcsize(fmt)
+    return data[:at] + struct.pack(fmt, value) + data[at + size :] if len(data) >= at + size else data
+
+
 # -- structure of a file ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Chunk:
@@ -75,7 +92,7 @@ class Chunk:
 
     @property
     def payload(self) -> slice:
-        return slice(self.at + 8, self.at + 8 + self.length)
+        return slice(self.at + CHUNK.size, self.at + CHUNK.size + self.length)
 
 
 def chunks_of(data: bytes) -> list[Chunk]:
@@ -83,17 +100,17 @@ def chunks_of(data: bytes) -> list[Chunk]:
     if len(data) <= model_at(data) + CRC_SIZE:
         return []
     pos, end, out = model_at(data) + data[header(data)["model_len"][0]], len(data) - CRC_SIZE, []
-    while pos + 8 <= end:
-        tag, length = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
-        if pos + 8 + length > end:
+    while pos + CHUNK.size <= end:
+        tag, length = CHUNK.unpack_from(data, pos)
+        if pos + CHUNK.size + length > end:
             break
         out.append(Chunk(tag, pos, length))
-        pos += 8 + length
+        pos += CHUNK.size + length
     return out
 
 
 def with_crc(body: bytes) -> bytes:
-    return body + struct.pack("<I", zlib.crc32(body))
+    return body + zlib.crc32(body).to_bytes(CRC_SIZE, "little")
 
 
 def fix_crc(data: bytes) -> bytes:
@@ -102,7 +119,7 @@ def fix_crc(data: bytes) -> bytes:
 
 
 def chunk_bytes(tag: bytes, payload: bytes) -> bytes:
-    return tag + struct.pack("<I", len(payload)) + payload
+    return CHUNK.pack(tag, len(payload)) + payload
 
 
 def replace_chunk(data: bytes, c: Chunk, payload: bytes, tag: bytes | None = None) -> bytes:
@@ -212,7 +229,7 @@ def header_field(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
     name = rng.choice([k for k in layout if k != "model_id"])
     at, fmt = layout[name]
     size = struct.calcsize(fmt)
-    if len(data) < at + size:
+    if get_field(data, name) is None:
         return data
     values = {
         "version": [0, 1, 2, 3, 4, 255],
@@ -229,11 +246,11 @@ def header_field(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
         value = rng.choice([v for v in values[name] if v < 1 << (8 * size)])
     else:
         value = rng.randrange(1 << (8 * size))
-    return data[:at] + struct.pack(fmt, value) + data[at + size :]
+    return set_field(data, name, value)
 
 
 def dimensions(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
-    """Absurd but well-formed sizes: zero, 2^32-1, 1 × 2^28, just over and under the fuzz limit."""
+    """Absurd but well-formed sizes: zero, 2^32-1, 1 × 2^28 (over the default limit), around the fuzz limit."""
     side = int(FUZZ_MAX_PIXELS**0.5)
     w, h = rng.choice(
         [
@@ -254,10 +271,7 @@ def dimensions(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
             (rng.randint(1, side), rng.randint(1, side)),
         ]
     )
-    at = header(data)["width"][0]  # height follows
-    if len(data) < at + 8:
-        return data
-    return data[:at] + struct.pack("<II", w, h) + data[at + 8 :]
+    return set_field(set_field(data, "width", w), "height", h)
 
 
 def chunk_length(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
@@ -279,7 +293,7 @@ def chunk_length(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
             rng.randrange(1 << 32),
         ]
     )
-    return data[: c.at + 4] + struct.pack("<I", max(value, 0)) + data[c.at + 8 :]
+    return data[: c.at] + CHUNK.pack(c.tag, max(value, 0)) + data[c.at + CHUNK.size :]
 
 
 def chunk_tag(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
@@ -290,7 +304,7 @@ def chunk_tag(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
     tag = rng.choice(
         [b"XXXX", b"xxxx", b"\0\0\0\0", b"ZST\xff", c.tag.swapcase(), rng.choice(chunks).tag, b"YSTR", b"STRM"]
     )
-    return data[: c.at] + tag + data[c.at + 4 :]
+    return data[: c.at] + CHUNK.pack(tag, c.length) + data[c.at + CHUNK.size :]
 
 
 def stream_payload(data: bytes, rng: random.Random, seeds: list[bytes]) -> bytes:
@@ -326,10 +340,9 @@ def stream_payload(data: bytes, rng: random.Random, seeds: list[bytes]) -> bytes
 
 def side_chunk(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
     """Add or replace an alpha / ICC / EXIF chunk with damaged or hostile content."""
-    at = header(data)["width"][0]  # height follows
-    if len(data) < at + 8:
+    width, height = get_field(data, "width"), get_field(data, "height")
+    if width is None or height is None:
         return data
-    width, height = struct.unpack_from("<II", data, at)
     size = (max(1, min(width, 256)), max(1, min(height, 256)))
     tag = rng.choice([b"aLPH", b"iCCP", b"eXIF"])
     if tag == b"aLPH":
@@ -378,6 +391,20 @@ MUTATIONS: dict[str, Mutation] = {
 }
 
 
+#: Draws of a mutation before giving up on changing the file (a draw may rewrite a field with its own value).
+TRIES = 8
+
+
+def mutate(name: str, data: bytes, rng: random.Random, seeds: list[bytes]) -> bytes:
+    """Mutation ``name`` of ``data``, drawn again while it leaves the file as it was (a wasted case otherwise);
+    unchanged only where the kind has nothing to act on (e.g. no chunk left to rename)."""
+    for _ in range(TRIES):
+        out = MUTATIONS[name](data, rng, seeds)
+        if out != data:
+            break
+    return out
+
+
 def make_case(seeds: list[bytes], seed: int, index: int) -> tuple[str, bytes]:
     """Case ``index`` of run ``seed``: (description, bytes). Depends on nothing else."""
     rng = random.Random(f"aec-fuzz:{seed}:{index}")
@@ -385,7 +412,7 @@ def make_case(seeds: list[bytes], seed: int, index: int) -> tuple[str, bytes]:
     names = rng.choices(list(MUTATIONS), k=rng.choice([1, 1, 2, 3]))
     for name in names:
         if data:
-            data = MUTATIONS[name](data, rng, seeds)
+            data = mutate(name, data, rng, seeds)
     crc = rng.random() < 0.5
     if crc:
         data = fix_crc(data)
@@ -394,7 +421,9 @@ def make_case(seeds: list[bytes], seed: int, index: int) -> tuple[str, bytes]:
 
 # -- seeds and the network ------------------------------------------------------------------
 def seed_files(codec) -> list[bytes]:
-    """Valid tiny files covering each layout and chunk: RGB, grey, RGBA, ICC + EXIF, 1×1, version 2."""
+    """Valid tiny files covering each layout and chunk: RGB, grey, RGBA, ICC + EXIF, four tiles, version 2, and a
+    1×1 image, stored losslessly (``PIXL``). The others are at least ``api.THIN`` px on each side, so they
+    keep their entropy-coded streams for the mutations to reach the rANS decoder through."""
     from codec.api import encode
 
     rng = np.random.default_rng(7)
@@ -404,7 +433,7 @@ def seed_files(codec) -> list[bytes]:
 
     exif = Image.Exif()
     exif[0x010F] = "fuzz"
-    meta = Image.fromarray(img(7, 13, 3))
+    meta = Image.fromarray(img(9, 13, 3))
     meta.info["icc_profile"] = b"not-really-an-icc-profile"
     meta.info["exif"] = exif.tobytes()
     seeds = [
@@ -413,9 +442,50 @@ def seed_files(codec) -> list[bytes]:
         encode(Image.fromarray(img(16, 16, 4), "RGBA"), 8.0, codec=codec),
         encode(meta, 2.5, codec=codec),
         encode(Image.fromarray(img(1, 1, 3)), 6.0, codec=codec),
+        encode(Image.fromarray(img(70, 100, 3)), 3.0, codec=codec, tile=64),  # 4 tiles, work area 128²
     ]
     # Version 2 (two streams per tile), which decoders still read: the same files re-packed.
     return seeds + [bs.pack(dataclasses.replace(bs.unpack(d), version=2)) for d in seeds[:2]]
+
+
+# -- how far a case got ------------------------------------------------------------------------
+#: The decoder's stages, in order: the container parser accepted the file, an entropy-coded stream went
+#: into the rANS decoder, the synthesis transform ran.
+STAGES = ("parsed", "rans", "network")
+
+
+@contextlib.contextmanager
+def stages_reached() -> Iterator[set[str]]:
+    """The ``STAGES`` that decoding inside the block reached, seen through hooks on ``codec.bitstream.unpack``
+    (on success), ``codec.engine.RansTables`` and ``codec.engine.synthesize_with`` (on entry); removed on exit.
+
+    A mutation that never gets past the parser tests the parser only: this says which ones go deeper.
+    """
+    from codec import engine
+
+    seen: set[str] = set()
+    hooks = [(bs, "unpack", "parsed", True), (engine, "synthesize_with", "network", False)]
+    hooks += [(engine.RansTables, name, "rans", False) for name in ("decode", "decoder")]
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _, _ in hooks]
+
+    def hooked(original: Callable, stage: str, after: bool) -> Callable:
+        @functools.wraps(original)
+        def call(*args, **kwargs):
+            if not after:
+                seen.add(stage)
+            result = original(*args, **kwargs)
+            seen.add(stage)
+            return result
+
+        return call
+
+    for (owner, name, stage, after), (_, _, original) in zip(hooks, originals, strict=True):
+        setattr(owner, name, hooked(original, stage, after))
+    try:
+        yield seen
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
 
 
 # -- running one case -------------------------------------------------------------------------
@@ -502,15 +572,23 @@ class Report:
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
     peak_rss_mb: int = 0
+    interrupted: bool = False  # stopped by SIGINT: the counts cover the cases reported until then
+
+    @property
+    def cases(self) -> int:
+        """Cases whose outcome is counted (the worker reports every 1000 and at its end)."""
+        return sum(n for k, n in self.outcomes.items() if not k.startswith(("cli", "reach:")))
 
 
 def _worker(opts: Options, start: int, current, began, results, crash_log: str) -> None:
     """Run cases [start, end) in this child; report per-chunk counts and every failure on ``results``."""
     import faulthandler
     import resource
+    import signal
 
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's: it stops the run and reports
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")  # Pillow's notes on damaged EXIF would drown the report
     log = open(crash_log, "a")  # stays open: faulthandler writes to it if the process dies
@@ -530,7 +608,12 @@ def _worker(opts: Options, start: int, current, began, results, crash_log: str) 
         current.value, began.value = i, time.monotonic()
         t0 = time.perf_counter()
         try:
-            outcome = decode_case(data, codec if i % 2 else None, opts.max_pixels)
+            with stages_reached() as seen:
+                outcome = decode_case(data, codec if i % 2 else None, opts.max_pixels)
+            counts.update(f"reach:{stage}" for stage in seen)
+            kind = name.removesuffix("+crc")
+            if "+" not in kind and kind != name:  # one mutation, CRC recomputed: that kind's own reach
+                counts.update(f"reach:{stage}:{kind}" for stage in ("cases", *seen))
             if opts.cli_every and i % opts.cli_every == 0:
                 suffix = CLI_SUFFIXES[(i // opts.cli_every) % len(CLI_SUFFIXES)]
                 counts[cli_case(data, folder, suffix, opts.max_pixels)] += 1
@@ -576,13 +659,20 @@ def supervise(opts: Options, progress: Callable[[str], None] = lambda line: None
         child = ctx.Process(target=_worker, args=(opts, start, current, began, results, crash_log))
         child.start()
         hung = False
-        while child.is_alive():
-            child.join(0.25)
+        try:
+            while child.is_alive():
+                child.join(0.25)
+                drain()
+                if current.value >= 0 and time.monotonic() - began.value > opts.timeout:
+                    child.kill()
+                    child.join()
+                    hung = True
+        except KeyboardInterrupt:  # stop here and report what was counted (a deadline, or enough cases)
+            child.kill()
+            child.join()
             drain()
-            if current.value >= 0 and time.monotonic() - began.value > opts.timeout:
-                child.kill()
-                child.join()
-                hung = True
+            report.interrupted = True
+            break
         drain()
         if child.exitcode == 0:
             break
@@ -601,6 +691,18 @@ def supervise(opts: Options, progress: Callable[[str], None] = lambda line: None
     if "crash" not in report.outcomes:
         Path(crash_log).unlink(missing_ok=True)
     return report
+
+
+def reach_table(counts: Counter, cases: int) -> str:
+    """Share of all cases reaching each stage, then per kind among the cases of that one mutation with the CRC
+    recomputed (without, the CRC check stops nearly all of them)."""
+    lines = ["reached: " + ", ".join(f"{s} {100 * counts[f'reach:{s}'] / max(cases, 1):.1f}%" for s in STAGES)]
+    lines.append(f"{'one mutation+crc':16}{'cases':>7}" + "".join(f"{s:>9}" for s in STAGES))
+    for name in MUTATIONS:
+        n = counts[f"reach:cases:{name}"]
+        shares = "".join(f"{100 * counts[f'reach:{s}:{name}'] / max(n, 1):8.1f}%" for s in STAGES)
+        lines.append(f"{name:16}{n:7}{shares}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -626,10 +728,17 @@ def main(argv: list[str] | None = None) -> int:
 
             make_test_weights(Path(folder), note="seeded random network, fuzzing only")
             os.environ["AECODEC_WEIGHTS"] = folder  # inherited by the spawned worker
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):  # also when started in the background, which ignores SIGINT
+            signal.signal(sig, signal.default_int_handler)
         report = supervise(opts, progress=lambda line: print(line, flush=True))
-    print(f"\n{opts.cases} cases (seed {opts.seed}, from {opts.start}) in {report.seconds:.0f} s", end="")
+    stopped = f" of {opts.cases} (interrupted)" if report.interrupted else ""
+    print(f"\n{report.cases} cases{stopped} (seed {opts.seed}, from {opts.start}) in {report.seconds:.0f} s", end="")
     print(f"; peak RSS {report.peak_rss_mb} MB")
-    print("outcomes:", ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items())))
+    outcomes = {k: v for k, v in report.outcomes.items() if not k.startswith("reach:")}
+    print("outcomes:", ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
+    print(reach_table(report.outcomes, report.cases))
     print(f"failures: {len(report.failures)}")
     return 1 if report.failures else 0
 

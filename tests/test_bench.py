@@ -289,6 +289,8 @@ def test_huge_memory_and_tiling_smoke():
     assert mem["size"] == "200x200" and mem["bpp"] > 0 and math.isfinite(mem["psnr"])
     # Each figure is that child's own peak (a CLI process that imported torch: tens of MB at least).
     assert 30 < mem["encode_peak_rss_mb"] < 4000 and 30 < mem["decode_peak_rss_mb"] < 4000
+    hostile = huge.hostile(size=256, tile=64)  # 16 tiles of empty streams, built with codec.bitstream
+    assert hostile["file_bytes"] < 300 and 30 < hostile["decode_peak_rss_mb"] < 4000 and hostile["decode_s"] > 0
     cmp = huge.compare(size=192, tile=64, quality=3.0, source=None)
     assert cmp["tiled"]["tile"] == 64 and cmp["untiled"]["tile"] > 192
     assert math.isfinite(cmp["delta_psnr_db"]) and cmp["tiled"]["bpp"] > 0 and cmp["untiled"]["bpp"] > 0

@@ -155,6 +155,32 @@ def test_closed_stdout_and_broken_pipe_exit_2(aec_file):
     assert_one_line(result, 2, "stdout: cannot write", "Broken pipe")
 
 
+def test_reader_that_leaves_early_is_a_failed_write(tmp_path, photo_like):
+    """``aecodec decode big.aec -o - --format ppm | head -c 10``: 270 kB, more than a pipe holds, so the
+    reader's leaving is seen."""
+    big = tmp_path / "big.aec"
+    big.write_bytes(codec.encode(photo_like(300, 300), quality=4))
+    args = [*CLI, "decode", str(big), "-o", "-", "--format", "ppm"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert len(proc.stdout.read(10)) == 10
+    proc.stdout.close()
+    proc.wait(timeout=120)
+    proc.stdout = None
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, None, proc.stderr.read())
+    assert_one_line(result, 2, "stdout: cannot write", "Broken pipe")
+
+
+@pytest.mark.parametrize("command", ["info", "models"])
+def test_text_output_to_a_closed_or_full_stdout_is_one_line(aec_file, command):
+    """``info`` and ``models`` print text: lost output is an error too (it was exit 0, or a traceback)."""
+    args = [*CLI, command, *([str(aec_file)] if command == "info" else [])]
+    closed = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1))
+    assert_one_line(closed, 2, "stdout: cannot write", "Bad file descriptor")
+    if Path("/dev/full").exists():
+        with open("/dev/full", "wb") as full:
+            assert_one_line(subprocess.run(args, stdout=full, stderr=subprocess.PIPE), 2, "No space left")
+
+
 def test_binary_is_not_written_to_a_terminal(aec_file, monkeypatch):
     monkeypatch.setattr(os, "isatty", lambda fd: fd == 1)
     assert_one_line(run("decode", aec_file, "-o", "-"), 2, "terminal")
@@ -197,7 +223,7 @@ def test_max_image_pixels_is_pillows(aec_file, monkeypatch):
     with pytest.raises(Image.DecompressionBombError):
         Image.open(io.BytesIO(_resized(data, 15, 14)))  # 210 > 2 x 100
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
-    with Image.open(io.BytesIO(_resized(data, 20000, 20000))) as im:  # over our own 2^28: Pillow's word holds
+    with Image.open(io.BytesIO(_resized(data, 20000, 20000))) as im:  # over our own 2^27: Pillow's word holds
         assert im.size == (20000, 20000)
 
 
@@ -340,10 +366,19 @@ def test_icc_over_the_format_limit_is_refused(photo_like, fmt):
 
 
 # -- item 6: info maps the file instead of reading it --------------------------------------------
-def test_info_allocates_nothing_the_size_of_the_file(aec_file, tmp_path):
+@pytest.mark.parametrize("where", ["stream", "icc", "extra"])
+def test_info_allocates_nothing_the_size_of_the_file(aec_file, tmp_path, where):
+    """Nor of any chunk: a 64 MB stream, ICC profile or unknown chunk stays in the mapped file."""
     f = bs.unpack(aec_file.read_bytes())
     big = tmp_path / "big.aec"
-    big.write_bytes(bs.pack(dataclasses.replace(f, streams=[[f.streams[0][0], b"\0" * (64 << 20)]])))
+    blob = b"\0" * (64 << 20)
+    fields = {
+        "stream": {"streams": [[f.streams[0][0], blob]]},
+        "icc": {"icc": blob},
+        "extra": {"extra": {b"junk": blob}},
+    }[where]
+    big.write_bytes(bs.pack(dataclasses.replace(f, **fields)))
+    del blob
     tracemalloc.start()
     try:
         result = run("info", big, "--json")

@@ -90,7 +90,8 @@ def test_max_pixels_parameter(aec):
 
 @pytest.mark.parametrize("size", [(1, 1 << 27), (1 << 27, 1), (16385, 16383), (0xFFFFFFFF, 0xFFFFFFFF)])
 def test_limits_are_checked_before_anything_is_allocated(aec, monkeypatch, size):
-    """Sizes within or far over 2^28 pixels whose working area is not: refused without touching the network."""
+    """Sizes within or far over the pixel limit (2^27), or whose working area is over it: refused without touching
+    the network."""
 
     def never(*args, **kwargs):
         raise AssertionError("the network ran for an over-limit file")

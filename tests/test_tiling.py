@@ -71,14 +71,56 @@ def test_row_by_row_decode_matches_the_whole_latent(photo_like):
 
 @pytest.mark.parametrize("tile", [0, 2048])
 def test_tiles_over_the_limit_are_refused_before_decoding(tile):
-    """A header claiming one 16384² tile (or 2048² tiles) of empty streams: refused at once, not decoded."""
+    """A header claiming one 16384×8192 tile (or 2048² tiles) of empty streams: refused at once, not decoded."""
     c = load_codec()
-    n = bs.AecFile(16384, 16384, 4.0, tile=tile).tile_count()
-    f = bs.AecFile(16384, 16384, 4.0, model_id=c.model_id, tile=tile, streams=[[b"", b""]] * n)
+    n = bs.AecFile(16384, 8192, 4.0, tile=tile).tile_count()
+    f = bs.AecFile(16384, 8192, 4.0, model_id=c.model_id, tile=tile, streams=[[b"", b""]] * n)
     with pytest.raises(codec.FormatError, match="limit of 1024"):
         codec.decode(bs.pack(f), codec=c)
     with pytest.raises(codec.AecError, match="up to 1024"):
         codec.encode(np.zeros((8, 8, 3), np.uint8), tile=2048)
+
+
+def test_tile_count_is_bounded_by_the_pixel_limit(monkeypatch):
+    """8192² in 64-px tiles (16384 tiles, 9x their pixels in synthesis windows each): refused before any
+    decoding at the default limit, which allows one tile per 65536 of its pixels; a raised limit allows more."""
+    c = load_codec()
+    f = bs.AecFile(8192, 8192, 4.0, model_id=c.model_id, weights_hash=c.weights_hash, tile=64)
+    f.streams = [[b"", b""]] * f.tile_count()
+    data = bs.pack(f)
+    monkeypatch.setattr(tiling, "decode", lambda *a: pytest.fail("decoded a file over the tile limit"))
+    limit = tiling.max_tiles(bs.MAX_PIXELS)
+    assert limit == bs.MAX_PIXELS // tiling.PIXELS_PER_TILE < f.tile_count()
+    with pytest.raises(codec.FormatError, match=f"16384 tiles of 64 px, over the limit of {limit}"):
+        codec.decode(data, codec=c)
+    with pytest.raises(pytest.fail.Exception, match="decoded a file"):
+        codec.decode(data, codec=c, max_pixels=1 << 30)  # 16384 tiles allowed: it gets to the decoder
+    with pytest.raises(codec.AecError, match="use a larger tile"):
+        codec.encode(np.zeros((3000, 3000, 3), np.uint8), tile=64)  # 47² tiles: a file the decoder would refuse
+
+
+def test_small_limits_still_take_small_tiled_files():
+    assert tiling.max_tiles(64 * 64) == 64
+
+
+def test_decoder_holds_one_row_of_tile_latents_plus_margins(monkeypatch, photo_like):
+    """Whatever the image's height, each synthesis sees a band of latent rows no taller than a tile row and
+    the margins above and below it: the whole latent is never held."""
+    c = load_codec()
+    rgb = photo_like(640, 130)
+    f = bs.unpack(codec.encode(rgb, quality=4, tile=64))
+    tiles = tiling.grid(640, 130, 64, c.model.stride)
+    bands = []
+    real = tiling._synthesize_tile
+
+    def synthesize_tile(model, band, *args):
+        bands.append(band.shape[2])
+        return real(model, band, *args)
+
+    monkeypatch.setattr(tiling, "_synthesize_tile", synthesize_tile)
+    tiling.decode(c.model, f.streams, tiles, f.quality, 640, 130)
+    s = c.model.latent_stride
+    assert len(bands) == len(tiles) and max(bands) <= (64 + 2 * tiling._margin(c.model)) // s < 640 // s
 
 
 def test_damaged_tile_table_is_rejected(photo_like):

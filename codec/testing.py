@@ -56,7 +56,7 @@ def decoded_digests(data: bytes, codec) -> dict:
     from .tensors import padded_size
 
     f = bs.unpack(data)
-    model = codec.model  # a gain-msh model: its symbols are what v2 files hold
+    model = codec.model
     hp, wp = padded_size(f.height, f.width, model.stride)
     tiles = tiling.grid(f.height, f.width, f.tile or max(hp, wp), model.stride)
     symbols = hashlib.sha256()

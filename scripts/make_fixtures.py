@@ -1,14 +1,18 @@
-"""Write the decode fixtures in tests/fixtures/: small ``.aec`` files made with the shipped default
-weights, the digests of what they decode to (``fixtures.json``) and the decoded images as PNG.
+"""Write decode fixtures: small ``.aec`` files made with shipped weights, the digests of what they decode
+to (``fixtures.json``) and the decoded images as PNG.
 
-Made once, with the version 2 encoder (``python scripts/make_fixtures.py``; it refuses to overwrite
-them) and committed: the files stand for "what earlier versions wrote", which every later decoder must still read to
-the same latent symbols and pixels (``tests/test_fixtures.py``). Inputs are crops of
-``scripts/sample.png``, so the script needs nothing outside the repository.
+``python scripts/make_fixtures.py`` wrote ``tests/fixtures/`` once, with the version 2 encoder and the
+then default hyperprior weights; ``python scripts/make_fixtures.py --model ID`` writes
+``tests/fixtures/ID/`` for another shipped model (the context model's files: format version 3). Each
+set is made once (the script refuses to overwrite one) and committed: the files stand for "what
+earlier versions wrote", which every later decoder must still read to the same latent symbols and
+pixels (``tests/test_fixtures.py``). Inputs are crops of ``scripts/sample.png``, so the script needs
+nothing outside the repository.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -39,19 +43,22 @@ def inputs() -> dict[str, tuple[Image.Image, float, int]]:
     }
 
 
-def main() -> None:
-    if (OUT / "fixtures.json").exists():
-        sys.exit(f"{OUT} already holds fixtures: they stand for files earlier versions wrote, keep them")
-    c = load_codec()
-    OUT.mkdir(parents=True, exist_ok=True)
+def main(model_id: str | None = None) -> None:
+    out = OUT / model_id if model_id else OUT
+    if (out / "fixtures.json").exists():
+        sys.exit(f"{out} already holds fixtures: they stand for files earlier versions wrote, keep them")
+    c = load_codec(model_id)
+    out.mkdir(parents=True, exist_ok=True)
     table = {"model": c.model_id, "files": {}}
     for name, (image, quality, tile) in inputs().items():
         data = codec.encode(image, quality, codec=c, tile=tile)
-        (OUT / f"{name}.aec").write_bytes(data)
-        codec.decode(data, codec=c).save(OUT / f"{name}.png")
+        (out / f"{name}.aec").write_bytes(data)
+        codec.decode(data, codec=c).save(out / f"{name}.png")
         table["files"][f"{name}.aec"] = decoded_digests(data, c)
-    (OUT / "fixtures.json").write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
+    (out / "fixtures.json").write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description="Write decode fixtures of shipped weights (once per model).")
+    parser.add_argument("--model", help="a shipped model id: writes tests/fixtures/ID/ [default: tests/fixtures/]")
+    main(parser.parse_args().model)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -72,3 +73,38 @@ def test_installed_wheel_encodes_and_decodes_offline(installed, tmp_path, photo_
     _run([installed / "aecodec", "decode", "photo.aec"], **run)
     with Image.open(elsewhere / "photo.png") as im:
         assert im.size == (72, 40)
+
+
+def test_installed_compare_and_bench_work_outside_the_checkout(installed, tmp_path, photo_like):
+    """`compare` and `bench` are commands of the package, not of `benchmarks/` in the repository."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, (h, w) in enumerate(((48, 64), (40, 56))):
+        Image.fromarray(photo_like(h, w, seed=i)).save(photos / f"p{i}.png")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AECODEC_WEIGHTS", "VIRTUAL_ENV")}
+    run = {"cwd": tmp_path, "env": env}
+    _run([installed / "aecodec", "compare", "photos/p0.png", "-q", "2", "--codecs", "jpeg", "-o", "page.html"], **run)
+    page = (tmp_path / "page.html").read_text()
+    assert page.count("data:image/png;base64,") >= 3  # original, aecodec, JPEG
+    assert not re.search(r"(src|href)=\"(https?:)?//", page)  # nothing from the network
+    _run(
+        [
+            installed / "aecodec",
+            "bench",
+            "photos",
+            "-q",
+            "2",
+            "--codecs",
+            "jpeg",
+            "--pillow-qualities",
+            "30,80",
+            "-o",
+            "out",
+            "--quiet",
+        ],
+        **run,
+    )
+    table = json.loads((tmp_path / "out" / "rd.json").read_text())
+    assert set(table["codecs"]) == {"aecodec", "jpeg"} and len(table["images"]) == 2
+    for name in ("rd.png", "rd.csv", "rd_per_image.csv", "bdrate.md"):
+        assert (tmp_path / "out" / name).stat().st_size > 0, name

@@ -6,21 +6,18 @@ import contextlib
 import dataclasses
 import io
 import math
-import struct
-import warnings
-import zlib
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from . import bitstream as bs
 from . import effort as effort_mod
 from . import quality as Q
-from . import tiling
+from . import stored, tiling
 from .errors import AecError
 from .handle import Codec
-from .tensors import padded_size
+from .tensors import padded_size, psnr
 from .weights import load_codec, load_codec_for
 
 
@@ -75,8 +72,8 @@ def encode_array(
     return smallest(pack_latent(codec, y, rgb.shape[0], rgb.shape[1], tile, quality, extra, sides), rgb)
 
 
-#: Images thinner than this on a side are also tried losslessly (``smallest``): the network codes at
-#: least its stride (64 px) on each side, and measured on a 1x500 column of a validation photo at
+#: Images thinner than this on a side are also tried as stored planes (``smallest``): the network codes
+#: at least its stride (64 px) on each side, and measured on a 1x500 column of a validation photo at
 #: quality 6 it spent 4.4 kB for 25.4 dB where the PNG of the column takes 1.5 kB.
 THIN = 8
 
@@ -89,18 +86,28 @@ def is_flat(rgb: np.ndarray) -> bool:
 
 
 def smallest(data: bytes, rgb: np.ndarray) -> bytes:
-    """``data``, or the same file with the planes ``rgb`` stored losslessly (``PIXL``): always for a flat
-    image, and for a thin one when that is no larger (smaller and exact). Other images are not tried:
-    a PNG of a photo is several times its coded size, and compressing it costs time."""
+    """``data``, or a file of the planes ``rgb`` stored as an image (``PIXL``, ``codec.stored``).
+
+    A flat image is always stored exactly. A thin one keeps the smallest of ``data``, its planes stored
+    exactly, and its planes simplified to at least ``data``'s PSNR. Other images are not tried: a
+    lossless image of a photo is several times its coded size, and compressing it costs time. A stored
+    file names no model: its decoder needs none.
+    """
     flat = is_flat(rgb)
     if not flat and min(rgb.shape[:2]) >= THIN:
         return data
     f = bs.unpack(data, bs.NO_LIMIT)
     planes = rgb[..., 0] if f.layout == bs.LAYOUT_GRAY else rgb
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(planes)).save(buf, format="PNG", optimize=True)
-    lossless = bs.pack(dataclasses.replace(f, streams=[], tile=0, pixels=buf.getvalue()))
-    return lossless if flat or len(lossless) <= len(data) else data
+    payloads = [stored.lossless_bytes(planes)]
+    if not flat:
+        coded = decode_planes(f, None, bs.NO_LIMIT)
+        simpler = stored.simplified_bytes(planes, psnr(planes, coded[..., 0] if planes.ndim == 2 else coded))
+        payloads += [simpler] if simpler is not None else []
+    files = [
+        bs.pack(dataclasses.replace(f, streams=[], tile=0, pixels=p, model_id="", weights_hash=bytes(8)))
+        for p in payloads
+    ]
+    return min(files if flat else [data, *files], key=len)
 
 
 def _optimize(
@@ -265,7 +272,7 @@ def decode_file(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) ->
 def decode_planes(f: bs.AecFile, codec: Codec | None, max_pixels: int = bs.MAX_PIXELS) -> np.ndarray:
     """(H, W, 3) uint8 planes of a parsed file: a lossless one (``PIXL``) needs no network, nor its weights."""
     if f.pixels is not None:
-        return np.asarray(png_plane(f.pixels, (f.width, f.height), "RGB", "lossless pixels"))
+        return np.asarray(stored.read_plane(f.pixels, (f.width, f.height), "RGB", "stored pixels", stored.PIXL_FORMATS))
     return decode_file(f, codec_for(f, codec), max_pixels)
 
 
@@ -329,7 +336,7 @@ def _apply_orientation(image: Image.Image) -> Image.Image:
     """Rotate the pixels as EXIF says (the tag is dropped); unreadable EXIF leaves them as they are."""
     try:
         return ImageOps.exif_transpose(image) or image
-    except PIL_DECODE_ERRORS:
+    except stored.PIL_DECODE_ERRORS:
         return image
 
 
@@ -468,43 +475,6 @@ def image_from_planes(f: bs.AecFile, rgb: np.ndarray) -> Image.Image:
     return image
 
 
-#: What Pillow raises on damaged PNG data (it has no common base class for them).
-PIL_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
-
-
-def png_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG's IHDR, read without Pillow; None when it is not a PNG."""
-    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
-        return None
-    return struct.unpack(">II", data[16:24])
-
-
 def alpha_plane(png: bytes, size: tuple[int, int]) -> Image.Image:
     """The lossless alpha plane of an ``aLPH`` chunk as mode L."""
-    return png_plane(png, size, "L", "alpha plane")
-
-
-def png_plane(png: bytes, size: tuple[int, int], mode: str, what: str) -> Image.Image:
-    """The image of a PNG chunk (``aLPH``, ``PIXL``) in ``mode``.
-
-    Only PNG is accepted (the chunk must not reach Pillow's other decoders), and its size must be the
-    image's: both are checked on the header, before Pillow allocates any pixel.
-    """
-    found = png_size(png)
-    if found is None:
-        raise bs.FormatError(f"corrupt {what} (not a PNG)")
-    if found != size:
-        raise bs.FormatError(f"{what} is {found[0]}x{found[1]}, the image {size[0]}x{size[1]}")
-    try:
-        with warnings.catch_warnings():
-            # The size was checked against the decoder's own pixel limit above.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(png), formats=["PNG"]) as a:
-                if a.size != size:
-                    raise bs.FormatError(f"{what} size does not match the image")
-                a.load()
-                return a.convert(mode)
-    except UnidentifiedImageError:
-        raise bs.FormatError(f"corrupt {what} (not a readable PNG)") from None
-    except PIL_DECODE_ERRORS as e:
-        raise bs.FormatError(f"corrupt {what} ({type(e).__name__}: {e})") from None
+    return stored.read_plane(png, size, "L", "alpha plane")

@@ -74,7 +74,7 @@ def header_layout(version: int) -> dict[str, tuple[int, str]]:
 #: Chunks a decoder must understand (upper-case first letter) and ancillary ones it may skip.
 STREAMS = b"STRM"  # v3
 Z_STREAM, Y_STREAM, TILE_LENGTHS = b"ZSTR", b"YSTR", b"TLEN"  # v2
-PIXELS = b"PIXL"  # v3: the image stored losslessly (PNG) instead of streams
+PIXELS = b"PIXL"  # v3: the planes stored as a PNG or lossless WebP instead of streams (codec.stored)
 ALPHA, ICC, EXIF = b"aLPH", b"iCCP", b"eXIF"
 CRITICAL = {2: {Z_STREAM, Y_STREAM}, 3: {STREAMS}}
 KNOWN = {STREAMS, Z_STREAM, Y_STREAM, TILE_LENGTHS, PIXELS, ALPHA, ICC, EXIF}

@@ -558,7 +558,9 @@ def _describe(file: str, size: int, f) -> dict:
         "bytes": size,
         "bpp": round(size * 8 / (f.width * f.height), 4),
         "model": f.model_id,
-        "model kind": model_kind(f.model_id) or "unknown (model not in this installation's weights)",
+        "model kind": "none (pixels stored as an image)"
+        if f.pixels is not None
+        else model_kind(f.model_id) or "unknown (model not in this installation's weights)",
         "weights": f.weights_hash.hex(),
         "tiles": f"{f.tile_count()} of {f.tile} px" if f.tile else "1",
         "streams": {

@@ -47,13 +47,14 @@ def test_mutated_files_decode_or_fail_cleanly():
 KIND_CASES = 200
 #: Least share of those cases reaching (rANS decoder, network) for the kinds aimed at chunks and streams.
 #: Measured (seed files of ``fuzz.seed_files``, draws seeded by the kind's name): stream_payload 0.88/0.81,
-#: side_chunk 0.87/0.87, extra_chunk 0.39/0.39, splice 0.34/0.34, chunk_tag 0.04/0.04, chunk_length
-#: 0.01/0.01 (a wrong length or a renamed critical chunk stops the parser: by design they test the parser).
+#: side_chunk 0.87/0.87, extra_chunk 0.39/0.39, splice 0.34/0.34 (0.235 since a stored ``PIXL`` seed names no
+#: model: a splice onto its header has no network to reach), chunk_tag 0.04/0.04, chunk_length 0.01/0.01
+#: (a wrong length or a renamed critical chunk stops the parser: by design they test the parser).
 REACH_FLOORS = {
     "stream_payload": (0.75, 0.7),
     "side_chunk": (0.75, 0.75),
     "extra_chunk": (0.3, 0.3),
-    "splice": (0.25, 0.25),
+    "splice": (0.2, 0.2),
     "chunk_tag": (0.02, 0.02),
     "chunk_length": (0.005, 0.005),
 }

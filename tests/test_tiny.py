@@ -13,11 +13,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 import codec
-from codec import api, tiling
+from codec import api, stored, tiling
 from codec import bitstream as bs
 from codec.batch import decode_images, encode_arrays
 from codec.cli import main
 from codec.tensors import psnr
+from scripts.thin_images import smallest_webp
 
 FLAT_SHAPES = [(1, 1), (2, 3), (64, 64), (1, 500), (500, 1)]
 COLOURS = [(200, 10, 10), (255, 0, 0), (0, 0, 255), (30, 200, 90)]
@@ -59,19 +60,8 @@ def test_photo_like_image_keeps_the_network(photo_like):
     assert f.pixels is None and f.streams
 
 
-def smallest_webp(rgb: np.ndarray, at_least: float) -> int:
-    """Bytes of the smallest WebP (a quality or lossless) whose PSNR is at least ``at_least``."""
-    sizes = []
-    for params in [{"lossless": True}] + [{"quality": q} for q in range(0, 101, 5)]:
-        buf = io.BytesIO()
-        Image.fromarray(rgb).save(buf, "WEBP", method=6, **params)
-        if psnr(rgb, np.asarray(Image.open(buf).convert("RGB"))) >= at_least:
-            sizes.append(len(buf.getvalue()))
-    return min(sizes)
-
-
 @pytest.mark.parametrize("transpose", [False, True])
-@pytest.mark.parametrize("quality", [2, 6])
+@pytest.mark.parametrize("quality", [1, 2, 4, 6])
 def test_thin_image_costs_at_most_webp_bytes_times_one_and_a_half(transpose, quality):
     rgb = textured_column()
     rgb = np.ascontiguousarray(rgb.transpose(1, 0, 2)) if transpose else rgb
@@ -80,14 +70,32 @@ def test_thin_image_costs_at_most_webp_bytes_times_one_and_a_half(transpose, qua
     assert len(data) <= WEBP_WORSE * smallest_webp(rgb, ours)
 
 
-def test_thin_image_keeps_the_smaller_file():
-    """Thin images keep whichever file is smaller; the lossless one holds the planes exactly."""
+def test_thin_image_keeps_the_smallest_file_at_the_coded_quality():
+    """Thin images keep the smallest of the coded file and the stored planes (exact or simplified), never
+    below the coded file's PSNR; a stored file names no model."""
     c = api.resolve_codec(None)
     rgb = textured_column()
-    coded = api.pack_latent(c, tiling.analyze(c.model, rgb, tiling.TILE, c.device), 500, 1, tiling.TILE, 6, {})
-    data = api.smallest(coded, rgb)
-    assert len(data) <= len(coded)
-    assert data == coded or np.array_equal(api.decode_array(data), rgb)
+    y = tiling.analyze(c.model, rgb, tiling.TILE, c.device)
+    for quality in (2, 6):
+        coded = api.pack_latent(c, y, 500, 1, tiling.TILE, quality, {})
+        data = api.smallest(coded, rgb)
+        assert len(data) < len(coded)
+        f = bs.unpack(data)
+        assert f.pixels is not None and f.model_id == "" and f.weights_hash == bytes(8)
+        assert psnr(rgb, api.decode_array(data)) >= psnr(rgb, api.decode_array(coded))
+
+
+@pytest.mark.parametrize("step, hold", [(1, 0), (8, 0), (4, 12), (32, 16), (64, 64)])
+def test_simplified_planes_stay_within_their_bound(step, hold):
+    """Each value is held within ``hold`` or rounded to a multiple of ``step``: error ≤ max(hold, step/2)."""
+    lines = textured_column(300, seed=4).astype(np.float64)
+    (v,) = stored.held(lines, np.array([step]), np.array([hold]))[:, 0]
+    assert v.shape == lines.shape and v.dtype == np.uint8
+    assert np.abs(v - lines).max() <= max(hold, step / 2) + 1e-9
+    if step == 1 and hold == 0:
+        assert np.array_equal(v, lines.astype(np.uint8))
+    runs = (np.diff(v.astype(int), axis=0) == 0).mean()
+    assert hold < 16 or runs > 0.8  # a large hold repeats most lines
 
 
 def test_batch_and_size_search_take_the_lossless_file_too():
@@ -131,9 +139,9 @@ def test_cli_decodes_a_lossless_file_without_its_model(tmp_path):
 @pytest.mark.parametrize(
     "png, match",
     [
-        (b"not a png", "not a PNG"),
+        (b"not a png", "not a PNG or WEBP image"),
         (None, "is 4x4, the image 4x3"),
-        (png_of(flat((3, 4), (1, 2, 3)))[:40], "corrupt lossless pixels"),
+        (png_of(flat((3, 4), (1, 2, 3)))[:40], "corrupt stored pixels"),
     ],
 )
 def test_damaged_pixl_is_one_line_format_error(png, match):
@@ -157,3 +165,36 @@ def test_info_says_lossless(tmp_path):
     path.write_bytes(api.encode_array(flat((2, 3), (5, 6, 7)), 5))
     result = CliRunner().invoke(main, ["info", str(path)])
     assert result.exit_code == 0 and "stored losslessly" in result.output
+
+
+def webp_of(rgb: np.ndarray, **params) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "WEBP", **({"lossless": True, "exact": True} | params))
+    return buf.getvalue()
+
+
+def test_pixl_holds_a_lossless_webp_read_exactly():
+    rgb = np.random.default_rng(1).integers(0, 256, (7, 40, 3), dtype=np.uint8)
+    webp = webp_of(rgb)
+    assert stored.webp_size(webp) == (40, 7)
+    assert np.array_equal(np.asarray(codec.decode(lossless_file(webp, 40, 7))), rgb)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda rgb: webp_of(rgb, lossless=False, quality=80), "not a PNG or WEBP image"),  # lossy VP8: refused
+        (lambda rgb: webp_of(rgb[:, :5]), "is 5x7, the image 6x7"),
+        (lambda rgb: webp_of(rgb)[:30], "corrupt stored pixels"),
+    ],
+)
+def test_pixl_refuses_other_webps_before_decoding(make, match):
+    rgb = np.random.default_rng(2).integers(0, 256, (7, 6, 3), dtype=np.uint8)
+    with pytest.raises(bs.FormatError, match=match):
+        codec.decode(lossless_file(make(rgb), 6, 7))
+
+
+def test_alpha_plane_stays_png_only():
+    webp = webp_of(np.zeros((3, 4, 3), np.uint8))
+    with pytest.raises(bs.FormatError, match="not a PNG image"):
+        api.alpha_plane(webp, (4, 3))

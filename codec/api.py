@@ -34,9 +34,10 @@ def checked_tile(tile: int, codec: Codec, shape: tuple[int, int] | None = None) 
     except ValueError as e:
         raise AecError(str(e)) from None
     if shape is not None:
-        count, limit = tiling.tile_count(*shape, tile, codec.model.stride), tiling.max_tiles(bs.MAX_PIXELS)
-        if count > limit:
-            raise AecError(f"{count} tiles of {tile} px, over the {limit} a decoder accepts: use a larger tile")
+        try:
+            tiling.check_tile_count(*shape, tile, codec.model.stride, bs.MAX_PIXELS)
+        except ValueError as e:
+            raise AecError(f"{e}: use a larger tile") from None
     return tile
 
 
@@ -234,12 +235,10 @@ def _tiles(f: bs.AecFile, codec: Codec, max_pixels: int) -> list[tiling.Tile]:
         raise bs.FormatError(
             f"tile side {side} must be a multiple of the model's stride {stride} within the limit of {tiling.MAX_TILE}"
         )
-    count, limit = tiling.tile_count(f.height, f.width, side, stride), tiling.max_tiles(max_pixels)
-    if count > limit:
-        raise bs.FormatError(
-            f"{count} tiles of {side} px, over the limit of {limit} (one per {tiling.PIXELS_PER_TILE} pixels of the "
-            f"limit of {max_pixels})"
-        )
+    try:
+        tiling.check_tile_count(f.height, f.width, side, stride, max_pixels)
+    except ValueError as e:
+        raise bs.FormatError(str(e)) from None
     tiles = tiling.grid(f.height, f.width, side, stride)
     if len(tiles) != f.tile_count():
         raise bs.FormatError("tile grid does not match the header")

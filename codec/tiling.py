@@ -75,6 +75,16 @@ def tile_count(height: int, width: int, tile: int, stride: int) -> int:
     return -(-hp // tile) * -(-wp // tile)
 
 
+def check_tile_count(height: int, width: int, tile: int, stride: int, max_pixels: int) -> None:
+    """ValueError when more tiles of side ``tile`` than a decoder with ``max_pixels`` accepts cover the image."""
+    count, limit = tile_count(height, width, tile, stride), max_tiles(max_pixels)
+    if count > limit:
+        raise ValueError(
+            f"{count} tiles of {tile} px, over the limit of {limit} (one per {PIXELS_PER_TILE} pixels of the "
+            f"limit of {max_pixels})"
+        )
+
+
 def grid(height: int, width: int, tile: int, stride: int) -> list[Tile]:
     """Tiles covering the image padded to ``stride``, in raster order."""
     hp, wp = padded_size(height, width, stride)

@@ -846,6 +846,13 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
     help="Fit only the context networks, on cached latents of the frozen transforms (rate loss).",
 )
 @click.option("--cache-crops", type=int, default=2048, show_default=True, help="Crops cached by --entropy-only.")
+@click.option(
+    "--ema",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Decay of a moving average of the weights, validated and exported instead of them (e.g. 0.999; 0 = none).",
+)
 def train(train_dir, val_dir, run_dir, **kw) -> None:
     """Train (or resume) the variable-rate network on a folder of photos.
 
@@ -873,12 +880,13 @@ def train(train_dir, val_dir, run_dir, **kw) -> None:
 @click.option("--half/--no-half", default=False, help="Store transform weights as fp16.")
 @click.option("--train-data", default=None, help="Training data description for the manifest.")
 @click.option("--device-used", default=None, help="Where it was trained, for the manifest.")
-def export(checkpoint, model_id, weights_dir, half, train_data, device_used) -> None:
+@click.option("--raw", is_flag=True, help="Export the raw weights of a run trained with --ema, not their average.")
+def export(checkpoint, model_id, weights_dir, half, train_data, device_used, raw) -> None:
     """Write a checkpoint's weights (entropy tables built now) and its manifest entry."""
     from .export import checkpoint_meta, model_from_checkpoint
     from .export import export as do_export
 
-    model, state = model_from_checkpoint(checkpoint)
+    model, state = model_from_checkpoint(checkpoint, raw)
     entry = do_export(model, model_id, Path(weights_dir), half, checkpoint_meta(state, train_data, device_used))
     _print(f"wrote {Path(weights_dir) / entry['file']} (sha256 {entry['sha256'][:16]}...)")
 

@@ -15,10 +15,15 @@ from .train import _without_tables, load_checkpoint
 from .weights import save_weights
 
 
-def model_from_checkpoint(path: str | Path) -> tuple[Model, dict]:
+def model_from_checkpoint(path: str | Path, raw: bool = False) -> tuple[Model, dict]:
+    """The checkpoint's model, tables built: its weight average (``train.WeightAverage``) where it kept
+    one, unless ``raw``."""
     ck = load_checkpoint(Path(path))
     model = model_class(ck.get("kind", DEFAULT_KIND)).from_arch(ck["arch"])
-    model.load_state_dict(_without_tables(ck["model"]), strict=False)
+    sd = _without_tables(ck["model"])
+    if not raw and ck.get("ema"):
+        sd.update({n: v.to(sd[n].dtype) for n, v in ck["ema"].items()})
+    model.load_state_dict(sd, strict=False)
     model.eval()
     model.build_tables()
     return model, ck["state"]

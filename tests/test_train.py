@@ -257,3 +257,40 @@ def test_resume_with_more_levels_extends_gains_and_resets_their_adam_state(folde
     assert ck["arch"]["levels"] == Q.LEVELS and ck["model"]["log_z_gain"].shape[0] == Q.LEVELS
     with pytest.raises(ValueError, match="holds 12 quality levels, asked for 10: resume with --levels 12"):
         train(TrainConfig(**base, steps=3, levels=10))
+
+
+def test_weight_average_is_kept_validated_and_exported(folders, tmp_path, monkeypatch):
+    """--ema keeps a moving average beside the raw weights: in the checkpoint, under validation (the raw
+    weights come back after it), and in the export unless --raw."""
+    run = tmp_path / "run"
+    cfg = TrainConfig(
+        train_dir=str(folders / "train"), val_dir=str(folders / "val"), run_dir=str(run), steps=4, ema=0.5, **TINY
+    )
+    calls = []
+
+    def fake_validate(model, *args):
+        calls.append(model.g_a[0].weight.detach().clone())
+        return {}
+
+    monkeypatch.setattr("codec.train.validate", fake_validate)
+    train(cfg)
+    ck = torch.load(run / "last.pt", weights_only=True)
+    raw, avg = ck["model"]["g_a.0.weight"], ck["ema"]["g_a.0.weight"]
+    assert "entropy_bottleneck.quantiles" not in ck["ema"]
+    assert not torch.allclose(raw, avg) and (raw - avg).abs().max() < 0.05
+    assert len(calls) == 2 and torch.equal(calls[-1], avg)  # validation saw the average (step 4 = the last)
+
+    cfg.steps = 5  # resumes the average with the weights; raw weights kept training, not the average
+    train(cfg)
+    ck2 = torch.load(run / "last.pt", weights_only=True)
+    assert torch.allclose(ck2["ema"]["g_a.0.weight"], 0.5 * avg + 0.5 * ck2["model"]["g_a.0.weight"], atol=1e-6)
+    assert not torch.equal(ck2["model"]["g_a.0.weight"], avg)
+
+    averaged, _ = model_from_checkpoint(run / "last.pt")
+    raw_model, _ = model_from_checkpoint(run / "last.pt", raw=True)
+    assert torch.equal(averaged.g_a[0].weight, ck2["ema"]["g_a.0.weight"])
+    assert torch.equal(raw_model.g_a[0].weight, ck2["model"]["g_a.0.weight"])
+    result = CliRunner().invoke(
+        main, ["export", str(run / "last.pt"), "--name", "avg", "--weights-dir", str(tmp_path / "w"), "--raw"]
+    )
+    assert result.exit_code == 0, result.output

@@ -113,10 +113,10 @@ def remap_levels(table: list[list[float]], from_lambdas: tuple[float, ...], to_l
 
 
 #: Iterations of the latent optimization per effort level (``codec.effort``); 0 is the plain single
-#: pass (byte-identical to no effort). Sized from issue 18's baseline (100 iterations of this kind on
-#: 384x256 in ~10 s on two cores, i.e. ~0.4 s per iteration at 768x512): the top level for ~60 s, the
-#: middle for ~10 s per image. Measured: benchmarks/results/effort.md.
-EFFORT_ITERATIONS: tuple[int, ...] = (0, 8, 24, 120)
+#: pass (byte-identical to no effort). One iteration (forward and backward of g_s, compute-bound) takes
+#: ~1.45 s per 768x512 image on two AVX2 cores with the context model, so the levels aim at ~10 s,
+#: ~25 s and ~60 s per such image. Measured: benchmarks/results/effort.md.
+EFFORT_ITERATIONS: tuple[int, ...] = (0, 6, 16, 40)
 MAX_EFFORT = len(EFFORT_ITERATIONS) - 1
 
 

@@ -155,7 +155,8 @@ def held(lines: np.ndarray, steps: np.ndarray, holds: np.ndarray) -> np.ndarray:
 
 def simplified_bytes(planes: np.ndarray, at_least: float) -> bytes | None:
     """The smallest lossless WebP of a simplification of thin ``planes`` (H, W[, C]) whose PSNR against
-    them is at least ``at_least``; None when there is none or the image is not thin and short enough."""
+    them is at least ``at_least``; None when none reaches it, WebP is missing, or the long side is over
+    ``MAX_LINES``."""
     if not np.isfinite(at_least) or not features.check("webp"):
         return None
     lines = planes if planes.shape[0] >= planes.shape[1] else np.swapaxes(planes, 0, 1)  # long axis first

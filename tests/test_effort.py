@@ -148,5 +148,7 @@ def test_cli_verbose_prints_the_gain(tmp_path, image):
     out = CliRunner().invoke(main, ["encode", str(src), "-f", "-v", "--effort", "1"], catch_exceptions=False)
     assert out.exit_code == 0, out.output
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 2 and lines[0].startswith("effort: 8 iterations") and "rate" in lines[0], lines
+    assert (
+        len(lines) == 2 and lines[0].startswith(f"effort: {Q.EFFORT_ITERATIONS[1]} iterations") and "rate" in lines[0]
+    ), lines
     assert "a.aec" in lines[1]

@@ -20,6 +20,8 @@ from typing import NoReturn, TypeVar
 
 import click
 
+from _aecodec_start import EXIT_INTERRUPTED
+
 from . import __version__, files
 from .bitstream import MAX_PIXELS, NO_LIMIT
 from .errors import AecError
@@ -36,7 +38,7 @@ from .quality import (
     effort_iterations,
 )
 
-EXIT_BAD_INPUT, EXIT_OTHER, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_BAD_INPUT, EXIT_OTHER = 2, 1
 T = TypeVar("T")
 P = TypeVar("P")
 BATCH_HELP = (

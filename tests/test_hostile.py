@@ -290,6 +290,30 @@ def test_ctrl_c_while_loading_is_130(png, tmp_path, monkeypatch):
     assert_one_line(run("encode", png, "-o", tmp_path / "x.aec"), 130, "interrupted")
 
 
+#: A fresh interpreter that starts the command as its console script does, with a SIGINT arriving while
+#: ``codec.cli`` (whose own handler is not installed yet) is being imported.
+CTRL_C_WHILE_STARTING = """
+import importlib.abc, os, signal, sys, time
+import _aecodec_start
+
+class SlowCli(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "codec.cli":
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(30)
+        return None
+
+sys.meta_path.insert(0, SlowCli())
+sys.argv = ["aecodec", "--version"]
+_aecodec_start.main()
+"""
+
+
+def test_ctrl_c_while_the_command_starts_is_130():
+    proc = subprocess.run([sys.executable, "-c", CTRL_C_WHILE_STARTING], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (130, "", "aecodec: interrupted\n")
+
+
 # -- item 7: frames beyond the first are named; deep samples are scaled, not clipped --------------
 def _frames(photo_like, n: int = 3) -> list[Image.Image]:
     return [Image.fromarray(photo_like(24, 32, seed=k)) for k in range(n)]

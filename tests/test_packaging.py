@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCES = ("pyproject.toml", "README.md", "codec", "weights")
+SOURCES = ("pyproject.toml", "README.md", "_aecodec_start.py", "codec", "weights")
 
 
 def _run(cmd: list, **kw) -> subprocess.CompletedProcess:

@@ -70,7 +70,7 @@ def encode_array(
     sides = None
     if steps:
         y, sides = _optimize(codec, rgb, y, tile, quality, steps)
-    return smallest(pack_latent(codec, y, rgb.shape[0], rgb.shape[1], tile, quality, extra, sides), rgb)
+    return smallest(pack_latent(codec, y, rgb.shape[0], rgb.shape[1], tile, quality, extra, sides), rgb, codec)
 
 
 #: Images thinner than this on a side are also tried as stored planes (``smallest``): the network codes
@@ -86,13 +86,13 @@ def is_flat(rgb: np.ndarray) -> bool:
     return bool((rgb.min(axis=(0, 1)) == rgb.max(axis=(0, 1))).all())
 
 
-def smallest(data: bytes, rgb: np.ndarray) -> bytes:
+def smallest(data: bytes, rgb: np.ndarray, codec: Codec) -> bytes:
     """``data``, or a file of the planes ``rgb`` stored as an image (``PIXL``, ``codec.stored``).
 
     A flat image is always stored exactly. A thin one keeps the smallest of ``data``, its planes stored
-    exactly, and its planes simplified to at least ``data``'s PSNR. Other images are not tried: a
-    lossless image of a photo is several times its coded size, and compressing it costs time. A stored
-    file names no model: its decoder needs none.
+    exactly, and its planes simplified to at least ``data``'s PSNR (decoded with ``codec``, which wrote
+    it). Other images are not tried: a lossless image of a photo is several times its coded size, and
+    compressing it costs time. A stored file names no model: its decoder needs none.
     """
     flat = is_flat(rgb)
     if not flat and min(rgb.shape[:2]) >= THIN:
@@ -101,7 +101,7 @@ def smallest(data: bytes, rgb: np.ndarray) -> bytes:
     planes = rgb[..., 0] if f.layout == bs.LAYOUT_GRAY else rgb
     payloads = [stored.lossless_bytes(planes)]
     if not flat:
-        coded = decode_planes(f, None, bs.NO_LIMIT)
+        coded = decode_planes(f, codec, bs.NO_LIMIT)
         simpler = stored.simplified_bytes(planes, psnr(planes, coded[..., 0] if planes.ndim == 2 else coded))
         payloads += [simpler] if simpler is not None else []
     files = [
@@ -164,7 +164,8 @@ def encode_array_to_size(
     latents are then optimized once at the quality found; that file is kept when it fits (it usually
     is smaller), else the plain one.
     """
-    data = smallest(_search_size(rgb, max_bytes, resolve_codec(codec), tile, effort, extra), rgb)
+    codec = resolve_codec(codec)
+    data = smallest(_search_size(rgb, max_bytes, codec, tile, effort, extra), rgb, codec)
     return data, len(data) <= max_bytes
 
 

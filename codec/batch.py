@@ -114,7 +114,7 @@ def encode_arrays(
             out[i] = encode_array(rgbs[i], q, codec, tile, effort, **extras[i])  # already ``smallest``
         datas = [o.result() if isinstance(o, Future) else o for o in out]
         lone = set(alone)
-        return [data if i in lone else smallest(data, rgbs[i]) for i, data in enumerate(datas)]
+        return [data if i in lone else smallest(data, rgbs[i], codec) for i, data in enumerate(datas)]
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

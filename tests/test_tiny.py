@@ -78,7 +78,7 @@ def test_thin_image_keeps_the_smallest_file_at_the_coded_quality():
     y = tiling.analyze(c.model, rgb, tiling.TILE, c.device)
     for quality in (2, 6):
         coded = api.pack_latent(c, y, 500, 1, tiling.TILE, quality, {})
-        data = api.smallest(coded, rgb)
+        data = api.smallest(coded, rgb, c)
         assert len(data) < len(coded)
         f = bs.unpack(data)
         assert f.pixels is not None and f.model_id == "" and f.weights_hash == bytes(8)
@@ -198,3 +198,15 @@ def test_alpha_plane_stays_png_only():
     webp = webp_of(np.zeros((3, 4, 3), np.uint8))
     with pytest.raises(bs.FormatError, match="not a PNG image"):
         api.alpha_plane(webp, (4, 3))
+
+
+def test_thin_image_with_a_codec_outside_the_weights_folder():
+    """The coded file's PSNR comes from the codec that wrote it, not from the weights its header names."""
+    from codec.handle import Codec
+
+    c = api.resolve_codec(None)
+    untracked = Codec(c.model, device=c.device)  # model id "untracked": in no manifest
+    rgb = textured_column()
+    data = api.encode_array(rgb, 4, untracked)
+    assert bs.unpack(data).pixels is not None  # stored: no network needed to decode it
+    assert encode_arrays([rgb], 4, untracked) == [data]

@@ -855,6 +855,12 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
     show_default=True,
     help="Decay of a moving average of the weights, validated and exported instead of them (e.g. 0.999; 0 = none).",
 )
+@click.option(
+    "--compile",
+    "compile_step",
+    is_flag=True,
+    help="torch.compile the training forward: faster steps after minutes of compiling (codec.train.compiled_forward).",
+)
 def train(train_dir, val_dir, run_dir, **kw) -> None:
     """Train (or resume) the variable-rate network on a folder of photos.
 

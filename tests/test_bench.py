@@ -294,3 +294,28 @@ def test_huge_memory_and_tiling_smoke():
     cmp = huge.compare(size=192, tile=64, quality=3.0, source=None)
     assert cmp["tiled"]["tile"] == 64 and cmp["untiled"]["tile"] > 192
     assert math.isfinite(cmp["delta_psnr_db"]) and cmp["tiled"]["bpp"] > 0 and cmp["untiled"]["bpp"] > 0
+
+
+def test_ceiling_bounds_every_quality(tiny_dir, monkeypatch):
+    """With the shipped default weights, no quality decodes better than the transforms reconstruct an
+    unquantized latent, and finer steps come closer to it; the command prints both beside the manifest's
+    recorded top quality."""
+    from benchmarks.ceiling import ceiling_psnr, main
+    from codec import api
+    from codec.data import load_rgb
+    from codec.tensors import psnr
+    from codec.weights import load_codec
+
+    monkeypatch.setenv("AECODEC_WEIGHTS", str(Path(__file__).parent.parent / "weights"))
+    codec = load_codec(device="cpu")
+    rgb = load_rgb(tiny_dir / "im0.png")
+    top = codec.model.levels
+    decoded = [psnr(rgb, np.asarray(api.decode(api.encode(rgb, q, codec=codec), codec=codec))) for q in (1, top)]
+    finer = ceiling_psnr(codec.model, rgb, top, 4.0)
+    assert decoded[0] < decoded[1] < finer < ceiling_psnr(codec.model, rgb)
+    assert abs(ceiling_psnr(codec.model, rgb, top) - decoded[1]) < 0.3  # the coder rounds about its means
+    result = CliRunner().invoke(main, ["--data", str(tiny_dir)])
+    assert result.exit_code == 0, result.output
+    row = result.output.splitlines()[-1].split("|")
+    assert row[1].strip() == codec.model_id and row[2].strip() == "3"
+    assert f"q{top}:" in row[5]

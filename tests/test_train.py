@@ -294,3 +294,17 @@ def test_weight_average_is_kept_validated_and_exported(folders, tmp_path, monkey
         main, ["export", str(run / "last.pt"), "--name", "avg", "--weights-dir", str(tmp_path / "w"), "--raw"]
     )
     assert result.exit_code == 0, result.output
+
+
+def test_compiled_training_steps_match_eager_ones(folders, tmp_path):
+    """--compile changes how the steps run, not what they compute: the same seed gives the same weights."""
+    weights = {}
+    for compiled in (False, True):
+        run = tmp_path / f"run-{compiled}"
+        cfg = TrainConfig(
+            train_dir=str(folders / "train"), run_dir=str(run), steps=2, kind="gain-ctx", compile_step=compiled, **TINY
+        )
+        assert train(cfg)["step"] == 2
+        weights[compiled] = torch.load(run / "last.pt", weights_only=True)["model"]
+    for name, value in weights[False].items():
+        assert torch.allclose(weights[True][name], value, rtol=1e-4, atol=1e-5), name

@@ -147,8 +147,8 @@ def rd_loss(out: dict, x: Tensor, lmbda: Tensor, metric: str) -> dict[str, Tenso
 
 def compiled_forward(net: torch.nn.Module) -> torch.nn.Module:
     """``net`` under ``torch.compile`` for the training steps; validation, the average and checkpoints keep
-    using the plain module, which shares its parameters. On the 2-core AVX2 CPU (fp32, 4x256², context
-    model) a step took 1.42 s compiled against 1.74 s eager, after ~3 minutes of compiling."""
+    using the plain module, which shares its parameters. About 14 % less time per step on the 2-core AVX2
+    CPU, after minutes of compiling (docs/TRAINING.md, "Compile")."""
     return torch.compile(net)
 
 

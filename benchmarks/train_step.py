@@ -16,7 +16,15 @@ import click
 import torch
 
 from codec.models.registry import model_class
-from codec.train import TrainConfig, compiled_forward, lambdas_for, make_optimizer, rd_loss, sample_qualities
+from codec.train import (
+    TrainConfig,
+    apply_gradients,
+    compiled_forward,
+    lambdas_for,
+    make_optimizer,
+    rd_loss,
+    sample_qualities,
+)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,17 +45,14 @@ def main(kind: str, N: int, M: int, crop: int, batch: int, steps: int, threads: 
     opt, params = make_optimizer(model, TrainConfig(train_dir=""))
     compiled = compiled_forward(model)
     gen = torch.Generator().manual_seed(0)
+    scaler = torch.amp.GradScaler(enabled=False)  # fp32, as the training on this CPU
 
     def step(forward) -> float:
         x = torch.rand(batch, 3, crop, crop, generator=gen)
         q = sample_qualities(batch, levels, gen)
         start = time.perf_counter()
         out = forward(x.contiguous(memory_format=torch.channels_last), q, None)
-        losses = rd_loss(out, x, lambdas_for(q), "mse")
-        opt.zero_grad(set_to_none=True)
-        (losses["loss"] + losses["aux"]).backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        apply_gradients(rd_loss(out, x, lambdas_for(q), "mse"), opt, params, scaler)
         return time.perf_counter() - start
 
     start = time.perf_counter()

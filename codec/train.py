@@ -145,10 +145,19 @@ def rd_loss(out: dict, x: Tensor, lmbda: Tensor, metric: str) -> dict[str, Tenso
     return {"loss": loss, "bpp": bpp.mean().detach(), "mse": mse.detach(), "aux": out["aux"]}
 
 
+def apply_gradients(losses: dict[str, Tensor], opt: torch.optim.Optimizer, main_params: list[Tensor], scaler) -> None:
+    """One optimizer step on rate-distortion plus auxiliary loss, main gradients clipped at norm 1."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(losses["loss"] + losses["aux"]).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(main_params, 1.0)
+    scaler.step(opt)
+    scaler.update()
+
+
 def compiled_forward(net: torch.nn.Module) -> torch.nn.Module:
     """``net`` under ``torch.compile`` for the training steps; validation, the average and checkpoints keep
-    using the plain module, which shares its parameters. About 14 % less time per step on the 2-core AVX2
-    CPU, after minutes of compiling (docs/TRAINING.md, "Compile")."""
+    using the plain module, which shares its parameters. What it saves: docs/TRAINING.md, "Compile"."""
     return torch.compile(net)
 
 
@@ -411,12 +420,7 @@ def train(cfg: TrainConfig) -> dict:
                 x = sampler.batch(cfg.batch).to(device, non_blocking=True)
                 out = net(x.contiguous(memory_format=torch.channels_last), q.to(device), amp)
                 losses = rd_loss(out, x, lambdas_for(q).to(device), cfg.metric)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(losses["loss"] + losses["aux"]).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(main_params, 1.0)
-            scaler.step(opt)
-            scaler.update()
+            apply_gradients(losses, opt, main_params, scaler)
             if average is not None:
                 average.update(model)
             state["step"] = step + 1

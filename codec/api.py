@@ -21,9 +21,9 @@ from .tensors import padded_size, psnr
 from .weights import load_codec, load_codec_for
 
 
-def resolve_codec(codec: Codec | None, device: str | torch.device | None = None) -> Codec:
-    """``codec``, or the shipped default one."""
-    return codec if codec is not None else load_codec(device=device)
+def resolve_codec(codec: Codec | None, device: str | torch.device | None = None, model: str | None = None) -> Codec:
+    """``codec``, or the installed one named ``model`` (default: the shipped default)."""
+    return codec if codec is not None else load_codec(model, device=device)
 
 
 def checked_tile(tile: int, codec: Codec, shape: tuple[int, int] | None = None) -> int:
@@ -54,17 +54,42 @@ def effort_steps(effort: int) -> int:
         raise AecError(str(e)) from None
 
 
+def encoder_steps(codec: Codec, effort: int, iterations: int | None = None) -> int:
+    """The model's latent-optimization steps for ``effort`` (``Model.encoder_steps``; a kind that fits
+    per image takes ``iterations`` or its effort preset here), as AecError when it refuses them."""
+    try:
+        return codec.model.encoder_steps(effort, iterations)
+    except ValueError as e:
+        raise AecError(str(e)) from None
+
+
+def check_searchable(codec: Codec) -> None:
+    """AecError for a size search (``target_bpp`` / ``max_bytes``) with a kind that fits per image."""
+    if codec.model.fits_per_image:
+        raise AecError(
+            f"model {codec.model_id} fits each image as it codes it, so it cannot search a size: "
+            "give a quality (-q) instead of a target size"
+        )
+
+
 # -- arrays: the core path ----------------------------------------------------------------------
 def encode_array(
-    rgb: np.ndarray, quality: float, codec: Codec | None = None, tile: int = tiling.TILE, effort: int = 0, **extra
+    rgb: np.ndarray,
+    quality: float,
+    codec: Codec | None = None,
+    tile: int = tiling.TILE,
+    effort: int = 0,
+    iterations: int | None = None,
+    **extra,
 ) -> bytes:
     """Code an (H, W, 3) uint8 array; ``extra`` fills AecFile fields (layout, alpha, icc, exif).
 
     ``effort`` > 0 optimizes the latents for this image before coding (``codec.effort``): slower
-    encoding, fewer bits for the same quality, the same decoder.
+    encoding, fewer bits for the same quality, the same decoder. A kind that fits per image
+    (``--model overfit``) fits ``iterations`` steps, or its preset for ``effort``.
     """
     codec = resolve_codec(codec)
-    steps = effort_steps(effort)
+    steps = encoder_steps(codec, effort, iterations)
     quality = checked_quality(quality, codec)
     y = tiling.analyze(codec.model, rgb, checked_tile(tile, codec, rgb.shape[:2]), codec.device)
     sides = None
@@ -165,6 +190,7 @@ def encode_array_to_size(
     is smaller), else the plain one.
     """
     codec = resolve_codec(codec)
+    check_searchable(codec)
     data = smallest(_search_size(rgb, max_bytes, codec, tile, effort, extra), rgb, codec)
     return data, len(data) <= max_bytes
 
@@ -421,24 +447,31 @@ def encode(
     device: str | None = None,
     tile: int = tiling.TILE,
     effort: int = 0,
+    iterations: int | None = None,
+    model: str | None = None,
 ) -> bytes:
     """Compress a PIL image or uint8 array to ``.aec`` bytes.
 
     ``quality`` in [1, L] with L the model's quality levels (``aecodec models``; fractions allowed);
-    or ``target_bpp`` / ``max_bytes`` to search the model's range on real file sizes. ``max_bytes``
+    or ``target_bpp`` / ``max_bytes`` to search the model's range on real file sizes. ``model`` names an
+    installed model (``aecodec models``) when ``codec`` is not given. ``max_bytes``
     that no quality meets raises AecError; a ``target_bpp`` below the lowest quality's rate gives that
     lowest quality. Images larger than ``tile`` pixels on a side are coded in independently decodable
     tiles (bounded memory).
-    ``effort`` 0..``quality.MAX_EFFORT`` trades encoding time for size (``codec.effort``).
+    ``effort`` 0..``quality.MAX_EFFORT`` trades encoding time for size (``codec.effort``); with a kind
+    that fits per image (``model="overfit"``) it picks a preset of fitting iterations, and ``iterations``
+    sets them (such kinds code a quality only: no ``target_bpp`` / ``max_bytes``).
     """
     effort_steps(effort)
     if target_bpp is not None and max_bytes is not None:
         raise AecError("give either target_bpp or max_bytes, not both")
-    codec = resolve_codec(codec, device)
+    codec = resolve_codec(codec, device, model)
     checked_tile(tile, codec)
     rgb, extra = to_planes(image)
     if target_bpp is None and max_bytes is None:
-        return encode_array(rgb, quality, codec, tile, effort, **extra)
+        return encode_array(rgb, quality, codec, tile, effort, iterations, **extra)
+    if iterations is not None:
+        raise AecError("iterations are for a quality (-q), not a target size")
     if target_bpp is not None:
         if not 0 < target_bpp < math.inf:
             raise AecError(f"target bpp must be positive and finite, got {target_bpp}")

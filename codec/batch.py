@@ -34,6 +34,7 @@ from .api import (
     decode_planes,
     effort_steps,
     encode_array,
+    encoder_steps,
     image_from_planes,
     pack_latent,
     resolve_codec,
@@ -75,18 +76,23 @@ def encode_arrays(
     tile: int = tiling.TILE,
     extras: Sequence[dict] | None = None,
     effort: int = 0,
+    iterations: int | None = None,
 ) -> list[bytes]:
     """``.aec`` bytes of each (H, W, 3) uint8 array at ``quality``, in order.
 
     ``extras[i]`` fills image i's AecFile fields (layout, alpha, icc, exif), as ``encode_array``'s
     keywords do. ``workers`` > 0 entropy-codes in that many processes (spawned, one torch thread
     each), which load the same shipped weights by model id; the bytes are the same as without them.
-    ``effort`` > 0 optimizes the latents of a batch together (``codec.effort``), as the network runs.
+    ``effort`` > 0 optimizes the latents of a batch together (``codec.effort``), as the network runs;
+    a kind that fits per image takes ``iterations`` (or its preset for ``effort``) instead.
     """
     codec = resolve_codec(codec)
     q = checked_quality(quality, codec)
     checked_tile(tile, codec)
-    steps = effort_steps(effort)
+    effort_steps(effort)
+    steps = encoder_steps(codec, effort, iterations)
+    if workers > 0 and codec.model.fits_per_image:
+        raise ValueError("workers re-load the model by id and would lose the fitting settings: use workers=0")
     stride = codec.model.stride
     extras = list(extras) if extras is not None else [{} for _ in rgbs]
     if len(extras) != len(rgbs):
@@ -111,7 +117,7 @@ def encode_arrays(
                     latent, side = y[j : j + 1].numpy(), None if side is None else side.numpy()
                     out[i] = pool.submit(_pack_in_worker, codec.model_id, latent, h, w, tile, q, extras[i], side)
         for i in alone:
-            out[i] = encode_array(rgbs[i], q, codec, tile, effort, **extras[i])  # already ``smallest``
+            out[i] = encode_array(rgbs[i], q, codec, tile, effort, iterations, **extras[i])  # already ``smallest``
         datas = [o.result() if isinstance(o, Future) else o for o in out]
         lone = set(alone)
         return [data if i in lone else smallest(data, rgbs[i], codec) for i, data in enumerate(datas)]
@@ -128,11 +134,12 @@ def encode_images(
     workers: int = 0,
     tile: int = tiling.TILE,
     effort: int = 0,
+    iterations: int | None = None,
 ) -> list[bytes]:
     """``api.encode`` of each image (any mode, ICC, EXIF, alpha), the network run ``batch`` at a time."""
     planes = [to_planes(im) for im in images]
     extras = [p[1] for p in planes]
-    return encode_arrays([p[0] for p in planes], quality, codec, batch, workers, tile, extras, effort)
+    return encode_arrays([p[0] for p in planes], quality, codec, batch, workers, tile, extras, effort, iterations)
 
 
 def _pool(codec: Codec, workers: int) -> ProcessPoolExecutor:

@@ -365,7 +365,13 @@ def main() -> None:
     default=0,
     show_default=True,
     help=f"Encoder search, 0 to {MAX_EFFORT}: 0 is one pass; higher optimizes each image's latents longer "
-    "(slower, smaller files, same decoder; -v prints the gain).",
+    "(slower, smaller files, same decoder; -v prints the gain). --model overfit: a preset of --iterations.",
+)
+@click.option(
+    "--iterations",
+    type=click.IntRange(min=1),
+    default=None,
+    help="--model overfit: fitting iterations per image (tile); default: the --effort preset.",
 )
 @_shared_options(
     "Output file, folder (existing, or ending in /; required form for several inputs), or - for stdout. "
@@ -380,6 +386,7 @@ def encode(
     model_id,
     tile,
     effort,
+    iterations,
     device,
     force,
     batch,
@@ -400,7 +407,7 @@ def encode(
     console, batch = _start(verbose, quiet, device, batch, threads)
     _effort_messages(console)
     from . import bitstream as bs
-    from .api import checked_tile
+    from .api import check_searchable, checked_tile, encoder_steps
     from .api import encode as encode_image
     from .batch import encode_images
     from .weights import load_codec
@@ -408,6 +415,9 @@ def encode(
     try:
         codec = load_codec(model_id, device)
         checked_tile(tile, codec)
+        encoder_steps(codec, effort, iterations)
+        if searching:
+            check_searchable(codec)
     except (AecError, ValueError) as e:
         _usage_error(e)
 
@@ -444,7 +454,7 @@ def encode(
                 encode_image, target_bpp=target_bpp, max_bytes=max_bytes, codec=codec, tile=tile, effort=effort
             )
             return [writer(src, dest, image, partial(search, image)) for src, dest, image in items]
-        datas = encode_images(images, quality, codec, batch, tile=tile, effort=effort)
+        datas = encode_images(images, quality, codec, batch, tile=tile, effort=effort, iterations=iterations)
         return [
             writer(src, dest, image, partial(bytes, data))
             for (src, dest, image), data in zip(items, datas, strict=True)
@@ -626,22 +636,29 @@ def models(as_json) -> None:
     folder = weights_dir()
     rows = []
     for model_id, entry in sorted(manifest.get("models", {}).items()):
-        path = folder / str(entry.get("file", ""))
+        path = folder / str(entry.get("file")) if entry.get("file") is not None else None
         rows.append(
             {
                 "id": model_id,
                 "default": model_id == manifest.get("default"),
-                "file": str(path),
-                "present": path.is_file(),
+                "file": None if path is None else str(path),  # None: a kind whose files carry their decoder
+                "present": path is None or path.is_file(),
                 "arch": entry.get("arch"),
                 "qualities": _quality_range(entry),
+                "experimental": bool(entry.get("experimental")),
             }
         )
     if as_json:
         _print(json.dumps(rows, indent=2))
         return
     for row in rows:
-        notes = [n for n, on in (("default", row["default"]), ("weights file missing", not row["present"])) if on]
+        flags = (
+            ("default", row["default"]),
+            ("weights file missing", not row["present"]),
+            ("per image: no weights, each file carries its decoder", row["file"] is None),
+            ("experimental", row["experimental"]),
+        )
+        notes = [n for n, on in flags if on]
         span = f"q {row['qualities'][0]:g}-{row['qualities'][1]:g}" if row["qualities"] else "q unknown (bad arch)"
         _print(f"{row['id']}  {span}" + (f"  ({', '.join(notes)})" if notes else ""))
 

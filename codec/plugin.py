@@ -3,7 +3,7 @@
 ``save`` takes Pillow's keywords: ``quality`` on Pillow's 0-100 scale (as for JPEG and WebP), mapped linearly
 onto the default model's range (0 → 1, 100 → its top level L: ``pillow_quality``); ``aec_quality`` in our own
 1-L scale; or ``target_bpp`` / ``max_bytes``, which search the quality as ``codec.encode`` does; ``effort``
-(0-3) as ``codec.encode``'s.
+(0-3), ``model`` (an id of ``aecodec models``) and ``iterations`` (``model="overfit"``) as ``codec.encode``'s.
 """
 
 from __future__ import annotations
@@ -93,11 +93,20 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
         raise AecError(f"give one of quality, aec_quality, target_bpp or max_bytes, not {' and '.join(given)}")
     quality = DEFAULT_QUALITY
     if "quality" in given:
-        quality = pillow_quality(opts["quality"], installed_levels()[1])  # the model encode() uses
+        quality = pillow_quality(opts["quality"], installed_levels(opts.get("model"))[1])  # the model encode() uses
     elif "aec_quality" in given:
         quality = opts["aec_quality"]
-    effort = opts.get("effort", 0)
-    fp.write(encode(im, quality, target_bpp=opts.get("target_bpp"), max_bytes=opts.get("max_bytes"), effort=effort))
+    fp.write(
+        encode(
+            im,
+            quality,
+            target_bpp=opts.get("target_bpp"),
+            max_bytes=opts.get("max_bytes"),
+            effort=opts.get("effort", 0),
+            iterations=opts.get("iterations"),
+            model=opts.get("model"),
+        )
+    )
 
 
 def register() -> None:

@@ -9,10 +9,13 @@ from typing import TypeVar
 
 import torch
 
-from .export import export
+from .export import export, write_manifest_entry
 from .models.hyperprior import Arch, GainHyperprior
+from .models.overfit import OverfitModel
 
 TEST_MODEL_ID = "test-model"
+#: The id of the overfitted kind in the shipped manifest (and in test weights folders).
+OVERFIT_ID = "overfit"
 #: Quality levels of the test model: as many as the shipped v2-v4 weights, fewer than the longest
 #: ladder, so the tests see a model whose range stops below ``quality.LEVELS``.
 TEST_LEVELS = 10
@@ -25,8 +28,10 @@ def make_test_weights(
     cls: type[GainHyperprior] = GainHyperprior,
     model_id: str = TEST_MODEL_ID,
 ) -> None:
-    """Export ``seeded_model(cls)`` to ``folder`` as ``model_id``, the way real weights are exported."""
+    """Export ``seeded_model(cls)`` to ``folder`` as ``model_id``, the way real weights are exported, beside
+    the ``overfit`` entry (a kind without weights) as the shipped manifest has it."""
     export(seeded_model(cls), model_id, Path(folder), half=False, meta={"note": note})
+    write_manifest_entry(Path(folder), OVERFIT_ID, OverfitModel.manifest_entry(), make_default=False)
 
 
 def seeded_model(cls: type[H], levels: int = TEST_LEVELS) -> H:

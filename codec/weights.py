@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -57,6 +58,8 @@ def _load(model_id: str | None, device: str, folder: str) -> Codec:
     entry = manifest.get("models", {}).get(model_id)
     if entry is None:
         raise AecError(f"model {model_id!r} is not in {folder}/manifest.json")
+    if not needs_weights(entry):
+        return _weightless(model_id, entry, device)
     if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)):
         raise AecError(f"manifest entry for {model_id!r} lacks its file or sha256")
     path = Path(folder) / entry["file"]
@@ -76,6 +79,28 @@ def _load(model_id: str | None, device: str, folder: str) -> Codec:
     return Codec(model, model_id, bytes.fromhex(digest[:16]), torch.device(device))
 
 
+def needs_weights(entry: dict) -> bool:
+    """Whether a manifest entry's kind needs a weights file (the overfitted kind's files carry their decoder)."""
+    return model_class(kind_of(entry)).needs_weights
+
+
+def identity(entry: dict) -> str:
+    """The hex digest a file of this entry's model carries: its weights' sha256, or for a kind without
+    weights the sha256 of its kind and arch (a decoder of another arch refuses the file)."""
+    if needs_weights(entry):
+        return str(entry.get("sha256", ""))
+    canonical = json.dumps({"kind": kind_of(entry), "arch": entry.get("arch")}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _weightless(model_id: str, entry: dict, device: str) -> Codec:
+    try:
+        model = model_class(kind_of(entry)).from_arch(entry.get("arch") or {}).to(device).prepare()
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise AecError(f"model {model_id!r}: bad arch in the manifest: {e}") from None
+    return Codec(model, model_id, bytes.fromhex(identity(entry)[:16]), torch.device(device))
+
+
 def load_codec(model_id: str | None = None, device: str | torch.device | None = None) -> Codec:
     """The codec for ``model_id`` (default: the manifest's default), cached per process."""
     return _load(model_id, resolve_device(device), str(weights_dir()))
@@ -85,7 +110,7 @@ def load_codec_for(model_id: str, weights_hash: bytes, device: str | torch.devic
     """The codec a file names; a clear error when this installation lacks those weights."""
     manifest = read_manifest()
     entry = manifest.get("models", {}).get(model_id)
-    if not isinstance(entry, dict) or str(entry.get("sha256", ""))[:16] != weights_hash.hex():
+    if not isinstance(entry, dict) or identity(entry)[:16] != weights_hash.hex():
         raise AecError(
             f"this file needs model {model_id!r} with weights {weights_hash.hex()}, "
             "which this installation does not have"

@@ -445,7 +445,27 @@ def seed_files(codec) -> list[bytes]:
         encode(Image.fromarray(img(70, 100, 3)), 3.0, codec=codec, tile=64),  # 4 tiles, work area 128²
     ]
     # Version 2 (two streams per tile), which decoders still read: the same files re-packed.
-    return seeds + [bs.pack(dataclasses.replace(bs.unpack(d), version=2)) for d in seeds[:2]]
+    return seeds + [bs.pack(dataclasses.replace(bs.unpack(d), version=2)) for d in seeds[:2]] + overfit_seeds(rng)
+
+
+#: Fitting iterations of the overfit seeds: a real decoder and latents, in about a second each.
+OVERFIT_SEED_ITERATIONS = 30
+
+
+def overfit_seeds(rng: np.random.Generator) -> list[bytes]:
+    """Files of the per-image kind (``--model overfit``: the decoder's parameters and latent grids in its two
+    streams per tile), one tile and four tiles; decoded through the production path (their model id)."""
+    from codec.api import encode
+    from codec.testing import OVERFIT_ID
+
+    def img(h: int, w: int) -> np.ndarray:
+        return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+    its = OVERFIT_SEED_ITERATIONS
+    return [
+        encode(img(16, 16), 4.0, model=OVERFIT_ID, iterations=its),
+        encode(img(20, 30), 7.0, model=OVERFIT_ID, iterations=its, tile=16),
+    ]
 
 
 # -- how far a case got ------------------------------------------------------------------------
@@ -462,9 +482,11 @@ def stages_reached() -> Iterator[set[str]]:
     A mutation that never gets past the parser tests the parser only: this says which ones go deeper.
     """
     from codec import engine
+    from codec.overfit import network
 
     seen: set[str] = set()
     hooks = [(bs, "unpack", "parsed", True), (engine, "synthesize_with", "network", False)]
+    hooks += [(network.Decoder, "image", "network", False)]  # the overfit kind's synthesis
     hooks += [(engine.RansTables, name, "rans", False) for name in ("decode", "decoder")]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _, _ in hooks]
 

@@ -215,3 +215,26 @@ def test_pack_refuses_what_unpack_would_reject(width, height, quality, layout, m
     except ValueError:
         return
     assert bs.unpack(data, max_pixels=NO_LIMIT).width == width
+
+
+#: Least share of mutations of the overfit seeds reaching (rANS decoder, network); measured in docs/FORMAT.md,
+#: "overfit streams". (A splice onto an overfit header reaches neither: its tile grid or stream count differs.)
+OVERFIT_REACH_FLOORS = {"stream_payload": (0.6, 0.3), "side_chunk": (0.6, 0.3)}
+
+
+@pytest.mark.parametrize("name", sorted(OVERFIT_REACH_FLOORS))
+def test_mutations_of_overfit_files_reach_its_decoder(name, seed_files):
+    """The per-image kind's streams (decoder parameters, latent grids) are fuzzed past the parser too."""
+    from codec.testing import OVERFIT_ID
+
+    seeds = [d for d in seed_files if bs.unpack(d).model_id == OVERFIT_ID]
+    assert len(seeds) == 2
+    rng = random.Random(f"overfit:{name}")
+    reached: Counter = Counter()
+    for _ in range(KIND_CASES):
+        mutated = fuzz.mutate(name, rng.choice(seeds), rng, seed_files)
+        with fuzz.stages_reached() as seen:
+            fuzz.decode_case(fuzz.fix_crc(mutated), None)
+        reached.update(seen)
+    rans, network = OVERFIT_REACH_FLOORS[name]
+    assert reached["rans"] >= rans * KIND_CASES and reached["network"] >= network * KIND_CASES, reached

@@ -31,6 +31,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from .. import quality as Q
+
 #: CompressAI entropy models' size-varying table buffers: stored in shipped weights, dropped from
 #: training checkpoints (their shapes change with every ``update``).
 TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
@@ -57,6 +59,11 @@ class Model(nn.Module, ABC):
     level_params: ClassVar[tuple[str, ...]] = ()
     #: Buffers derived from ``level_params`` (frozen gains), rebuilt by ``build_tables`` after such a move.
     level_tables: ClassVar[tuple[str, ...]] = ()
+    #: Kinds that fit each image while coding it (``encode_latent`` runs an optimization, the overfitted
+    #: codec): callers do not search a size by re-coding (each probe would fit again).
+    fits_per_image: ClassVar[bool] = False
+    #: False for kinds whose manifest entry is an ``arch`` only (no weights file: files carry their decoder).
+    needs_weights: ClassVar[bool] = True
 
     @classmethod
     @abstractmethod
@@ -121,6 +128,16 @@ class Model(nn.Module, ABC):
         """x̂ (B, 3, H, W) in [0, 1] of a latent; never raises on damaged latents (NaN/inf → 0/1)."""
 
     # -- encoder effort (optional) --------------------------------------------------------------
+    def encoder_steps(self, effort: int, iterations: int | None = None) -> int:
+        """Iterations of ``codec.effort``'s latent optimization for an ``effort`` level (0: none).
+
+        ``iterations`` is for kinds that fit per image (they take it, or their preset for ``effort``,
+        for the ``encode_latent`` calls that follow, and return 0); others refuse it (ValueError).
+        """
+        if iterations is not None:
+            raise ValueError(f"model kind {self.kind!r} takes --effort, not --iterations")
+        return Q.effort_iterations(effort)
+
     def gains(self, quality: float) -> tuple[Tensor, Tensor]:
         """(y scale, side scale), each (1, C, 1, 1): multiplied by them, one unit of ``y`` / the side
         latent is one quantization step at ``quality``, so one optimizer step size serves every quality."""

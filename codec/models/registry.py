@@ -10,8 +10,9 @@ from ..manifest import LEGACY_KIND, kind_of  # noqa: F401  (kind_of re-exported:
 from .base import Model
 from .context import ContextModel
 from .hyperprior import GainHyperprior
+from .overfit import OverfitModel
 
-KINDS: dict[str, type[Model]] = {cls.kind: cls for cls in (GainHyperprior, ContextModel)}
+KINDS: dict[str, type[Model]] = {cls.kind: cls for cls in (GainHyperprior, ContextModel, OverfitModel)}
 #: Kind of manifest entries written before kinds existed (v2-v4 weights).
 DEFAULT_KIND = LEGACY_KIND
 assert DEFAULT_KIND in KINDS, "the legacy kind must stay registered: v2-v4 weights name no kind"

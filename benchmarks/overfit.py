@@ -1,0 +1,228 @@
+"""The per-image (overfit) kind against the default model, WebP and AVIF on the same crops.
+
+    python -m benchmarks.overfit run [--iterations 1000,3000] [--qualities 2,4,6,8] [--out DIR]
+    python -m benchmarks.overfit report [--out DIR] [--md benchmarks/results/overfit.md]
+
+``run`` fits the central 384×384 crops of the first four Kodak images (evaluation only) at each
+iteration count and quality, through the public API (``codec.encode(..., model="overfit")``), and
+appends each result to ``DIR/overfit.json`` as it completes: a killed run resumes where it stopped.
+It takes hours on two cores: run it in the background, on one thread (a 2-thread fit beside other work
+measured 8x slower per iteration than alone: its threads wait on each other). ``report`` adds the references on the same
+crops (the default model at q1-10, Pillow WebP and AVIF), the BD-rates and the timings, and writes the
+markdown table. Parameter bits are reported apart from latent bits: they are a fixed cost per image.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+from PIL import Image
+
+CROP = 384
+IMAGES = ("kodim01", "kodim02", "kodim03", "kodim04")
+DEFAULT_OUT = Path("runs/overfit-bench")
+
+
+def crops(kodak: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for name in IMAGES:
+        rgb = np.asarray(Image.open(kodak / f"{name}.png").convert("RGB"))
+        h, w = rgb.shape[:2]
+        top, left = (h - CROP) // 2, (w - CROP) // 2
+        out[name] = np.ascontiguousarray(rgb[top : top + CROP, left : left + CROP])
+    return out
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * np.log10(255**2 / max(mse, 1e-12))
+
+
+def _load(path: Path) -> list[dict]:
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _append(path: Path, record: dict) -> None:
+    records = _load(path)
+    records.append(record)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(records, indent=1))
+    tmp.replace(path)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
+@click.group()
+def main() -> None:
+    """Benchmark of the overfit kind (see the module docstring)."""
+
+
+@main.command()
+@click.option("--kodak", type=click.Path(path_type=Path), default=Path("../shared/data/kodak"))
+@click.option("--iterations", default="1000,3000", show_default=True)
+@click.option("--qualities", default="2,4,6,8", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="1: robust on a shared machine (see below).")
+def run(kodak: Path, iterations: str, qualities: str, out: Path, threads: int) -> None:
+    """Fit and code every crop at every (iterations, quality); resumable."""
+    import torch
+
+    import codec
+    from codec.weights import load_codec
+
+    torch.set_num_threads(threads)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "overfit.json"
+    done = {(r["image"], r["iterations"], r["quality"]) for r in _load(path)}
+    images = crops(kodak)
+    model = load_codec("overfit").model
+    fits: list = []
+    model.on_fit = fits.append
+    for its in _ints(iterations):  # a whole crop's curve before the next crop: partial runs still give BD-rates
+        for name, rgb in images.items():
+            for q in _ints(qualities):
+                if (name, its, q) in done:
+                    continue
+                fits.clear()
+                t0 = time.perf_counter()
+                data = codec.encode(rgb, q, model="overfit", iterations=its)
+                t1 = time.perf_counter()
+                decoded = np.asarray(codec.decode(data))
+                t2 = time.perf_counter()
+                (fit,) = fits
+                record = {
+                    "image": name,
+                    "iterations": its,
+                    "quality": q,
+                    "bytes": len(data),
+                    "bpp": len(data) * 8 / rgb.shape[0] / rgb.shape[1],
+                    "bpp_params_estimated": fit.bpp_params,
+                    "bpp_latents_estimated": fit.bpp_latents,
+                    "psnr": _psnr(rgb, decoded),
+                    "encode_s": t1 - t0,
+                    "decode_s": t2 - t1,
+                    "fit_s": fit.seconds,
+                }
+                _append(path, record)
+                click.echo(json.dumps(record), err=True)
+
+
+def _references(images: dict[str, np.ndarray], out: Path) -> dict[str, list[dict]]:
+    """Per codec, per image, the (bpp, psnr) points of the default model (q1-10), WebP and AVIF (cached)."""
+    path = out / "references.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    import codec
+    from codec.bench.coders import pillow_decode, pillow_encode
+
+    refs: dict[str, list[dict]] = {"default": [], "webp": [], "avif": []}
+    for name, rgb in images.items():
+        pixels = rgb.shape[0] * rgb.shape[1]
+        for q in range(1, 11):
+            data = codec.encode(rgb, q)
+            refs["default"].append(
+                {
+                    "image": name,
+                    "quality": q,
+                    "bpp": len(data) * 8 / pixels,
+                    "psnr": _psnr(rgb, np.asarray(codec.decode(data))),
+                }
+            )
+        for fmt, qs, opts in (("webp", range(5, 100, 10), {"method": 6}), ("avif", range(5, 100, 10), {})):
+            for q in qs:
+                data = pillow_encode(rgb, fmt.upper(), q, **opts)
+                refs[fmt].append(
+                    {
+                        "image": name,
+                        "quality": q,
+                        "bpp": len(data) * 8 / pixels,
+                        "psnr": _psnr(rgb, pillow_decode(data)),
+                    }
+                )
+    path.write_text(json.dumps(refs, indent=1))
+    return refs
+
+
+def _mean_curve(points: list[dict], key: str = "quality") -> tuple[list[float], list[float]]:
+    """Mean bpp and mean PSNR over the images, per setting (the BD-rate convention of codec.bench)."""
+    by: dict = {}
+    for p in points:
+        by.setdefault(p[key], []).append(p)
+    settings = sorted(by)
+    return [float(np.mean([p["bpp"] for p in by[s]])) for s in settings], [
+        float(np.mean([p["psnr"] for p in by[s]])) for s in settings
+    ]
+
+
+@main.command()
+@click.option("--kodak", type=click.Path(path_type=Path), default=Path("../shared/data/kodak"))
+@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True)
+@click.option("--md", type=click.Path(path_type=Path), default=Path("benchmarks/results/overfit.md"))
+def report(kodak: Path, out: Path, md: Path) -> None:
+    """BD-rates and timings of the results so far, against the references on the same crops."""
+    from codec.bench.bdrate import bd_rate
+    from codec.overfit.network import Arch, macs_per_pixel
+    from codec.weights import load_codec
+
+    images = crops(kodak)
+    refs = _references(images, out)
+    results = _load(out / "overfit.json")
+    arch = Arch.from_dict(load_codec("overfit").model.arch_dict())
+    lines = [
+        "# The overfit kind on four Kodak crops",
+        "",
+        "Written by `python -m benchmarks.overfit run` then `python -m benchmarks.overfit report` (2 CPU cores,",
+        f"shared with other work). Crops: the central {CROP}×{CROP} of {', '.join(IMAGES)}. Arch: {arch.as_dict()};",
+        f"decoder cost {macs_per_pixel(arch, CROP, CROP):.0f} MAC/pixel on a crop, "
+        f"{macs_per_pixel(arch, 512, 768):.0f} on a 768×512 image.",
+        "BD-rate (PSNR, mean curves over the crops; negative: overfit needs fewer bits).",
+        "",
+        "| iterations | crops | vs default model (q1-10) | vs WebP m6 | vs AVIF | params bpp | encode s/crop "
+        "| s/iteration | decode s/crop |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for its in sorted({r["iterations"] for r in results}):
+        rs = [r for r in results if r["iterations"] == its]
+        qualities = {r["quality"] for r in rs}
+        done = sorted(n for n in IMAGES if {r["quality"] for r in rs if r["image"] == n} == qualities)
+        rs = [r for r in rs if r["image"] in done]
+        if len(qualities) < 2 or not done:
+            lines.append(f"| {its} | (none complete) | | | | | | | |")
+            continue
+        rate, dist = _mean_curve(rs)
+        bd = {
+            name: bd_rate(*_mean_curve([p for p in pts if p["image"] in done]), rate, dist)
+            for name, pts in refs.items()
+        }
+        lines.append(
+            f"| {its} | {len(done)} ({', '.join(done)}) | {bd['default']:+.1f} % | {bd['webp']:+.1f} % | "
+            f"{bd['avif']:+.1f} % | {np.mean([r['bpp_params_estimated'] for r in rs]):.4f} | "
+            f"{np.mean([r['encode_s'] for r in rs]):.0f} | {np.mean([r['fit_s'] / r['iterations'] for r in rs]):.3f} | "
+            f"{np.mean([r['decode_s'] for r in rs]):.2f} |"
+        )
+    lines += ["", "Points (mean over the crops):", "", "| codec | setting | bpp | PSNR dB |", "|---|---:|---:|---:|"]
+    for its in sorted({r["iterations"] for r in results}):
+        rs = [r for r in results if r["iterations"] == its]
+        for q in sorted({r["quality"] for r in rs}):
+            sel = [r for r in rs if r["quality"] == q]
+            lines.append(
+                f"| overfit {its} it ({len(sel)} crops) | q{q} | {np.mean([r['bpp'] for r in sel]):.4f} | "
+                f"{np.mean([r['psnr'] for r in sel]):.2f} |"
+            )
+    for name, points in refs.items():
+        rate, dist = _mean_curve(points)
+        for r, d, s in zip(rate, dist, sorted({p["quality"] for p in refs[name]}), strict=True):
+            lines.append(f"| {name} | {s} | {r:.4f} | {d:.2f} |")
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text("\n".join(lines) + "\n")
+    click.echo("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The ``overfit`` kind: a per-image neural codec (Cool-chic / C3 style) behind the model interface.
+
+No weights ship: each file carries its own decoder (``codec.overfit``). Through the interface the
+"latent" of this kind is the image itself, at stride 1::
+
+    x ──analyze (identity)──► y = x ──encode_latent: fit grids + decoder to y, code them──► streams
+    x̂ ◄──synthesize (clamp)── ŷ = x̂ ◄──decode_latent: decoder from stream 0, grids, upsample, synthesis──┘
+
+so tiling, batching, the API and the container run it unchanged: a tile is fitted and coded on its
+own (its own decoder), and the decoded tile is what the tiler crops and places. The encoder's work
+is set by ``encoder_steps`` (``--iterations`` or an ``--effort`` preset), not by ``codec.effort``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from .. import effort as effort_mod
+from .. import quality as Q
+from ..engine import intra_op_threads
+from ..overfit import coding
+from ..overfit.fit import fit
+from ..overfit.network import Arch, grid_sizes, macs_per_pixel
+from .base import Model, Streams
+
+log = logging.getLogger("codec.effort")  # the CLI shows this logger's lines with -v (``codec.effort``)
+
+#: Iterations per ``--effort`` level (0 is the default). On two AVX2 cores one iteration of a 768×512
+#: image takes ~0.3 s with the default arch (benchmarks/results/overfit.md), so effort 0 is minutes.
+EFFORT_ITERATIONS: tuple[int, ...] = (1000, 2000, 3000, 5000)
+#: Most iterations an encoder accepts (``--iterations``).
+MAX_ITERATIONS = 100_000
+
+
+class OverfitModel(Model):
+    """A per-image codec: the 'weights' are an architecture; every tile is fitted when it is coded."""
+
+    kind: ClassVar[str] = "overfit"
+    stride: ClassVar[int] = 1
+    latent_stride: ClassVar[int] = 1
+    needs_weights: ClassVar[bool] = False
+    fits_per_image: ClassVar[bool] = True
+
+    def __init__(self, arch: Arch):
+        super().__init__()
+        self.arch = arch
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # carries the device
+        self.iterations = EFFORT_ITERATIONS[0]
+        #: Called with each tile's fit result (benchmarks); None: only the log line.
+        self.on_fit: Callable[[Any], None] | None = None
+
+    @staticmethod
+    def manifest_entry() -> dict[str, Any]:
+        """The manifest entry of the shipped ``overfit`` id (weights/manifest.json holds this; a test checks)."""
+        return {
+            "kind": OverfitModel.kind,
+            "arch": Arch().as_dict(),
+            "experimental": True,
+            "note": "per-image (overfitted) codec: no weights file, each .aec carries its own decoder; "
+            "encoding fits it (minutes per image on a CPU)",
+        }
+
+    @classmethod
+    def from_arch(cls, arch: dict[str, Any]) -> OverfitModel:
+        return cls(Arch.from_dict(arch))
+
+    def arch_dict(self) -> dict[str, Any]:
+        return self.arch.as_dict()
+
+    @property
+    def device(self) -> torch.device:
+        return self._anchor.device
+
+    @property
+    def levels(self) -> int:
+        return self.arch.levels
+
+    def build_tables(self) -> None:
+        self.prepare()
+
+    def prepare(self) -> OverfitModel:
+        from ..overfit import laplace
+
+        laplace.tables()  # built from constants, once per process
+        return self
+
+    def encoder_steps(self, effort: int, iterations: int | None) -> int:
+        """Fitting iterations for what follows (``iterations``, else the ``effort`` preset); no latent
+        optimization by ``codec.effort`` (returns 0)."""
+        Q.effort_iterations(effort)  # ValueError for a level that does not exist
+        if iterations is not None:
+            if not 1 <= iterations <= MAX_ITERATIONS:
+                raise ValueError(f"iterations must be from 1 to {MAX_ITERATIONS}, got {iterations}")
+            self.iterations = iterations
+        else:
+            self.iterations = EFFORT_ITERATIONS[effort]
+        return 0
+
+    def macs_per_pixel(self, height: int, width: int) -> float:
+        return macs_per_pixel(self.arch, height, width)
+
+    # -- coding ------------------------------------------------------------------------------
+    def analyze(self, x: Tensor) -> Tensor:
+        return x.float()
+
+    def side_analysis(self, y: Tensor) -> Tensor:
+        raise NotImplementedError("the overfit kind has no side latent")
+
+    def encode_latent(self, y: Tensor, quality: float, side: Tensor | None = None) -> list[Streams]:
+        out = []
+        for i in range(y.shape[0]):
+            with torch.enable_grad(), effort_mod.progress_bar(self.iterations) as bar:
+                result = fit(y[i : i + 1].to(self.device), quality, self.iterations, self.arch, bar.update)
+            log.info(
+                "overfit: %d iterations in %.1f s, %.4f bpp (latents %.4f, decoder %.4f), %.2f dB (estimated)",
+                result.iterations,
+                result.seconds,
+                result.bpp_latents + result.bpp_params,
+                result.bpp_latents,
+                result.bpp_params,
+                result.psnr,
+            )
+            if self.on_fit is not None:
+                self.on_fit(result)
+            exact = result.decoder.exact_arm()
+            grids = [g.cpu() for g in result.grids]
+            out.append(
+                [coding.encode_params(result.decoder, result.exps), coding.encode_grids(result.decoder, exact, grids)]
+            )
+        return out
+
+    def decode_latent(self, streams: list[Streams], shape: tuple[int, int], quality: float) -> Tensor:
+        h, w = shape
+        images = []
+        for st in streams:
+            if len(st) != 2:
+                raise ValueError(f"an overfit tile has 2 streams, got {len(st)}")
+            decoder = coding.decode_params(st[0], self.arch)
+            with intra_op_threads(1):  # the wave walk is thousands of small steps (``engine.intra_op_threads``)
+                grids = coding.decode_grids(decoder, decoder.exact_arm(), st[1], grid_sizes(h, w, self.arch.grids))
+            with torch.inference_mode():
+                images.append(decoder.image(grids).float())
+        return torch.cat(images)
+
+    def synthesize(self, y_hat: Tensor) -> Tensor:
+        return torch.nan_to_num(y_hat.float(), nan=0.0, posinf=1.0, neginf=0.0).clamp_(0, 1)
+
+    def forward(self, x: Tensor, quality: Tensor, autocast_dtype=None) -> dict:
+        raise NotImplementedError("the overfit kind is fitted per image, not trained")

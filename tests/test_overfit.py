@@ -1,0 +1,273 @@
+"""The overfit kind: per-image fitted decoder, exact coding tables, round trips through every entry point."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import codec
+from codec import bitstream as bs
+from codec.cli import main
+from codec.errors import AecError
+from codec.models.overfit import OverfitModel
+from codec.overfit import coding, laplace
+from codec.overfit.coding import waves
+from codec.overfit.fit import fit
+from codec.overfit.network import Arch, Decoder, causal_taps, grid_sizes, macs_per_pixel, wave_slope
+from codec.testing import OVERFIT_ID
+
+ITERATIONS = 150  # latents leave zero and a hard-rounded iterate is kept; seconds on a tiny image
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def coded(tmp_path_factory) -> tuple[np.ndarray, bytes]:
+    """A 40×48 photo-like image and its overfit file at q6 (fitted once for the module)."""
+    from tests.conftest import make_photo_like
+
+    rgb = make_photo_like(40, 48, seed=3)
+    return rgb, codec.encode(rgb, 6, model=OVERFIT_ID, iterations=ITERATIONS)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return 10 * math.log10(255**2 / float(np.mean((a.astype(float) - b.astype(float)) ** 2)))
+
+
+def _streams(data: bytes) -> list[bytes]:
+    (streams,) = bs.unpack(data).streams
+    return streams
+
+
+# -- the tables ------------------------------------------------------------------------------------
+def test_tables_are_valid_cdfs():
+    t = laplace.tables()
+    assert len(t.cdf) == laplace.SCALE_COUNT * laplace.FRACTIONS
+    for cdf, length in zip(t.cdf, t.cdf_len, strict=True):
+        assert cdf[0] == 0 and cdf[-1] == 1 << laplace.PRECISION and len(cdf) == length
+        assert all(b > a for a, b in zip(cdf, cdf[1:], strict=False))
+
+
+def test_continuous_rate_matches_the_tables():
+    """The training rate (``bits``) is what the coder's tables charge, within their quantization."""
+    t, lengths = laplace.tables(), laplace.code_lengths()
+    for k in (8, 30, 50):
+        for f in range(laplace.FRACTIONS):
+            i = k * laplace.FRACTIONS + f
+            v = torch.arange(-3, 4, dtype=torch.float64)
+            est = laplace.bits(
+                v, torch.full_like(v, f / laplace.FRACTIONS), torch.full_like(v, math.log(laplace.SCALES[k]))
+            )
+            table = lengths[i][(v - t.offset[i]).long()]
+            assert torch.allclose(est, table, atol=0.3), (k, f, est, table)
+
+
+def test_table_index_is_integer_arithmetic():
+    one = 1 << laplace.OUT_BITS
+    mu = torch.tensor([0.0, 1.3 * one, -0.6 * one, 2.49 * one]).floor()
+    log_b = torch.full_like(mu, float(laplace.LOG_B0_FIXED))
+    index, m = laplace.table_index(mu, log_b)
+    assert m.tolist() == [0, 1, -1, 2]  # centre rounded to quarters: 0, 1.25, -0.5, 2.5
+    assert (index % laplace.FRACTIONS).tolist() == [0, 1, 2, 2]
+    assert (index // laplace.FRACTIONS).tolist() == [0, 0, 0, 0]
+
+
+# -- the network ---------------------------------------------------------------------------------
+def test_shipped_manifest_entry_is_the_code_s():
+    shipped = json.loads((Path(codec.__file__).resolve().parent.parent / "weights" / "manifest.json").read_text())
+    assert shipped["models"][OVERFIT_ID] == OverfitModel.manifest_entry()
+
+
+def test_waves_order_context_before_use():
+    taps = causal_taps(Arch().context)
+    slope = wave_slope(taps)
+    h, w = 5, 9
+    order, sizes = waves(h, w, slope)
+    assert sum(sizes) == h * w and sorted(order.tolist()) == list(range(h * w))
+    wave_of = {int(p): slope * (int(p) // w) + int(p) % w for p in order}
+    for p in range(h * w):
+        i, j = divmod(p, w)
+        for dy, dx in taps:
+            if 0 <= i + dy < h and 0 <= j + dx < w:
+                assert wave_of[(i + dy) * w + j + dx] < wave_of[p]
+    assert len(sizes) == slope * (h - 1) + w  # about slope·H + W steps, not H·W
+
+
+def test_mac_count_matches_the_layers():
+    """``macs_per_pixel`` against a count of every multiply in a real decode pass (torch's flop counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    arch = Arch()
+    h, w = 96, 128
+    dec = Decoder(arch)
+    grids = [torch.zeros(gh, gw) for gh, gw in grid_sizes(h, w, arch.grids)]
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        dec.arm(dec.contexts(grids))
+        dec.synthesis(dec.upsample(grids))
+    counted = counter.get_total_flops() / 2 / (h * w)
+    assert counted == pytest.approx(macs_per_pixel(arch, h, w), rel=0.02)
+    assert macs_per_pixel(arch, 512, 768) <= 3000
+
+
+def test_exact_arm_ignores_threads():
+    """The ARM's coding tables come from integers: the same with 1 or 2 threads."""
+    dec = Decoder(Arch(), seed=5)
+    grid = torch.randint(-6, 7, (23, 31)).float()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = coding.grid_symbols(dec, dec.exact_arm(), grid)
+        torch.set_num_threads(2)
+        two = coding.grid_symbols(dec, dec.exact_arm(), grid)
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one, two, strict=True):
+        assert torch.equal(a, b)
+
+
+# -- the encoder -----------------------------------------------------------------------------------
+def test_fit_lowers_the_loss_and_rate_follows_quality():
+    from tests.conftest import make_photo_like
+
+    x = torch.from_numpy(make_photo_like(32, 32, seed=1)).permute(2, 0, 1)[None].float() / 255
+    low = fit(x, 2.0, ITERATIONS, Arch())
+    high = fit(x, 10.0, ITERATIONS, Arch())
+    assert high.psnr > low.psnr
+    assert high.bpp_latents > low.bpp_latents
+    assert all(torch.equal(g, g.round()) for g in low.grids)
+
+
+# -- round trips -----------------------------------------------------------------------------------
+def test_api_round_trip(coded):
+    rgb, data = coded
+    f = bs.unpack(data)
+    assert f.model_id == OVERFIT_ID and len(f.streams[0]) == 2
+    out = np.asarray(codec.decode(data))
+    assert out.shape == rgb.shape
+    assert _psnr(out, rgb) > 20
+
+
+def test_decoded_symbols_and_pixels_ignore_threads_and_float_width(coded):
+    """Symbols: identical with 1 and 2 threads and with the decoder's floats in float64; pixels: identical
+    with 1 and 2 threads, within a level in float64."""
+    _, data = coded
+    arch = OverfitModel(Arch()).arch
+    streams = _streams(data)
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for n, dtype in ((1, torch.float32), (2, torch.float32), (2, torch.float64)):
+            torch.set_num_threads(n)
+            dec = coding.decode_params(streams[0], arch).to(dtype)
+            grids = coding.decode_grids(dec, dec.exact_arm(), streams[1], grid_sizes(40, 48, arch.grids))
+            with torch.no_grad():
+                x = dec.image([g.to(dtype) for g in grids]).clamp(0, 1).mul(255).round()
+            runs.append((grids, x.float()))
+    finally:
+        torch.set_num_threads(before)
+    (g1, p1), (g2, p2), (g3, p3) = runs
+    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(g1, g2, g3, strict=True))
+    assert torch.equal(p1, p2)
+    assert float((p1 - p3).abs().max()) <= 1
+
+
+def test_cli_round_trip_and_verbose(tmp_path, photo_like):
+    src = tmp_path / "in.png"
+    Image.fromarray(photo_like(24, 40, seed=2)).save(src)
+    enc = run("encode", src, "-o", tmp_path / "x.aec", "--model", OVERFIT_ID, "-q", 4, "--iterations", ITERATIONS, "-v")
+    assert enc.exit_code == 0, enc.output
+    assert f"overfit: {ITERATIONS} iterations" in enc.stderr
+    dec = run("decode", tmp_path / "x.aec", "-o", tmp_path / "out.png")
+    assert dec.exit_code == 0, dec.output
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.size == (40, 24)
+    info = run("info", tmp_path / "x.aec", "--json")
+    assert json.loads(info.stdout)[0]["model"] == OVERFIT_ID
+
+
+def test_cli_refusals(png):
+    for args in (
+        ["--model", OVERFIT_ID, "--target-bpp", "0.5"],
+        ["--model", OVERFIT_ID, "--max-bytes", "900"],
+        ["--iterations", "10"],  # the default kind has no fitting iterations
+    ):
+        result = run("encode", png, "-o", png.with_suffix(".x.aec"), *args)
+        assert result.exit_code == 2, result.output
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_pillow_plugin_round_trip(tmp_path, photo_like):
+    path = tmp_path / "p.aec"
+    Image.fromarray(photo_like(20, 28, seed=4)).save(path, model=OVERFIT_ID, aec_quality=5, iterations=ITERATIONS)
+    with Image.open(path) as im:
+        im.load()
+        assert im.size == (28, 20) and im.mode == "RGB"
+    assert bs.unpack(path.read_bytes()).model_id == OVERFIT_ID
+
+
+def test_tiled_and_one_pixel_images(photo_like):
+    rgb = photo_like(40, 70, seed=6)
+    data = codec.encode(rgb, 6, model=OVERFIT_ID, iterations=ITERATIONS, tile=32)
+    f = bs.unpack(data)
+    assert f.tile == 32 and len(f.streams) == 6
+    assert np.asarray(codec.decode(data)).shape == rgb.shape
+    one = np.full((1, 1, 3), (7, 200, 90), np.uint8)  # stored exactly (flat), never crashes the coder
+    assert np.array_equal(np.asarray(codec.decode(codec.encode(one, 3, model=OVERFIT_ID, iterations=5))), one)
+
+
+# -- hostile files -----------------------------------------------------------------------------------
+def _with_streams(data: bytes, streams: list[bytes]) -> bytes:
+    f = bs.unpack(data)
+    f.streams = [streams]
+    return bs.pack(f)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda s: [s[0]],  # a stream missing
+        lambda s: [s[0], s[1], b""],  # one too many
+        lambda s: [s[0][:5], s[1]],  # parameter header cut
+        lambda s: [bytes([99]) + s[0][1:], s[1]],  # step exponent out of range
+        lambda s: [s[0][:1] + bytes([250]) + s[0][2:], s[1]],  # scale step out of range
+        lambda s: [s[0], b"\xff" * 4000],  # a latent stream longer than any coding of its symbols
+        lambda s: [s[0][:40] + b"\xff" * (len(s[0]) - 40), s[1]],  # parameters that explode the exact ARM
+    ],
+)
+def test_damaged_streams_are_one_clear_error(coded, damage, tmp_path):
+    _, data = coded
+    bad = _with_streams(data, damage(_streams(data)))
+    path = tmp_path / "bad.aec"
+    path.write_bytes(bad)
+    try:
+        out = np.asarray(codec.decode(bad))  # damage the format cannot detect still decodes to an image
+        assert out.shape == (40, 48, 3)
+    except (AecError, bs.FormatError):
+        result = run("decode", path, "-o", tmp_path / "bad.png")
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_structural_damage_is_refused(coded):
+    _, data = coded
+    for streams in ([_streams(data)[0]], [*_streams(data), b""], [_streams(data)[0][:5], _streams(data)[1]]):
+        with pytest.raises(bs.FormatError):
+            codec.decode(_with_streams(data, streams))
+
+
+def test_readme_states_the_code_s_figures():
+    """The README's decoder cost and effort presets are the code's."""
+    from codec.models.overfit import EFFORT_ITERATIONS
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    macs = round(macs_per_pixel(Arch(), 512, 768), -2)
+    assert f"about {macs:,.0f} multiply-accumulates per pixel" in readme
+    assert " / ".join(f"{n:,}" for n in EFFORT_ITERATIONS) in readme

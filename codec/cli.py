@@ -690,6 +690,7 @@ def models(as_json) -> None:
     """List the models this installation has: the ids --model takes, each with its quality range; the
     default is marked."""
     from .manifest import read_manifest, weights_dir, weights_path
+    from .shipping import MAIN, distribution_of
 
     try:
         manifest = read_manifest()
@@ -699,16 +700,16 @@ def models(as_json) -> None:
     rows = []
     for model_id, entry in sorted(manifest.get("models", {}).items()):
         try:
-            path, missing = weights_path(manifest, model_id, folder), None
-        except (AecError, KeyError) as e:
-            path, missing = folder / str(entry.get("file", "")), str(e)
+            path = weights_path(manifest, model_id, folder)
+        except (AecError, KeyError):
+            path = folder / str(entry.get("file", ""))
         rows.append(
             {
                 "id": model_id,
                 "default": model_id == manifest.get("default"),
                 "file": str(path),
                 "present": path.is_file(),
-                "missing": missing,
+                "package": distribution_of(manifest, model_id),
                 "arch": entry.get("arch"),
                 "qualities": _quality_range(entry),
             }
@@ -717,7 +718,7 @@ def models(as_json) -> None:
         _print(json.dumps(rows, indent=2))
         return
     for row in rows:
-        absent = row["missing"] or "weights file missing"
+        absent = f"not installed: in {row['package']}" if row["package"] != MAIN else "weights file missing"
         notes = [n for n, on in (("default", row["default"]), (absent, not row["present"])) if on]
         span = f"q {row['qualities'][0]:g}-{row['qualities'][1]:g}" if row["qualities"] else "q unknown (bad arch)"
         _print(f"{row['id']}  {span}" + (f"  ({', '.join(notes)})" if notes else ""))

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -358,3 +359,41 @@ def test_info_failures_print_nothing_on_stdout_and_are_counted(aec, tmp_path):
     assert result.exit_code == 2 and "80x48" in result.stdout
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 3 and lines[-1] == "aecodec: 2 of 3 inputs failed (see above)", lines
+
+
+# -- issue 28: a model whose weights are in the companion distribution --------------------------------
+def test_a_model_of_the_companion_is_named_with_its_package_and_found_once_installed(
+    weights_copy, png, tmp_path, monkeypatch
+):
+    """A non-default model whose file this installation lacks: one line naming the model and the package that
+    has it; once that package (``aecodec_models``) is importable, the same loader finds the file there."""
+    from codec.shipping import COMPANION, COMPANION_MODULE
+    from codec.weights import _load
+
+    manifest = json.loads((weights_copy / "manifest.json").read_text())
+    entry = manifest["models"][manifest["default"]]
+    manifest["models"]["old-model"] = {**entry, "file": "old-model.safetensors"}
+    (weights_copy / "manifest.json").write_text(json.dumps(manifest))
+    line = one_error_line(run("encode", png, "--model", "old-model", "-o", tmp_path / "x.aec"), "'old-model'")
+    assert f"in the package {COMPANION} (pip install {COMPANION})" in line
+    assert "not installed" in run("models").stdout
+
+    package = tmp_path / "site" / COMPANION_MODULE
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    shutil.copy(weights_copy / entry["file"], package / "old-model.safetensors")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    _load.cache_clear()
+    assert run("encode", png, "--model", "old-model", "-o", tmp_path / "x.aec").exit_code == 0
+    assert bs.unpack((tmp_path / "x.aec").read_bytes()).model_id == "old-model"
+
+
+def test_shell_completion_as_the_readme_says():
+    """``_AECODEC_COMPLETE=bash_source aecodec`` prints the script; the script's requests complete commands."""
+    script = CliRunner().invoke(main, [], prog_name="aecodec", env={"_AECODEC_COMPLETE": "bash_source"})
+    assert script.exit_code == 0 and "_aecodec_completion" in script.stdout
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert '"$(_AECODEC_COMPLETE=bash_source aecodec)"' in readme
+    env = {"_AECODEC_COMPLETE": "bash_complete", "COMP_WORDS": "aecodec enc", "COMP_CWORD": "1"}
+    words = CliRunner().invoke(main, [], prog_name="aecodec", env=env)
+    assert words.stdout.splitlines() == ["plain,encode"]  # click's bash protocol: type,value per line

@@ -48,6 +48,7 @@ def test_readme_figures_come_from_the_code(monkeypatch):
     assert float(q75) == pillow_quality(75, int(older))
     earlier = {m["arch"].get("levels") for k, m in read_manifest()["models"].items() if k != model_id}
     assert int(older) in earlier
+    assert int(_found(r"\(`aecodec models`\): the default has (\d+)")[1]) == levels
 
 
 def test_readme_has_runnable_examples():

@@ -480,7 +480,7 @@ def encode(
         budget = int(max_bytes)
     data, fits = encode_array_to_size(rgb, budget, codec, tile, effort, **extra)
     if not fits and max_bytes is not None:
-        raise AecError(f"cannot fit the image in {max_bytes} bytes: the lowest quality needs {len(data)}")
+        raise AecError(f"cannot fit the image in {max_bytes} bytes: the lowest quality needs {len(data)} bytes")
     return data
 
 

@@ -81,7 +81,9 @@ class _Console:
             self.line(_one_line(msg))
 
     def start_bar(self, total: int, unit: str) -> None:
-        if total > 1 and not self.quiet and sys.stderr.isatty():
+        from .progress import shown
+
+        if total > 1 and not self.quiet and shown():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, unit=unit, file=sys.stderr, dynamic_ncols=True)
@@ -220,9 +222,14 @@ def _run_many(
             console.bar.update(len(group))
             console.bar.set_postfix_str(f"{pixels / 1e6 / max(time.perf_counter() - t0, 1e-9):.2f} MP/s")
     console.close_bar()
-    if len(inputs) > 1 and outcomes.failed:
-        console.fail(f"{outcomes.failed} of {len(inputs)} inputs failed (see above)")
+    _count_failures(outcomes.failed, len(inputs))
     sys.exit(outcomes.status)
+
+
+def _count_failures(failed: int, total: int) -> None:
+    """The last line of a run over several inputs of which some failed (each said why above)."""
+    if total > 1 and failed:
+        _fail(f"{failed} of {total} inputs failed (see above)")
 
 
 def _batch_size(batch: int, device: str) -> int:
@@ -263,14 +270,36 @@ def _check_not_input(src: str, dest: str) -> None:
         raise AecError(f"{src}: output would overwrite the input")
 
 
+def _check_aec_name(dest: str) -> None:
+    """An encode output named like an image (``-o x.png``) would be .aec data under an image's name, which
+    every viewer then fails on: refused (the decoder's outputs are where images come from)."""
+    from PIL import Image
+
+    suffix = Path(dest).suffix.lower()
+    if dest == files.STDIO or files.is_stream(dest) or suffix == ".aec":
+        return
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is not None:
+        raise AecError(
+            f"{dest}: encode writes .aec data, not {fmt}; name the output .aec (aecodec decode writes images)"
+        )
+
+
 def _arrow(src: str, dest: str) -> str:
     return f"{files.label(src)} -> {'stdout' if dest == files.STDIO else dest}"
+
+
+def _named(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``-o ""`` names nothing: a usage error, not the current folder nor a write to ``.``."""
+    if value == "":
+        raise click.BadParameter("an empty name is not an output (give a file, a folder/ or -)")
+    return value
 
 
 def _shared_options(output_help: str) -> Callable:
     """The options encode and decode share, in one place."""
     options = [
-        click.option("-o", "--output", help=output_help),
+        click.option("-o", "--output", callback=_named, help=output_help),
         click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
         click.option(
             "-f", "--force", is_flag=True, help="Overwrite existing outputs; write binary data to a terminal too."
@@ -296,6 +325,7 @@ def _start(verbose: bool, quiet: bool, device: str, batch: int, threads: int | N
     if verbose and quiet:
         _usage_error(AecError("give either -v or --quiet, not both"))
     console = _Console(verbose, quiet)
+    logging.getLogger("codec.progress").setLevel(logging.ERROR if quiet else logging.NOTSET)  # the tiles' bars
     import_compressai_lean()
     try:
         batch = _batch_size(batch, device)
@@ -308,13 +338,51 @@ def _start(verbose: bool, quiet: bool, device: str, batch: int, threads: int | N
     return console, batch
 
 
+#: click's wording for values of the wrong type, in the command's words.
+_CLICK_WORDS = {"is not a valid float": "is not a number", "is not a valid integer": "is not a whole number"}
+
+
+#: ``aecodec`` alone: click's help, shown as it is (on stderr, exit 2), not squeezed into a line.
+_HELP_ERROR = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _usage_exit(e: click.UsageError) -> NoReturn:
+    if isinstance(e, _HELP_ERROR):
+        raise e
+    _fail(_usage_line(e))
+    sys.exit(e.exit_code)
+
+
+def _usage_line(e: click.UsageError) -> str:
+    """A usage error as one line: the option it is about, then what is wrong with it (click would print four:
+    usage, a "Try --help" hint, a blank line and the error)."""
+    param = getattr(e, "param", None)
+    if isinstance(e, click.BadParameter) and not isinstance(e, click.MissingParameter) and param is not None:
+        name = "/".join(param.opts) if isinstance(param, click.Option) else param.human_readable_name
+        text = f"{name}: {e.message}"
+    else:
+        text = e.format_message()
+    for click_words, ours in _CLICK_WORDS.items():
+        text = text.replace(click_words, ours)
+    return text.rstrip(".")
+
+
 class _Group(click.Group):
-    """Ctrl-C anywhere in a command (loading torch or the weights included) is one line and exit 130,
+    """Usage errors (an unknown command, a bad or missing value, at the group or a command) are one line
+    and exit 2; Ctrl-C anywhere in a command (loading torch or the weights included) is one line and exit 130,
     not click's "Aborted!" with exit 1 nor a traceback."""
+
+    def make_context(self, *args, **kwargs) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as e:
+            _usage_exit(e)
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:
+            _usage_exit(e)
         except KeyboardInterrupt:
             _fail("interrupted")
             sys.exit(EXIT_INTERRUPTED)
@@ -400,6 +468,8 @@ def encode(
         quality = _rate_choice(quality, target_bpp, max_bytes, ("--target-bpp", "--max-bytes"))
         effort_iterations(effort)
         dests = files.output_paths(inputs, output, ".aec", force)
+        for dest in dests:
+            _check_aec_name(dest)
         model_id, levels = installed_levels(model_id)  # torch-free: a bad -q fails before torch loads
         quality = check_quality(DEFAULT_QUALITY if quality is None else quality, levels, model_id)
     except (AecError, ValueError) as e:
@@ -439,9 +509,10 @@ def encode(
                     f"({len(data)} bytes); nothing written"
                 )
             files.write_output(dest, data, force)
-            q = bs.unpack(data, max_pixels=NO_LIMIT).quality
+            coded = bs.unpack(data, max_pixels=NO_LIMIT)  # its size is after EXIF rotation, as decode gives it
             summary = (
-                f"{_arrow(src, dest)}: {image.width}x{image.height}, {len(data)} bytes, {bpp:.4f} bpp, quality {q:g}"
+                f"{_arrow(src, dest)}: {coded.width}x{coded.height}, {len(data)} bytes, {bpp:.4f} bpp, "
+                f"quality {coded.quality:g}"
             )
             return pixels, summary
 
@@ -617,8 +688,9 @@ def info(paths, as_json) -> None:
             status = EXIT_BAD_INPUT
     if as_json:
         _print(json.dumps(records, indent=2))
-    else:
+    elif records:  # nothing to describe: nothing on stdout, not an empty line
         _print("\n\n".join("\n".join(f"{k + ':':16}{_text(k, v)}" for k, v in r.items()) for r in records))
+    _count_failures(len(paths) - len(records), len(paths))
     sys.exit(status)
 
 
@@ -627,7 +699,8 @@ def info(paths, as_json) -> None:
 def models(as_json) -> None:
     """List the models this installation has: the ids --model takes, each with its quality range; the
     default is marked."""
-    from .manifest import read_manifest, weights_dir
+    from .manifest import read_manifest, weights_dir, weights_path
+    from .shipping import MAIN, distribution_of
 
     try:
         manifest = read_manifest()
@@ -636,13 +709,19 @@ def models(as_json) -> None:
     folder = weights_dir()
     rows = []
     for model_id, entry in sorted(manifest.get("models", {}).items()):
-        path = folder / str(entry.get("file")) if entry.get("file") is not None else None
+        path = None  # a kind whose files carry their decoder (no weights file)
+        if entry.get("file") is not None:
+            try:
+                path = weights_path(manifest, model_id, folder)
+            except (AecError, KeyError):
+                path = folder / str(entry.get("file", ""))
         rows.append(
             {
                 "id": model_id,
                 "default": model_id == manifest.get("default"),
-                "file": None if path is None else str(path),  # None: a kind whose files carry their decoder
+                "file": None if path is None else str(path),
                 "present": path is None or path.is_file(),
+                "package": distribution_of(manifest, model_id),
                 "arch": entry.get("arch"),
                 "qualities": _quality_range(entry),
                 "experimental": bool(entry.get("experimental")),
@@ -652,9 +731,10 @@ def models(as_json) -> None:
         _print(json.dumps(rows, indent=2))
         return
     for row in rows:
+        absent = f"not installed: in {row['package']}" if row["package"] != MAIN else "weights file missing"
         flags = (
             ("default", row["default"]),
-            ("weights file missing", not row["present"]),
+            (absent, not row["present"]),
             ("per image: no weights, each file carries its decoder", row["file"] is None),
             ("experimental", row["experimental"]),
         )
@@ -695,7 +775,9 @@ def _versus(codecs: str) -> tuple[tuple[str, ...], list[str]]:
 @click.option("--bpp", type=float, help="aecodec at the highest quality at or under this many bits per pixel.")
 @click.option("--bytes", "max_bytes", type=int, help="aecodec at the highest quality that fits in this many bytes.")
 @click.option("--codecs", default=DEFAULT_VERSUS, show_default=True, help="Classical codecs to compare (comma list).")
-@click.option("-o", "--output", help="The HTML page [default: beside the image, as NAME.compare.html].")
+@click.option(
+    "-o", "--output", callback=_named, help="The HTML page [default: beside the image, as NAME.compare.html]."
+)
 @click.option("--model", "model_id", help="Model id (see 'aecodec models').")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing page.")
@@ -750,7 +832,7 @@ def compare(image, quality, bpp, max_bytes, codecs, output, model_id, device, fo
 @click.option("--codecs", default=DEFAULT_VERSUS, show_default=True, help="Classical codecs to measure (comma list).")
 @click.option("-q", "--qualities", default=DEFAULT_BENCH_QUALITIES, show_default=True, help="aecodec's qualities.")
 @click.option("--pillow-qualities", help="The classical codecs' quality sweep [default: 5,10,20,...,90,95].")
-@click.option("-o", "--output", help="Output folder [default: ./bench-FOLDER/].")
+@click.option("-o", "--output", callback=_named, help="Output folder [default: ./bench-FOLDER/].")
 @click.option("--model", "model_id", help="Model id (see 'aecodec models').")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite the report files of an earlier run.")
@@ -807,7 +889,8 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
     except Exception as e:  # noqa: BLE001 - the CLI promises one line, never a traceback
         _fail(f"internal error: {type(e).__name__}: {e}")
         sys.exit(EXIT_OTHER)
-    console.line(f"wrote {', '.join(str(out / n) for n in content)}")
+    if not quiet:
+        console.line(f"wrote {', '.join(str(out / n) for n in content)}")
     _print(content[REPORT_FILES["bdrate"]].decode(), nl=False)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from . import progress
 from . import quality as Q
 from .bitstream import quantize_quality
 from .errors import AecError
@@ -94,9 +94,8 @@ class Gain:
 
 
 def progress_bar(total: int) -> tqdm:
-    """A bar over the effort iterations: only on a terminal, and not when ``log`` is silenced (``--quiet``)."""
-    hidden = not sys.stderr.isatty() or not log.isEnabledFor(logging.WARNING)
-    return tqdm(total=total, desc="effort", unit="it", leave=False, disable=hidden)
+    """A bar over the effort iterations (``codec.progress``), not when ``log`` is silenced (``--quiet``)."""
+    return progress.bar(total, "effort", "it", hidden=not log.isEnabledFor(logging.WARNING))
 
 
 def report(gain: Gain) -> None:

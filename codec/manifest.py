@@ -6,12 +6,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
 
 from .errors import AecError
 from .quality import LEVELS, check_levels
+from .shipping import COMPANION, COMPANION_MODULE, distribution_of
 
 #: Kind of manifest entries written before kinds existed (v2-v4 weights: the gained hyperprior).
 LEGACY_KIND = "gain-msh"
@@ -27,6 +29,26 @@ def weights_dir() -> Path:
         if (cand / "manifest.json").exists():
             return cand
     return here.parent / "weights"
+
+
+def companion_dirs() -> list[Path]:
+    """The folders of the installed companion distribution (``codec.shipping``); none from a checkout."""
+    spec = importlib.util.find_spec(COMPANION_MODULE)
+    return [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+
+
+def weights_path(manifest: dict, model_id: str, folder: Path) -> Path:
+    """Where ``model_id``'s weights file is: in ``folder`` (the manifest's), else in the companion's folder.
+    AecError when neither has it, naming the distribution that carries it (``pip install aecodec-models``)."""
+    name = str(manifest["models"][model_id]["file"])
+    for place in (folder, *companion_dirs()):
+        if (place / name).exists():
+            return place / name
+    if distribution_of(manifest, model_id) == COMPANION:
+        raise AecError(
+            f"model {model_id!r} is not installed: its weights are in the package {COMPANION} (pip install {COMPANION})"
+        )
+    raise AecError(f"weights file {folder / name} is missing")
 
 
 def read_manifest(folder: Path | None = None) -> dict:

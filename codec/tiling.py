@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import effort
+from . import effort, progress
 from .models.base import Model, Streams
 from .tensors import padded_size
 
@@ -117,7 +117,7 @@ def analyze(model: Model, rgb: np.ndarray, tile: int, device: torch.device) -> t
         return model.analyze(_pixels(rgb, tiles[0]).to(device)).float().cpu()
     s = model.latent_stride
     y = None
-    for t in tiles:
+    for t in progress.over(tiles, "analysis", "tile"):
         w = _window(t, hp, wp, _margin(model))
         yw = model.analyze(_pixels(rgb, w).to(device)).float().cpu()
         if y is None:
@@ -187,7 +187,7 @@ def code(
     ``zs`` holds each tile's side latent where the encoder effort chose them (default ``side_analysis``).
     """
     out = []
-    for i, t in enumerate(tiles):
+    for i, t in enumerate(progress.over(tiles, "coding", "tile")):
         rows, cols = t.latent(model.latent_stride)
         side = None if zs is None else zs[i].to(model.device)
         (streams,) = model.encode_latent(y[:, :, rows, cols].to(model.device), quality, side)
@@ -249,7 +249,7 @@ def decode(model: Model, streams: list[Streams], tiles: list[Tile], quality: flo
     out = np.empty((height, width, 3), dtype=np.uint8)
     above: torch.Tensor | None = None  # the last margin rows of the latent above the row being synthesized
     current = decode_latent(model, [streams[i] for i in rows[0]], [tiles[i] for i in rows[0]], quality)
-    for r in range(len(rows)):  # synthesize row r, whose lower margin reaches into row r + 1
+    for r in progress.over(range(len(rows)), "decoding tile rows", "row"):  # row r's lower margin reaches into r + 1
         below = None
         if r + 1 < len(rows):
             below = decode_latent(model, [streams[i] for i in rows[r + 1]], [tiles[i] for i in rows[r + 1]], quality)

@@ -502,13 +502,14 @@ def init_from_weights(model: Model, model_id: str) -> dict:
     even when the checkpoint folder did not survive. Returns the training state to continue from."""
     from safetensors.torch import load_file
 
-    from .weights import read_manifest, sha256_file, state_dict_for_model, weights_dir
+    from .weights import read_manifest, sha256_file, state_dict_for_model, weights_dir, weights_path
 
-    entry = read_manifest()["models"][model_id]
+    manifest = read_manifest()
+    entry = manifest["models"][model_id]
     arch = {**entry["arch"], "levels": model.arch_dict()["levels"]}
     if arch != model.arch_dict():
         raise ValueError(f"model {model_id} has architecture {entry['arch']}, asked for {model.arch_dict()}")
-    path = weights_dir() / entry["file"]
+    path = weights_path(manifest, model_id, weights_dir())
     if sha256_file(path) != entry["sha256"]:
         raise ValueError(f"weights file {path} does not match its manifest sha256")
     sd = _without_tables(state_dict_for_model(load_file(str(path))))

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from .devices import resolve_device
 from .errors import AecError
 from .handle import Codec
-from .manifest import kind_of, model_kind, read_manifest, weights_dir  # noqa: F401  (re-exported)
+from .manifest import kind_of, model_kind, read_manifest, weights_dir, weights_path  # noqa: F401  (re-exported)
 from .models.base import TABLE_BUFFERS, Model
 from .models.registry import model_class
 
@@ -62,9 +62,9 @@ def _load(model_id: str | None, device: str, folder: str) -> Codec:
         return _weightless(model_id, entry, device)
     if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)):
         raise AecError(f"manifest entry for {model_id!r} lacks its file or sha256")
-    path = Path(folder) / entry["file"]
+    path = weights_path(manifest, model_id, Path(folder))
     if not path.is_file():
-        raise AecError(f"weights file {path} is {'not a file' if path.exists() else 'missing'}")
+        raise AecError(f"weights file {path} is not a file")
     digest = sha256_file(path)
     if digest != entry["sha256"]:
         raise AecError(f"weights file {path} does not match its manifest sha256 (tampered or damaged)")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -154,7 +156,8 @@ def test_reachable_targets_are_met(png, tmp_path):
     assert result.exit_code == 0, result.output
     assert out.stat().st_size * 8 / (80 * 48) <= 3
     assert f"quality {bs.unpack(out.read_bytes()).quality:g}" in result.stderr  # the chosen quality is shown
-    one_error_line(run("encode", png, "-o", tmp_path / "m.aec", "--max-bytes", "20"), "20 bytes", "needs")
+    line = one_error_line(run("encode", png, "-o", tmp_path / "m.aec", "--max-bytes", "20"), "20 bytes", "needs")
+    assert re.search(r"needs \d+ bytes$", line), line  # the unit, as --target-bpp's message gives it
     assert not (tmp_path / "m.aec").exists()
 
 
@@ -239,16 +242,16 @@ def test_failed_write_is_exit_2_with_one_line(png, tmp_path):
     one_error_line(run("encode", png, "-o", blocker / "x.aec"), "x.aec", "cannot write")
 
 
-def test_bar_on_a_terminal_with_errors_on_their_own_lines(tmp_path, mixed_inputs):
-    """stderr on a terminal (a pty): the progress bar shows MP/s, and the error is a whole line of its own."""
+def on_terminal(args: list, columns: int = 100) -> tuple[int, str]:
+    """Run the command with stderr on a pty of ``columns`` columns: (exit status, what the terminal got)."""
     import fcntl
     import pty
     import struct
     import termios
 
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
-    proc = subprocess.run([*CLI, "encode", *mixed_inputs, "-o", f"{tmp_path}/out/"], stderr=slave, timeout=300)
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    proc = subprocess.run([*CLI, *map(str, args)], stderr=slave, timeout=300)
     os.close(slave)
     chunks = []
     while True:
@@ -260,8 +263,137 @@ def test_bar_on_a_terminal_with_errors_on_their_own_lines(tmp_path, mixed_inputs
             break
         chunks.append(chunk)
     os.close(master)
-    text = b"".join(chunks).decode(errors="replace")
-    assert proc.returncode == 2
+    return proc.returncode, b"".join(chunks).decode(errors="replace")
+
+
+def test_bar_on_a_terminal_with_errors_on_their_own_lines(tmp_path, mixed_inputs):
+    """stderr on a terminal (a pty): the progress bar shows MP/s, and the error is a whole line of its own."""
+    code, text = on_terminal(["encode", *mixed_inputs, "-o", f"{tmp_path}/out/"])
+    assert code == 2
     assert "MP/s" in text and "MPps" not in text, text
     lines = [line.split("\r")[-1] for line in text.replace("\r\n", "\n").split("\n")]
     assert any(line.startswith(f"aecodec: {mixed_inputs[1]}: not a readable image") for line in lines), lines
+
+
+def test_no_bar_and_no_empty_line_on_a_terminal_without_columns(tmp_path, mixed_inputs):
+    """A terminal of 0 columns (a detached pty) gets the messages alone: no bar, no empty lines."""
+    code, text = on_terminal(["encode", *mixed_inputs, "-o", f"{tmp_path}/out/"], columns=0)
+    assert code == 2
+    text = text.replace("\r\n", "\n")  # the pty's line ends
+    lines = text.split("\n")
+    assert len(lines) == 3 and lines[2] == "" and "\r" not in text, repr(text)  # two lines, nothing else
+    assert (
+        lines[0].startswith(f"aecodec: {mixed_inputs[1]}: ") and lines[1] == "aecodec: 1 of 3 inputs failed (see above)"
+    )
+
+
+@pytest.mark.parametrize("command", ["encode", "decode"])
+def test_one_tiled_image_shows_its_progress_on_a_terminal(tmp_path, photo_like, command):
+    """A single large image: a bar over its tiles on a terminal (none in a log: see the redirected test)."""
+    Image.fromarray(photo_like(130, 200)).save(tmp_path / "big.png")
+    assert run("encode", tmp_path / "big.png", "--tile", "64", "-o", tmp_path / "big.aec").exit_code == 0
+    args = ["encode", tmp_path / "big.png", "--tile", "64"] if command == "encode" else ["decode", tmp_path / "big.aec"]
+    code, text = on_terminal([*args, "-o", f"{tmp_path}/out/"])
+    assert code == 0, text
+    assert ("/12" if command == "encode" else "/3") in text and "tile" in text, repr(text)  # 4 x 3 tiles, 3 rows
+    code, quiet = on_terminal([*args, "-o", f"{tmp_path}/quiet/", "--quiet"])
+    assert code == 0 and quiet == "", repr(quiet)
+
+
+# -- issue 28: usage errors, output names, what -v and info say -----------------------------------
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["encode", "PNG", "-q", "abc"], "aecodec: -q/--quality: 'abc' is not a number"),
+        (["encode", "PNG", "--threads", "0"], "aecodec: --threads: 0 is not in the range"),
+        (["decode", "AEC", "--out-quality", "150"], "aecodec: --out-quality: 150"),
+        (["decode", "AEC", "--format", "gif"], "aecodec: --format: 'gif' is not one of"),
+        (["encod", "PNG"], "aecodec: No such command 'encod'"),
+        (["bench", "nosuchdir"], "nosuchdir"),
+        (["encode"], "Missing argument"),
+        (["encode", "PNG", "--bogus"], "No such option '--bogus'"),
+        (["--bogus"], "No such option '--bogus'"),
+        (["encode", "PNG", "--tile"], "'--tile' requires an argument"),
+    ],
+)
+def test_usage_errors_are_one_line(args, needle, png, aec):
+    """click's Usage / Try / blank / Error block becomes one line, exit 2 (the exact line for a non-number)."""
+    result = run(*[png if a == "PNG" else aec if a == "AEC" else a for a in args])
+    line = one_error_line(result)
+    assert line.startswith(needle) if needle.startswith("aecodec: ") else needle in line, line
+    assert result.stdout == ""
+
+
+def test_bare_command_still_shows_the_help():
+    result = run()
+    assert "Commands:" in result.output and "encode" in result.output
+
+
+@pytest.mark.parametrize("name", ["x.png", "x.JPG", "x.webp", "x.gif"])
+def test_encode_refuses_an_image_name_for_its_output(png, tmp_path, name):
+    one_error_line(run("encode", png, "-o", tmp_path / name), name, ".aec")
+    assert not (tmp_path / name).exists()
+    assert run("encode", png, "-o", tmp_path / "x.data").exit_code == 0  # other names are the user's choice
+
+
+@pytest.mark.parametrize("command", ["encode", "decode", "compare", "bench"])
+def test_empty_output_name_is_a_usage_error(command, png, aec, tmp_path):
+    src = {"encode": png, "decode": aec, "compare": png, "bench": tmp_path}[command]
+    one_error_line(run(command, src, "-o", ""), "-o/--output", "empty")
+    one_error_line(run(command, src, "-o", "", "-f"), "-o/--output", "empty")
+
+
+def test_verbose_size_is_the_coded_one_after_exif_rotation(tmp_path, photo_like):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90°: an 80x48 file shows as 48x80
+    Image.fromarray(photo_like(48, 80)).save(tmp_path / "rot.png", exif=exif.tobytes())
+    result = run("encode", tmp_path / "rot.png", "-v")
+    assert result.exit_code == 0 and ": 48x80, " in result.stderr, result.stderr
+    assert "48x80" in run("info", tmp_path / "rot.aec").stdout
+
+
+def test_info_failures_print_nothing_on_stdout_and_are_counted(aec, tmp_path):
+    result = run("info", tmp_path / "missing.aec")
+    assert result.exit_code == 2 and result.stdout == ""
+    result = run("info", tmp_path / "missing.aec", aec, tmp_path / "gone.aec")
+    assert result.exit_code == 2 and "80x48" in result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3 and lines[-1] == "aecodec: 2 of 3 inputs failed (see above)", lines
+
+
+# -- issue 28: a model whose weights are in the companion distribution --------------------------------
+def test_a_model_of_the_companion_is_named_with_its_package_and_found_once_installed(
+    weights_copy, png, tmp_path, monkeypatch
+):
+    """A non-default model whose file this installation lacks: one line naming the model and the package that
+    has it; once that package (``aecodec_models``) is importable, the same loader finds the file there."""
+    from codec.shipping import COMPANION, COMPANION_MODULE
+    from codec.weights import _load
+
+    manifest = json.loads((weights_copy / "manifest.json").read_text())
+    entry = manifest["models"][manifest["default"]]
+    manifest["models"]["old-model"] = {**entry, "file": "old-model.safetensors"}
+    (weights_copy / "manifest.json").write_text(json.dumps(manifest))
+    line = one_error_line(run("encode", png, "--model", "old-model", "-o", tmp_path / "x.aec"), "'old-model'")
+    assert f"in the package {COMPANION} (pip install {COMPANION})" in line
+    assert "not installed" in run("models").stdout
+
+    package = tmp_path / "site" / COMPANION_MODULE
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    shutil.copy(weights_copy / entry["file"], package / "old-model.safetensors")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    _load.cache_clear()
+    assert run("encode", png, "--model", "old-model", "-o", tmp_path / "x.aec").exit_code == 0
+    assert bs.unpack((tmp_path / "x.aec").read_bytes()).model_id == "old-model"
+
+
+def test_shell_completion_as_the_readme_says():
+    """``_AECODEC_COMPLETE=bash_source aecodec`` prints the script; the script's requests complete commands."""
+    script = CliRunner().invoke(main, [], prog_name="aecodec", env={"_AECODEC_COMPLETE": "bash_source"})
+    assert script.exit_code == 0 and "_aecodec_completion" in script.stdout
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert '"$(_AECODEC_COMPLETE=bash_source aecodec)"' in readme
+    env = {"_AECODEC_COMPLETE": "bash_complete", "COMP_WORDS": "aecodec enc", "COMP_CWORD": "1"}
+    words = CliRunner().invoke(main, [], prog_name="aecodec", env=env)
+    assert words.stdout.splitlines() == ["plain,encode"]  # click's bash protocol: type,value per line

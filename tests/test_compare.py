@@ -195,7 +195,8 @@ def test_bench_folder(tiny_dir, tmp_path):
 
     again = run(*args)
     one_error_line(again, "exists", "--force")
-    assert run(*args, "-f", "--quiet").exit_code == 0
+    quiet = run(*args, "-f", "--quiet")
+    assert quiet.exit_code == 0 and quiet.stderr == "" and "| jpeg |" in quiet.stdout  # the table is the result
 
 
 def test_bench_bad_inputs(tiny_dir, tmp_path):

@@ -219,6 +219,11 @@ def _code_here(
     _finish(*_follow(jobs.run(coder, zip(inputs, dests, strict=True)), len(inputs), console), len(inputs), console)
 
 
+def _first_line(e: Exception) -> str:
+    """Ray's exceptions carry remote tracebacks: their first line is the message."""
+    return (str(e).strip().splitlines() or [""])[0]
+
+
 def _code_on_ray(
     inputs: tuple[str, ...], output: str | None, options: jobs.Options, ray: dict, console: _Console
 ) -> NoReturn:
@@ -231,7 +236,10 @@ def _code_on_ray(
         pairs = distributed.plan(inputs, output, options)
     except AecError as e:
         _usage_error(e)
-    distributed.connect(ray["address"], progress=not console.quiet and sys.stderr.isatty())
+    try:
+        distributed.connect(ray["address"], progress=not console.quiet and sys.stderr.isatty())
+    except Exception as e:  # noqa: BLE001 - no cluster to run on: a setup failure, before any input is touched
+        _usage_error(AecError(f"cannot start or join the Ray cluster: {type(e).__name__}: {_first_line(e)}"))
     kept: list[jobs.Outcome] = []
 
     def keep(outcomes: Iterator[jobs.Outcome]) -> Iterator[jobs.Outcome]:
@@ -245,7 +253,7 @@ def _code_on_ray(
     except AecError as e:
         _usage_error(e)
     except Exception as e:  # noqa: BLE001 - a job Ray could not finish: one line, and the table of what it did
-        console.fail(f"the Ray job stopped: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}")
+        console.fail(f"the Ray job stopped: {type(e).__name__}: {_first_line(e)}")
         status, failed = EXIT_OTHER, len(pairs) - sum(1 for o in kept if not o.error)
     table = distributed.write_table(kept, pairs, output)
     if not console.quiet:

@@ -193,7 +193,7 @@ def job(
         raise AecError(f"--device {options.device} asked for, but the Ray cluster has no GPU")
     threads = options.threads or 1
     options = replace(options, threads=threads, since=filesystem_now(output_dir))
-    workers = workers or gpus or max(1, int(resources.get("CPU", 1)) // threads)
+    workers = min(workers or gpus or max(1, int(resources.get("CPU", 1)) // threads), len(pairs))
     rows = ray.data.from_items([{"input": src, "output": dest} for src, dest in pairs])
     return rows.map_batches(
         worker,

@@ -161,7 +161,7 @@ def report(rows: dict, images: list[Path], quality: str, data: str, limit, load_
     ]
     for name, r in rows.items():
         if "ray" in name:
-            lines.append(f"- {name}: +{r['t_one'] - local:.1f} s")
+            lines.append(f"- {name}: {r['t_one'] - local:+.1f} s")
     lines += [
         "",
         "Not measured here: more than one machine (none was available), GPUs (none on this machine).",

@@ -66,6 +66,22 @@ def test_plan_walks_folders_and_globs_and_refuses_shared_outputs(tmp_path):
     ]
 
 
+def test_a_cluster_that_cannot_be_joined_is_one_line(png, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:1\n(and Ray's details)")
+
+    monkeypatch.setattr(distributed, "connect", unreachable)
+    result = run("encode", png, "--ray", "-o", f"{tmp_path}/out/")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "aecodec: cannot start or join the Ray cluster: "
+        "ConnectionError: Failed to connect to Ray cluster at 127.0.0.1:1"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
 # -- on a local cluster ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, test_weights):

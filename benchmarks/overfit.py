@@ -1,6 +1,7 @@
 """The per-image (overfit) kind against the default model, WebP and AVIF on the same crops.
 
     python -m benchmarks.overfit run [--iterations 1000,3000] [--qualities 2,4,6,8] [--out DIR]
+    python -m benchmarks.overfit full [--image kodim23] [-q 4] [--iterations N]
     python -m benchmarks.overfit report [--out DIR] [--md benchmarks/results/overfit.md]
 
 ``run`` fits the central 384×384 crops of the first four Kodak images (evaluation only) at each
@@ -113,6 +114,43 @@ def run(kodak: Path, iterations: str, qualities: str, out: Path, threads: int) -
                 click.echo(json.dumps(record), err=True)
 
 
+@main.command()
+@click.option("--kodak", type=click.Path(path_type=Path), default=Path("../shared/data/kodak"))
+@click.option("--image", default="kodim23", show_default=True)
+@click.option("-q", "--quality", type=int, default=4, show_default=True)
+@click.option("--iterations", type=int, default=1000, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True)
+def full(kodak: Path, image: str, quality: int, iterations: int, out: Path, threads: int) -> None:
+    """One whole Kodak image: encode and decode times, bpp, PSNR (appended to DIR/full.json)."""
+    import torch
+
+    import codec
+
+    torch.set_num_threads(threads)
+    out.mkdir(parents=True, exist_ok=True)
+    rgb = np.asarray(Image.open(kodak / f"{image}.png").convert("RGB"))
+    t0 = time.perf_counter()
+    data = codec.encode(rgb, quality, model="overfit", iterations=iterations)
+    t1 = time.perf_counter()
+    decoded = np.asarray(codec.decode(data))
+    t2 = time.perf_counter()
+    record = {
+        "image": image,
+        "size": f"{rgb.shape[1]}x{rgb.shape[0]}",
+        "quality": quality,
+        "iterations": iterations,
+        "threads": threads,
+        "bytes": len(data),
+        "bpp": len(data) * 8 / rgb.shape[0] / rgb.shape[1],
+        "psnr": _psnr(rgb, decoded),
+        "encode_s": t1 - t0,
+        "decode_s": t2 - t1,
+    }
+    _append(out / "full.json", record)
+    click.echo(json.dumps(record))
+
+
 def _references(images: dict[str, np.ndarray], out: Path) -> dict[str, list[dict]]:
     """Per codec, per image, the (bpp, psnr) points of the default model (q1-10), WebP and AVIF (cached)."""
     path = out / "references.json"
@@ -206,6 +244,20 @@ def report(kodak: Path, out: Path, md: Path) -> None:
             f"{np.mean([r['encode_s'] for r in rs]):.0f} | {np.mean([r['fit_s'] / r['iterations'] for r in rs]):.3f} | "
             f"{np.mean([r['decode_s'] for r in rs]):.2f} |"
         )
+    fulls = _load(out / "full.json")
+    if fulls:
+        lines += [
+            "",
+            "Whole images (`python -m benchmarks.overfit full`):",
+            "",
+            "| image | q | iterations | threads | bpp | PSNR dB | encode s | s/iteration | decode s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in fulls:
+            lines.append(
+                f"| {r['image']} {r['size']} | {r['quality']} | {r['iterations']} | {r['threads']} | {r['bpp']:.4f} | "
+                f"{r['psnr']:.2f} | {r['encode_s']:.0f} | {r['encode_s'] / r['iterations']:.2f} | {r['decode_s']:.1f} |"
+            )
     lines += ["", "Points (mean over the crops):", "", "| codec | setting | bpp | PSNR dB |", "|---|---:|---:|---:|"]
     for its in sorted({r["iterations"] for r in results}):
         rs = [r for r in results if r["iterations"] == its]

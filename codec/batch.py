@@ -42,11 +42,9 @@ from .api import (
     to_planes,
 )
 from .handle import Codec
+from .jobs import BATCH
 from .tensors import padded_size, to_tensor, to_uint8
 from .weights import load_codec, weights_dir
-
-#: Images per network pass: enough to fill an H100 with Kodak-size images, small enough for its memory.
-BATCH = 16
 
 
 def _one_tile_size(

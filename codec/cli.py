@@ -9,22 +9,21 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 import warnings
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import NoReturn
 
 import click
 
 from _aecodec_start import EXIT_INTERRUPTED
 
-from . import __version__, files
+from . import __version__, files, jobs
 from .bitstream import MAX_PIXELS, NO_LIMIT
-from .errors import AecError
+from .errors import EXIT_BAD_INPUT, EXIT_OTHER, AecError
+from .jobs import labelled as _labelled
+from .jobs import one_line as _one_line
 from .lean import import_compressai_lean
 from .manifest import LEGACY_KIND, installed_levels
 from .quality import (
@@ -35,21 +34,12 @@ from .quality import (
     Q_MAX,
     Q_MIN,
     check_quality,
-    effort_iterations,
 )
 
-EXIT_BAD_INPUT, EXIT_OTHER = 2, 1
-T = TypeVar("T")
-P = TypeVar("P")
 BATCH_HELP = (
     "Images per network pass (same-size images share it); 0 = auto: 16 on CUDA, 1 on CPU, "
     "where batching measured no faster."
 )
-
-
-def _one_line(msg: str) -> str:
-    """Messages can quote library errors or file names; the CLI promises one line per failure."""
-    return " ".join(str(msg).split())
 
 
 class _Console:
@@ -113,135 +103,44 @@ def _print(text: str, nl: bool = True) -> None:
         _usage_error(AecError(f"stdout: cannot write ({e.strerror or e})"))
 
 
-def _labelled(src: str, msg: str) -> str:
-    """Prefix a failure with its input, so a batch run says which file it was about."""
-    name = files.label(src)
-    return msg if msg.startswith(f"{name}:") else f"{name}: {msg}"
-
-
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Library warnings (e.g. Pillow on odd EXIF) as one ``aecodec: warning:`` line, not a source dump."""
     (_Console.current or _Console()).warn(str(message))
 
 
-def _prefetched(
-    inputs: tuple[str, ...], load: Callable[[str], T], depth: int = 2
-) -> Iterator[tuple[str, Callable[[], T]]]:
-    """Yield (input, get) while the next ``depth`` inputs load in background threads, so reading and
-    decoding files overlaps the network (file I/O and Pillow's decoders release the GIL). ``get()``
-    returns the loaded value or raises what loading raised, inside the caller's error handling."""
-    with ThreadPoolExecutor(max_workers=depth) as pool:
-        pending: deque = deque()
-        rest = iter(inputs)
+def _follow(outcomes: Iterable[jobs.Outcome], total: int, console: _Console, bar: bool = True) -> tuple[int, int]:
+    """Report each input's outcome as it comes (a failure always, a summary with ``-v``), with a progress bar
+    (images, MP/s) on a terminal; (the worst exit status, the count of failures)."""
+    import time
 
-        def submit() -> None:
-            src = next(rest, None)
-            if src is not None:
-                pending.append((src, pool.submit(load, src)))
-
-        for _ in range(depth + 1):
-            submit()
-        while pending:
-            src, future = pending.popleft()
-            submit()
-            yield src, future.result
-
-
-def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
-    chunk: list[T] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-class _Outcomes:
-    """Runs steps under the CLI's error policy: one line per failed input, the worst exit status kept."""
-
-    def __init__(self, console: _Console) -> None:
-        self.console, self.status, self.failed = console, 0, 0
-
-    def attempt(self, srcs: list[str], step: Callable[[], T]) -> T | None:
-        try:
-            return step()
-        except AecError as e:
-            for src in srcs:
-                self.console.fail(_labelled(src, str(e)))
-            self.status = EXIT_BAD_INPUT
-        except KeyboardInterrupt:
-            self.console.fail("interrupted")
-            sys.exit(EXIT_INTERRUPTED)
-        except Exception as e:  # noqa: BLE001 - the CLI promises one line, never a traceback
-            for src in srcs:
-                self.console.fail(f"{src}: internal error: {type(e).__name__}: {e}")
-            self.status = self.status or EXIT_OTHER
-        self.failed += len(srcs)
-        return None
-
-
-#: What writing one output returns: its pixel count and the summary line ``-v`` prints.
-Done = tuple[int, str]
-
-
-def _run_many(
-    inputs: tuple[str, ...],
-    dests: list[str],
-    load: Callable[[str], T],
-    prepare: Callable[[str, str, Callable[[], T]], P],
-    code: Callable[[list[P]], list[Callable[[], Done]]],
-    console: _Console,
-    batch: int = 1,
-) -> None:
-    """Code the inputs ``batch`` at a time, their data loaded ahead by ``load``; exit with the worst status.
-
-    Per input, ``prepare`` checks its output and gets its data; ``code`` runs a batch of prepared
-    inputs through the codec and returns, per input, a step that writes its output. A failure is
-    reported against the inputs it concerns, the rest still run, and the count of failures ends the run.
-    """
-    outcomes = _Outcomes(console)
-    console.start_bar(len(inputs), "img")
-    t0, pixels = time.perf_counter(), 0
-    for group in _chunks(zip(_prefetched(inputs, load, depth=max(2, batch)), dests, strict=True), batch):
-        started = time.perf_counter()
-        ready = []
-        for (src, get), dest in group:
-            item = outcomes.attempt([src], lambda src=src, dest=dest, get=get: prepare(src, dest, get))
-            if item is not None:
-                ready.append((src, item))
-        srcs = [src for src, _ in ready]
-        writes = outcomes.attempt(srcs, partial(code, [item for _, item in ready])) if ready else None
-        for src, write in zip(srcs, writes or [], strict=False):
-            done = outcomes.attempt([src], write)
-            if done is not None:
-                pixels += done[0]
-                console.say(f"{done[1]}, {time.perf_counter() - started:.2f} s")
+    if bar:
+        console.start_bar(total, "img")
+    t0, pixels, status, failed = time.perf_counter(), 0, 0, 0
+    for outcome in outcomes:
+        if outcome.error:
+            console.fail(outcome.error)
+            status, failed = max(status, outcome.status), failed + 1
+        else:
+            pixels += outcome.pixels
+            console.say(outcome.summary if outcome.skipped else f"{outcome.summary}, {outcome.seconds:.2f} s")
         if console.bar is not None:
-            console.bar.update(len(group))
+            console.bar.update(1)
             console.bar.set_postfix_str(f"{pixels / 1e6 / max(time.perf_counter() - t0, 1e-9):.2f} MP/s")
     console.close_bar()
-    _count_failures(outcomes.failed, len(inputs))
-    sys.exit(outcomes.status)
+    return status, failed
+
+
+def _finish(status: int, failed: int, total: int, console: _Console, where: str = "see above") -> NoReturn:
+    """End a run of several inputs: the last line counts the failures, the exit status is the worst one."""
+    if total > 1 and failed:
+        console.fail(f"{failed} of {total} inputs failed ({where})")
+    sys.exit(status)
 
 
 def _count_failures(failed: int, total: int) -> None:
     """The last line of a run over several inputs of which some failed (each said why above)."""
     if total > 1 and failed:
         _fail(f"{failed} of {total} inputs failed (see above)")
-
-
-def _batch_size(batch: int, device: str) -> int:
-    """``--batch 0`` (auto): a GPU gets ``codec.batch.BATCH`` images per network pass, a CPU one."""
-    if batch < 0:
-        raise AecError(f"--batch must be 0 (auto) or positive, got {batch}")
-    if batch:
-        return batch
-    from .batch import BATCH
-    from .devices import resolve_device
-
-    return BATCH if resolve_device(device).startswith("cuda") else 1
 
 
 def _rate_choice(
@@ -260,16 +159,6 @@ def _rate_choice(
     return check_quality(DEFAULT_QUALITY if quality is None else quality)
 
 
-def _check_dest(src: str, dest: str, force: bool) -> None:
-    _check_not_input(src, dest)
-    files.check_output(dest, force)
-
-
-def _check_not_input(src: str, dest: str) -> None:
-    if src != files.STDIO and dest != files.STDIO and Path(src).resolve() == Path(dest).resolve():
-        raise AecError(f"{src}: output would overwrite the input")
-
-
 def _check_aec_name(dest: str) -> None:
     """An encode output named like an image (``-o x.png``) would be .aec data under an image's name, which
     every viewer then fails on: refused (the decoder's outputs are where images come from)."""
@@ -283,10 +172,6 @@ def _check_aec_name(dest: str) -> None:
         raise AecError(
             f"{dest}: encode writes .aec data, not {fmt}; name the output .aec (aecodec decode writes images)"
         )
-
-
-def _arrow(src: str, dest: str) -> str:
-    return f"{files.label(src)} -> {'stdout' if dest == files.STDIO else dest}"
 
 
 def _named(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -310,6 +195,23 @@ def _shared_options(output_help: str) -> Callable:
             "-v", "--verbose", is_flag=True, help="Print a summary line per file (sizes, bpp, quality, time)."
         ),
         click.option("--quiet", is_flag=True, help="No progress bar and no warnings; errors are still printed."),
+        click.option(
+            "--skip-existing", is_flag=True, help="Skip inputs whose output exists (resume a job that stopped)."
+        ),
+        click.option(
+            "--ray",
+            "on_ray",
+            is_flag=True,
+            help="Run as a Ray Data job on the cluster of RAY_ADDRESS or --ray-address (else a local one); "
+            "-o names a folder, inputs may be folders and globs, OUTDIR/aecodec-results.csv lists the results. "
+            "Needs pip install 'aecodec[ray]'.",
+        ),
+        click.option("--ray-address", help="With --ray: the cluster to join [default: RAY_ADDRESS, else a new one]."),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            help="With --ray: coding actors [default: one per GPU, else the cluster's CPUs / --threads].",
+        ),
     ]
 
     def decorate(f: Callable) -> Callable:
@@ -320,22 +222,76 @@ def _shared_options(output_help: str) -> Callable:
     return decorate
 
 
-def _start(verbose: bool, quiet: bool, device: str, batch: int, threads: int | None) -> tuple[_Console, int]:
-    """A command's console and batch size; the network stack is imported here, after the usage checks."""
+def _ray_args(on_ray: bool, address: str | None, workers: int | None) -> dict | None:
+    """``--ray``'s settings, None without it; its options without it are a usage error."""
+    if not on_ray:
+        if address is not None or workers is not None:
+            raise AecError("--ray-address and --workers need --ray")
+        return None
+    return {"address": address, "workers": workers}
+
+
+def _console(verbose: bool, quiet: bool) -> _Console:
     if verbose and quiet:
         _usage_error(AecError("give either -v or --quiet, not both"))
     console = _Console(verbose, quiet)
     logging.getLogger("codec.progress").setLevel(logging.ERROR if quiet else logging.NOTSET)  # the tiles' bars
-    import_compressai_lean()
+    return console
+
+
+def _code_here(
+    make: Callable[[], jobs.Coder], inputs: tuple[str, ...], dests: list[str], console: _Console
+) -> NoReturn:
+    """The local command: build the coder (its model loaded once; a failure there is a usage error, before
+    any input is touched) and code every input in this process."""
     try:
-        batch = _batch_size(batch, device)
+        coder = make()
+    except (AecError, ValueError) as e:
+        _usage_error(e)
+    _finish(*_follow(jobs.run(coder, zip(inputs, dests, strict=True)), len(inputs), console), len(inputs), console)
+
+
+def _first_line(e: Exception) -> str:
+    """Ray's exceptions carry remote tracebacks: their first line is the message."""
+    return (str(e).strip().splitlines() or [""])[0]
+
+
+def _code_on_ray(
+    inputs: tuple[str, ...], output: str | None, options: jobs.Options, ray: dict, console: _Console
+) -> NoReturn:
+    """``--ray``: the same options run as a Ray Data job (``codec.distributed``). Failures are reported as they
+    come back, then OUTDIR/aecodec-results.csv is written and the last line counts the failures."""
+    from . import distributed
+
+    try:
+        distributed.require_ray()
+        pairs = distributed.plan(inputs, output, options)
     except AecError as e:
         _usage_error(e)
-    if threads:
-        import torch
+    try:
+        distributed.connect(ray["address"], progress=not console.quiet and sys.stderr.isatty())
+    except Exception as e:  # noqa: BLE001 - no cluster to run on: a setup failure, before any input is touched
+        _usage_error(AecError(f"cannot start or join the Ray cluster: {type(e).__name__}: {_first_line(e)}"))
+    kept: list[jobs.Outcome] = []
 
-        torch.set_num_threads(threads)
-    return console, batch
+    def keep(outcomes: Iterator[jobs.Outcome]) -> Iterator[jobs.Outcome]:
+        for outcome in outcomes:
+            kept.append(outcome)
+            yield outcome
+
+    try:
+        results = distributed.job(pairs, options, output, ray["workers"])
+        status, failed = _follow(keep(distributed.outcomes(results)), len(pairs), console, bar=False)
+    except AecError as e:
+        _usage_error(e)
+    except Exception as e:  # noqa: BLE001 - a job Ray could not finish: one line, and the table of what it did
+        console.fail(f"the Ray job stopped: {type(e).__name__}: {_first_line(e)}")
+        status, failed = EXIT_OTHER, len(pairs) - sum(1 for o in kept if not o.error)
+    table = distributed.write_table(kept, pairs, output)
+    if not console.quiet:
+        written, skipped = sum(1 for o in kept if not o.error and not o.skipped), sum(1 for o in kept if o.skipped)
+        console.line(f"aecodec: {written} written, {skipped} skipped, {failed} failed; results in {table}")
+    _finish(status, failed, len(pairs), console, f"see {table}")
 
 
 #: click's wording for values of the wrong type, in the command's words.
@@ -455,83 +411,36 @@ def encode(
     tile,
     effort,
     iterations,
-    device,
-    force,
-    batch,
-    threads,
     verbose,
     quiet,
+    on_ray,
+    ray_address,
+    workers,
+    **common,
 ) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) to .aec. Use - to read stdin."""
-    searching = target_bpp is not None or max_bytes is not None
     try:
-        quality = _rate_choice(quality, target_bpp, max_bytes, ("--target-bpp", "--max-bytes"))
-        effort_iterations(effort)
-        dests = files.output_paths(inputs, output, ".aec", force)
+        options = jobs.EncodeOptions(
+            quality=_rate_choice(quality, target_bpp, max_bytes, ("--target-bpp", "--max-bytes")),
+            target_bpp=target_bpp,
+            max_bytes=max_bytes,
+            model_id=model_id,
+            tile=tile,
+            effort=effort,
+            iterations=iterations,
+            **common,
+        ).checked()  # torch-free: a bad -q fails before torch loads
+        ray = _ray_args(on_ray, ray_address, workers)
+        dests = [] if ray else files.output_paths(inputs, output, ".aec", options.force)
         for dest in dests:
             _check_aec_name(dest)
-        model_id, levels = installed_levels(model_id)  # torch-free: a bad -q fails before torch loads
-        quality = check_quality(DEFAULT_QUALITY if quality is None else quality, levels, model_id)
     except (AecError, ValueError) as e:
         _usage_error(e)
-    console, batch = _start(verbose, quiet, device, batch, threads)
+    console = _console(verbose, quiet)
+    if ray:
+        _code_on_ray(inputs, output, options, ray, console)
     _effort_messages(console)
-    from . import bitstream as bs
-    from .api import check_searchable, checked_tile, encoder_steps
-    from .api import encode as encode_image
-    from .batch import encode_images
-    from .weights import load_codec
-
-    try:
-        codec = load_codec(model_id, device)
-        checked_tile(tile, codec)
-        encoder_steps(codec, effort, iterations)
-        if searching:
-            check_searchable(codec)
-    except (AecError, ValueError) as e:
-        _usage_error(e)
-
-    def load(src: str):
-        return files.open_image(files.read_bytes(src), files.label(src))
-
-    def prepare(src: str, dest: str, get):
-        _check_dest(src, dest, force)
-        return src, dest, get()
-
-    def writer(src: str, dest: str, image, make: Callable[[], bytes]) -> Callable[[], Done]:
-        def write() -> Done:
-            data = make()
-            pixels = image.width * image.height
-            bpp = len(data) * 8 / pixels
-            if target_bpp is not None and bpp > target_bpp:
-                raise AecError(
-                    f"--target-bpp {target_bpp:g} not reached: the lowest quality gives {bpp:.4f} bpp "
-                    f"({len(data)} bytes); nothing written"
-                )
-            files.write_output(dest, data, force)
-            coded = bs.unpack(data, max_pixels=NO_LIMIT)  # its size is after EXIF rotation, as decode gives it
-            summary = (
-                f"{_arrow(src, dest)}: {coded.width}x{coded.height}, {len(data)} bytes, {bpp:.4f} bpp, "
-                f"quality {coded.quality:g}"
-            )
-            return pixels, summary
-
-        return write
-
-    def code(items: list) -> list[Callable[[], Done]]:
-        images = [image for _, _, image in items]
-        if searching:  # a search per image, inside its own step so a miss fails that input alone
-            search = partial(
-                encode_image, target_bpp=target_bpp, max_bytes=max_bytes, codec=codec, tile=tile, effort=effort
-            )
-            return [writer(src, dest, image, partial(search, image)) for src, dest, image in items]
-        datas = encode_images(images, quality, codec, batch, tile=tile, effort=effort, iterations=iterations)
-        return [
-            writer(src, dest, image, partial(bytes, data))
-            for (src, dest, image), data in zip(items, datas, strict=True)
-        ]
-
-    _run_many(inputs, dests, load, prepare, code, console, batch)
+    _code_here(partial(jobs.Encoder, options), inputs, dests, console)
 
 
 class _SayHandler(logging.Handler):
@@ -585,46 +494,23 @@ FORMAT_CHOICES = sorted({suffix[1:] for suffix in files.OUTPUT_FORMATS})
     "inputs), or - for stdout. Default: beside each input, as NAME.png."
 )
 def decode(
-    inputs, output, fmt, out_quality, drop_alpha, max_pixels, device, force, batch, threads, verbose, quiet
+    inputs, output, fmt, out_quality, drop_alpha, max_pixels, verbose, quiet, on_ray, ray_address, workers, **common
 ) -> None:
     """Decompress .aec files to PNG (or the format the output name or --format asks for). Use - to read stdin."""
-    suffix = f".{fmt.lower()}" if fmt else None
+    options = jobs.DecodeOptions(
+        fmt=fmt, out_quality=out_quality, drop_alpha=drop_alpha, max_pixels=max_pixels, **common
+    )
     try:
-        dests = files.output_paths(inputs, output, suffix or ".png", force)
-        formats = dict(zip(dests, (files.output_format(dest, suffix) for dest in dests), strict=True))
+        ray = _ray_args(on_ray, ray_address, workers)
+        dests = [] if ray else files.output_paths(inputs, output, options.suffix or ".png", options.force)
+        for dest in dests:  # an unknown output format fails before any work
+            files.output_format(dest, options.suffix)
     except AecError as e:
         _usage_error(e)
-    console, batch = _start(verbose, quiet, device, batch, threads)
-    from . import bitstream as bs
-    from .api import check_fits_model
-    from .batch import decode_images
-    from .weights import load_codec_for
-
-    def prepare(src: str, dest: str, get):
-        _check_dest(src, dest, force)
-        data = get()
-        header = bs.unpack(data, max_pixels)
-        if header.pixels is None:  # a missing model fails this file alone; a lossless one needs none
-            check_fits_model(header, load_codec_for(header.model_id, header.weights_hash, device), max_pixels)
-        return src, dest, data, header.quality
-
-    def writer(src: str, dest: str, image, quality: float) -> Callable[[], Done]:
-        def write() -> Done:
-            fmt = formats[dest]
-            files.write_output(dest, files.image_bytes(image, dest, fmt, out_quality, drop_alpha), force)
-            lossy = f" at {out_quality}" if fmt in files.LOSSY_FORMATS else ""
-            summary = (
-                f"{_arrow(src, dest)}: {image.width}x{image.height} {image.mode}, quality {quality:g}, {fmt}{lossy}"
-            )
-            return image.width * image.height, summary
-
-        return write
-
-    def code(items: list) -> list[Callable[[], Done]]:
-        images = decode_images([data for _, _, data, _ in items], None, batch, max_pixels, device)
-        return [writer(src, dest, image, q) for (src, dest, _, q), image in zip(items, images, strict=True)]
-
-    _run_many(inputs, dests, files.read_bytes, prepare, code, console, batch)
+    console = _console(verbose, quiet)
+    if ray:
+        _code_on_ray(inputs, output, options, ray, console)
+    _code_here(partial(jobs.Decoder, options), inputs, dests, console)
 
 
 def _describe(file: str, size: int, f) -> dict:
@@ -791,7 +677,7 @@ def compare(image, quality, bpp, max_bytes, codecs, output, model_id, device, fo
         dest = output or str(Path(image).with_suffix(".compare.html"))
         if dest == files.STDIO:
             raise AecError("-o - is not supported: the page goes to a file (stdout gets the table)")
-        _check_dest(image, dest, force)
+        jobs.check_dest(image, dest, force)
         names, notes = _versus(codecs)
         model_id, levels = installed_levels(model_id)
         quality = check_quality(quality, levels, model_id)

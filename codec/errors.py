@@ -1,5 +1,8 @@
 """The codec's own error: anything a user can cause (bad input, bad file, missing weights)."""
 
+#: Exit statuses of a command: an AecError is the input's fault, anything else an internal error.
+EXIT_BAD_INPUT, EXIT_OTHER = 2, 1
+
 
 class AecError(Exception):
     """A user-facing failure, reported as one line; the CLI exits with code 2."""

@@ -15,7 +15,7 @@ import sys
 import time
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
@@ -150,8 +150,13 @@ def check_output(dest: str, force: bool) -> None:
         if os.isatty(1) and not force:
             raise AecError("stdout is a terminal: refusing to write binary data to it (redirect it, or use --force)")
         return
-    if not is_stream(dest) and os.path.lexists(dest) and not force:
+    if output_exists(dest) and not force:
         raise AecError(f"{dest}: exists (use --force to overwrite)")
+
+
+def output_exists(dest: str) -> bool:
+    """Whether writing ``dest`` would replace a file (streams are written into, never replaced)."""
+    return dest != STDIO and not is_stream(dest) and os.path.lexists(dest)
 
 
 def write_atomic(path: str | Path, data: bytes, force: bool) -> None:
@@ -381,15 +386,26 @@ def output_paths(srcs: tuple[str, ...] | list[str], out: str | None, suffix: str
     if many and out is not None and not folder:
         raise AecError(f"-o {out}: with several inputs, -o must be an existing folder or end with /")
     dests = [_output_path(src, out, suffix, folder) for src in srcs]
+    refuse_shared_outputs(srcs, dests)
+    if STDIO in dests:
+        check_output(STDIO, force)
+    return dests
+
+
+def refuse_shared_outputs(srcs: Iterable[str], dests: Iterable[str]) -> None:
+    """AecError naming both inputs when two of them would write the same output."""
     seen: dict[str, str] = {}
     for src, dest in zip(srcs, dests, strict=True):
         key = dest if dest == STDIO else str(Path(dest).resolve())
         if key in seen:
             raise AecError(f"{label(seen[key])} and {label(src)} would both write {dest}; use different names or -o")
         seen[key] = src
-    if STDIO in dests:
-        check_output(STDIO, force)
-    return dests
+
+
+def input_suffixes() -> set[str]:
+    """File name suffixes of the image formats an input may be (``input_formats``): what a walked folder codes."""
+    formats = set(input_formats())
+    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in formats}
 
 
 def _output_path(src: str, out: str | None, suffix: str, folder: bool) -> str:

@@ -190,3 +190,29 @@ def test_decoded_pixels_match_api(png, tmp_path):
         api = np.asarray(codec.decode(codec.encode(src, quality=5)))
     with Image.open(tmp_path / "x.png") as im:
         assert np.array_equal(np.asarray(im), api)
+
+
+def test_skip_existing_resumes_a_stopped_run(tmp_path, mixed_inputs):
+    """--skip-existing leaves existing outputs alone and codes the rest; without it they are refused, one line
+    each, as before."""
+    good, bad, other = mixed_inputs
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "img.aec").write_bytes(b"precious")  # as if an earlier run had written it
+    result = run("encode", good, other, "-o", out, "--skip-existing", "-v")
+    assert result.exit_code == 0, result.stderr
+    assert (out / "img.aec").read_bytes() == b"precious"
+    assert (out / "two.aec").read_bytes()[:4] == bs.MAGIC
+    assert "img.aec: skipped, the output exists" in result.stderr
+    before = (out / "two.aec").stat().st_mtime_ns
+    again = run("encode", good, other, "-o", out, "--skip-existing")
+    assert again.exit_code == 0 and again.stderr == "" and (out / "two.aec").stat().st_mtime_ns == before
+    refused = run("encode", good, bad, other, "-o", out)
+    assert refused.exit_code == 2
+    lines = refused.stderr.strip().splitlines()
+    assert sum("exists (use --force to overwrite)" in line for line in lines) == 2
+    assert lines[-1] == "aecodec: 3 of 3 inputs failed (see above)"
+    decoded = tmp_path / "dec"
+    assert run("decode", out / "two.aec", "-o", f"{decoded}/", "--skip-existing").exit_code == 0
+    assert run("decode", out / "two.aec", "-o", f"{decoded}/", "--skip-existing").exit_code == 0
+    assert run("decode", out / "two.aec", "-o", f"{decoded}/").exit_code == 2

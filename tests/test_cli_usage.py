@@ -72,6 +72,26 @@ def test_light_commands_import_no_network(args, aec, tmp_path):
     assert not names & {"torch", "compressai", "numpy", "tqdm"}, names & {"torch", "compressai", "numpy", "tqdm"}
 
 
+def test_plain_encode_and_decode_never_import_ray(png, tmp_path):
+    """Ray (an optional extra) is loaded by --ray only."""
+    aec = tmp_path / "x.aec"
+    for args in (["encode", str(png), "-o", str(aec)], ["decode", str(aec), "-o", str(tmp_path / "x.png")]):
+        names = _imported(args, tmp_path)
+        assert "torch" in names and not names & {"ray", "pyarrow", "pandas"}, names & {"ray", "pyarrow", "pandas"}
+    assert (tmp_path / "x.png").exists()
+
+
+def test_ray_options_without_ray_installed_or_without_ray(png, tmp_path):
+    """--ray where Ray is not installed is one line saying how to install it; --workers alone is a usage error."""
+    code = "import sys; sys.modules['ray'] = None; from codec.cli import main; main()"
+    args = ["encode", str(png), "--ray", "-o", f"{tmp_path}/out/"]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == ["aecodec: --ray needs Ray, which is not installed: pip install 'aecodec[ray]'"]
+    assert not (tmp_path / "out").exists()
+    one_error_line(run("decode", png, "--workers", "2"), "--ray-address and --workers need --ray")
+
+
 def test_import_codec_is_light_until_used():
     code = (
         "import sys, codec; assert 'torch' not in sys.modules, 'torch at import'; "

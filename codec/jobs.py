@@ -1,0 +1,390 @@
+"""Coding many files: the per-input path that the ``aecodec`` command and the Ray workers (``codec.distributed``)
+both run, so a file coded on a cluster is byte-identical to the one the local command writes.
+
+A coder (``Encoder``, ``Decoder``) loads its model once from picklable options; ``run`` takes (input, output)
+pairs through it ``batch`` at a time, the next inputs read ahead in threads, and yields one ``Outcome`` per
+input: written, skipped (``skip_existing``) or failed, with the one-line error that names the input. A failure
+concerns its inputs alone; the caller decides how to report (lines on the console, a results table).
+
+Importing this module costs no torch: the coders import the network stack when they are built.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+from . import files
+from .bitstream import MAX_PIXELS, NO_LIMIT
+from .errors import EXIT_BAD_INPUT, EXIT_OTHER, AecError
+from .manifest import installed_levels
+from .quality import DEFAULT_QUALITY, check_quality, effort_iterations
+
+T = TypeVar("T")
+#: Images per network pass on a GPU: enough to fill an H100 with Kodak-size images, small enough for its memory.
+BATCH = 16
+
+
+def one_line(msg: str) -> str:
+    """Messages can quote library errors or file names; each failure is promised as one line."""
+    return " ".join(str(msg).split())
+
+
+def labelled(src: str, msg: str) -> str:
+    """Prefix a failure with its input, so a batch run says which file it was about."""
+    name = files.label(src)
+    return msg if msg.startswith(f"{name}:") else f"{name}: {msg}"
+
+
+def arrow(src: str, dest: str) -> str:
+    return f"{files.label(src)} -> {'stdout' if dest == files.STDIO else dest}"
+
+
+@dataclass(frozen=True)
+class Options:
+    """What every coding job takes; picklable, so a cluster's workers build the same coder from it.
+
+    ``batch`` 0 is auto (``BATCH`` on CUDA, 1 on CPU: resolved where the coder runs); ``threads``
+    None leaves torch's default. ``since``: outputs that already hold exactly the bytes to be written and were
+    modified at or after this time (the output filesystem's clock) count as written, not as existing: a batch
+    that Ray retries after its worker died finds its own earlier writes. None (the local command) refuses them.
+    """
+
+    device: str = "auto"
+    batch: int = 0
+    threads: int | None = None
+    force: bool = False
+    skip_existing: bool = False
+    since: float | None = None
+
+
+@dataclass(frozen=True)
+class EncodeOptions(Options):
+    quality: float = DEFAULT_QUALITY
+    target_bpp: float | None = None
+    max_bytes: int | None = None
+    model_id: str | None = None
+    tile: int | None = None  # None: ``codec.tiling.TILE``
+    effort: int = 0
+    iterations: int | None = None  # fitting iterations of a kind that fits per image (``--model overfit``)
+
+    def checked(self) -> EncodeOptions:
+        """These options with the model resolved (the installation's default for None) and the quality and
+        effort checked against it, without loading torch: a bad option fails before any work."""
+        effort_iterations(self.effort)
+        model_id, levels = installed_levels(self.model_id)
+        quality = check_quality(self.quality, levels, model_id)
+        return EncodeOptions(**{**self.__dict__, "model_id": model_id, "quality": quality})
+
+    @property
+    def searching(self) -> bool:
+        return self.target_bpp is not None or self.max_bytes is not None
+
+
+@dataclass(frozen=True)
+class DecodeOptions(Options):
+    fmt: str | None = None  # "png", "jpg"...: the output format whatever the name says
+    out_quality: int = files.DEFAULT_OUT_QUALITY
+    drop_alpha: bool = False
+    max_pixels: int = MAX_PIXELS
+
+    @property
+    def suffix(self) -> str | None:
+        return f".{self.fmt.lower()}" if self.fmt else None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One input's result: a row of the results table. ``bytes``: the output's size; ``bpp`` and ``quality``:
+    the ``.aec`` file's (written by encode, read by decode). ``status``: the exit status it asks for (0, or
+    ``EXIT_BAD_INPUT`` / ``EXIT_OTHER`` with ``error``, one line naming the input)."""
+
+    input: str
+    output: str
+    bytes: int = 0
+    bpp: float = 0.0
+    quality: float = 0.0
+    pixels: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    status: int = 0
+    skipped: bool = False
+    summary: str = ""  # the line ``-v`` prints
+
+    def row(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def failure(src: str, dest: str, e: Exception) -> Outcome:
+    """The outcome of an input whose step raised: AecError is the input's fault (exit 2), anything else ours (1)."""
+    if isinstance(e, AecError):
+        return Outcome(src, dest, error=one_line(labelled(src, str(e))), status=EXIT_BAD_INPUT)
+    return Outcome(src, dest, error=one_line(f"{src}: internal error: {type(e).__name__}: {e}"), status=EXIT_OTHER)
+
+
+def batch_size(batch: int, on_gpu: bool) -> int:
+    """``--batch 0`` (auto): a GPU gets ``BATCH`` images per network pass, a CPU one (batching measured no faster)."""
+    if batch < 0:
+        raise AecError(f"--batch must be 0 (auto) or positive, got {batch}")
+    return batch or (BATCH if on_gpu else 1)
+
+
+def check_not_input(src: str, dest: str) -> None:
+    if src != files.STDIO and dest != files.STDIO and os.path.realpath(src) == os.path.realpath(dest):
+        raise AecError(f"{src}: output would overwrite the input")
+
+
+def check_dest(src: str, dest: str, force: bool) -> None:
+    check_not_input(src, dest)
+    files.check_output(dest, force)
+
+
+def written_since(dest: str, data: bytes, since: float) -> bool:
+    """Whether ``dest`` already holds exactly ``data`` and was modified at or after ``since``."""
+    try:
+        if os.stat(dest).st_mtime < since or os.path.getsize(dest) != len(data):
+            return False
+        with open(dest, "rb") as f:
+            return f.read() == data
+    except OSError:
+        return False
+
+
+class Coder:
+    """The model loaded once, and the three steps of an input: ``load`` its data (in a read-ahead thread),
+    ``prepare`` it (check its output, take the data), ``code`` a batch of prepared inputs into write steps."""
+
+    def __init__(self, options: Options) -> None:
+        from .lean import import_compressai_lean
+
+        import_compressai_lean()
+        from .devices import resolve_device
+
+        self.options = options
+        self.batch = batch_size(options.batch, resolve_device(options.device).startswith("cuda"))
+        if options.threads:
+            import torch
+
+            torch.set_num_threads(options.threads)
+
+    def prepare_dest(self, src: str, dest: str) -> None:
+        """Refuse an input whose output exists before any work, unless this job may have written it (``since``:
+        then the write decides)."""
+        check_not_input(src, dest)
+        since = self.options.since
+        if since is None or not files.output_exists(dest) or os.stat(dest).st_mtime < since:
+            files.check_output(dest, self.options.force)
+
+    def write(self, dest: str, data: bytes) -> None:
+        """``files.write_output``, the atomic no-overwrite write; under ``since`` an identical output of this
+        job's own earlier try counts as written."""
+        try:
+            files.write_output(dest, data, self.options.force)
+        except AecError:
+            if self.options.since is None or not written_since(dest, data, self.options.since):
+                raise
+
+    def load(self, src: str) -> Any:
+        raise NotImplementedError
+
+    def prepare(self, src: str, dest: str, get: Callable[[], Any]) -> Any:
+        raise NotImplementedError
+
+    def code(self, items: list) -> list[Callable[[], Outcome]]:
+        raise NotImplementedError
+
+
+class Encoder(Coder):
+    options: EncodeOptions
+
+    def __init__(self, options: EncodeOptions) -> None:
+        super().__init__(options)
+        from .api import check_searchable, checked_tile, encoder_steps
+        from .tiling import TILE
+        from .weights import load_codec
+
+        self.codec = load_codec(options.model_id, options.device)
+        self.tile = checked_tile(options.tile or TILE, self.codec)
+        encoder_steps(self.codec, options.effort, options.iterations)  # the kind takes them, or says why not
+        if options.searching:
+            check_searchable(self.codec)
+
+    def load(self, src: str) -> Any:
+        return files.open_image(files.read_bytes(src), files.label(src))
+
+    def prepare(self, src: str, dest: str, get: Callable[[], Any]) -> tuple:
+        self.prepare_dest(src, dest)
+        return src, dest, get()
+
+    def _writer(self, src: str, dest: str, image, make: Callable[[], bytes]) -> Callable[[], Outcome]:
+        from . import bitstream as bs
+
+        target_bpp = self.options.target_bpp
+
+        def write() -> Outcome:
+            data = make()
+            pixels = image.width * image.height
+            bpp = len(data) * 8 / pixels
+            if target_bpp is not None and bpp > target_bpp:
+                raise AecError(
+                    f"--target-bpp {target_bpp:g} not reached: the lowest quality gives {bpp:.4f} bpp "
+                    f"({len(data)} bytes); nothing written"
+                )
+            self.write(dest, data)
+            coded = bs.unpack(data, max_pixels=NO_LIMIT)  # its size is after EXIF rotation, as decode gives it
+            summary = (
+                f"{arrow(src, dest)}: {coded.width}x{coded.height}, {len(data)} bytes, {bpp:.4f} bpp, "
+                f"quality {coded.quality:g}"
+            )
+            return Outcome(src, dest, len(data), bpp, coded.quality, pixels, summary=summary)
+
+        return write
+
+    def code(self, items: list) -> list[Callable[[], Outcome]]:
+        from .api import encode as encode_image
+        from .batch import encode_images
+
+        o = self.options
+        if o.searching:  # a search per image, inside its own step so a miss fails that input alone
+            search = partial(
+                encode_image,
+                target_bpp=o.target_bpp,
+                max_bytes=o.max_bytes,
+                codec=self.codec,
+                tile=self.tile,
+                effort=o.effort,
+            )
+            return [self._writer(src, dest, image, partial(search, image)) for src, dest, image in items]
+        images = [image for _, _, image in items]
+        datas = encode_images(
+            images, o.quality, self.codec, self.batch, tile=self.tile, effort=o.effort, iterations=o.iterations
+        )
+        return [
+            self._writer(src, dest, image, partial(bytes, data))
+            for (src, dest, image), data in zip(items, datas, strict=True)
+        ]
+
+
+class Decoder(Coder):
+    options: DecodeOptions
+
+    def load(self, src: str) -> bytes:
+        return files.read_bytes(src)
+
+    def prepare(self, src: str, dest: str, get: Callable[[], bytes]) -> tuple:
+        from . import bitstream as bs
+        from .api import check_fits_model
+        from .weights import load_codec_for
+
+        self.prepare_dest(src, dest)
+        data = get()
+        o = self.options
+        header = bs.unpack(data, o.max_pixels)
+        if header.pixels is None:  # a missing model fails this file alone; a lossless one needs none
+            check_fits_model(header, load_codec_for(header.model_id, header.weights_hash, o.device), o.max_pixels)
+        return src, dest, data, header
+
+    def _writer(self, src: str, dest: str, image, data: bytes, header) -> Callable[[], Outcome]:
+        o = self.options
+
+        def write() -> Outcome:
+            fmt = files.output_format(dest, o.suffix)
+            out = files.image_bytes(image, dest, fmt, o.out_quality, o.drop_alpha)
+            self.write(dest, out)
+            lossy = f" at {o.out_quality}" if fmt in files.LOSSY_FORMATS else ""
+            summary = (
+                f"{arrow(src, dest)}: {image.width}x{image.height} {image.mode}, quality {header.quality:g}, "
+                f"{fmt}{lossy}"
+            )
+            pixels = image.width * image.height
+            return Outcome(src, dest, len(out), len(data) * 8 / pixels, header.quality, pixels, summary=summary)
+
+        return write
+
+    def code(self, items: list) -> list[Callable[[], Outcome]]:
+        from .batch import decode_images
+
+        o = self.options
+        images = decode_images([data for _, _, data, _ in items], None, self.batch, o.max_pixels, o.device)
+        return [
+            self._writer(src, dest, image, data, header)
+            for (src, dest, data, header), image in zip(items, images, strict=True)
+        ]
+
+
+def _prefetched(srcs: Iterable[str], load: Callable[[str], T], depth: int) -> Iterator[tuple[str, Callable[[], T]]]:
+    """Yield (input, get) while the next ``depth`` inputs load in background threads, so reading and
+    decoding files overlaps the network (file I/O and Pillow's decoders release the GIL). ``get()``
+    returns the loaded value or raises what loading raised, inside the caller's error handling."""
+    with ThreadPoolExecutor(max_workers=depth) as pool:
+        pending: deque = deque()
+        rest = iter(srcs)
+
+        def submit() -> None:
+            src = next(rest, None)
+            if src is not None:
+                pending.append((src, pool.submit(load, src)))
+
+        for _ in range(depth + 1):
+            submit()
+        while pending:
+            src, future = pending.popleft()
+            submit()
+            yield src, future.result
+
+
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def run(coder: Coder, pairs: Iterable[tuple[str, str]]) -> Iterator[Outcome]:
+    """Code each (input, output) pair, ``coder.batch`` at a time; one ``Outcome`` per input, in order.
+
+    With ``skip_existing`` an input whose output exists is skipped before it is read. A failure is the
+    outcome of the inputs it concerns (one failed input of a batch, or all of a batch whose network pass
+    failed); the rest still run. Ctrl-C is not a failure: KeyboardInterrupt goes through.
+    """
+    skip = coder.options.skip_existing
+    todo: list[tuple[str, str]] = []
+    for src, dest in pairs:
+        if skip and files.output_exists(dest):
+            yield Outcome(src, dest, skipped=True, summary=f"{arrow(src, dest)}: skipped, the output exists")
+        else:
+            todo.append((src, dest))
+    loaded = _prefetched((src for src, _ in todo), coder.load, depth=max(2, coder.batch))
+    for group in _chunks(zip(loaded, (dest for _, dest in todo), strict=True), coder.batch):
+        started = time.perf_counter()
+        ready = []
+        for (src, get), dest in group:
+            try:
+                ready.append((src, dest, coder.prepare(src, dest, get)))
+            except Exception as e:  # noqa: BLE001 - one input's failure is its outcome
+                yield failure(src, dest, e)
+        if not ready:
+            continue
+        try:
+            writes = coder.code([item for _, _, item in ready])
+        except Exception as e:  # noqa: BLE001 - the batch's inputs fail together, the next batch still runs
+            for src, dest, _ in ready:
+                yield failure(src, dest, e)
+            continue
+        for (src, dest, _), write in zip(ready, writes, strict=True):
+            try:
+                done = write()
+            except Exception as e:  # noqa: BLE001
+                yield failure(src, dest, e)
+                continue
+            yield Outcome(**{**done.row(), "seconds": time.perf_counter() - started})

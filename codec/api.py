@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import io
 import math
+import struct
 
 import numpy as np
 import torch
@@ -333,11 +334,61 @@ def _as_image(image: Image.Image | np.ndarray) -> Image.Image:
 
 
 def _apply_orientation(image: Image.Image) -> Image.Image:
-    """Rotate the pixels as EXIF says (the tag is dropped); unreadable EXIF leaves them as they are."""
+    """Rotate the pixels as EXIF says (the tag is dropped); unreadable EXIF leaves them as they are.
+
+    Pillow re-writes the EXIF without the tag, and fails on tags of an unexpected type (a ``Make`` typed
+    RATIONAL: AttributeError); then the tag is set to 1 in the EXIF bytes as they are (``exif_upright``).
+    """
     try:
         return ImageOps.exif_transpose(image) or image
     except stored.PIL_DECODE_ERRORS:
         return image
+    except (AttributeError, TypeError, KeyError):
+        pass
+    try:
+        method = _TRANSPOSE.get(image.getexif().get(_ORIENTATION, 1))
+    except stored.PIL_DECODE_ERRORS:
+        return image
+    upright = exif_upright(image.info.get("exif") or b"")
+    if method is None or upright is None:
+        return image  # the EXIF still says how to turn the pixels, so nothing is lost
+    turned = image.transpose(method)
+    turned.info["exif"] = upright
+    return turned
+
+
+_ORIENTATION = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def exif_upright(raw: bytes) -> bytes | None:
+    """``raw`` EXIF (TIFF layout, with or without the ``Exif\\0\\0`` prefix) with its first IFD's Orientation
+    set to 1, every other byte kept; None when it has no such SHORT entry or cannot be walked."""
+    start = 6 if raw.startswith(b"Exif\0\0") else 0
+    order = {b"II": "<", b"MM": ">"}.get(bytes(raw[start : start + 2]))
+    if order is None:
+        return None
+    try:
+        (ifd,) = struct.unpack_from(order + "I", raw, start + 4)
+        (count,) = struct.unpack_from(order + "H", raw, start + ifd)
+        for i in range(count):
+            at = start + ifd + 2 + 12 * i
+            tag, kind, n = struct.unpack_from(order + "HHI", raw, at)
+            if tag == _ORIENTATION and kind == 3 and n == 1:  # SHORT, one value, stored in place
+                out = bytearray(raw)
+                struct.pack_into(order + "H", out, at + 8, 1)
+                return bytes(out)
+    except struct.error:
+        return None
+    return None
 
 
 _DEEP_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")

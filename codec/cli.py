@@ -259,7 +259,7 @@ def _check_dest(src: str, dest: str, force: bool) -> None:
 
 
 def _check_not_input(src: str, dest: str) -> None:
-    if src != files.STDIO and dest != files.STDIO and Path(src).resolve() == Path(dest).resolve():
+    if src != files.STDIO and dest != files.STDIO and files.resolved(src) == files.resolved(dest):
         raise AecError(f"{src}: output would overwrite the input")
 
 
@@ -523,6 +523,7 @@ def decode(
         _check_dest(src, dest, force)
         data = get()
         header = bs.unpack(data, max_pixels)
+        files.check_fits_format(dest, formats[dest], header.width, header.height)
         if header.pixels is None:  # a missing model fails this file alone; a lossless one needs none
             check_fits_model(header, load_codec_for(header.model_id, header.weights_hash, device), max_pixels)
         return src, dest, data, header.quality
@@ -752,20 +753,21 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
         names, notes = _versus(codecs)
         from .data import image_files
 
+        skipped: list[str] = []
         try:
-            paths = image_files(folder)
+            paths = image_files(folder, skipped)
         except FileNotFoundError as e:
             raise AecError(str(e)) from None
-        out = Path(output or f"bench-{Path(folder).resolve().name}")
+        out = Path(output or f"bench-{Path(files.resolved(folder)).name}")
         from .bench.rd import REPORT_FILES
 
         for name in REPORT_FILES.values():
-            if (out / name).resolve() in {p.resolve() for p in paths}:
+            if files.resolved(str(out / name)) in {files.resolved(str(p)) for p in paths}:
                 raise AecError(f"{out / name}: output would overwrite an input")
             files.check_output(str(out / name), force)
     except (AecError, ValueError) as e:
         _usage_error(e)
-    for note in notes:
+    for note in notes + skipped:
         console.warn(note)
     import_compressai_lean()
     from tqdm import tqdm
@@ -779,9 +781,15 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
         )
         notes += more
         bar = tqdm(paths, desc="bench", unit="img", file=sys.stderr, disable=True if quiet else None)
-        records = measure_images(bar, todo, notes)
+        failed: list[str] = []  # an unreadable image fails alone: one line each, exit 2 after the report
+        records = measure_images(bar, todo, notes, failed)
+        for line in failed:
+            console.fail(line)
+        if not records:
+            raise AecError(f"none of the {len(paths)} images in {folder} could be read")
+        measured = list(dict.fromkeys(r["image"] for r in records))
         curves = report.aggregate(records)
-        content = report_files(out.name, [p.name for p in paths], records, curves, descriptions, notes)
+        content = report_files(out.name, measured, records, curves, descriptions, notes)
         for name, data in content.items():
             files.write_output(str(out / name), data, force)
     except AecError as e:
@@ -792,6 +800,9 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
         sys.exit(EXIT_OTHER)
     console.line(f"wrote {', '.join(str(out / n) for n in content)}")
     _print(content[REPORT_FILES["bdrate"]].decode(), nl=False)
+    if failed:
+        console.fail(f"{len(failed)} of {len(paths)} images failed (see above)")
+        sys.exit(EXIT_BAD_INPUT)
 
 
 @main.command()

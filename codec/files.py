@@ -32,18 +32,47 @@ def label(src: str) -> str:
 
 
 def read_bytes(src: str) -> bytes:
-    """The bytes of a path, or of stdin for ``-``; a clear error for missing or empty input."""
+    """The bytes of a path, or of stdin for ``-``; a clear error for missing or empty input, and one line for
+    whatever else the OS refuses (a symlink loop, a name too long, a path under a file, ``/proc/self/mem``,
+    a closed stdin)."""
     try:
-        data = sys.stdin.buffer.read() if src == STDIO else Path(src).read_bytes()
-    except FileNotFoundError:
-        raise AecError(f"{src}: no such file") from None
-    except IsADirectoryError:
-        raise AecError(f"{src}: is a directory") from None
-    except PermissionError:
-        raise AecError(f"{src}: permission denied") from None
+        if src == STDIO:
+            if sys.stdin is None:  # started with stdin closed (``<&-``)
+                raise OSError(errno.EBADF, "stdin is closed")
+            data = sys.stdin.buffer.read()
+        else:
+            data = Path(src).read_bytes()
+    except OSError as e:
+        raise AecError(f"{label(src)}: {os_reason(e)}") from None
     if not data:
         raise AecError(f"{label(src)}: empty input")
     return data
+
+
+#: How input errors name the common OS refusals; any other is its strerror.
+_OS_REASONS = {
+    errno.ENOENT: "no such file",
+    errno.EISDIR: "is a directory",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ELOOP: "too many levels of symbolic links (a symlink loop?)",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.ENOTDIR: "a part of the path is not a folder",
+}
+
+
+def os_reason(e: OSError) -> str:
+    """An OSError as the few words a one-line message needs."""
+    return _OS_REASONS.get(e.errno or 0) or e.strerror or type(e).__name__
+
+
+def resolved(path: str) -> str:
+    """The absolute, symlink-free form of ``path`` for comparing two paths; a symlink loop or a name too long
+    stays as it is (``Path.resolve`` raises on those), since comparing must never fail."""
+    try:
+        return os.path.realpath(path)
+    except (OSError, RuntimeError, ValueError):
+        return os.path.abspath(path)
 
 
 def map_or_read(src: str) -> bytes | mmap.mmap:
@@ -311,6 +340,18 @@ NO_METADATA_FORMATS = {"PPM", "BMP"}
 ICC_LIMITS = {"JPEG": 255 * (65533 - 14), "PNG": PngImagePlugin.MAX_TEXT_CHUNK}
 
 
+#: The largest side each output format holds (libjpeg: 65500 px; libwebp: 16383 px); the others take any image
+#: the decoder's pixel limit lets through.
+MAX_SIDES = {"JPEG": 65500, "WEBP": 16383}
+
+
+def check_fits_format(dest: str, fmt: str, width: int, height: int) -> None:
+    """Refuse, before decoding, an image larger than ``fmt`` can hold (``MAX_SIDES``)."""
+    limit = MAX_SIDES.get(fmt)
+    if limit is not None and max(width, height) > limit:
+        raise AecError(f"{dest}: {fmt} holds at most {limit} px on a side, the image is {width}x{height} (write .png)")
+
+
 def output_format(dest: str, suffix: str | None = None) -> str:
     """The Pillow format for ``dest``: from ``suffix`` (``--format``) when given, else from the name; PNG for
     stdout and for streams named without a suffix (``/dev/null``, a FIFO)."""
@@ -330,6 +371,7 @@ def image_bytes(
 ) -> bytes:
     """Serialize a decoded image as ``fmt``: lossy formats at ``quality``; alpha kept or refused, never
     dropped unless ``drop_alpha``."""
+    check_fits_format(dest, fmt, image.width, image.height)
     if image.mode in ("RGBA", "LA") and fmt not in ALPHA_FORMATS:
         if not drop_alpha:
             raise AecError(f"{dest}: the image has alpha, which {fmt} cannot hold (write .png, or use --drop-alpha)")
@@ -383,7 +425,7 @@ def output_paths(srcs: tuple[str, ...] | list[str], out: str | None, suffix: str
     dests = [_output_path(src, out, suffix, folder) for src in srcs]
     seen: dict[str, str] = {}
     for src, dest in zip(srcs, dests, strict=True):
-        key = dest if dest == STDIO else str(Path(dest).resolve())
+        key = dest if dest == STDIO else resolved(dest)
         if key in seen:
             raise AecError(f"{label(seen[key])} and {label(src)} would both write {dest}; use different names or -o")
         seen[key] = src

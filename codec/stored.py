@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError, features
 
 from .errors import FormatError
+from .files import MAX_SIDES
 from .tensors import psnr
 
 #: What Pillow raises on damaged image data (it has no common base class for them).
@@ -35,7 +36,7 @@ WEBP = "WEBP"
 #: What a ``PIXL`` chunk may hold (``aLPH``: PNG only).
 PIXL_FORMATS = (PNG, WEBP)
 #: libwebp's largest side.
-WEBP_MAX_SIDE = 16383
+WEBP_MAX_SIDE = MAX_SIDES[WEBP]
 #: Lossless WebP is tried only up to this many pixels (its search is slow on large images; those are
 #: flat colours here, whose PNG is small anyway).
 WEBP_MAX_PIXELS = 1 << 20

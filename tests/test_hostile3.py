@@ -1,0 +1,188 @@
+"""Hostile inputs, round three (issue 28): OS errors on paths, symlink loops, FIFOs in bench folders, odd EXIF,
+output format limits, stored planes and metadata that lie about their size, shrinking files, the Pillow
+plugin's descriptors, and what is promised across thread counts."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import codec
+from codec import api, files
+from codec import bitstream as bs
+from codec.cli import main
+
+CLI = [sys.executable, "-m", "codec.cli"]
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+def assert_one_line(result, code: int = 2, *fragments: str) -> str:
+    """One ``aecodec:`` line on stderr and exit ``code`` (CliRunner results and subprocesses)."""
+    status = getattr(result, "exit_code", getattr(result, "returncode", None))
+    stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
+    assert status == code, (status, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aecodec: "), stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def aec_file(tmp_path, photo_like) -> Path:
+    path = tmp_path / "a.aec"
+    path.write_bytes(codec.encode(photo_like(16, 16), quality=4))
+    return path
+
+
+def _loop(path: Path) -> Path:
+    path.symlink_to(path.name)
+    return path
+
+
+# -- item 1: OS errors on input paths -------------------------------------------------------------
+def _bad_inputs(tmp_path: Path) -> dict[str, str]:
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"x")
+    return {
+        "loop": str(_loop(tmp_path / "loop.aec")),
+        "long": str(tmp_path / ("n" * 300 + ".aec")),
+        "under a file": str(plain / "x.aec"),
+        "proc mem": "/proc/self/mem",
+    }
+
+
+@pytest.mark.parametrize("command", ["info", "decode", "encode"])
+@pytest.mark.parametrize("kind", ["loop", "long", "under a file", "proc mem"])
+def test_os_errors_on_inputs_are_one_line(tmp_path, command, kind):
+    src = _bad_inputs(tmp_path)[kind]
+    out = str(tmp_path / "out" / ("x.png" if command == "decode" else "x.aec"))
+    args = [command, src] + ([] if command == "info" else ["-o", out])
+    line = assert_one_line(run(*args))
+    assert "internal error" not in line
+
+
+@pytest.mark.parametrize("command", ["info", "decode", "encode"])
+def test_closed_stdin_is_one_line(tmp_path, command):
+    out = str(tmp_path / ("x.png" if command == "decode" else "x.aec"))
+    args = [command, "-"] + ([] if command == "info" else ["-o", out])
+    result = subprocess.run(CLI + args, stdin=subprocess.DEVNULL, capture_output=True, close_fds=True,
+                            preexec_fn=lambda: os.close(0))
+    line = assert_one_line(result)
+    assert "stdin" in line
+
+
+# -- item 2: an output path that is a symlink loop ------------------------------------------------
+@pytest.mark.parametrize("force", [False, True])
+def test_output_symlink_loop_is_one_line_or_replaced(aec_file, png, tmp_path, force):
+    for command, src, name in (("decode", aec_file, "out.png"), ("encode", png, "out.aec")):
+        dest = _loop(tmp_path / name)
+        result = run(command, src, "-o", dest, *(["-f"] if force else []))
+        if force:  # the link is replaced by the output, as any existing file would be
+            assert result.exit_code == 0, result.stderr
+            assert not dest.is_symlink() and dest.stat().st_size > 0
+        else:
+            assert_one_line(result, 2, "exists")
+            assert dest.is_symlink()
+
+
+# -- item 3: compare and bench on symlink loops, FIFOs, folders and damaged images --------------
+def test_compare_on_a_symlink_loop_is_one_line(tmp_path):
+    assert_one_line(run("compare", _loop(tmp_path / "loop.png"), "-o", tmp_path / "page.html"))
+
+
+def test_bench_skips_what_is_not_a_file_and_fails_only_the_damaged_image(tmp_path, photo_like):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(photo_like(64, 64, seed=i)).save(folder / f"ok{i}.png")
+    buf = io.BytesIO()
+    Image.fromarray(photo_like(64, 64, seed=5)).save(buf, format="PNG")
+    (folder / "short.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (folder / "d.png").mkdir()
+    os.mkfifo(folder / "x.png")
+    _loop(folder / "loop.png")
+    result = subprocess.run(
+        CLI + ["bench", str(folder), "-q", "4", "--codecs", "jpeg", "--pillow-qualities", "50", "-o", str(tmp_path / "b")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    for name in ("d.png", "x.png", "loop.png"):
+        assert any(name in line and "skipped" in line for line in lines), (name, result.stderr)
+    assert any("short.png" in line and "damaged" in line for line in lines), result.stderr
+    assert "1 of 3 images failed" in lines[-1], result.stderr
+    assert "Traceback" not in result.stderr
+    import json
+
+    report = json.loads((tmp_path / "b" / "rd.json").read_text())
+    assert report["images"] == ["ok0.png", "ok1.png"]
+
+
+# -- item 4: EXIF orientation with a tag Pillow cannot re-write -----------------------------------
+def _exif_rotated_with_rational_make(orientation: int) -> bytes:
+    """Little-endian TIFF EXIF: Orientation (SHORT) and Make typed RATIONAL (Pillow expects ASCII)."""
+    head = b"II*\x00" + struct.pack("<I", 8)
+    entries = [
+        struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0),
+        struct.pack("<HHII", 0x010F, 5, 1, 8 + 2 + 2 * 12 + 4),
+    ]
+    ifd = struct.pack("<H", len(entries)) + b"".join(entries) + struct.pack("<I", 0)
+    return b"Exif\x00\x00" + head + ifd + struct.pack("<II", 1, 2)
+
+
+def test_exif_upright_sets_only_the_orientation():
+    raw = _exif_rotated_with_rational_make(8)
+    out = api.exif_upright(raw)
+    assert out is not None and len(out) == len(raw)
+    assert sum(a != b for a, b in zip(raw, out, strict=True)) == 1
+    assert api.exif_upright(b"garbage") is None and api.exif_upright(raw[:14]) is None
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_rotated_exif_with_a_rational_make_is_coded(tmp_path, photo_like, fmt):
+    arr = photo_like(6, 10)
+    src = tmp_path / f"rot.{fmt.lower()}"
+    Image.fromarray(arr).save(src, format=fmt, exif=_exif_rotated_with_rational_make(8), lossless=True)
+    with Image.open(src) as im:
+        rgb, extra = api.to_planes(im)
+    assert np.array_equal(rgb, np.rot90(arr, 1))
+    assert api.exif_upright(extra["exif"]) == extra["exif"]  # already upright: orientation 1
+    result = run("encode", src, "-o", tmp_path / "rot.aec")
+    assert result.exit_code == 0, result.stderr
+    with Image.open(src) as im:
+        assert codec.decode(codec.encode(im, quality=2)).size == (6, 10)
+
+
+# -- item 5: outputs larger than their format holds -----------------------------------------------
+@pytest.mark.parametrize("suffix", [".jpg", ".webp"])
+def test_image_over_the_format_limit_is_refused_up_front(tmp_path, suffix, monkeypatch):
+    wide = bs.pack(bs.AecFile(65535, 1, 4.0, pixels=b"\x89PNG\r\n\x1a\n", streams=[]))
+    src = tmp_path / "wide.aec"
+    src.write_bytes(wide)
+    monkeypatch.setattr(api, "decode_planes", lambda *a, **k: pytest.fail("decoded before the size check"))
+    assert_one_line(run("decode", src, "-o", tmp_path / f"out{suffix}"), 2, "at most", "65535x1")
+    assert not (tmp_path / f"out{suffix}").exists()
+
+
+# -- item 12: the Pillow plugin closes its file after load() -------------------------------------
+def test_plugin_load_leaves_no_descriptor_open(aec_file):
+    fd_dir = Path("/proc/self/fd")
+    before = len(list(fd_dir.iterdir()))
+    for _ in range(20):
+        im = Image.open(aec_file)
+        im.load()
+        assert im.size == (16, 16)
+    assert len(list(fd_dir.iterdir())) <= before

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import codec
-from codec import api, files
+from codec import api
 from codec import bitstream as bs
 from codec.cli import main
 
@@ -78,8 +78,9 @@ def test_os_errors_on_inputs_are_one_line(tmp_path, command, kind):
 def test_closed_stdin_is_one_line(tmp_path, command):
     out = str(tmp_path / ("x.png" if command == "decode" else "x.aec"))
     args = [command, "-"] + ([] if command == "info" else ["-o", out])
-    result = subprocess.run(CLI + args, stdin=subprocess.DEVNULL, capture_output=True, close_fds=True,
-                            preexec_fn=lambda: os.close(0))
+    result = subprocess.run(
+        CLI + args, stdin=subprocess.DEVNULL, capture_output=True, close_fds=True, preexec_fn=lambda: os.close(0)
+    )
     line = assert_one_line(result)
     assert "stdin" in line
 
@@ -115,8 +116,11 @@ def test_bench_skips_what_is_not_a_file_and_fails_only_the_damaged_image(tmp_pat
     os.mkfifo(folder / "x.png")
     _loop(folder / "loop.png")
     result = subprocess.run(
-        CLI + ["bench", str(folder), "-q", "4", "--codecs", "jpeg", "--pillow-qualities", "50", "-o", str(tmp_path / "b")],
-        capture_output=True, text=True, timeout=600,
+        CLI
+        + ["bench", str(folder), "-q", "4", "--codecs", "jpeg", "--pillow-qualities", "50", "-o", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

@@ -273,8 +273,15 @@ def decode_file(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) ->
 def decode_planes(f: bs.AecFile, codec: Codec | None, max_pixels: int = bs.MAX_PIXELS) -> np.ndarray:
     """(H, W, 3) uint8 planes of a parsed file: a lossless one (``PIXL``) needs no network, nor its weights."""
     if f.pixels is not None:
-        return np.asarray(stored.read_plane(f.pixels, (f.width, f.height), "RGB", "stored pixels", stored.PIXL_FORMATS))
+        return np.asarray(stored_image(f).convert("RGB"))
     return decode_file(f, codec_for(f, codec), max_pixels)
+
+
+def stored_image(f: bs.AecFile) -> Image.Image:
+    """The planes of a lossless file (``PIXL``) as the image they are, in the file's base mode (RGB or L):
+    no array copy, so a stored plane at the pixel limit costs one image's memory."""
+    mode = bs.LAYOUTS[f.layout]
+    return stored.read_plane(f.pixels, (f.width, f.height), mode, "stored pixels", stored.PIXL_FORMATS)
 
 
 def decode_array(data: bytes, codec: Codec | None = None, max_pixels: int = bs.MAX_PIXELS) -> np.ndarray:
@@ -308,6 +315,11 @@ def coded_image(image: Image.Image | np.ndarray) -> Image.Image:
 def to_planes(image: Image.Image | np.ndarray) -> tuple[np.ndarray, dict]:
     """Normalize any input image to RGB uint8 planes plus the fields that travel beside them."""
     image, icc, exif = _normalized(image)
+    for name, data in (("ICC profile", icc), ("EXIF", exif)):
+        if data and len(data) > bs.MAX_METADATA:
+            raise AecError(
+                f"the image's {name} of {len(data)} bytes is over the {bs.MAX_METADATA} bytes a file carries"
+            )
     extra: dict = {}
     if exif:
         extra["exif"] = bytes(exif)
@@ -509,13 +521,14 @@ def decode(data: bytes, *, codec: Codec | None = None, max_pixels: int = bs.MAX_
     refused with FormatError before anything is allocated for them; raise it for very large images.
     """
     f = bs.unpack(data, max_pixels)
-    return image_from_planes(f, decode_planes(f, codec, max_pixels))
+    return image_from_planes(f, stored_image(f) if f.pixels is not None else decode_planes(f, codec, max_pixels))
 
 
-def image_from_planes(f: bs.AecFile, rgb: np.ndarray) -> Image.Image:
-    """The PIL image a file describes from its decoded RGB planes: mode, alpha, ICC and EXIF applied."""
-    image = Image.fromarray(rgb, "RGB")
-    if f.layout == bs.LAYOUT_GRAY:
+def image_from_planes(f: bs.AecFile, rgb: np.ndarray | Image.Image) -> Image.Image:
+    """The PIL image a file describes from its decoded RGB planes (or its stored image, ``stored_image``):
+    mode, alpha, ICC and EXIF applied."""
+    image = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb, "RGB")
+    if f.layout == bs.LAYOUT_GRAY and image.mode != "L":
         image = image.convert("L")
     if f.alpha is not None:
         image.putalpha(alpha_plane(f.alpha, image.size))

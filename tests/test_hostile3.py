@@ -190,3 +190,132 @@ def test_plugin_load_leaves_no_descriptor_open(aec_file):
         im.load()
         assert im.size == (16, 16)
     assert len(list(fd_dir.iterdir())) <= before
+
+
+# -- items 7-9: stored planes and metadata that lie about their size ------------------------------
+def _encoded(image: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    return buf.getvalue()
+
+
+def _stored(width: int, height: int, pixels: bytes, **fields) -> bytes:
+    return bs.pack(bs.AecFile(width, height, 4.0, streams=[], pixels=pixels, **fields))
+
+
+def test_stored_webp_over_what_the_encoder_writes_is_refused_before_decoding(monkeypatch):
+    from codec import stored
+
+    side = 1 + int(stored.WEBP_MAX_PIXELS**0.5)
+    data = _stored(side, side, _encoded(Image.new("RGB", (side, side), (1, 2, 3)), "WEBP"))
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("handed to Pillow"))
+    with pytest.raises(bs.FormatError, match="at most"):
+        codec.decode(data)
+
+
+def test_stored_webp_within_the_limit_still_decodes():
+    data = _stored(40, 30, _encoded(Image.new("RGB", (40, 30), (1, 2, 3)), "WEBP"))
+    assert codec.decode(data).getpixel((39, 29)) == (1, 2, 3)
+
+
+def _png_with_rows(width: int, height: int, rows: int, interlaced: bool = False) -> bytes:
+    """An RGB PNG whose header says ``height`` rows and whose valid zlib stream holds only ``rows``."""
+    import zlib
+
+    def chunk(tag: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
+
+    raw = b"".join(b"\0" + bytes([200, 100, 50] * width) for _ in range(rows))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, int(interlaced))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("where", ["pixels", "alpha"])
+def test_stored_png_with_too_few_rows_is_an_error(where):
+    short, full = _png_with_rows(8, 64, 3), _png_with_rows(8, 64, 64)
+    assert codec.decode(_stored(8, 64, full)).getpixel((7, 63)) == (200, 100, 50)
+    if where == "pixels":
+        data = _stored(8, 64, short)
+    else:
+        data = _stored(8, 64, full, alpha=short)
+    with pytest.raises(bs.FormatError, match="fewer rows"):
+        codec.decode(data)
+
+
+def test_png_raw_size_matches_what_pillow_writes(photo_like):
+    """Checked against real PNGs of every colour type, plain and interlaced, inflated whole."""
+    import zlib
+
+    from codec import stored
+
+    rgb = photo_like(13, 11)
+    for mode in ("L", "RGB", "RGBA", "LA", "P", "1"):
+        for interlace in (0, 1):
+            im = Image.fromarray(rgb).convert(mode)
+            png = _encoded(im, "PNG") if not interlace else _interlaced(im)
+            depth, color, flag = png[24], png[25], png[28]
+            assert flag == interlace
+            idat, pos = b"", 8
+            while pos < len(png):
+                (length,) = struct.unpack(">I", png[pos : pos + 4])
+                idat += png[pos + 8 : pos + 8 + length] if png[pos + 4 : pos + 8] == b"IDAT" else b""
+                pos += 12 + length
+            assert stored.png_raw_size(11, 13, depth, color, bool(interlace)) == len(zlib.decompress(idat)), mode
+            assert stored.png_is_complete(png)
+
+
+def _interlaced(im: Image.Image) -> bytes:
+    """Pillow cannot write Adam7: re-pack its rows in pass order (the filter byte 0 on every row)."""
+    import zlib
+
+    from codec import stored
+
+    png = _encoded(im, "PNG")
+    depth, color = png[24], png[25]
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[color]
+    arr = np.asarray(im if im.mode != "P" else Image.frombytes("L", im.size, im.tobytes()))
+    if im.mode == "1":
+        arr = np.asarray(im.convert("L")) // 255
+    arr = arr.reshape(im.height, im.width, channels)
+    rows = []
+    for x0, y0, dx, dy in stored._ADAM7:
+        sub = arr[y0::dy, x0::dx]
+        for line in sub:
+            flat = line.reshape(-1)
+            data = np.packbits(flat.astype(bool)).tobytes() if depth == 1 else flat.astype(np.uint8).tobytes()
+            rows.append(b"\0" + data)
+    ihdr = png[16:28] + b"\x01"
+
+    def chunk(tag: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
+
+    head = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+    plte = b""
+    if color == 3:
+        at = png.index(b"PLTE") - 4
+        (length,) = struct.unpack(">I", png[at : at + 4])
+        plte = png[at : at + 12 + length]
+    return head + plte + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b"")
+
+
+def test_metadata_over_the_limit_is_refused_before_it_is_copied(monkeypatch):
+    monkeypatch.setattr(bs, "MAX_METADATA", 100)
+    pixels = _encoded(Image.new("RGB", (4, 3)), "PNG")
+    assert codec.decode(_stored(4, 3, pixels, exif=b"x" * 100)).info["exif"] == b"x" * 100
+    for field in ("exif", "icc"):
+        with pytest.raises(ValueError, match="over the limit"):
+            _stored(4, 3, pixels, **{field: b"x" * 101})
+    import zlib
+
+    body = _stored(4, 3, pixels)[: -bs.CRC_SIZE] + bs.CHUNK_HEADER.pack(bs.EXIF, 101) + b"x" * 101
+    with pytest.raises(bs.FormatError, match="metadata limit"):
+        bs.unpack(body + struct.pack("<I", zlib.crc32(body)))
+
+
+def test_input_with_metadata_over_the_limit_is_one_line(tmp_path, photo_like, monkeypatch):
+    monkeypatch.setattr(bs, "MAX_METADATA", 100)
+    src = tmp_path / "big-exif.png"
+    exif = Image.Exif()
+    exif[0x010E] = "d" * 300  # ImageDescription
+    Image.fromarray(photo_like(16, 16)).save(src, exif=exif)
+    assert_one_line(run("encode", src, "-o", tmp_path / "x.aec"), 2, "EXIF", "over the 100 bytes")

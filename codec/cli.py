@@ -600,12 +600,19 @@ def info(paths, as_json) -> None:
 
     records, status = [], 0
     for path in paths:
-        try:
+
+        def describe(path: str = path) -> dict:
             data = files.map_or_read(path)
-            records.append(_describe(path, len(data), bs.unpack(data, max_pixels=NO_LIMIT, views=True)))
+            return _describe(path, len(data), bs.unpack(data, max_pixels=NO_LIMIT, views=True))
+
+        try:  # in a child: a file truncated while mapped kills that, not this process (SIGBUS)
+            records.append(files.isolated(describe, path) if path != files.STDIO else describe())
         except AecError as e:
             _fail(_labelled(path, str(e)))
             status = EXIT_BAD_INPUT
+        except Exception as e:  # noqa: BLE001 - the CLI promises one line, never a traceback
+            _fail(f"{path}: internal error: {e}")
+            status = status or EXIT_OTHER
     if as_json:
         _print(json.dumps(records, indent=2))
     else:

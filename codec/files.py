@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import faulthandler
 import io
 import mmap
 import os
+import pickle
 import re
 import secrets
+import signal
 import stat
 import struct
 import sys
@@ -17,6 +20,7 @@ import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
@@ -24,6 +28,7 @@ from . import bitstream as bs
 from .errors import AecError
 
 STDIO = "-"
+T = TypeVar("T")
 
 
 def label(src: str) -> str:
@@ -88,6 +93,50 @@ def map_or_read(src: str) -> bytes | mmap.mmap:
         except OSError:
             pass  # missing, a folder, unreadable: read_bytes says which, in its words
     return read_bytes(src)
+
+
+def isolated(fn: Callable[[], T], what: str) -> T:
+    """``fn()`` run in a forked child, its result (or AecError) passed back pickled.
+
+    For work on a mapped file: another process that truncates the file while it is mapped makes reading the
+    lost pages kill the reader with SIGBUS, which Python cannot catch. The child dies instead, and ``what``
+    is told it changed while being read. Without ``fork`` (not POSIX), ``fn`` runs here.
+    """
+    if not hasattr(os, "fork"):
+        return fn()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the caller's stack
+        status = 0
+        try:
+            os.close(r)
+            faulthandler.disable()  # a SIGBUS here is expected and reported by the parent, not dumped
+            try:
+                out = ("ok", fn())
+            except AecError as e:
+                out = ("error", str(e))
+            except Exception as e:  # noqa: BLE001 - passed back as one line, as the parent would report it
+                out = ("internal", f"{type(e).__name__}: {e}")
+            _write_all(w, pickle.dumps(out))
+        except BaseException:  # noqa: BLE001 - whatever happens, the child must not run the parent's code
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(w)
+    with os.fdopen(r, "rb") as pipe:
+        payload = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        name = signal.Signals(os.WTERMSIG(status)).name
+        raise AecError(f"{what}: the file changed while it was read ({name}: truncated by another program?)")
+    if not payload:
+        raise AecError(f"{what}: could not be read (its reader exited with status {os.waitstatus_to_exitcode(status)})")
+    kind, value = pickle.loads(payload)
+    if kind == "error":
+        raise AecError(value)
+    if kind == "internal":
+        raise RuntimeError(value)
+    return value
 
 
 #: Input formats Pillow may try. EPS is left out: Pillow hands it to Ghostscript, a large attack surface

@@ -319,3 +319,23 @@ def test_input_with_metadata_over_the_limit_is_one_line(tmp_path, photo_like, mo
     exif[0x010E] = "d" * 300  # ImageDescription
     Image.fromarray(photo_like(16, 16)).save(src, exif=exif)
     assert_one_line(run("encode", src, "-o", tmp_path / "x.aec"), 2, "EXIF", "over the 100 bytes")
+
+
+# -- item 10: a file truncated while info maps it ---------------------------------------------------
+def test_file_truncated_while_info_maps_it_is_one_line(aec_file, tmp_path, monkeypatch):
+    """The truncation happens between mapping and parsing, every time: reading the mapping then raises SIGBUS
+    (in info's child), which must be one line and exit 2, with the other files still described."""
+    big = tmp_path / "big.aec"
+    f = bs.unpack(aec_file.read_bytes())
+    big.write_bytes(bs.pack(bs.AecFile(f.width, f.height, f.quality, extra={b"junk": b"\0" * (1 << 20)})))
+    original = bs.unpack
+
+    def shrink_then_parse(data, *args, **kwargs):
+        if len(data) > 1 << 20:
+            os.truncate(big, 0)
+        return original(data, *args, **kwargs)
+
+    monkeypatch.setattr(bs, "unpack", shrink_then_parse)
+    result = run("info", big, aec_file)
+    line = assert_one_line(result, 2, "big.aec", "changed while it was read", "SIGBUS")
+    assert "a.aec" in result.stdout and line

@@ -75,33 +75,39 @@ def memory(size: int, quality: float, tile: int, source: Path | None) -> dict:
         }
 
 
-def hostile_file(size: int, tile: int, model_id: str, weights_hash: bytes, streams: int = 2) -> bytes:
-    """A ``size × size`` file in tiles of ``tile`` px (one tile when it covers the image) whose streams are empty."""
+def hostile_file(
+    size: int, tile: int, model_id: str, weights_hash: bytes, streams: int = 2, height: int | None = None
+) -> bytes:
+    """A ``size × size`` (or ``size × height``) file in tiles of ``tile`` px (one tile when it covers the image)
+    whose streams are empty."""
     from codec import bitstream as bs
 
-    f = bs.AecFile(size, size, DEFAULT_QUALITY, model_id=model_id, weights_hash=weights_hash, tile=tile)
+    f = bs.AecFile(size, height or size, DEFAULT_QUALITY, model_id=model_id, weights_hash=weights_hash, tile=tile)
     if f.tile_count() == 1:
         f.tile = 0
     f.streams = [[b""] * streams for _ in range(f.tile_count())]
     return bs.pack(f)
 
 
-def hostile(size: int, tile: int) -> dict:
-    """Time and peak RSS of ``aecodec decode`` on ``hostile_file`` for the default model, written as PNG."""
+def hostile(size: int, tile: int, height: int | None = None) -> dict:
+    """Time and peak RSS of ``aecodec decode`` on ``hostile_file`` for the default model, written as PNG; a
+    refused file is reported as such (with the time and memory the refusal took)."""
     from codec.weights import load_codec
 
     c = load_codec()
+    height = height or size
     with tempfile.TemporaryDirectory() as tmp:
         aec, out = Path(tmp) / "hostile.aec", Path(tmp) / "out.png"
-        aec.write_bytes(hostile_file(size, tile, c.model_id, c.weights_hash))
-        seconds, peak_mb = _run_child(["decode", str(aec), "-o", str(out)])
+        aec.write_bytes(hostile_file(size, tile, c.model_id, c.weights_hash, height=height))
+        seconds, peak_mb = _run_child(["decode", str(aec), "-o", str(out)], check=False)
         return {
-            "size": f"{size}x{size}",
+            "size": f"{size}x{height}",
             "tile": tile,
             "file_bytes": aec.stat().st_size,
+            "outcome": "decoded" if out.exists() else "refused",
             "decode_s": round(seconds, 1),
             "decode_peak_rss_mb": round(peak_mb),
-            "s_per_megapixel": round(seconds / (size * size / 1e6), 2),
+            "s_per_megapixel": round(seconds / (size * height / 1e6), 2),
         }
 
 
@@ -194,6 +200,7 @@ def compare(size: int, tile: int, quality: float, source: Path | None) -> dict:
     default=None,
     help="With --hostile SIZE: decode a crafted lossless file of SIZE² flat pixels instead (exif: SIZE bytes of EXIF).",
 )
+@click.option("--height", type=int, default=None, help="With --hostile SIZE: the crafted file's height [SIZE].")
 @click.option("--to", "to_format", type=click.Choice(["png", "webp"]), default="png", show_default=True)
 @click.option("--tile", type=int, default=1024, show_default=True)
 @click.option("--quality", type=float, default=DEFAULT_QUALITY, show_default=True)
@@ -204,14 +211,17 @@ def compare(size: int, tile: int, quality: float, source: Path | None) -> dict:
     "--data", type=click.Path(exists=True, file_okay=False), default=None, help="Use this folder's first image."
 )
 @click.option("--weights", default=None)
-def main(size, compare_size, hostile_size, stored_kind, to_format, tile, quality, source, data, weights) -> None:
+def main(
+    size, compare_size, hostile_size, stored_kind, height, to_format, tile, quality, source, data, weights
+) -> None:
     use_weights(weights)
     src = Path(source) if source else (image_files(data)[0] if data else None)
     if hostile_size and stored_kind:
         result = stored(hostile_size, stored_kind, to_format)
         name = f"huge-stored-{stored_kind}-{hostile_size}-{to_format}.json"
     elif hostile_size:
-        result, name = hostile(hostile_size, tile), f"huge-hostile-{hostile_size}-{tile}.json"
+        result = hostile(hostile_size, tile, height)
+        name = f"huge-hostile-{hostile_size}{f'x{height}' if height else ''}-{tile}.json"
     elif compare_size:
         result, name = compare(compare_size, tile, quality, src), f"huge-compare-{compare_size}.json"
     else:

@@ -36,7 +36,7 @@ def checked_tile(tile: int, codec: Codec, shape: tuple[int, int] | None = None) 
         raise AecError(str(e)) from None
     if shape is not None:
         try:
-            tiling.check_tile_count(*shape, tile, codec.model.stride, bs.MAX_PIXELS)
+            tiling.check_tile_count(*shape, tile, codec.model.stride)
         except ValueError as e:
             raise AecError(f"{e}: use a larger tile") from None
     return tile
@@ -238,7 +238,7 @@ def _tiles(f: bs.AecFile, codec: Codec, max_pixels: int) -> list[tiling.Tile]:
             f"tile side {side} must be a multiple of the model's stride {stride} within the limit of {tiling.MAX_TILE}"
         )
     try:
-        tiling.check_tile_count(f.height, f.width, side, stride, max_pixels)
+        tiling.check_tile_count(f.height, f.width, side, stride)
     except ValueError as e:
         raise bs.FormatError(str(e)) from None
     tiles = tiling.grid(f.height, f.width, side, stride)

@@ -339,3 +339,31 @@ def test_file_truncated_while_info_maps_it_is_one_line(aec_file, tmp_path, monke
     result = run("info", big, aec_file)
     line = assert_one_line(result, 2, "big.aec", "changed while it was read", "SIGBUS")
     assert "a.aec" in result.stdout and line
+
+
+# -- item 11: what is promised across thread counts ---------------------------------------------------
+def test_thread_count_changes_no_symbol_and_pixels_by_at_most_one_level(photo_like):
+    """README and docs/FORMAT.md: any thread count decodes the same latent (symbols, scales, means); the float
+    synthesis repeats exactly at one thread count, and other counts (3, 5, 6, 7 threads) may move a sample by
+    one level, as summation order changes."""
+    import torch
+
+    from codec.weights import load_codec
+
+    c = load_codec()
+    data = codec.encode(photo_like(96, 160), quality=6, codec=c)
+    f = bs.unpack(data)
+    before = torch.get_num_threads()
+    runs: dict[int, list[tuple[torch.Tensor, np.ndarray]]] = {}
+    try:
+        for n in (1, 3, 3, 2):
+            torch.set_num_threads(n)
+            runs.setdefault(n, []).append((api.decode_latent(f, c), np.asarray(codec.decode(data, codec=c))))
+    finally:
+        torch.set_num_threads(before)
+    (latent, pixels), *_ = runs[1]
+    for n, results in runs.items():
+        for other_latent, other_pixels in results:
+            assert torch.equal(other_latent, latent), n
+            assert np.abs(other_pixels.astype(int) - pixels).max() <= 1, n
+    assert np.array_equal(runs[3][0][1], runs[3][1][1])  # one thread count repeats exactly

@@ -13,31 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 import codec
 from codec import api
 from codec import bitstream as bs
-from codec.cli import main
+from tests.test_hostile import assert_one_line, run
 
 CLI = [sys.executable, "-m", "codec.cli"]
-
-
-def run(*args, input=None):
-    return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
-
-
-def assert_one_line(result, code: int = 2, *fragments: str) -> str:
-    """One ``aecodec:`` line on stderr and exit ``code`` (CliRunner results and subprocesses)."""
-    status = getattr(result, "exit_code", getattr(result, "returncode", None))
-    stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
-    assert status == code, (status, stderr)
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("aecodec: "), stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 @pytest.fixture

@@ -756,6 +756,9 @@ def _worker(opts: Options, start: int, current, began, results, crash_log: str) 
     seeds = seed_files(codec)
     counts: Counter = Counter()
     folder = Path(tempfile.mkdtemp(prefix="aec-fuzz-"))
+    if opts.cli_every:  # untimed: the first command's imports are no case's cost
+        cli_case(seeds[0], folder, CLI_SUFFIXES[0], opts.max_pixels)
+        path_case(seeds[0], folder, 0)
     end = opts.start + opts.cases
     for i in range(start, end):
         name, data = make_case(seeds, opts.seed, i)

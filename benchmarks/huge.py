@@ -3,6 +3,7 @@
     python -m benchmarks.huge --size 8000 [--source PHOTO] [--quality 6]
     python -m benchmarks.huge --compare 768 --tile 256       # tiled vs untiled PSNR/bpp (one tile: ≤ 960)
     python -m benchmarks.huge --hostile 4096 --tile 1024     # a crafted file of empty streams (issue 15)
+    python -m benchmarks.huge --hostile 11584 --stored png+alpha --to webp   # a crafted lossless file (issue 28)
 
 The big image is a photo resized up (Lanczos) to ``size × size``: smooth, photo-like content at a
 size no training crop ever had. Encode and decode each run in a fresh process through the CLI, so
@@ -41,13 +42,14 @@ def _photo(source: Path | None, height: int, width: int) -> np.ndarray:
     return np.asarray(src.resize((width, height), Image.Resampling.LANCZOS))
 
 
-def _run_child(args: list[str]) -> tuple[float, float]:
-    """(seconds, peak RSS in MB) of one CLI run in its own process (``wait4``: that child's own peak)."""
+def _run_child(args: list[str], check: bool = True) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one CLI run in its own process (``wait4``: that child's own peak); with
+    ``check`` a failed run raises RuntimeError."""
     t0 = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", "codec.cli", *args])
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
+    if check and os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"aecodec {args[0]} failed with status {os.waitstatus_to_exitcode(status)}")
     return seconds, usage.ru_maxrss / 1024
 
@@ -73,33 +75,98 @@ def memory(size: int, quality: float, tile: int, source: Path | None) -> dict:
         }
 
 
-def hostile_file(size: int, tile: int, model_id: str, weights_hash: bytes, streams: int = 2) -> bytes:
-    """A ``size × size`` file in tiles of ``tile`` px (one tile when it covers the image) whose streams are empty."""
+def hostile_file(
+    size: int, tile: int, model_id: str, weights_hash: bytes, streams: int = 2, height: int | None = None
+) -> bytes:
+    """A ``size × size`` (or ``size × height``) file in tiles of ``tile`` px (one tile when it covers the image)
+    whose streams are empty."""
     from codec import bitstream as bs
 
-    f = bs.AecFile(size, size, DEFAULT_QUALITY, model_id=model_id, weights_hash=weights_hash, tile=tile)
+    f = bs.AecFile(size, height or size, DEFAULT_QUALITY, model_id=model_id, weights_hash=weights_hash, tile=tile)
     if f.tile_count() == 1:
         f.tile = 0
     f.streams = [[b""] * streams for _ in range(f.tile_count())]
     return bs.pack(f)
 
 
-def hostile(size: int, tile: int) -> dict:
-    """Time and peak RSS of ``aecodec decode`` on ``hostile_file`` for the default model, written as PNG."""
+def hostile(size: int, tile: int, height: int | None = None) -> dict:
+    """Time and peak RSS of ``aecodec decode`` on ``hostile_file`` for the default model, written as PNG; a
+    refused file is reported as such (with the time and memory the refusal took)."""
     from codec.weights import load_codec
 
     c = load_codec()
+    height = height or size
     with tempfile.TemporaryDirectory() as tmp:
         aec, out = Path(tmp) / "hostile.aec", Path(tmp) / "out.png"
-        aec.write_bytes(hostile_file(size, tile, c.model_id, c.weights_hash))
-        seconds, peak_mb = _run_child(["decode", str(aec), "-o", str(out)])
+        aec.write_bytes(hostile_file(size, tile, c.model_id, c.weights_hash, height=height))
+        seconds, peak_mb = _run_child(["decode", str(aec), "-o", str(out)], check=False)
         return {
-            "size": f"{size}x{size}",
+            "size": f"{size}x{height}",
             "tile": tile,
             "file_bytes": aec.stat().st_size,
+            "outcome": "decoded" if out.exists() else "refused",
             "decode_s": round(seconds, 1),
             "decode_peak_rss_mb": round(peak_mb),
-            "s_per_megapixel": round(seconds / (size * size / 1e6), 2),
+            "s_per_megapixel": round(seconds / (size * height / 1e6), 2),
+        }
+
+
+#: ``--stored`` kinds: what the ``PIXL`` (and ``aLPH``) chunks of a crafted lossless file hold.
+STORED_KINDS = ("png", "png+alpha", "webp", "exif")
+
+
+def stored_file(size: int, kind: str) -> bytes:
+    """A lossless (``PIXL``) file of ``size × size`` flat pixels: a PNG, a PNG with a 1-bit striped alpha PNG,
+    or a lossless WebP (which the decoder refuses above ``stored.WEBP_MAX_PIXELS``); ``exif``: a 4×3 file whose
+    ``eXIF`` chunk is ``size`` bytes (over ``bitstream.MAX_METADATA`` it is refused)."""
+    import io
+
+    from codec import bitstream as bs
+
+    def encoded(image: Image.Image, fmt: str) -> bytes:
+        buf = io.BytesIO()
+        image.save(buf, format=fmt, **({"lossless": True} if fmt == "WEBP" else {"compress_level": 9}))
+        return buf.getvalue()
+
+    if kind == "exif":  # built by hand: pack refuses a chunk over the limit
+        import zlib
+
+        small = bs.pack(bs.AecFile(4, 3, DEFAULT_QUALITY, streams=[], pixels=encoded(Image.new("RGB", (4, 3)), "PNG")))
+        body = small[: -bs.CRC_SIZE] + bs.CHUNK_HEADER.pack(bs.EXIF, size) + bytes(size)
+        return body + zlib.crc32(body).to_bytes(bs.CRC_SIZE, "little")
+    flat = Image.new("RGB", (size, size), (9, 99, 199))
+    alpha = None
+    if kind == "png+alpha":
+        stripes = np.zeros((size, size), bool)
+        stripes[:, ::2] = True
+        alpha = encoded(Image.fromarray(stripes), "PNG")
+    pixels = encoded(flat, "WEBP" if kind == "webp" else "PNG")
+    return bs.pack(bs.AecFile(size, size, DEFAULT_QUALITY, streams=[], pixels=pixels, alpha=alpha))
+
+
+def _write_stored(path: Path, size: int, kind: str) -> None:
+    path.write_bytes(stored_file(size, kind))
+
+
+def stored(size: int, kind: str, fmt: str) -> dict:
+    """Time and peak RSS of ``aecodec decode`` on ``stored_file``, written as ``fmt``; a refusal is reported."""
+    with tempfile.TemporaryDirectory() as tmp:
+        aec, out = Path(tmp) / "stored.aec", Path(tmp) / f"out.{fmt}"
+        # Built in a spawned process: a forked child's peak RSS counts the memory its parent held at the fork.
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            pool.apply(_write_stored, (aec, size, kind))
+        seconds, peak_mb = _run_child(["decode", str(aec), "-o", str(out)], check=False)
+        outcome = "decoded" if out.exists() else "refused"
+        return {
+            "kind": kind,
+            "size": f"{size}x{size}" if kind != "exif" else f"{size} bytes of EXIF",
+            "to": fmt,
+            "file_bytes": aec.stat().st_size,
+            "outcome": outcome,
+            "decode_s": round(seconds, 1),
+            "decode_peak_rss_mb": round(peak_mb),
         }
 
 
@@ -126,6 +193,15 @@ def compare(size: int, tile: int, quality: float, source: Path | None) -> dict:
 @click.option("--size", type=int, default=8000, show_default=True, help="Side of the square test image (memory run).")
 @click.option("--compare", "compare_size", type=int, default=None, help="Run the tiled-vs-untiled comparison instead.")
 @click.option("--hostile", "hostile_size", type=int, default=None, help="Decode a crafted file of empty streams.")
+@click.option(
+    "--stored",
+    "stored_kind",
+    type=click.Choice(STORED_KINDS),
+    default=None,
+    help="With --hostile SIZE: decode a crafted lossless file of SIZE² flat pixels instead (exif: SIZE bytes of EXIF).",
+)
+@click.option("--height", type=int, default=None, help="With --hostile SIZE: the crafted file's height [SIZE].")
+@click.option("--to", "to_format", type=click.Choice(["png", "webp"]), default="png", show_default=True)
 @click.option("--tile", type=int, default=1024, show_default=True)
 @click.option("--quality", type=float, default=DEFAULT_QUALITY, show_default=True)
 @click.option(
@@ -135,11 +211,17 @@ def compare(size: int, tile: int, quality: float, source: Path | None) -> dict:
     "--data", type=click.Path(exists=True, file_okay=False), default=None, help="Use this folder's first image."
 )
 @click.option("--weights", default=None)
-def main(size, compare_size, hostile_size, tile, quality, source, data, weights) -> None:
+def main(
+    size, compare_size, hostile_size, stored_kind, height, to_format, tile, quality, source, data, weights
+) -> None:
     use_weights(weights)
     src = Path(source) if source else (image_files(data)[0] if data else None)
-    if hostile_size:
-        result, name = hostile(hostile_size, tile), f"huge-hostile-{hostile_size}-{tile}.json"
+    if hostile_size and stored_kind:
+        result = stored(hostile_size, stored_kind, to_format)
+        name = f"huge-stored-{stored_kind}-{hostile_size}-{to_format}.json"
+    elif hostile_size:
+        result = hostile(hostile_size, tile, height)
+        name = f"huge-hostile-{hostile_size}{f'x{height}' if height else ''}-{tile}.json"
     elif compare_size:
         result, name = compare(compare_size, tile, quality, src), f"huge-compare-{compare_size}.json"
     else:

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import io
 import math
+import struct
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ def checked_tile(tile: int, codec: Codec, shape: tuple[int, int] | None = None) 
         raise AecError(str(e)) from None
     if shape is not None:
         try:
-            tiling.check_tile_count(*shape, tile, codec.model.stride, bs.MAX_PIXELS)
+            tiling.check_tile_count(*shape, tile, codec.model.stride)
         except ValueError as e:
             raise AecError(f"{e}: use a larger tile") from None
     return tile
@@ -263,7 +264,7 @@ def _tiles(f: bs.AecFile, codec: Codec, max_pixels: int) -> list[tiling.Tile]:
             f"tile side {side} must be a multiple of the model's stride {stride} within the limit of {tiling.MAX_TILE}"
         )
     try:
-        tiling.check_tile_count(f.height, f.width, side, stride, max_pixels)
+        tiling.check_tile_count(f.height, f.width, side, stride)
     except ValueError as e:
         raise bs.FormatError(str(e)) from None
     tiles = tiling.grid(f.height, f.width, side, stride)
@@ -298,8 +299,15 @@ def decode_file(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) ->
 def decode_planes(f: bs.AecFile, codec: Codec | None, max_pixels: int = bs.MAX_PIXELS) -> np.ndarray:
     """(H, W, 3) uint8 planes of a parsed file: a lossless one (``PIXL``) needs no network, nor its weights."""
     if f.pixels is not None:
-        return np.asarray(stored.read_plane(f.pixels, (f.width, f.height), "RGB", "stored pixels", stored.PIXL_FORMATS))
+        return np.asarray(stored_image(f).convert("RGB"))
     return decode_file(f, codec_for(f, codec), max_pixels)
+
+
+def stored_image(f: bs.AecFile) -> Image.Image:
+    """The planes of a lossless file (``PIXL``) as the image they are, in the file's base mode (RGB or L):
+    no array copy, so a stored plane at the pixel limit costs one image's memory."""
+    mode = bs.LAYOUTS[f.layout]
+    return stored.read_plane(f.pixels, (f.width, f.height), mode, "stored pixels", stored.PIXL_FORMATS)
 
 
 def decode_array(data: bytes, codec: Codec | None = None, max_pixels: int = bs.MAX_PIXELS) -> np.ndarray:
@@ -333,6 +341,11 @@ def coded_image(image: Image.Image | np.ndarray) -> Image.Image:
 def to_planes(image: Image.Image | np.ndarray) -> tuple[np.ndarray, dict]:
     """Normalize any input image to RGB uint8 planes plus the fields that travel beside them."""
     image, icc, exif = _normalized(image)
+    for name, data in (("ICC profile", icc), ("EXIF", exif)):
+        if data and len(data) > bs.MAX_METADATA:
+            raise AecError(
+                f"the image's {name} of {len(data)} bytes is over the {bs.MAX_METADATA} bytes a file carries"
+            )
     extra: dict = {}
     if exif:
         extra["exif"] = bytes(exif)
@@ -359,11 +372,61 @@ def _as_image(image: Image.Image | np.ndarray) -> Image.Image:
 
 
 def _apply_orientation(image: Image.Image) -> Image.Image:
-    """Rotate the pixels as EXIF says (the tag is dropped); unreadable EXIF leaves them as they are."""
+    """Rotate the pixels as EXIF says (the tag is dropped); unreadable EXIF leaves them as they are.
+
+    Pillow re-writes the EXIF without the tag, and fails on tags of an unexpected type (a ``Make`` typed
+    RATIONAL: AttributeError); then the tag is set to 1 in the EXIF bytes as they are (``exif_upright``).
+    """
     try:
         return ImageOps.exif_transpose(image) or image
     except stored.PIL_DECODE_ERRORS:
         return image
+    except (AttributeError, TypeError, KeyError):
+        pass
+    try:
+        method = _TRANSPOSE.get(image.getexif().get(_ORIENTATION, 1))
+    except stored.PIL_DECODE_ERRORS:
+        return image
+    upright = exif_upright(image.info.get("exif") or b"")
+    if method is None or upright is None:
+        return image  # the EXIF still says how to turn the pixels, so nothing is lost
+    turned = image.transpose(method)
+    turned.info["exif"] = upright
+    return turned
+
+
+_ORIENTATION = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def exif_upright(raw: bytes) -> bytes | None:
+    """``raw`` EXIF (TIFF layout, with or without the ``Exif\\0\\0`` prefix) with its first IFD's Orientation
+    set to 1, every other byte kept; None when it has no such SHORT entry or cannot be walked."""
+    start = 6 if raw.startswith(b"Exif\0\0") else 0
+    order = {b"II": "<", b"MM": ">"}.get(bytes(raw[start : start + 2]))
+    if order is None:
+        return None
+    try:
+        (ifd,) = struct.unpack_from(order + "I", raw, start + 4)
+        (count,) = struct.unpack_from(order + "H", raw, start + ifd)
+        for i in range(count):
+            at = start + ifd + 2 + 12 * i
+            tag, kind, n = struct.unpack_from(order + "HHI", raw, at)
+            if tag == _ORIENTATION and kind == 3 and n == 1:  # SHORT, one value, stored in place
+                out = bytearray(raw)
+                struct.pack_into(order + "H", out, at + 8, 1)
+                return bytes(out)
+    except struct.error:
+        return None
+    return None
 
 
 _DEEP_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -491,13 +554,14 @@ def decode(data: bytes, *, codec: Codec | None = None, max_pixels: int = bs.MAX_
     refused with FormatError before anything is allocated for them; raise it for very large images.
     """
     f = bs.unpack(data, max_pixels)
-    return image_from_planes(f, decode_planes(f, codec, max_pixels))
+    return image_from_planes(f, stored_image(f) if f.pixels is not None else decode_planes(f, codec, max_pixels))
 
 
-def image_from_planes(f: bs.AecFile, rgb: np.ndarray) -> Image.Image:
-    """The PIL image a file describes from its decoded RGB planes: mode, alpha, ICC and EXIF applied."""
-    image = Image.fromarray(rgb, "RGB")
-    if f.layout == bs.LAYOUT_GRAY:
+def image_from_planes(f: bs.AecFile, rgb: np.ndarray | Image.Image) -> Image.Image:
+    """The PIL image a file describes from its decoded RGB planes (or its stored image, ``stored_image``):
+    mode, alpha, ICC and EXIF applied."""
+    image = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb, "RGB")
+    if f.layout == bs.LAYOUT_GRAY and image.mode != "L":
         image = image.convert("L")
     if f.alpha is not None:
         image.putalpha(alpha_plane(f.alpha, image.size))

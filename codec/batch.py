@@ -39,6 +39,7 @@ from .api import (
     pack_latent,
     resolve_codec,
     smallest,
+    stored_image,
     to_planes,
 )
 from .handle import Codec
@@ -194,8 +195,9 @@ def decode_images(
 ) -> list[Image.Image]:
     """``api.decode`` of each ``.aec`` file (mode, alpha, ICC, EXIF), the network run ``batch`` at a time."""
     files = [bs.unpack(d, max_pixels) for d in datas]
-    planes = _decode_files(files, codec, batch, max_pixels, device)
-    return [image_from_planes(f, rgb) for f, rgb in zip(files, planes, strict=True)]
+    coded = [i for i, f in enumerate(files) if f.pixels is None]  # stored ones are images already
+    planes = dict(zip(coded, _decode_files([files[i] for i in coded], codec, batch, max_pixels, device), strict=True))
+    return [image_from_planes(f, planes[i] if i in planes else stored_image(f)) for i, f in enumerate(files)]
 
 
 def _decode_files(

@@ -25,6 +25,10 @@ VERSIONS = (2, 3)
 #: the program itself holds ~0.6 GB, the output 3 bytes per pixel as an array plus 4 as a Pillow image,
 #: and the network ~0.5 GB for one tile. At 2^28 the two copies of the image alone made 2.4 GB.
 MAX_PIXELS = 1 << 27
+#: Largest ICC profile or EXIF block a file may carry (``iCCP``, ``eXIF``), checked before it is copied: what a
+#: decode holds of metadata is bounded whatever the file (a 1 GB ``eXIF`` peaked at 3.5 GB). Real profiles and
+#: EXIF are far smaller (JPEG carries at most 64 KB of EXIF).
+MAX_METADATA = 1 << 24
 #: ``max_pixels`` for callers that check sizes themselves (``info``, the Pillow plugin): above any u32 × u32.
 NO_LIMIT = 1 << 64
 
@@ -144,6 +148,9 @@ def _check_fields(f: AecFile) -> bytes:
     tile_bits = 8 * struct.calcsize(dict(HEADER_FIELDS[f.version])["tile"])
     if f.tile < 0 or f.tile % unit or f.tile // unit >= 1 << tile_bits:
         raise ValueError(f"tile side {f.tile} does not fit a version {f.version} header")
+    for name, data in (("ICC profile", f.icc), ("EXIF", f.exif)):
+        if data is not None and len(data) > MAX_METADATA:
+            raise ValueError(f"{name} of {len(data)} bytes is over the limit of {MAX_METADATA}")
     if f.pixels is not None:
         if f.version == 2 or f.tile or f.streams:
             raise ValueError("lossless pixels need version 3, one tile and no streams")
@@ -275,6 +282,8 @@ def unpack(data: bytes | memoryview | mmap.mmap, max_pixels: int = MAX_PIXELS, v
         if tag in seen:
             raise FormatError(f"duplicate chunk {tag!r}")
         seen.add(tag)
+        if tag in (ICC, EXIF) and length > MAX_METADATA:
+            raise FormatError(f"chunk {tag!r} of {length} bytes is over the metadata limit of {MAX_METADATA}")
         payload = body[pos : pos + length]
         pos += length
         if tag in _STREAM_CHUNKS[version]:

@@ -566,12 +566,19 @@ def info(paths, as_json) -> None:
 
     records, status = [], 0
     for path in paths:
-        try:
+
+        def describe(path: str = path) -> dict:
             data = files.map_or_read(path)
-            records.append(_describe(path, len(data), bs.unpack(data, max_pixels=NO_LIMIT, views=True)))
+            return _describe(path, len(data), bs.unpack(data, max_pixels=NO_LIMIT, views=True))
+
+        try:  # in a child: a file truncated while mapped kills that, not this process (SIGBUS)
+            records.append(files.isolated(describe, path) if path != files.STDIO else describe())
         except AecError as e:
             _fail(_labelled(path, str(e)))
             status = EXIT_BAD_INPUT
+        except Exception as e:  # noqa: BLE001 - the CLI promises one line, never a traceback
+            _fail(f"{path}: internal error: {e}")
+            status = status or EXIT_OTHER
     if as_json:
         _print(json.dumps(records, indent=2))
     elif records:  # nothing to describe: nothing on stdout, not an empty line
@@ -737,20 +744,21 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
         names, notes = _versus(codecs)
         from .data import image_files
 
+        skipped: list[str] = []
         try:
-            paths = image_files(folder)
+            paths = image_files(folder, skipped)
         except FileNotFoundError as e:
             raise AecError(str(e)) from None
-        out = Path(output or f"bench-{Path(folder).resolve().name}")
+        out = Path(output or f"bench-{Path(files.resolved(folder)).name}")
         from .bench.rd import REPORT_FILES
 
         for name in REPORT_FILES.values():
-            if (out / name).resolve() in {p.resolve() for p in paths}:
+            if files.resolved(str(out / name)) in {files.resolved(str(p)) for p in paths}:
                 raise AecError(f"{out / name}: output would overwrite an input")
             files.check_output(str(out / name), force)
     except (AecError, ValueError) as e:
         _usage_error(e)
-    for note in notes:
+    for note in notes + skipped:
         console.warn(note)
     import_compressai_lean()
     from tqdm import tqdm
@@ -764,9 +772,15 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
         )
         notes += more
         bar = tqdm(paths, desc="bench", unit="img", file=sys.stderr, disable=True if quiet else None)
-        records = measure_images(bar, todo, notes)
+        failed: list[str] = []  # an unreadable image fails alone: one line each, exit 2 after the report
+        records = measure_images(bar, todo, notes, failed)
+        for line in failed:
+            console.fail(line)
+        if not records:
+            raise AecError(f"none of the {len(paths)} images in {folder} could be read")
+        measured = list(dict.fromkeys(r["image"] for r in records))
         curves = report.aggregate(records)
-        content = report_files(out.name, [p.name for p in paths], records, curves, descriptions, notes)
+        content = report_files(out.name, measured, records, curves, descriptions, notes)
         for name, data in content.items():
             files.write_output(str(out / name), data, force)
     except AecError as e:
@@ -778,6 +792,9 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
     if not quiet:
         console.line(f"wrote {', '.join(str(out / n) for n in content)}")
     _print(content[REPORT_FILES["bdrate"]].decode(), nl=False)
+    if failed:
+        console.fail(f"{len(failed)} of {len(paths)} images failed (see above)")
+        sys.exit(EXIT_BAD_INPUT)
 
 
 @main.command()

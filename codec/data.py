@@ -15,9 +15,16 @@ from PIL import Image
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
-def image_files(folder: str | Path) -> list[Path]:
-    """Image files of a folder, sorted; other files (READMEs, checksums) are skipped."""
-    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+def image_files(folder: str | Path, skipped: list[str] | None = None) -> list[Path]:
+    """Image files of a folder, sorted; other files (READMEs, checksums) are skipped.
+
+    Only regular files (or links to them) count: a FIFO named ``x.png`` would block its reader forever, and a
+    folder named ``d.png`` or a symlink loop cannot be read. Each such name is added to ``skipped`` with why.
+    """
+    named = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = [p for p in named if p.is_file()]  # is_file: False for a symlink loop too, never raises
+    if skipped is not None:
+        skipped += [f"{p}: skipped, not a regular file" for p in named if not p.is_file()]
     if not paths:
         raise FileNotFoundError(f"no images in {folder}")
     return paths

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import faulthandler
 import io
 import mmap
 import os
+import pickle
 import re
 import secrets
+import signal
 import stat
 import struct
 import sys
@@ -17,6 +20,7 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
@@ -24,6 +28,7 @@ from . import bitstream as bs
 from .errors import AecError
 
 STDIO = "-"
+T = TypeVar("T")
 
 
 def label(src: str) -> str:
@@ -32,18 +37,47 @@ def label(src: str) -> str:
 
 
 def read_bytes(src: str) -> bytes:
-    """The bytes of a path, or of stdin for ``-``; a clear error for missing or empty input."""
+    """The bytes of a path, or of stdin for ``-``; a clear error for missing or empty input, and one line for
+    whatever else the OS refuses (a symlink loop, a name too long, a path under a file, ``/proc/self/mem``,
+    a closed stdin)."""
     try:
-        data = sys.stdin.buffer.read() if src == STDIO else Path(src).read_bytes()
-    except FileNotFoundError:
-        raise AecError(f"{src}: no such file") from None
-    except IsADirectoryError:
-        raise AecError(f"{src}: is a directory") from None
-    except PermissionError:
-        raise AecError(f"{src}: permission denied") from None
+        if src == STDIO:
+            if sys.stdin is None:  # started with stdin closed (``<&-``)
+                raise OSError(errno.EBADF, "stdin is closed")
+            data = sys.stdin.buffer.read()
+        else:
+            data = Path(src).read_bytes()
+    except OSError as e:
+        raise AecError(f"{label(src)}: {os_reason(e)}") from None
     if not data:
         raise AecError(f"{label(src)}: empty input")
     return data
+
+
+#: How input errors name the common OS refusals; any other is its strerror.
+_OS_REASONS = {
+    errno.ENOENT: "no such file",
+    errno.EISDIR: "is a directory",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ELOOP: "too many levels of symbolic links (a symlink loop?)",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.ENOTDIR: "a part of the path is not a folder",
+}
+
+
+def os_reason(e: OSError) -> str:
+    """An OSError as the few words a one-line message needs."""
+    return _OS_REASONS.get(e.errno or 0) or e.strerror or type(e).__name__
+
+
+def resolved(path: str) -> str:
+    """The absolute, symlink-free form of ``path`` for comparing two paths; a symlink loop or a name too long
+    stays as it is (``Path.resolve`` raises on those), since comparing must never fail."""
+    try:
+        return os.path.realpath(path)
+    except (OSError, RuntimeError, ValueError):
+        return os.path.abspath(path)
 
 
 def map_or_read(src: str) -> bytes | mmap.mmap:
@@ -59,6 +93,50 @@ def map_or_read(src: str) -> bytes | mmap.mmap:
         except OSError:
             pass  # missing, a folder, unreadable: read_bytes says which, in its words
     return read_bytes(src)
+
+
+def isolated(fn: Callable[[], T], what: str) -> T:
+    """``fn()`` run in a forked child, its result (or AecError) passed back pickled.
+
+    For work on a mapped file: another process that truncates the file while it is mapped makes reading the
+    lost pages kill the reader with SIGBUS, which Python cannot catch. The child dies instead, and ``what``
+    is told it changed while being read. Without ``fork`` (not POSIX), ``fn`` runs here.
+    """
+    if not hasattr(os, "fork"):
+        return fn()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the caller's stack
+        status = 0
+        try:
+            os.close(r)
+            faulthandler.disable()  # a SIGBUS here is expected and reported by the parent, not dumped
+            try:
+                out = ("ok", fn())
+            except AecError as e:
+                out = ("error", str(e))
+            except Exception as e:  # noqa: BLE001 - passed back as one line, as the parent would report it
+                out = ("internal", f"{type(e).__name__}: {e}")
+            _write_all(w, pickle.dumps(out))
+        except BaseException:  # noqa: BLE001 - whatever happens, the child must not run the parent's code
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(w)
+    with os.fdopen(r, "rb") as pipe:
+        payload = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        name = signal.Signals(os.WTERMSIG(status)).name
+        raise AecError(f"{what}: the file changed while it was read ({name}: truncated by another program?)")
+    if not payload:
+        raise AecError(f"{what}: could not be read (its reader exited with status {os.waitstatus_to_exitcode(status)})")
+    kind, value = pickle.loads(payload)
+    if kind == "error":
+        raise AecError(value)
+    if kind == "internal":
+        raise RuntimeError(value)
+    return value
 
 
 #: Input formats Pillow may try. EPS is left out: Pillow hands it to Ghostscript, a large attack surface
@@ -316,6 +394,18 @@ NO_METADATA_FORMATS = {"PPM", "BMP"}
 ICC_LIMITS = {"JPEG": 255 * (65533 - 14), "PNG": PngImagePlugin.MAX_TEXT_CHUNK}
 
 
+#: The largest side each output format holds (libjpeg: 65500 px; libwebp: 16383 px); the others take any image
+#: the decoder's pixel limit lets through.
+MAX_SIDES = {"JPEG": 65500, "WEBP": 16383}
+
+
+def check_fits_format(dest: str, fmt: str, width: int, height: int) -> None:
+    """Refuse, before decoding, an image larger than ``fmt`` can hold (``MAX_SIDES``)."""
+    limit = MAX_SIDES.get(fmt)
+    if limit is not None and max(width, height) > limit:
+        raise AecError(f"{dest}: {fmt} holds at most {limit} px on a side, the image is {width}x{height} (write .png)")
+
+
 def output_format(dest: str, suffix: str | None = None) -> str:
     """The Pillow format for ``dest``: from ``suffix`` (``--format``) when given, else from the name; PNG for
     stdout and for streams named without a suffix (``/dev/null``, a FIFO)."""
@@ -335,6 +425,7 @@ def image_bytes(
 ) -> bytes:
     """Serialize a decoded image as ``fmt``: lossy formats at ``quality``; alpha kept or refused, never
     dropped unless ``drop_alpha``."""
+    check_fits_format(dest, fmt, image.width, image.height)
     if image.mode in ("RGBA", "LA") and fmt not in ALPHA_FORMATS:
         if not drop_alpha:
             raise AecError(f"{dest}: the image has alpha, which {fmt} cannot hold (write .png, or use --drop-alpha)")
@@ -396,7 +487,7 @@ def refuse_shared_outputs(srcs: Iterable[str], dests: Iterable[str]) -> None:
     """AecError naming both inputs when two of them would write the same output."""
     seen: dict[str, str] = {}
     for src, dest in zip(srcs, dests, strict=True):
-        key = dest if dest == STDIO else str(Path(dest).resolve())
+        key = dest if dest == STDIO else resolved(dest)
         if key in seen:
             raise AecError(f"{label(seen[key])} and {label(src)} would both write {dest}; use different names or -o")
         seen[key] = src

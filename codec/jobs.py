@@ -136,7 +136,7 @@ def batch_size(batch: int, on_gpu: bool) -> int:
 
 
 def check_not_input(src: str, dest: str) -> None:
-    if src != files.STDIO and dest != files.STDIO and os.path.realpath(src) == os.path.realpath(dest):
+    if src != files.STDIO and dest != files.STDIO and files.resolved(src) == files.resolved(dest):
         raise AecError(f"{src}: output would overwrite the input")
 
 
@@ -286,6 +286,7 @@ class Decoder(Coder):
         data = get()
         o = self.options
         header = bs.unpack(data, o.max_pixels)
+        files.check_fits_format(dest, files.output_format(dest, o.suffix), header.width, header.height)
         if header.pixels is None:  # a missing model fails this file alone; a lossless one needs none
             check_fits_model(header, load_codec_for(header.model_id, header.weights_hash, o.device), o.max_pixels)
         return src, dest, data, header

@@ -62,7 +62,15 @@ class AecImageFile(ImageFile.ImageFile):
                 raise OSError(f"cannot decode .aec file: {e}") from None
             self._data = None
             self.im = decoded.im
+            self._release_file()
         return Image.Image.load(self)
+
+    def _release_file(self) -> None:
+        """Close the file Pillow opened for us once its bytes are decoded, as ``ImageFile.load`` does for the
+        formats it decodes itself (this ``load`` replaces that one): else each loaded image keeps a descriptor."""
+        if getattr(self, "_exclusive_fp", False) and self._close_exclusive_fp_after_loading and self.fp:
+            self.fp.close()
+        self.fp = None
 
 
 def _work_limit() -> int:

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError, features
 
 from .errors import FormatError
+from .files import MAX_SIDES
 from .tensors import psnr
 
 #: What Pillow raises on damaged image data (it has no common base class for them).
@@ -35,7 +36,7 @@ WEBP = "WEBP"
 #: What a ``PIXL`` chunk may hold (``aLPH``: PNG only).
 PIXL_FORMATS = (PNG, WEBP)
 #: libwebp's largest side.
-WEBP_MAX_SIDE = 16383
+WEBP_MAX_SIDE = MAX_SIDES[WEBP]
 #: Lossless WebP is tried only up to this many pixels (its search is slow on large images; those are
 #: flat colours here, whose PNG is small anyway).
 WEBP_MAX_PIXELS = 1 << 20
@@ -66,6 +67,56 @@ def webp_size(data: bytes) -> tuple[int, int] | None:
 
 
 _SIZE_READERS = {PNG: png_size, WEBP: webp_size}
+#: Most pixels a stored plane of each format may have: the encoder writes a WebP only up to
+#: ``WEBP_MAX_PIXELS`` (larger flat images are PNGs), so a larger one is refused before libwebp decodes it
+#: (it would hold the image three times over: a 79-byte file of 11584² peaked at 2.6 GB).
+MAX_PLANE_PIXELS = {WEBP: WEBP_MAX_PIXELS}
+#: Samples per pixel of each PNG colour type (grey, RGB, palette, grey + alpha, RGBA).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+#: Adam7 passes: (first column, first row, column step, row step).
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+_PNG_CHUNK = struct.Struct(">I4s")
+
+
+def png_raw_size(width: int, height: int, depth: int, color: int, interlaced: bool) -> int | None:
+    """Bytes a PNG's image data inflates to (rows of filter byte + samples); None for an unknown colour type."""
+    channels = _PNG_CHANNELS.get(color)
+    if channels is None:
+        return None
+    passes = _ADAM7 if interlaced else ((0, 0, 1, 1),)
+    total = 0
+    for x0, y0, dx, dy in passes:
+        w, h = -(-(width - x0) // dx) if width > x0 else 0, -(-(height - y0) // dy) if height > y0 else 0
+        if w and h:
+            total += h * (1 + -(-(w * channels * depth) // 8))
+    return total
+
+
+def png_is_complete(data: bytes | memoryview) -> bool:
+    """True when a PNG's IDAT chunks inflate to at least the bytes its header promises: Pillow accepts a valid
+    zlib stream that ends early and leaves the missing rows black. Inflated in pieces: memory stays small."""
+    data = memoryview(data)
+    size = png_size(bytes(data[:24]))
+    if size is None or len(data) < 29:
+        return False
+    depth, color, interlace = data[24], data[25], data[28]
+    want = png_raw_size(*size, depth, color, bool(interlace))
+    if want is None:
+        return False
+    inflate, got, pos = zlib.decompressobj(), 0, 8
+    try:
+        while pos + _PNG_CHUNK.size <= len(data) and got < want:
+            length, tag = _PNG_CHUNK.unpack_from(data, pos)
+            pos += _PNG_CHUNK.size
+            if tag == b"IDAT":
+                piece = data[pos : pos + length]
+                while piece and got < want:
+                    got += len(inflate.decompress(piece, 1 << 20))
+                    piece = inflate.unconsumed_tail
+            pos += length + 4  # payload and CRC
+    except zlib.error:
+        return False
+    return got >= want
 
 
 def read_plane(
@@ -81,6 +132,11 @@ def read_plane(
         raise FormatError(f"corrupt {what} (not a {' or '.join(formats)} image)")
     if found != size:
         raise FormatError(f"{what} is {found[0]}x{found[1]}, the image {size[0]}x{size[1]}")
+    most = MAX_PLANE_PIXELS.get(fmt)
+    if most is not None and size[0] * size[1] > most:
+        raise FormatError(f"{what}: a {fmt} plane holds at most {most} pixels, this one {size[0]}x{size[1]}")
+    if fmt == PNG and not png_is_complete(data):
+        raise FormatError(f"corrupt {what} (the PNG holds fewer rows than its header says)")
     try:
         with warnings.catch_warnings():
             # The size was checked against the decoder's own pixel limit above.
@@ -89,7 +145,7 @@ def read_plane(
                 if a.size != size:
                     raise FormatError(f"{what} size does not match the image")
                 a.load()
-                return a.convert(mode)
+                return a if a.mode == mode else a.convert(mode)  # no second copy of a large plane
     except UnidentifiedImageError:
         raise FormatError(f"corrupt {what} (not a readable {fmt} image)") from None
     except PIL_DECODE_ERRORS as e:

@@ -95,12 +95,16 @@ class Chunk:
         return slice(self.at + CHUNK.size, self.at + CHUNK.size + self.length)
 
 
+#: Chunks walked at most: a mutated file can hold megabytes of zeros, which read as millions of empty chunks.
+MAX_CHUNKS = 64
+
+
 def chunks_of(data: bytes) -> list[Chunk]:
-    """The chunks of a (possibly already mutated) file, as far as they can be walked."""
+    """The chunks of a (possibly already mutated) file, as far as they can be walked (``MAX_CHUNKS`` at most)."""
     if len(data) <= model_at(data) + CRC_SIZE:
         return []
     pos, end, out = model_at(data) + data[header(data)["model_len"][0]], len(data) - CRC_SIZE, []
-    while pos + CHUNK.size <= end:
+    while pos + CHUNK.size <= end and len(out) < MAX_CHUNKS:
         tag, length = CHUNK.unpack_from(data, pos)
         if pos + CHUNK.size + length > end:
             break
@@ -370,6 +374,86 @@ def splice(data: bytes, rng: random.Random, seeds: list[bytes]) -> bytes:
     return data[: mine[0].at] + other[theirs[0].at :]
 
 
+def _as_stored(data: bytes, width: int, height: int, pixels: bytes) -> bytes | None:
+    """``data`` made a lossless file of ``width × height`` whose ``PIXL`` holds ``pixels`` (other chunks kept)."""
+    try:
+        f = bs.unpack(data, max_pixels=bs.NO_LIMIT)
+    except bs.FormatError:
+        return None
+    f.width, f.height, f.streams, f.tile, f.pixels, f.version = width, height, [], 0, pixels, bs.VERSION
+    if f.alpha is not None:  # a valid alpha plane of the new size, so the case reaches the stored pixels
+        small = width * height <= FUZZ_MAX_PIXELS
+        f.alpha = image_file(np.full((height, width), 200, np.uint8)) if small else png_header_only(width, height)
+    try:
+        return bs.pack(f)
+    except ValueError:
+        return None
+
+
+def png_rows(width: int, height: int, rows: int, color_type: int = 2, interlace: int = 0) -> bytes:
+    """A PNG claiming ``width × height`` whose valid zlib stream holds ``rows`` rows (fewer, exactly, or more)."""
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[color_type]
+    raw = (b"\0" + bytes((7 + i) % 256 for i in range(width * channels))) * rows
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, interlace)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(raw))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def webp_header(width: int, height: int, body: bytes = b"") -> bytes:
+    """A simple lossless WebP (RIFF, ``VP8L``) claiming ``width × height``, with ``body`` as its bitstream."""
+    bits = (width - 1) | (height - 1) << 14
+    vp8l = b"\x2f" + struct.pack("<I", bits) + body
+    return b"RIFF" + struct.pack("<I", 12 + len(vp8l)) + b"WEBPVP8L" + struct.pack("<I", len(vp8l)) + vp8l
+
+
+def stored_plane(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
+    """A stored plane (``PIXL``) whose size lies: fewer or more rows than its header, a header of another size,
+    a WebP over what the encoder writes, interlaced or odd colour types, garbage behind a valid header."""
+    side = int(FUZZ_MAX_PIXELS**0.5)
+    w, h = rng.choice([(1, 1), (5, 3), (17, 64), (side, side), (1, FUZZ_MAX_PIXELS), (1025, 1025)])
+    real = image_file(np.full((h, w, 3), 99, np.uint8)) if w * h <= FUZZ_MAX_PIXELS else png_header_only(w, h, 2)
+    small_webp = image_file(np.full((3, 5, 3), 99, np.uint8), "WEBP", lossless=True)
+    plane = rng.choice(
+        [
+            png_rows(w, h, rng.randint(0, max(0, h - 1))),  # too few rows, valid zlib stream
+            png_rows(w, h, h + rng.randint(1, 4)),  # more rows than it says
+            png_rows(w, h, h, rng.choice([0, 4, 6]), rng.choice([0, 1])),  # other colour types, Adam7
+            png_header_only(w, h, rng.choice([0, 2, 3, 6, 7])),  # right size, (almost) no data
+            png_header_only(w + 1, h),  # another size
+            real[: rng.randrange(8, len(real))],  # truncated
+            real[:33] + rng.randbytes(max(1, len(real) - 33)),  # header intact, data garbage
+            webp_header(w, h, rng.randbytes(rng.randint(0, 64))),  # WebP of the right size, garbage
+            webp_header(min(w, 16384), min(h, 16384)),  # WebP header only
+            webp_header(2048, 1024),  # WebP over what the encoder writes (2^20 px)
+            small_webp[: rng.randrange(12, len(small_webp))],  # truncated WebP
+            real,
+        ]
+    )
+    size = png_size_of(plane) or (w, h)
+    return _as_stored(data, *size, plane) or data
+
+
+def png_size_of(plane: bytes) -> tuple[int, int] | None:
+    """The size a PNG or WebP plane claims (so the file's header agrees and the case reaches the plane)."""
+    from codec import stored
+
+    return stored.png_size(plane) or stored.webp_size(plane)
+
+
+def metadata_size(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
+    """An ICC or EXIF chunk at, just over or far over ``bitstream.MAX_METADATA`` (checked before it is copied)."""
+    tag = rng.choice([bs.ICC, bs.EXIF])
+    # At the limit the case is decoded (and written by the CLI) with 16 MiB of metadata: drawn rarely.
+    size = bs.MAX_METADATA + rng.choice([1, 1, 2, 0])
+    payload = bytes(size)
+    existing = [c for c in chunks_of(data) if c.tag == tag]
+    return replace_chunk(data, existing[0], payload) if existing else append_chunk(data, tag, payload)
+
+
 MUTATIONS: dict[str, Mutation] = {
     f.__name__: f
     for f in (
@@ -387,6 +471,8 @@ MUTATIONS: dict[str, Mutation] = {
         side_chunk,
         extra_chunk,
         splice,
+        stored_plane,
+        metadata_size,
     )
 }
 
@@ -405,9 +491,33 @@ def mutate(name: str, data: bytes, rng: random.Random, seeds: list[bytes]) -> by
     return out
 
 
+def _case_rng(seed: int, index: int) -> random.Random:
+    return random.Random(f"aec-fuzz:{seed}:{index}")
+
+
+def case_seed(seeds: list[bytes], seed: int, index: int) -> bytes:
+    """The seed file case ``index`` of run ``seed`` mutates (``make_case``'s first draw)."""
+    return _case_rng(seed, index).choice(seeds)
+
+
+def changed_chunks(before: bytes, after: bytes) -> set[bytes]:
+    """Tags of the chunks of ``after`` that ``before`` lacks or holds with another payload."""
+    old = {c.tag: before[c.payload] for c in chunks_of(before)}
+    return {c.tag for c in chunks_of(after) if old.get(c.tag) != after[c.payload]}
+
+
+#: The chunk kinds the reach report names; any other tag counts as ``other``.
+CHUNK_KINDS = tuple(sorted(t.decode() for t in bs.KNOWN))
+
+
+def chunk_kind(tag: bytes) -> str:
+    name = tag.decode("latin-1")
+    return name if name in CHUNK_KINDS else "other"
+
+
 def make_case(seeds: list[bytes], seed: int, index: int) -> tuple[str, bytes]:
     """Case ``index`` of run ``seed``: (description, bytes). Depends on nothing else."""
-    rng = random.Random(f"aec-fuzz:{seed}:{index}")
+    rng = _case_rng(seed, index)
     data = rng.choice(seeds)
     names = rng.choices(list(MUTATIONS), k=rng.choice([1, 1, 2, 3]))
     for name in names:
@@ -472,37 +582,41 @@ def overfit_seeds(rng: np.random.Generator) -> list[bytes]:
 #: The decoder's stages, in order: the container parser accepted the file, an entropy-coded stream went
 #: into the rANS decoder, the synthesis transform ran.
 STAGES = ("parsed", "rans", "network")
+#: A stored plane (``PIXL`` or ``aLPH``) went into its checks (``codec.stored.read_plane``), and came out decoded.
+PLANE_STAGES = ("plane", "plane-decoded")
 
 
 @contextlib.contextmanager
 def stages_reached() -> Iterator[set[str]]:
-    """The ``STAGES`` that decoding inside the block reached, seen through hooks on ``codec.bitstream.unpack``
-    (on success), ``codec.engine.RansTables`` and ``codec.engine.synthesize_with`` (on entry); removed on exit.
+    """The ``STAGES`` and ``PLANE_STAGES`` that decoding inside the block reached, seen through hooks on
+    ``codec.bitstream.unpack`` (on success), ``codec.engine.RansTables`` and ``codec.engine.synthesize_with``
+    (on entry) and ``codec.stored.read_plane`` (on entry, and on success); removed on exit.
 
     A mutation that never gets past the parser tests the parser only: this says which ones go deeper.
     """
-    from codec import engine
+    from codec import engine, stored
     from codec.overfit import network
 
     seen: set[str] = set()
-    hooks = [(bs, "unpack", "parsed", True), (engine, "synthesize_with", "network", False)]
-    hooks += [(network.Decoder, "image", "network", False)]  # the overfit kind's synthesis
-    hooks += [(engine.RansTables, name, "rans", False) for name in ("decode", "decoder")]
+    # (owner, attribute, stage on entry, stage on success)
+    hooks = [(bs, "unpack", None, "parsed"), (engine, "synthesize_with", "network", None)]
+    hooks += [(network.Decoder, "image", "network", None)]  # the overfit kind's synthesis
+    hooks += [(engine.RansTables, name, "rans", None) for name in ("decode", "decoder")]
+    hooks += [(stored, "read_plane", "plane", "plane-decoded")]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _, _ in hooks]
 
-    def hooked(original: Callable, stage: str, after: bool) -> Callable:
+    def hooked(original: Callable, entry: str | None, success: str | None) -> Callable:
         @functools.wraps(original)
         def call(*args, **kwargs):
-            if not after:
-                seen.add(stage)
+            seen.update([entry] if entry else [])
             result = original(*args, **kwargs)
-            seen.add(stage)
+            seen.update([success or entry] if success or entry else [])
             return result
 
         return call
 
-    for (owner, name, stage, after), (_, _, original) in zip(hooks, originals, strict=True):
-        setattr(owner, name, hooked(original, stage, after))
+    for (owner, name, entry, success), (_, _, original) in zip(hooks, originals, strict=True):
+        setattr(owner, name, hooked(original, entry, success))
     try:
         yield seen
     finally:
@@ -538,7 +652,8 @@ def decode_case(data: bytes, codec, max_pixels: int = FUZZ_MAX_PIXELS) -> str:
 
 def error_kind(msg: str) -> str:
     """A coarse bucket per failure, to show which layers the cases reached."""
-    keys = ("magic", "version", "CRC", "truncated", "exceeds", "working area", "alpha", "entropy", "chunk", "model")
+    keys = ("magic", "version", "CRC", "truncated", "exceeds", "working area", "alpha", "stored", "metadata")
+    keys += ("entropy", "chunk", "model")
     for key in keys:
         if key in msg:
             return key
@@ -571,6 +686,48 @@ def cli_case(data: bytes, folder: Path, suffix: str, max_pixels: int = FUZZ_MAX_
 
 
 CLI_SUFFIXES = (".png", ".jpg", ".webp", ".tif")
+
+
+def _bad_paths(folder: Path, src: Path) -> dict[str, tuple[list[str], bool]]:
+    """Hostile input and output paths (issue 28): name → (``aecodec`` arguments, whether exit 0 is right)."""
+    loop, plain = folder / "loop.aec", folder / "plain"
+    out_loop = folder / "out-loop.png"
+    for link in (loop, out_loop):
+        if not link.is_symlink():
+            link.symlink_to(link.name)
+    plain.write_bytes(b"x")
+    long_name = str(folder / ("n" * 300 + ".aec"))
+    return {
+        "input loop": (["info", str(loop)], False),
+        "input long name": (["decode", long_name, "-o", str(folder / "x.png")], False),
+        "input under a file": (["info", str(plain / "x.aec")], False),
+        "input folder": (["decode", str(folder), "-o", str(folder / "x.png")], False),
+        "input /proc/self/mem": (["info", "/proc/self/mem"], False),
+        "output loop": (["decode", str(src), "-o", str(out_loop)], False),
+        "output under a file": (["decode", str(src), "-o", str(plain / "x.png")], False),
+        "output long name": (["decode", str(src), "-o", str(folder / ("n" * 300 + ".png"))], False),
+    }
+
+
+def path_case(data: bytes, folder: Path, k: int) -> str:
+    """``aecodec`` on the ``k``-th hostile path (``_bad_paths``), the case's file as the input where one is
+    needed: exit 2 with one line, or exit 0 where that is right."""
+    from click.testing import CliRunner
+
+    from codec.cli import main
+
+    src = folder / "case.aec"
+    src.write_bytes(data)
+    cases = _bad_paths(folder, src)
+    name = sorted(cases)[k % len(cases)]
+    args, may_succeed = cases[name]
+    result = CliRunner().invoke(main, args)
+    lines = result.stderr.strip().splitlines()
+    if result.exit_code == 0 and may_succeed:
+        return "cli-path-ok"
+    if result.exit_code != 2 or len(lines) != 1 or not lines[0].startswith("aecodec: "):
+        raise AssertionError(f"{name}: aecodec {args[0]}: exit {result.exit_code}, stderr {result.stderr!r}")
+    return "cli-path-error"
 
 
 # -- the harness: a watched worker ----------------------------------------------------------------
@@ -621,6 +778,9 @@ def _worker(opts: Options, start: int, current, began, results, crash_log: str) 
     seeds = seed_files(codec)
     counts: Counter = Counter()
     folder = Path(tempfile.mkdtemp(prefix="aec-fuzz-"))
+    if opts.cli_every:  # untimed: the first command's imports are no case's cost
+        cli_case(seeds[0], folder, CLI_SUFFIXES[0], opts.max_pixels)
+        path_case(seeds[0], folder, 0)
     end = opts.start + opts.cases
     for i in range(start, end):
         name, data = make_case(seeds, opts.seed, i)
@@ -636,9 +796,14 @@ def _worker(opts: Options, start: int, current, began, results, crash_log: str) 
             kind = name.removesuffix("+crc")
             if "+" not in kind and kind != name:  # one mutation, CRC recomputed: that kind's own reach
                 counts.update(f"reach:{stage}:{kind}" for stage in ("cases", *seen))
+            if kind != name:  # CRC recomputed: the reach of each chunk kind the mutations changed
+                reached = ("cases", *seen, *(["decoded"] if outcome == "ok" else []))
+                for tag in changed_chunks(case_seed(seeds, opts.seed, i), data):
+                    counts.update(f"reach:chunk:{chunk_kind(tag)}:{stage}" for stage in reached)
             if opts.cli_every and i % opts.cli_every == 0:
                 suffix = CLI_SUFFIXES[(i // opts.cli_every) % len(CLI_SUFFIXES)]
                 counts[cli_case(data, folder, suffix, opts.max_pixels)] += 1
+                counts[path_case(data, folder, i // opts.cli_every)] += 1
         except Exception as e:  # noqa: BLE001 - the harness reports every unexpected exception, then goes on
             tb = traceback.format_exc(limit=-3)
             results.put(("fail", f"case {i} ({name}): {type(e).__name__}: {e}\n{tb}"))
@@ -715,15 +880,26 @@ def supervise(opts: Options, progress: Callable[[str], None] = lambda line: None
     return report
 
 
+#: Columns of the per-chunk-kind reach table: the stages, then the cases that decoded to an image.
+CHUNK_COLUMNS = (*STAGES, *PLANE_STAGES, "decoded")
+
+
 def reach_table(counts: Counter, cases: int) -> str:
     """Share of all cases reaching each stage, then per kind among the cases of that one mutation with the CRC
-    recomputed (without, the CRC check stops nearly all of them)."""
-    lines = ["reached: " + ", ".join(f"{s} {100 * counts[f'reach:{s}'] / max(cases, 1):.1f}%" for s in STAGES)]
-    lines.append(f"{'one mutation+crc':16}{'cases':>7}" + "".join(f"{s:>9}" for s in STAGES))
+    recomputed (without, the CRC check stops nearly all of them), then per chunk kind among the cases (CRC
+    recomputed) that changed or added a chunk of that kind: how deep damage to each kind of chunk gets."""
+    stages = (*STAGES, *PLANE_STAGES)
+    lines = ["reached: " + ", ".join(f"{s} {100 * counts[f'reach:{s}'] / max(cases, 1):.1f}%" for s in stages)]
+    lines.append(f"{'one mutation+crc':16}{'cases':>7}" + "".join(f"{s:>14}" for s in stages))
     for name in MUTATIONS:
         n = counts[f"reach:cases:{name}"]
-        shares = "".join(f"{100 * counts[f'reach:{s}:{name}'] / max(n, 1):8.1f}%" for s in STAGES)
+        shares = "".join(f"{100 * counts[f'reach:{s}:{name}'] / max(n, 1):13.1f}%" for s in stages)
         lines.append(f"{name:16}{n:7}{shares}")
+    lines.append(f"{'chunk kind+crc':16}{'cases':>7}" + "".join(f"{s:>14}" for s in CHUNK_COLUMNS))
+    for kind in (*CHUNK_KINDS, "other"):
+        n = counts[f"reach:chunk:{kind}:cases"]
+        shares = "".join(f"{100 * counts[f'reach:chunk:{kind}:{s}'] / max(n, 1):13.1f}%" for s in CHUNK_COLUMNS)
+        lines.append(f"{kind:16}{n:7}{shares}")
     return "\n".join(lines)
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import codec
+from codec import api, tiling
 from codec import bitstream as bs
-from codec import tiling
 from codec.tensors import psnr
 from codec.weights import load_codec
 
@@ -81,26 +81,48 @@ def test_tiles_over_the_limit_are_refused_before_decoding(tile):
         codec.encode(np.zeros((8, 8, 3), np.uint8), tile=2048)
 
 
-def test_tile_count_is_bounded_by_the_pixel_limit(monkeypatch):
+def test_tile_count_is_bounded_by_the_image_area(monkeypatch):
     """8192² in 64-px tiles (16384 tiles, 9x their pixels in synthesis windows each): refused before any
-    decoding at the default limit, which allows one tile per 65536 of its pixels; a raised limit allows more."""
+    decoding, which allows one tile per 65536 of the image's padded pixels, whatever the pixel limit."""
     c = load_codec()
     f = bs.AecFile(8192, 8192, 4.0, model_id=c.model_id, weights_hash=c.weights_hash, tile=64)
     f.streams = [[b"", b""]] * f.tile_count()
     data = bs.pack(f)
     monkeypatch.setattr(tiling, "decode", lambda *a: pytest.fail("decoded a file over the tile limit"))
-    limit = tiling.max_tiles(bs.MAX_PIXELS)
-    assert limit == bs.MAX_PIXELS // tiling.PIXELS_PER_TILE < f.tile_count()
-    with pytest.raises(codec.FormatError, match=f"16384 tiles of 64 px, over the limit of {limit}"):
-        codec.decode(data, codec=c)
-    with pytest.raises(pytest.fail.Exception, match="decoded a file"):
-        codec.decode(data, codec=c, max_pixels=1 << 30)  # 16384 tiles allowed: it gets to the decoder
+    limit = tiling.max_tiles(8192, 8192, 64)
+    assert limit == 8192**2 // tiling.PIXELS_PER_TILE < f.tile_count()
+    for max_pixels in (bs.MAX_PIXELS, 1 << 30):
+        with pytest.raises(codec.FormatError, match=f"16384 tiles of 64 px, over the limit of {limit}"):
+            codec.decode(data, codec=c, max_pixels=max_pixels)
     with pytest.raises(codec.AecError, match="use a larger tile"):
         codec.encode(np.zeros((3000, 3000, 3), np.uint8), tile=64)  # 47² tiles: a file the decoder would refuse
 
 
-def test_small_limits_still_take_small_tiled_files():
-    assert tiling.max_tiles(64 * 64) == 64
+@pytest.mark.parametrize("tile, refused", [(64, True), (128, True), (256, False), (1024, False)])
+def test_thin_image_in_tiny_tiles_is_refused(tile, refused, monkeypatch):
+    """16384x1 pads to 16384x64: 16 tiles' worth of area, so ``MIN_TILES`` (64) holds. In 256 tiles of 64 px it
+    decoded 4.4x slower than in 16 of 1024 px (``python -m benchmarks.huge --hostile 16384 --height 1 --tile
+    64``); now refused."""
+    c = load_codec()
+    f = bs.AecFile(16384, 1, 4.0, model_id=c.model_id, weights_hash=c.weights_hash, tile=tile)
+    f.streams = [[b"", b""]] * f.tile_count()
+    monkeypatch.setattr(tiling, "decode", lambda *a: "decoded")
+    monkeypatch.setattr(api, "image_from_planes", lambda f, rgb: rgb)
+    if refused:
+        with pytest.raises(codec.FormatError, match="over the limit of 64 for 16384x1"):
+            codec.decode(bs.pack(f), codec=c)
+    else:
+        assert codec.decode(bs.pack(f), codec=c) == "decoded"
+
+
+@pytest.mark.parametrize("width", [1, 64, 1000, 1025, 17 * 1024 + 64, 131072])
+def test_every_image_in_1024_px_tiles_passes_the_bound(width):
+    for height in (1, 64, 65, 1088):
+        tiling.check_tile_count(height, width, 1024, 64)
+
+
+def test_small_images_still_take_small_tiled_files():
+    assert tiling.max_tiles(1, 1, 64) == tiling.MIN_TILES
 
 
 def test_decoder_holds_one_row_of_tile_latents_plus_margins(monkeypatch, photo_like):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import files
+from ..errors import AecError
 from . import coders, metrics, report
 
 #: Every codec name a run accepts: aecodec and Pillow's.
@@ -92,16 +93,25 @@ def warm_up(todo: list[coders.Coder]) -> None:
         c.decode(c.encode(rgb))
 
 
-def measure_images(paths: Iterable[Path], todo: list[coders.Coder], notes: list[str]) -> list[dict]:
+def measure_images(
+    paths: Iterable[Path], todo: list[coders.Coder], notes: list[str], failed: list[str] | None = None
+) -> list[dict]:
     """Per-image records of every setting on every image (``paths`` may be a progress bar over the list).
 
-    An unreadable image is an AecError naming it. A note is added when some image is too small for
-    MS-SSIM (its values are NaN, null in JSON).
+    An unreadable image is an AecError naming it; with ``failed`` it is instead added there (one line naming
+    it) and the other images still run. A note is added when some image is too small for MS-SSIM (its values
+    are NaN, null in JSON).
     """
     warm_up(todo)
     records, short_side = [], []
     for path in paths:
-        rgb = np.asarray(files.open_image(files.read_bytes(str(path)), path.name).convert("RGB"))
+        try:
+            rgb = np.asarray(files.open_image(files.read_bytes(str(path)), str(path)).convert("RGB"))
+        except AecError as e:  # its message names the path
+            if failed is None:
+                raise
+            failed.append(str(e))
+            continue
         short_side.append(min(rgb.shape[:2]))
         records += [{"image": path.name, **measure(coder, rgb)} for coder in todo]
     if short_side and min(short_side) < metrics.MS_SSIM_MIN_SIDE:

@@ -35,9 +35,6 @@ MAX_TILE = 1024
 #: measured, 1024² in 64-px tiles decodes 21x slower than as one tile. The bound keeps the worst tiling
 #: a header can claim within the cost of the largest image the limit accepts in 1024-px tiles.
 PIXELS_PER_TILE = 256 * 256
-#: Context each side, in pixels, rounded up to the model's stride. 64 px covers most of the
-#: hyperprior's effective receptive field (measured: see docs/FORMAT.md, tiled vs untiled PSNR).
-MARGIN = 64
 
 
 @dataclass(frozen=True)
@@ -94,7 +91,8 @@ def grid(height: int, width: int, tile: int, stride: int) -> list[Tile]:
 
 
 def _margin(model: Model) -> int:
-    return -(-MARGIN // model.stride) * model.stride
+    """The model's context each side (``Model.tile_margin``), rounded up to its stride."""
+    return -(-model.tile_margin // model.stride) * model.stride
 
 
 def _window(t: Tile, hp: int, wp: int, margin: int) -> Tile:

@@ -20,7 +20,16 @@ from codec.cli import main
 from codec.export import model_from_checkpoint
 from codec.train import TrainConfig, lr_at, pick_precision, train
 
-TINY = dict(N=16, M=24, crop=64, batch=2, log_every=1, val_every=2, val_images=1, val_qualities=(1.0, 8.0))
+TINY = dict(
+    arch={"N": 16, "M": 24},
+    crop=64,
+    batch=2,
+    log_every=1,
+    val_every=2,
+    val_images=1,
+    val_qualities=(1.0, 8.0),
+    compile_step=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -147,10 +156,11 @@ def test_ddp_two_processes_gloo(folders, tmp_path):
         "64",
         "--batch",
         "2",
-        "--N",
-        "16",
-        "--M",
-        "24",
+        "--arch",
+        "N=16",
+        "--arch",
+        "M=24",
+        "--no-compile",
         "--device",
         "cpu",
     ]

@@ -143,13 +143,16 @@ def prepare(args: argparse.Namespace) -> None:
 
 # -- run ----------------------------------------------------------------------------------------
 def ensure_packages(sprint_dir: Path) -> None:
-    """Install the carried wheels when CompressAI is missing (the GPU machine reaches no registry)."""
-    if importlib.util.find_spec("compressai") is not None:
-        return
-    wheels = sorted(str(p) for p in (sprint_dir / "wheels").glob("*.whl"))
-    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--upgrade"]
-    subprocess.run([*pip, "--target", str(SITE), *wheels], check=True)
-    sys.path.insert(0, str(SITE))
+    """Install the carried wheels when CompressAI is missing (the GPU machine reaches no registry), then
+    import it the lean way (``codec.lean``), as the brief saw it work there beside numpy 2 and torch 2.11."""
+    if importlib.util.find_spec("compressai") is None:
+        wheels = sorted(str(p) for p in (sprint_dir / "wheels").glob("*.whl"))
+        pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--upgrade"]
+        subprocess.run([*pip, "--target", str(SITE), *wheels], check=True)
+        sys.path.insert(0, str(SITE))
+    from codec.lean import import_compressai_lean
+
+    import_compressai_lean()
 
 
 def run(args: argparse.Namespace) -> None:

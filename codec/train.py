@@ -499,6 +499,34 @@ def run_validation(run: Run) -> dict:
     return res
 
 
+class RunLog:
+    """Rank 0's progress bar and ``RUN_DIR/log.jsonl`` (a line per ``log_every`` steps and per validation)."""
+
+    def __init__(self, cfg: TrainConfig, start_step: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=cfg.steps, initial=start_step, dynamic_ncols=True, mininterval=5)
+        self.file = open(Path(cfg.run_dir) / "log.jsonl", "a")
+
+    def _write(self, rec: dict) -> None:
+        self.file.write(json.dumps(rec) + "\n")
+        self.file.flush()
+
+    def step(self, rec: dict) -> None:
+        self._write(rec)
+        self.bar.set_postfix(loss=f"{rec['loss']:.3f}", bpp=f"{rec['bpp']:.3f}", psnr=f"{rec['psnr']:.2f}")
+
+    def validation(self, step: int, res: dict) -> None:
+        self._write({"step": step, "val": res})
+        self.bar.write(
+            f"val @ {step}: " + "  ".join(f"q{k}: {v['bpp']:.3f} bpp {v['psnr']:.2f} dB" for k, v in res.items())
+        )
+
+    def close(self) -> None:
+        self.bar.close()
+        self.file.close()
+
+
 def train(cfg: TrainConfig, sampler: Any = None, on_checkpoint: Callable[[Path, dict], None] | None = None) -> dict:
     """Train until ``cfg.steps``, ``cfg.max_minutes``, SIGTERM or Ctrl-C; checkpoint every ``ckpt_minutes``
     and at the end, calling ``on_checkpoint(path, state)`` after each one (the GPU sprint ships them)."""
@@ -507,15 +535,9 @@ def train(cfg: TrainConfig, sampler: Any = None, on_checkpoint: Callable[[Path, 
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("flag", True))
     start_step, t0 = state["step"], time.time()
-    last_ckpt = t0
+    last_ckpt, counted = t0, {"t": t0}
     budget_s = cfg.max_minutes * 60
-    bar, log = None, None
-    if rank == 0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=start_step, dynamic_ncols=True, mininterval=5)
-        log = open(Path(cfg.run_dir) / "log.jsonl", "a")
-    counted = {"t": t0}
+    log = RunLog(cfg, start_step) if rank == 0 else None
 
     def checkpoint() -> None:
         if rank == 0:
@@ -537,22 +559,13 @@ def train(cfg: TrainConfig, sampler: Any = None, on_checkpoint: Callable[[Path, 
             lr = lr_at(cfg, state["step"] - start_step, progress)
             set_lr(run.opt, lr)
             losses = train_step(run)
-            if rank != 0:
+            if log is None:
                 continue
             if state["step"] % cfg.log_every == 0:
-                rec = log_record(losses, state["step"], lr, time.time() - t0)
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", bpp=f"{rec['bpp']:.3f}", psnr=f"{rec['psnr']:.2f}")
-            bar.update(1)
+                log.step(log_record(losses, state["step"], lr, time.time() - t0))
+            log.bar.update(1)
             if run.val_files and state["step"] % cfg.val_every == 0:
-                res = run_validation(run)
-                log.write(json.dumps({"step": state["step"], "val": res}) + "\n")
-                log.flush()
-                bar.write(
-                    f"val @ {state['step']}: "
-                    + "  ".join(f"q{k}: {v['bpp']:.3f} bpp {v['psnr']:.2f} dB" for k, v in res.items())
-                )
+                log.validation(state["step"], run_validation(run))
             if time.time() - last_ckpt > cfg.ckpt_minutes * 60:
                 checkpoint()
                 last_ckpt = time.time()
@@ -560,8 +573,6 @@ def train(cfg: TrainConfig, sampler: Any = None, on_checkpoint: Callable[[Path, 
         say(run, "interrupted: saving checkpoint")
     finally:
         checkpoint()
-        if bar:
-            bar.close()
         if log:
             log.close()
         if run.world > 1:

@@ -274,14 +274,14 @@ def collect(args: argparse.Namespace) -> None:
         return
     scratch = Path(args.scratch or Path.home() / ".cache" / "aecodec" / "sprint-measure" / name)
     export(model, name, scratch, half=True, meta=info, make_default=False)
-    default = manifest["default"]
+    default, sets = manifest["default"], (("val", args.val), ("kodak", args.kodak))
     shutil.copy2(weights / manifest["models"][default]["file"], scratch)
     entries = read_manifest(scratch)
     entries["models"][default] = manifest["models"][default]
     (scratch / "manifest.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
-    results = {data: measure(scratch, default, name, Path(data), args) for data in (args.val, args.kodak)}
-    for data, (psnr, msssim) in results.items():
-        print(f"{name} against {default} on {data}: {psnr:+.2f} % (PSNR), {msssim:+.2f} % (MS-SSIM dB)")
+    results = {label: measure(scratch, default, name, Path(data), label, args) for label, data in sets}
+    for label, (psnr, msssim) in results.items():
+        print(f"BD-rate of {name} against {default} on {label}: {psnr:+.2f} % (PSNR), {msssim:+.2f} % (MS-SSIM dB)")
     if all(psnr < 0 for psnr, _ in results.values()):
         export(model, name, weights, half=True, meta=info, make_default=True)
         subprocess.run([sys.executable, "-m", "benchmarks.learning_curve"], cwd=ROOT, check=False)
@@ -290,17 +290,17 @@ def collect(args: argparse.Namespace) -> None:
         print(f"not shipped: {default} stays the default")
 
 
-def measure(weights: Path, old: str, new: str, data: Path, args: argparse.Namespace) -> tuple[float, float]:
+def measure(weights: Path, old: str, new: str, data: Path, label: str, args: argparse.Namespace) -> tuple[float, float]:
     """BD-rate of ``new`` against ``old`` on ``data`` (``benchmarks.rd`` for each, then ``bd_pair``)."""
     from codec.bench.report import bd_pair
 
     curves = {}
     for model_id in (old, new):
-        out = weights / f"rd-{data.name}-{model_id}"
+        out = weights / f"rd-{label}-{model_id}"
         cmd = [sys.executable, "-m", "benchmarks.rd", "--data", str(data), "--codecs", "aecodec", "--no-jxl"]
         cmd += ["--weights", str(weights), "--model", model_id, "--out", str(out), "--device", args.device]
         cmd += ["--qualities", args.qualities] if args.qualities else []
-        subprocess.run(cmd, cwd=ROOT, check=True)
+        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         curves[model_id] = json.loads((out / "rd.json").read_text())["codecs"]["aecodec"]["results"]
     return bd_pair(curves[old], curves[new])
 

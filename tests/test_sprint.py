@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -154,6 +155,26 @@ def test_dry_run_prepare_run_collect_gives_a_model_that_codes(photos, tmp_path, 
     assert psnr(rgb, decode_array(encode_array(rgb, 4.0, codec), codec)) > 5
     ck = torch.load(tmp_path / "r" / "last.pt", weights_only=True)  # resumable: train --from-checkpoint
     assert ck["state"]["step"] == index["step"] and ck["ema"]
+
+    # Measured against the default on two folders (here the tiny photos twice); ships only if both are better.
+    shutil.copytree(test_weights, tmp_path / "w2")
+    res = script(
+        "gpu_sprint.py",
+        *("collect", str(out), "--weights-dir", str(tmp_path / "w2"), "--name", "measured", "--qualities", "2,5,8"),
+        *(
+            "--val",
+            str(photos),
+            "--kodak",
+            str(photos),
+            "--scratch",
+            str(tmp_path / "s"),
+            "--run-dir",
+            str(tmp_path / "r2"),
+        ),
+    )
+    bd = [float(line.split(": ")[1].split(" %")[0]) for line in res.stdout.splitlines() if line.startswith("BD-rate")]
+    shipped = json.loads((tmp_path / "w2" / "manifest.json").read_text())["default"] == "measured"
+    assert len(bd) == 2 and shipped == all(v < 0 for v in bd), res.stdout
 
 
 def test_gpu_check_on_the_cpu_decodes_the_fixtures_as_recorded(tmp_path):

@@ -63,9 +63,9 @@ class TrainConfig:
     max_minutes: float = _opt(0.0, "Time budget for this invocation (0 = none).")
     metric: str = _opt("mse", "Distortion term.", choices=("mse", "ms-ssim"))
     level_norm: bool = _opt(
-        False,
+        True,
         "Per-level normalized loss: each sample's loss divided by a running mean of its quality level's loss "
-        "(times their mean), so that every level weighs alike.",
+        '(times their mean), so that every level weighs alike (docs/TRAINING.md, "λ mix A/B").',
         switch=True,
     )
     precision: str = _opt("auto", "Autocast dtype (auto: bf16 where native).", choices=("auto", "fp32", "bf16", "fp16"))

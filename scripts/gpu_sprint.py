@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from codec.trainconfig import TrainConfig  # noqa: E402  (light: no torch, no CompressAI)
 
 #: What the GPU image lacks (KINDS.md lists what it has), pinned as in constraints.txt.
 WHEELS = ("compressai==1.2.8", "pytorch-msssim==1.0.0")
@@ -168,7 +169,6 @@ def run(args: argparse.Namespace) -> None:
     from codec.data import CropSampler
     from codec.models.registry import model_class
     from codec.train import pick_device, train
-    from codec.trainconfig import TrainConfig
 
     device = pick_device(args.device)
     if device.type == "cuda":
@@ -332,7 +332,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--steps", type=int, default=10**9, help="stop after this many steps too (dry runs)")
     r.add_argument("--every", type=float, default=2.0, help="minutes between checkpoint generations")
     r.add_argument("--compile", action="store_true", help="torch.compile the forward (not measured on CUDA)")
-    r.add_argument("--level-norm", action="store_true")
+    r.add_argument("--level-norm", action=argparse.BooleanOptionalAction, default=TrainConfig.level_norm)
     r.add_argument("--log-every", type=int, default=200)
     r.add_argument("--seed", type=int, default=0)
     c = sub.add_parser("collect", help="reassemble, export, measure against the default, ship if better")

@@ -15,34 +15,35 @@ import time
 import click
 import torch
 
-from codec.models.registry import model_class
 from codec.train import (
     TrainConfig,
     apply_gradients,
+    build_model,
     compiled_forward,
     lambdas_for,
     make_optimizer,
     rd_loss,
     sample_qualities,
 )
+from codec.trainconfig import parse_arch
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--kind", default="gain-ctx", show_default=True, help="Registered model kind.")
-@click.option("--N", "N", type=int, default=128, show_default=True)
-@click.option("--M", "M", type=int, default=192, show_default=True)
+@click.option("--arch", multiple=True, metavar="KEY=VALUE", help="Overrides of the kind's default_arch().")
 @click.option("--crop", type=int, default=256, show_default=True)
 @click.option("--batch", type=int, default=4, show_default=True)
 @click.option("--steps", type=int, default=7, show_default=True, help="Timed steps of each mode.")
 @click.option("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
-def main(kind: str, N: int, M: int, crop: int, batch: int, steps: int, threads: int) -> None:
+def main(kind: str, arch: tuple[str, ...], crop: int, batch: int, steps: int, threads: int) -> None:
     """Print the median and every time of eager and compiled training steps (CPU, fp32)."""
     if threads:
         torch.set_num_threads(threads)
-    levels = 12
-    model = model_class(kind).from_arch({"N": N, "M": M, "levels": levels}).to(memory_format=torch.channels_last)
+    cfg = TrainConfig(kind=kind, arch=parse_arch(arch))
+    model = build_model(cfg).to(memory_format=torch.channels_last)
+    levels = model.levels
     model.train()
-    opt, params = make_optimizer(model, TrainConfig(train_dir=""))
+    opt, params = make_optimizer(model, cfg)
     compiled = compiled_forward(model)
     gen = torch.Generator().manual_seed(0)
     scaler = torch.amp.GradScaler(enabled=False)  # fp32, as the training on this CPU

@@ -25,12 +25,10 @@ from .errors import EXIT_BAD_INPUT, EXIT_OTHER, AecError
 from .jobs import labelled as _labelled
 from .jobs import one_line as _one_line
 from .lean import import_compressai_lean
-from .manifest import LEGACY_KIND, installed_levels
+from .manifest import installed_levels
 from .quality import (
     DEFAULT_QUALITY,
-    LEVELS,
     MAX_EFFORT,
-    MIN_LEVELS,
     Q_MAX,
     Q_MIN,
     check_quality,
@@ -797,86 +795,56 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
         sys.exit(EXIT_BAD_INPUT)
 
 
+def train_options(command: Callable) -> Callable:
+    """The ``train`` command's options, one per field of ``TrainConfig`` (its defaults and help: one place)."""
+    import dataclasses
+
+    from .trainconfig import cli_fields
+
+    for f in reversed(cli_fields()):
+        meta = f.metadata
+        name = meta.get("flag", "--" + f.name.replace("_", "-"))
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        kw: dict = {"help": meta["help"], "show_default": default not in (None, False, {})}
+        if meta.get("switch"):
+            decl = [f"{name}/--no-{name[2:]}", f.name]
+            kw["default"] = default
+        elif meta.get("multiple"):
+            decl = [name, f.name]
+            kw.update(multiple=True, metavar="KEY=VALUE", show_default=False)
+        else:
+            decl = [name, f.name]
+            kw["default"] = default
+            if "choices" in meta:
+                kw["type"] = click.Choice(meta["choices"])
+            elif "range" in meta:
+                ranged = click.IntRange if isinstance(default, int) else click.FloatRange
+                kw["type"] = ranged(*meta["range"], max_open=meta.get("open", False))
+            else:
+                kw["type"] = meta.get("type", str if default is None else type(default))
+        command = click.option(*decl, **kw)(command)
+    return command
+
+
 @main.command()
 @click.argument("train_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--val", "val_dir", type=click.Path(exists=True, file_okay=False), help="Validation folder.")
 @click.option("--run-dir", default=None, help="Checkpoints and logs (default ~/.cache/aecodec/runs/default).")
-@click.option("--steps", type=int, default=100_000, show_default=True)
-@click.option("--max-minutes", type=float, default=0.0, help="Time budget for this invocation (0 = none).")
-@click.option("--crop", type=int, default=128, show_default=True)
-@click.option("--batch", type=int, default=8, show_default=True)
-@click.option("--lr", type=float, default=5e-4, show_default=True)
-@click.option(
-    "--context-lr",
-    type=float,
-    default=None,
-    help="Peak LR of the entropy model's context networks (default: --lr); they start untrained.",
-)
-@click.option(
-    "--decay-start",
-    type=click.FloatRange(0.0, 1.0, max_open=True),
-    default=0.7,
-    show_default=True,
-    help="Fraction of this invocation's budget after which the LR follows a cosine down.",
-)
-@click.option("--warmup-steps", type=int, default=300, show_default=True, help="Linear LR warm-up after (re)start.")
-@click.option("--metric", type=click.Choice(["mse", "ms-ssim"]), default="mse", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
-@click.option("--val-every", type=int, default=2000, show_default=True)
-@click.option("--val-images", type=int, default=8, show_default=True)
-@click.option("--ckpt-minutes", type=float, default=5.0, show_default=True)
-@click.option("--N", "N", type=int, default=128, show_default=True)
-@click.option("--M", "M", type=int, default=192, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--seed", type=int, default=0)
-@click.option("--init", default=None, help="Model id in weights/ to start from when RUN_DIR has no checkpoint.")
-@click.option(
-    "--levels",
-    type=click.IntRange(MIN_LEVELS, LEVELS),
-    default=LEVELS,
-    show_default=True,
-    help="Quality levels to train (the first of the lambda ladder); --init or a checkpoint with fewer is "
-    "extended upward (gains extrapolated in log lambda).",
-)
-@click.option(
-    "--model-kind",
-    "kind",
-    default=LEGACY_KIND,
-    show_default=True,
-    help="Registered model kind to train (codec.models); e.g. gain-ctx, which can --init from gain-msh weights.",
-)
-@click.option(
-    "--entropy-only",
-    is_flag=True,
-    help="Fit only the context networks, on cached latents of the frozen transforms (rate loss).",
-)
-@click.option("--cache-crops", type=int, default=2048, show_default=True, help="Crops cached by --entropy-only.")
-@click.option(
-    "--ema",
-    type=click.FloatRange(0.0, 1.0, max_open=True),
-    default=0.0,
-    show_default=True,
-    help="Decay of a moving average of the weights, validated and exported instead of them (e.g. 0.999; 0 = none).",
-)
-@click.option(
-    "--compile",
-    "compile_step",
-    is_flag=True,
-    help="torch.compile the training forward: faster steps after minutes of compiling (codec.train.compiled_forward).",
-)
+@train_options
 def train(train_dir, val_dir, run_dir, **kw) -> None:
     """Train (or resume) the variable-rate network on a folder of photos.
 
     Resumes from RUN_DIR/last.pt when it exists. Ctrl-C saves a checkpoint. Multi-GPU:
     torchrun --nproc-per-node K -m codec.cli train ...
     """
-    from .train import TrainConfig
-    from .train import train as run_training
+    from .trainconfig import TrainConfig, parse_arch
 
-    cfg = TrainConfig(train_dir=train_dir, val_dir=val_dir, **kw)
-    if run_dir:
-        cfg.run_dir = run_dir
     try:
+        cfg = TrainConfig(train_dir=train_dir, val_dir=val_dir, **{**kw, "arch": parse_arch(kw["arch"])})
+        if run_dir:
+            cfg.run_dir = run_dir
+        from .train import train as run_training
+
         state = run_training(cfg)
     except (AecError, ValueError, FileNotFoundError) as e:
         _fail(str(e))

@@ -32,34 +32,48 @@ def image_files(folder: str | Path, skipped: list[str] | None = None) -> list[Pa
 
 def load_rgb(path: Path) -> np.ndarray:
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))  # writable: crops become torch tensors without a copy
 
 
 class CropSampler:
-    """Random crops with horizontal/vertical flips from a list of in-memory images."""
+    """Random crops with horizontal/vertical flips from a list of in-memory images.
+
+    The images are uint8 (H, W, 3) tensors on any device (``from_images``): the GPU sprint keeps its whole
+    pack in GPU memory, so a batch is cut there with no loader in the way. Batches are float (B, 3, crop,
+    crop) in [0, 1] on the images' device.
+    """
 
     def __init__(self, folder: str | Path, crop: int, seed: int = 0, shard: tuple[int, int] = (0, 1)):
         rank, world = shard
-        self.images = [load_rgb(p) for p in image_files(folder)[rank::world]]
-        self.images = [im for im in self.images if min(im.shape[:2]) >= crop]
+        self._setup([load_rgb(p) for p in image_files(folder)[rank::world]], crop, seed + 1000 * rank, str(folder))
+
+    @classmethod
+    def from_images(cls, images: list, crop: int, seed: int = 0, device: str | torch.device = "cpu") -> CropSampler:
+        """A sampler over decoded images (uint8 (H, W, 3) arrays), moved to ``device``."""
+        sampler = cls.__new__(cls)
+        sampler._setup([torch.as_tensor(np.asarray(im)).to(device) for im in images], crop, seed, "the pack")
+        return sampler
+
+    def _setup(self, images: list, crop: int, seed: int, where: str) -> None:
+        self.images = [torch.as_tensor(im) for im in images if min(im.shape[:2]) >= crop]
         if not self.images:
-            raise ValueError(f"no image in {folder} is at least {crop}x{crop}")
+            raise ValueError(f"no image in {where} is at least {crop}x{crop}")
         self.crop = crop
-        self.rng = np.random.default_rng(seed + 1000 * rank)
+        self.rng = np.random.default_rng(seed)
         # Sample images in proportion to their area so every pixel is equally likely.
         areas = np.array([im.shape[0] * im.shape[1] for im in self.images], dtype=np.float64)
         self.p = areas / areas.sum()
 
     def batch(self, size: int) -> torch.Tensor:
-        out = np.empty((size, self.crop, self.crop, 3), dtype=np.uint8)
-        for i, k in enumerate(self.rng.choice(len(self.images), size=size, p=self.p)):
+        crops = []
+        for k in self.rng.choice(len(self.images), size=size, p=self.p):
             im = self.images[k]
             top = self.rng.integers(0, im.shape[0] - self.crop + 1)
             left = self.rng.integers(0, im.shape[1] - self.crop + 1)
             c = im[top : top + self.crop, left : left + self.crop]
             if self.rng.random() < 0.5:
-                c = c[:, ::-1]
+                c = c.flip(1)
             if self.rng.random() < 0.5:
-                c = c[::-1]
-            out[i] = c
-        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
+                c = c.flip(0)
+            crops.append(c)
+        return torch.stack(crops).permute(0, 3, 1, 2).float().div_(255)

@@ -39,9 +39,6 @@ MAX_TILE = 1024
 PIXELS_PER_TILE = 256 * 256
 #: Tiles any file may have whatever its size (~9 s of work at most), so small images can still be tiled.
 MIN_TILES = 64
-#: Context each side, in pixels, rounded up to the model's stride. 64 px covers most of the
-#: hyperprior's effective receptive field (measured: see docs/FORMAT.md, tiled vs untiled PSNR).
-MARGIN = 64
 
 
 @dataclass(frozen=True)
@@ -99,7 +96,8 @@ def grid(height: int, width: int, tile: int, stride: int) -> list[Tile]:
 
 
 def _margin(model: Model) -> int:
-    return -(-MARGIN // model.stride) * model.stride
+    """The model's context each side (``Model.tile_margin``), rounded up to its stride."""
+    return -(-model.tile_margin // model.stride) * model.stride
 
 
 def _window(t: Tile, hp: int, wp: int, margin: int) -> Tile:

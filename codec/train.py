@@ -18,10 +18,11 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,42 +38,7 @@ from .handle import Codec
 from .models.base import TABLE_BUFFERS, Model
 from .models.registry import DEFAULT_KIND, model_class
 from .tensors import psnr
-
-
-@dataclass
-class TrainConfig:
-    train_dir: str
-    val_dir: str | None = None
-    kind: str = DEFAULT_KIND
-    run_dir: str = str(Path.home() / ".cache" / "aecodec" / "runs" / "default")
-    N: int = 128
-    M: int = 192
-    levels: int = Q.LEVELS  # quality levels: the first ``levels`` λs of the ladder
-    crop: int = 128
-    batch: int = 8
-    lr: float = 5e-4
-    context_lr: float | None = None  # LR of the model's ``context_params`` (None: same as ``lr``)
-    final_lr_fraction: float = 0.05
-    decay_start: float = 0.7  # fraction of the budget after which the LR follows a cosine down
-    warmup_steps: int = 300
-    steps: int = 100_000
-    max_minutes: float = 0.0  # 0 = no time budget
-    metric: str = "mse"  # or "ms-ssim"
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    val_every: int = 2000
-    val_images: int = 8
-    val_qualities: tuple[float, ...] | None = None  # None: ``VAL_QUALITIES`` and the top level
-    ckpt_minutes: float = 5.0
-    seed: int = 0
-    device: str = "auto"
-    log_every: int = 50
-    init: str | None = None  # model id in weights/ to start from when the run folder has no checkpoint
-    entropy_only: bool = False  # fit only the context networks, on cached latents of frozen transforms
-    cache_crops: int = 2048  # crops whose latents the entropy-only mode caches
-    ema: float = 0.0  # decay of the weights' moving average (``WeightAverage``); 0 = none
-    compile_step: bool = False  # torch.compile the training forward (``compiled_forward``)
-    extra: dict = field(default_factory=dict)
-
+from .trainconfig import TrainConfig
 
 #: Qualities validated by default, besides the model's top level: 3 and 6 were q1 and q4 of v1, 10
 #: the top of v2-v4, so validation curves stay comparable across runs.
@@ -116,7 +82,7 @@ def stored_levels(model: Model, sd: dict[str, Tensor]) -> int:
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     """Linear warm-up, flat, then a cosine down to ``final_lr_fraction`` over the last part."""
     warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-    if progress <= cfg.decay_start:
+    if progress <= cfg.decay_start or cfg.decay_start >= 1:  # 1: a constant-rate trunk
         return cfg.lr * warm
     t = min(1.0, (progress - cfg.decay_start) / (1 - cfg.decay_start))
     lo = cfg.final_lr_fraction
@@ -129,7 +95,7 @@ def lambdas_for(qualities: Tensor) -> Tensor:
 
 
 def rd_loss(out: dict, x: Tensor, lmbda: Tensor, metric: str) -> dict[str, Tensor]:
-    """Per-sample rate + λ·distortion, averaged; also returns the pieces for logging."""
+    """Per-sample rate + λ·distortion (``per_sample``), averaged (``loss``); also the pieces for logging."""
     B, _, H, W = x.shape
     bpp = sum(-torch.log2(lik).reshape(B, -1).sum(1) for lik in out["likelihoods"].values()) / (H * W)
     mse = ((out["x_hat"] - x) ** 2).reshape(B, -1).mean(1)
@@ -141,8 +107,39 @@ def rd_loss(out: dict, x: Tensor, lmbda: Tensor, metric: str) -> dict[str, Tenso
         # CompressAI's MS-SSIM λ ladder is ~ MSE λ × 1000/ (255²) in scale; keep one ladder.
         msssim = ms_ssim(out["x_hat"], x, data_range=1.0, size_average=False)
         dist_term = lmbda * 255**2 * (1 - msssim) * 0.02
-    loss = (bpp + dist_term).mean()
-    return {"loss": loss, "bpp": bpp.mean().detach(), "mse": mse.detach(), "aux": out["aux"]}
+    per_sample = bpp + dist_term
+    return {
+        "loss": per_sample.mean(),
+        "per_sample": per_sample,
+        "bpp": bpp.mean().detach(),
+        "mse": mse.detach(),
+        "aux": out["aux"],
+    }
+
+
+class LevelNorm:
+    """Per-level normalization of the loss (``--level-norm``).
+
+    Qualities are drawn uniformly, but a sample's loss grows with its λ: averaged over the batch, q11-12
+    (18 % of the draws) carry about half of the loss and q1-4 under 5 %. Dividing each sample's loss by a
+    running mean of its level's loss (level = the rounded quality) makes every level weigh alike; the
+    result is multiplied by the mean of those running means so that the loss keeps its scale (the
+    gradient clip at norm 1 and the learning rate stay meaningful). Kept in the checkpoint's state.
+    """
+
+    def __init__(self, levels: int, saved: list[float | None] | None = None, decay: float = 0.99) -> None:
+        self.decay = decay
+        self.means: list[float | None] = list(saved) if saved and len(saved) == levels else [None] * levels
+
+    def weights(self, qualities: Tensor, losses: Tensor) -> Tensor:
+        """Each sample's weight, after folding this batch's losses into the running means."""
+        levels = [int(round(q)) - 1 for q in qualities.tolist()]
+        for k, value in zip(levels, losses.detach().float().cpu().tolist(), strict=True):
+            m = self.means[k]
+            self.means[k] = value if m is None else self.decay * m + (1 - self.decay) * value
+        known = [m for m in self.means if m is not None]
+        scale = sum(known) / len(known)
+        return torch.tensor([scale / max(self.means[k], 1e-9) for k in levels], dtype=torch.float32)
 
 
 def apply_gradients(losses: dict[str, Tensor], opt: torch.optim.Optimizer, main_params: list[Tensor], scaler) -> None:
@@ -203,12 +200,14 @@ def validate(model: Model, files: list[Path], qualities: tuple[float, ...], devi
 class WeightAverage:
     """An exponential moving average of the model's parameters (decay ≈ 0.999 averages the last ~1000
     steps), kept in the checkpoint (``ema``), validated, and exported instead of the raw weights: Adam
-    at batch 4 leaves the raw weights noisy. The entropy bottleneck's quantiles stay raw (they track
+    at batch 4 leaves the raw weights noisy. The model's ``aux_params`` (quantiles) stay raw (they track
     the density the tables are built from)."""
 
     def __init__(self, model: Model, decay: float, saved: dict[str, Tensor] | None = None) -> None:
         self.decay = decay
-        self.names = [n for n, p in model.named_parameters() if p.is_floating_point() and not n.endswith("quantiles")]
+        self.names = [
+            n for n, p in model.named_parameters() if p.is_floating_point() and not n.startswith(model.aux_params)
+        ]
         params = dict(model.named_parameters())
         saved = saved or {}
         # A saved average of another shape (levels extended since) restarts from the weights.
@@ -259,11 +258,17 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
 
 def make_optimizer(model: Model, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, list[Tensor]]:
     """Adam over three groups: the main parameters, the model's context networks (at ``context_lr``,
-    as a multiple of the scheduled LR) and the entropy bottleneck's quantiles (aux, fixed LR).
+    as a multiple of the scheduled LR) and the model's ``aux_params`` (CompressAI's quantiles; fixed LR).
     Returns the optimizer and the parameters whose gradient norm is clipped."""
     groups: dict[str, list[Tensor]] = {"main": [], "context": [], "aux": []}
     for name, p in model.named_parameters():
-        which = "aux" if name.endswith("quantiles") else "context" if name.startswith(model.context_params) else "main"
+        which = (
+            "aux"
+            if name.startswith(model.aux_params)
+            else "context"
+            if name.startswith(model.context_params)
+            else "main"
+        )
         groups[which].append(p)
     scale = (cfg.context_lr / cfg.lr) if cfg.context_lr else 1.0
     opt = torch.optim.Adam(
@@ -323,11 +328,48 @@ def freeze_all_but_context(model: Model) -> None:
     if not model.context_params:
         raise ValueError(f"a {model.kind} model has no context networks to fit (--entropy-only)")
     for name, p in model.named_parameters():  # quantiles stay: build_tables fits them (validation, export)
-        p.requires_grad_(name.startswith(model.context_params) or name.endswith("quantiles"))
+        p.requires_grad_(name.startswith(model.context_params + model.aux_params))
 
 
 # -- the loop -----------------------------------------------------------------------------
-def train(cfg: TrainConfig) -> dict:
+def build_model(cfg: TrainConfig) -> Model:
+    """The kind's ``default_arch()`` with the run's overrides (``--arch``) and level count."""
+    cls = model_class(cfg.kind)
+    default = cls.default_arch()
+    unknown = sorted(set(cfg.arch) - set(default))
+    if unknown:
+        raise ValueError(f"a {cfg.kind} model has no architecture key {', '.join(unknown)} (has {', '.join(default)})")
+    return cls.from_arch({**default, **cfg.arch, "levels": cfg.levels})
+
+
+@dataclass
+class Run:
+    """One training invocation's objects, made by ``setup``; the step, logging and validation use them."""
+
+    cfg: TrainConfig
+    device: torch.device
+    amp: torch.dtype | None
+    rank: int
+    world: int
+    model: Model
+    net: torch.nn.Module
+    opt: torch.optim.Optimizer
+    main_params: list[Tensor]
+    scaler: Any
+    state: dict
+    ckpt_path: Path
+    average: WeightAverage | None = None
+    sampler: Any = None
+    cache: LatentCache | None = None
+    norm: LevelNorm | None = None
+    qgen: torch.Generator | None = None
+    val_files: list[Path] | None = None
+    val_qualities: tuple[float, ...] = ()
+
+
+def setup(cfg: TrainConfig, sampler: Any = None) -> Run:
+    """Device, model (resumed or initialized), optimizer, average and data: everything before the first
+    step. ``sampler`` (anything with ``batch(size) -> Tensor``) replaces the crops of ``cfg.train_dir``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -338,131 +380,202 @@ def train(cfg: TrainConfig) -> dict:
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(cfg.seed + rank)
-    amp = pick_precision(cfg.precision, device)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = run_dir / "last.pt"
-
-    model = model_class(cfg.kind).from_arch({"N": cfg.N, "M": cfg.M, "levels": cfg.levels}).to(device)
-    val_qualities = validation_qualities(cfg.val_qualities, model.levels)
-    state = {"step": 0, "seconds": 0.0, "val": []}
+    model = build_model(cfg).to(device)
     opt, main_params = make_optimizer(model, cfg)
-    saved_average = None
-    if ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path, map_location=device)
-        state, note = resume(model, opt, ck, ckpt_path)
-        saved_average = ck.get("ema")
-        if rank == 0:
-            print(f"resumed {ckpt_path} at step {state['step']}{note}", flush=True)
-    elif cfg.init:
-        state = init_from_weights(model, cfg.init)
-        if rank == 0:
-            print(f"initialized from shipped model {cfg.init} (trained {state['step']} steps)", flush=True)
+    state, saved_average = start_state(cfg, model, opt, run_dir / "last.pt", device, rank)
     model = model.to(memory_format=torch.channels_last)
-    average = WeightAverage(model, cfg.ema, saved_average) if cfg.ema else None
-    net = model
+    net: torch.nn.Module = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None
         )
-    if cfg.compile_step:
+    compile_step = cfg.compile_step if cfg.compile_step is not None else device.type == "cpu"
+    if compile_step and not cfg.entropy_only:
         net = compiled_forward(net)
-    scaler = torch.amp.GradScaler(enabled=amp == torch.float16)
-
-    sampler = CropSampler(cfg.train_dir, cfg.crop, seed=cfg.seed + state["step"], shard=(rank, world))
-    cache = None
+    amp = pick_precision(cfg.precision, device)
+    run = Run(
+        cfg=cfg,
+        device=device,
+        amp=amp,
+        rank=rank,
+        world=world,
+        model=model,
+        net=net,
+        opt=opt,
+        main_params=main_params,
+        scaler=torch.amp.GradScaler(enabled=amp == torch.float16),
+        state=state,
+        ckpt_path=run_dir / "last.pt",
+        average=WeightAverage(model, cfg.ema, saved_average) if cfg.ema else None,
+        norm=LevelNorm(model.levels, state.get("level_means")) if cfg.level_norm else None,
+        qgen=torch.Generator().manual_seed(cfg.seed * 7919 + rank + state["step"]),
+        val_files=image_files(cfg.val_dir)[: cfg.val_images] if cfg.val_dir and rank == 0 else [],
+        val_qualities=validation_qualities(cfg.val_qualities, model.levels),
+    )
+    run.sampler = sampler or CropSampler(cfg.train_dir, cfg.crop, seed=cfg.seed + state["step"], shard=(rank, world))
     if cfg.entropy_only:
         freeze_all_but_context(model)
         model.eval()
-        cache = LatentCache(model, sampler, cfg.cache_crops, device)
-        if rank == 0:
-            print(f"entropy-only: cached the latents of {len(cache.latents)} crops", flush=True)
-    val_files = image_files(cfg.val_dir)[: cfg.val_images] if cfg.val_dir and rank == 0 else []
-    stop = {"flag": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("flag", True))
-    qgen = torch.Generator().manual_seed(cfg.seed * 7919 + rank + state["step"])
+        run.cache = LatentCache(model, run.sampler, cfg.cache_crops, device)
+        say(run, f"entropy-only: cached the latents of {len(run.cache.latents)} crops")
+    return run
 
-    start_step, t0 = state["step"], time.time()
-    last_ckpt = time.time()
-    budget_s = cfg.max_minutes * 60
-    bar = None
-    if rank == 0:
+
+def say(run: Run, text: str) -> None:
+    if run.rank == 0:
+        print(text, flush=True)
+
+
+def start_state(
+    cfg: TrainConfig, model: Model, opt: torch.optim.Optimizer, ckpt_path: Path, device: torch.device, rank: int
+) -> tuple[dict, dict | None]:
+    """Where the run starts: the run folder's checkpoint, else ``--from-checkpoint``, else ``--init``'s
+    shipped weights, else fresh. Returns the training state and the saved weight average, if any."""
+    source = ckpt_path if ckpt_path.exists() else Path(cfg.from_checkpoint) if cfg.from_checkpoint else None
+    if source is not None:
+        ck = load_checkpoint(source, map_location=device)
+        state, note = resume(model, opt, ck, source)
+        if rank == 0:
+            print(f"resumed {source} at step {state['step']}{note}", flush=True)
+        return state, ck.get("ema")
+    if cfg.init:
+        state = init_from_weights(model, cfg.init)
+        if rank == 0:
+            print(f"initialized from shipped model {cfg.init} (trained {state['step']} steps)", flush=True)
+        return state, None
+    return {"step": 0, "seconds": 0.0, "val": []}, None
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        if not g.get("aux"):
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+
+
+def train_step(run: Run) -> dict[str, Tensor]:
+    """One optimizer step on a fresh batch; returns the losses."""
+    cfg, device = run.cfg, run.device
+    q = sample_qualities(cfg.batch, run.model.levels, run.qgen)
+    if run.cache is not None:
+        losses = entropy_loss(
+            run.model, run.cache.batch(cfg.batch, run.qgen).to(device), q.to(device), run.cache.pixels
+        )
+    else:
+        x = run.sampler.batch(cfg.batch).to(device, non_blocking=True)
+        out = run.net(x.contiguous(memory_format=torch.channels_last), q.to(device), run.amp)
+        losses = rd_loss(out, x, lambdas_for(q).to(device), cfg.metric)
+        if run.norm is not None:
+            weights = run.norm.weights(q, losses["per_sample"].detach()).to(device)
+            losses["loss"] = (losses["per_sample"] * weights).mean()
+            run.state["level_means"] = run.norm.means
+    apply_gradients(losses, run.opt, run.main_params, run.scaler)
+    if run.average is not None:
+        run.average.update(run.model)
+    run.state["step"] += 1
+    return losses
+
+
+def log_record(losses: dict[str, Tensor], step: int, lr: float, seconds: float) -> dict:
+    """The log line of a step: loss, rate, mean PSNR of the batch, aux loss, LR, time."""
+    psnr_mean = float(np.mean([10 * np.log10(1 / max(m, 1e-10)) for m in losses["mse"].tolist()]))
+    return {
+        "step": step,
+        "loss": losses["loss"].item(),
+        "bpp": losses["bpp"].item(),
+        "psnr": psnr_mean,
+        "aux": float(torch.as_tensor(losses["aux"]).detach()),
+        "lr": lr,
+        "t": round(seconds, 1),
+    }
+
+
+def run_validation(run: Run) -> dict:
+    """Validation with the weight average applied (when kept), recorded in the state."""
+    with run.average.applied(run.model) if run.average is not None else nullcontext():
+        res = validate(run.model, run.val_files, run.val_qualities, run.device)
+    run.state["val"].append({"step": run.state["step"], **res})
+    return res
+
+
+class RunLog:
+    """Rank 0's progress bar and ``RUN_DIR/log.jsonl`` (a line per ``log_every`` steps and per validation)."""
+
+    def __init__(self, cfg: TrainConfig, start_step: int) -> None:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=start_step, dynamic_ncols=True, mininterval=5)
-    log = open(run_dir / "log.jsonl", "a") if rank == 0 else None
+        self.bar = tqdm(total=cfg.steps, initial=start_step, dynamic_ncols=True, mininterval=5)
+        self.file = open(Path(cfg.run_dir) / "log.jsonl", "a")
+
+    def _write(self, rec: dict) -> None:
+        self.file.write(json.dumps(rec) + "\n")
+        self.file.flush()
+
+    def step(self, rec: dict) -> None:
+        self._write(rec)
+        self.bar.set_postfix(loss=f"{rec['loss']:.3f}", bpp=f"{rec['bpp']:.3f}", psnr=f"{rec['psnr']:.2f}")
+
+    def validation(self, step: int, res: dict) -> None:
+        self._write({"step": step, "val": res})
+        self.bar.write(
+            f"val @ {step}: " + "  ".join(f"q{k}: {v['bpp']:.3f} bpp {v['psnr']:.2f} dB" for k, v in res.items())
+        )
+
+    def close(self) -> None:
+        self.bar.close()
+        self.file.close()
+
+
+def train(cfg: TrainConfig, sampler: Any = None, on_checkpoint: Callable[[Path, dict], None] | None = None) -> dict:
+    """Train until ``cfg.steps``, ``cfg.max_minutes``, SIGTERM or Ctrl-C; checkpoint every ``ckpt_minutes``
+    and at the end, calling ``on_checkpoint(path, state)`` after each one (the GPU sprint ships them)."""
+    run = setup(cfg, sampler)
+    state, rank = run.state, run.rank
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("flag", True))
+    start_step, t0 = state["step"], time.time()
+    last_ckpt, counted = t0, {"t": t0}
+    budget_s = cfg.max_minutes * 60
+    log = RunLog(cfg, start_step) if rank == 0 else None
 
     def checkpoint() -> None:
         if rank == 0:
-            state["seconds"] += time.time() - checkpoint.t
-            checkpoint.t = time.time()
-            save_checkpoint(ckpt_path, model, opt, state, average)
+            state["seconds"] += time.time() - counted["t"]
+            counted["t"] = time.time()
+            save_checkpoint(run.ckpt_path, run.model, run.opt, state, run.average)
+            if on_checkpoint is not None:
+                on_checkpoint(run.ckpt_path, state)
 
-    checkpoint.t = t0
-    model.train()
+    run.model.train()
     try:
         while state["step"] < cfg.steps and not stop["flag"]:
-            step = state["step"]
             elapsed = time.time() - t0
-            progress = max(
-                (step - start_step) / max(1, cfg.steps - start_step), elapsed / budget_s if budget_s else 0.0
-            )
             if budget_s and elapsed >= budget_s:
                 break
-            lr = lr_at(cfg, step - start_step, progress)
-            for g in opt.param_groups:
-                if not g.get("aux"):
-                    g["lr"] = lr * g.get("lr_scale", 1.0)
-            q = sample_qualities(cfg.batch, model.levels, qgen)
-            if cache is not None:
-                losses = entropy_loss(model, cache.batch(cfg.batch, qgen).to(device), q.to(device), cache.pixels)
-            else:
-                x = sampler.batch(cfg.batch).to(device, non_blocking=True)
-                out = net(x.contiguous(memory_format=torch.channels_last), q.to(device), amp)
-                losses = rd_loss(out, x, lambdas_for(q).to(device), cfg.metric)
-            apply_gradients(losses, opt, main_params, scaler)
-            if average is not None:
-                average.update(model)
-            state["step"] = step + 1
-            if rank == 0:
-                if state["step"] % cfg.log_every == 0:
-                    p = float(np.mean([10 * np.log10(1 / max(m, 1e-10)) for m in losses["mse"].tolist()]))
-                    rec = {
-                        "step": state["step"],
-                        "loss": losses["loss"].item(),
-                        "bpp": losses["bpp"].item(),
-                        "psnr": p,
-                        "aux": losses["aux"].item(),
-                        "lr": lr,
-                        "t": round(time.time() - t0, 1),
-                    }
-                    log.write(json.dumps(rec) + "\n")
-                    log.flush()
-                    bar.set_postfix(loss=f"{rec['loss']:.3f}", bpp=f"{rec['bpp']:.3f}", psnr=f"{p:.2f}")
-                bar.update(1)
-                if val_files and state["step"] % cfg.val_every == 0:
-                    with average.applied(model) if average is not None else nullcontext():
-                        res = validate(model, val_files, val_qualities, device)
-                    state["val"].append({"step": state["step"], **res})
-                    log.write(json.dumps({"step": state["step"], "val": res}) + "\n")
-                    log.flush()
-                    bar.write(
-                        f"val @ {state['step']}: "
-                        + "  ".join(f"q{k}: {v['bpp']:.3f} bpp {v['psnr']:.2f} dB" for k, v in res.items())
-                    )
-                if time.time() - last_ckpt > cfg.ckpt_minutes * 60:
-                    checkpoint()
-                    last_ckpt = time.time()
+            progress = max(
+                (state["step"] - start_step) / max(1, cfg.steps - start_step), elapsed / budget_s if budget_s else 0.0
+            )
+            lr = lr_at(cfg, state["step"] - start_step, progress)
+            set_lr(run.opt, lr)
+            losses = train_step(run)
+            if log is None:
+                continue
+            if state["step"] % cfg.log_every == 0:
+                log.step(log_record(losses, state["step"], lr, time.time() - t0))
+            log.bar.update(1)
+            if run.val_files and state["step"] % cfg.val_every == 0:
+                log.validation(state["step"], run_validation(run))
+            if time.time() - last_ckpt > cfg.ckpt_minutes * 60:
+                checkpoint()
+                last_ckpt = time.time()
     except KeyboardInterrupt:
-        if rank == 0:
-            print("interrupted: saving checkpoint", flush=True)
+        say(run, "interrupted: saving checkpoint")
     finally:
         checkpoint()
-        if bar:
-            bar.close()
         if log:
             log.close()
-        if world > 1:
+        if run.world > 1:
             dist.destroy_process_group()
     return state
 
@@ -485,10 +598,12 @@ def resume(model: Model, opt: torch.optim.Optimizer, ck: dict, path: Path) -> tu
         )
     moved = fit_levels(model, sd, Q.ladder(levels))
     model.load_state_dict(sd, strict=False)
-    load_optimizer(opt, ck["optimizer"])
+    if ck.get("optimizer"):
+        load_optimizer(opt, ck["optimizer"])
     for name in moved:
         opt.state.pop(model.get_parameter(name), None)
-    note = (
+    fresh = "" if ck.get("optimizer") else "; no optimizer state in it: Adam starts afresh"
+    note = fresh + (
         f"; quality levels extended {levels} -> {model.levels} ({', '.join(moved)} extrapolated in log lambda, "
         "their Adam state reset)"
         if moved

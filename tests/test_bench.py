@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import math
@@ -220,6 +221,21 @@ def test_speed_smoke(tiny_dir, tmp_path):
     assert start["decode_start_up_s"] == pytest.approx(start["decode_command_s"] - start["decode_in_process_s"])
     assert "import torch" in md
     assert result["summary"].keys() == saved["summary"].keys()
+
+
+def test_speed_times_no_reference_for_another_network(monkeypatch):
+    """CompressAI's stock path is the plain hyperprior: for the context model it would time a different
+    network, so the benchmark offers no reference (and no ratio) there."""
+    from benchmarks import speed
+    from codec.models.context import ContextModel
+    from codec.models.hyperprior import Arch, GainHyperprior
+    from codec.weights import load_codec
+
+    assert speed.reference_applies(GainHyperprior(Arch(N=16, M=24)))
+    assert not speed.reference_applies(ContextModel(Arch(N=16, M=24)))
+    codec = dataclasses.replace(load_codec(device="cpu"), model=ContextModel(Arch(N=16, M=24)))
+    monkeypatch.setattr("codec.weights.load_codec", lambda **kw: codec)
+    assert [m.name for m in speed.aecodec_methods("cpu", 4.0)] == ["aecodec-cpu"]
 
 
 def test_model_ratios_divide_by_the_default_model():

@@ -18,9 +18,20 @@ from codec import engine
 from codec import quality as Q
 from codec.cli import main
 from codec.export import model_from_checkpoint
+from codec.models.base import Model
+from codec.models.registry import KINDS
 from codec.train import TrainConfig, lr_at, pick_precision, train
 
-TINY = dict(N=16, M=24, crop=64, batch=2, log_every=1, val_every=2, val_images=1, val_qualities=(1.0, 8.0))
+TINY = dict(
+    arch={"N": 16, "M": 24},
+    crop=64,
+    batch=2,
+    log_every=1,
+    val_every=2,
+    val_images=1,
+    val_qualities=(1.0, 8.0),
+    compile_step=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +63,14 @@ def test_remap_levels_is_linear_in_log_lambda():
     assert below == pytest.approx([-2.0, -3.0])
     assert Q.LAMBDAS[3] < Q.lmbda(4.5) < Q.LAMBDAS[4]
     assert abs(Q.lmbda(4.5) - (Q.LAMBDAS[3] * Q.LAMBDAS[4]) ** 0.5) < 1e-12
+
+
+def test_lr_schedule_of_a_trunk_is_constant_and_of_a_cool_down_decays_from_the_start():
+    trunk = TrainConfig(lr=1e-3, warmup_steps=0, decay_start=1.0)
+    assert lr_at(trunk, 10, 0.99) == lr_at(trunk, 10, 1.0) == pytest.approx(1e-3)
+    cool = TrainConfig(lr=1e-3, warmup_steps=0, decay_start=0.0, final_lr_fraction=0.1)
+    assert lr_at(cool, 0, 0.0) == pytest.approx(1e-3) and lr_at(cool, 9, 1.0) == pytest.approx(1e-4)
+    assert lr_at(cool, 5, 0.5) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
 
 
 def test_lr_schedule_warms_up_and_decays():
@@ -147,10 +166,11 @@ def test_ddp_two_processes_gloo(folders, tmp_path):
         "64",
         "--batch",
         "2",
-        "--N",
-        "16",
-        "--M",
-        "24",
+        "--arch",
+        "N=16",
+        "--arch",
+        "M=24",
+        "--no-compile",
         "--device",
         "cpu",
     ]
@@ -302,9 +322,128 @@ def test_compiled_training_steps_match_eager_ones(folders, tmp_path):
     for compiled in (False, True):
         run = tmp_path / f"run-{compiled}"
         cfg = TrainConfig(
-            train_dir=str(folders / "train"), run_dir=str(run), steps=2, kind="gain-ctx", compile_step=compiled, **TINY
+            train_dir=str(folders / "train"),
+            run_dir=str(run),
+            steps=2,
+            kind="gain-ctx",
+            **{**TINY, "compile_step": compiled},
         )
         assert train(cfg)["step"] == 2
         weights[compiled] = torch.load(run / "last.pt", weights_only=True)["model"]
     for name, value in weights[False].items():
         assert torch.allclose(weights[True][name], value, rtol=1e-4, atol=1e-5), name
+
+
+class TinyKind(Model):
+    """A model kind that exists only in this test: what a new kind must write to train (no coding path)."""
+
+    kind = "tiny-test"
+    stride = latent_stride = 4
+    tile_margin = 0
+    level_params = ("log_gain",)
+
+    def __init__(self, C: int = 4, levels: int = Q.LEVELS):
+        super().__init__()
+        self.C, self._levels = C, levels
+        self.g_a = torch.nn.Conv2d(3, C, 4, stride=4)
+        self.g_s = torch.nn.ConvTranspose2d(C, 3, 4, stride=4)
+        self.log_gain = torch.nn.Parameter(torch.linspace(-1, 1, levels)[:, None])
+        self.log_scale = torch.nn.Parameter(torch.zeros(C))
+
+    @classmethod
+    def default_arch(cls) -> dict:
+        return {"C": 4, "levels": Q.LEVELS}
+
+    @classmethod
+    def from_arch(cls, arch: dict) -> TinyKind:
+        return cls(**arch)
+
+    def arch_dict(self) -> dict:
+        return {"C": self.C, "levels": self._levels}
+
+    @property
+    def levels(self) -> int:
+        return self._levels
+
+    def forward(self, x, quality, autocast_dtype=None) -> dict:
+        gain = torch.stack([Q.interpolate(self.log_gain.exp(), float(q)) for q in quality])[:, :, None, None]
+        y = self.g_a(x) * gain
+        noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
+        normal = torch.distributions.Normal(0.0, self.log_scale.exp()[:, None, None])
+        lik = (normal.cdf(noisy + 0.5) - normal.cdf(noisy - 0.5)).clamp_min(1e-9)
+        y_hat = (torch.round(y) - y).detach() + y
+        return {"x_hat": self.g_s(y_hat / gain), "likelihoods": {"y": lik}, "aux": 0.0}
+
+    def build_tables(self): ...
+
+    def prepare(self):
+        raise NotImplementedError
+
+    def analyze(self, x):
+        raise NotImplementedError
+
+    def side_analysis(self, y):
+        raise NotImplementedError
+
+    def encode_latent(self, y, quality, side=None):
+        raise NotImplementedError
+
+    def decode_latent(self, streams, shape, quality):
+        raise NotImplementedError
+
+    def synthesize(self, y_hat):
+        raise NotImplementedError
+
+
+def test_a_new_kind_trains_by_registering_one_class(folders, tmp_path, monkeypatch):
+    """No edit to train.py or cli.py: the kind's default_arch, --arch overrides, its level parameters (resume),
+    the average and the per-level loss all come through the Model interface."""
+    monkeypatch.setitem(KINDS, TinyKind.kind, TinyKind)
+    run = tmp_path / "run"
+    args = ["train", str(folders / "train"), "--run-dir", str(run), "--model-kind", "tiny-test", "--arch", "C=6"]
+    args += ["--steps", "3", "--crop", "32", "--batch", "2", "--no-compile", "--level-norm", "--levels", "6"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    ck = torch.load(run / "last.pt", weights_only=True)
+    assert ck["kind"] == "tiny-test" and ck["arch"] == {"C": 6, "levels": 6} and ck["state"]["step"] == 3
+    assert set(ck["ema"]) == {n for n, _ in TinyKind(6, 6).named_parameters()}  # the default --ema 0.999
+    assert len(ck["state"]["level_means"]) == 6 and any(m is not None for m in ck["state"]["level_means"])
+    start = TinyKind(6, 6).state_dict()["g_a.weight"]
+    assert not torch.equal(ck["model"]["g_a.weight"], start)
+    tiny = dict(kind="tiny-test", arch={"C": 6}, levels=6, crop=32, batch=2, compile_step=False)
+    assert train(TrainConfig(train_dir=str(folders / "train"), run_dir=str(run), steps=4, **tiny))["step"] == 4
+    # A cool-down branch of that trunk: starts from its checkpoint in a folder of its own, the trunk untouched.
+    branch = TrainConfig(
+        train_dir=str(folders / "train"),
+        run_dir=str(tmp_path / "branch"),
+        steps=6,
+        from_checkpoint=str(run / "last.pt"),
+        decay_start=0.0,
+        warmup_steps=0,
+        **tiny,
+    )
+    assert train(branch)["step"] == 6
+    assert torch.load(run / "last.pt", weights_only=True)["state"]["step"] == 4
+    bad = CliRunner().invoke(main, [*args[:6], "--arch", "width=3", "--steps", "1"])
+    assert bad.exit_code == 2 and "no architecture key width (has C, levels)" in bad.output
+
+
+def test_train_options_are_the_config_fields():
+    """One place for the defaults: every TrainConfig field the command offers is an option with its default."""
+    from codec.trainconfig import cli_fields
+
+    params = {p.name: p for p in main.commands["train"].params}
+    for f in cli_fields():
+        assert f.name in params, f.name
+        if f.name != "arch":
+            assert params[f.name].default == f.default, f.name
+
+
+def test_level_norm_weighs_every_level_alike():
+    from codec.train import LevelNorm
+
+    norm = LevelNorm(levels=3, decay=0.0)  # decay 0: the running mean is the last value
+    w = norm.weights(torch.tensor([1.0, 2.0, 3.0, 3.2]), torch.tensor([1.0, 4.0, 16.0, 16.0]))
+    means = [1.0, 4.0, 16.0]
+    assert norm.means == means
+    assert torch.allclose(w * torch.tensor([1.0, 4.0, 16.0, 16.0]), torch.full((4,), sum(means) / 3))

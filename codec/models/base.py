@@ -64,6 +64,17 @@ class Model(nn.Module, ABC):
     fits_per_image: ClassVar[bool] = False
     #: False for kinds whose manifest entry is an ``arch`` only (no weights file: files carry their decoder).
     needs_weights: ClassVar[bool] = True
+    #: Parameter-name prefixes trained by ``aux_loss`` alone (CompressAI's quantiles): training gives them
+    #: their own optimizer group at a fixed LR and leaves them out of the weight average.
+    aux_params: ClassVar[tuple[str, ...]] = ()
+    #: Context each side of a tile, in pixels (rounded up to ``stride`` by ``tiling``), that a tile's coding
+    #: window includes: the part of the transforms' receptive field that matters for its pixels.
+    tile_margin: ClassVar[int]
+
+    @classmethod
+    @abstractmethod
+    def default_arch(cls) -> dict[str, Any]:
+        """The architecture a new run gets (``train --arch KEY=VALUE`` overrides its keys)."""
 
     @classmethod
     @abstractmethod
@@ -158,6 +169,15 @@ class Model(nn.Module, ABC):
         raise NotImplementedError(f"model kind {self.kind!r} has no encoder effort")
 
     # -- training ----------------------------------------------------------------------------
+    # What ``codec.train`` needs of a kind: ``default_arch``/``from_arch``/``arch_dict``, ``levels``,
+    # ``level_params``/``level_tables`` (ladder moves), ``aux_params`` with ``aux_loss``, ``context_params``
+    # (own LR, ``--entropy-only``), ``forward`` and, for ``--entropy-only``, ``latent_rate``.
     @abstractmethod
     def forward(self, x: Tensor, quality: Tensor, autocast_dtype=None) -> dict:
-        """Training pass: ``{"x_hat", "likelihoods": {name: tensor}, "aux"}`` for per-sample qualities."""
+        """Training pass: ``{"x_hat", "likelihoods": {name: tensor}, "aux"}`` for per-sample qualities
+        (``quality`` (B,) in [1, levels]); the rate is the sum of -log2 of all likelihoods."""
+
+    def latent_rate(self, y: Tensor, quality: Tensor) -> dict[str, Tensor]:
+        """Training likelihoods of a given latent ``y`` (no transforms), for fitting the entropy model
+        alone on cached latents (``train --entropy-only``)."""
+        raise NotImplementedError(f"model kind {self.kind!r} cannot train its entropy model alone")

@@ -224,6 +224,10 @@ class GainHyperprior(Model):
     coder_class: ClassVar[type[HyperpriorCoder]] = HyperpriorCoder
     level_params = ("log_y_gain", "log_z_gain")
     level_tables = ("y_gain_table", "z_gain_table")
+    aux_params = ("entropy_bottleneck.quantiles",)
+    #: 64 px covers most of the transforms' effective receptive field (measured: docs/FORMAT.md, tiled
+    #: against untiled PSNR).
+    tile_margin = 64
 
     def __init__(self, arch: Arch = Arch()):
         super().__init__()
@@ -243,6 +247,10 @@ class GainHyperprior(Model):
         self.register_buffer("y_gain_table", torch.zeros(L, M))
         self.register_buffer("z_gain_table", torch.zeros(L, N))
         self._coder: HyperpriorCoder | None = None
+
+    @classmethod
+    def default_arch(cls) -> dict[str, Any]:
+        return asdict(Arch())
 
     @classmethod
     def from_arch(cls, arch: dict[str, Any]) -> GainHyperprior:

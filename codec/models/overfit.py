@@ -45,6 +45,8 @@ class OverfitModel(Model):
     latent_stride: ClassVar[int] = 1
     needs_weights: ClassVar[bool] = False
     fits_per_image: ClassVar[bool] = True
+    #: Tiles are fitted and decoded on their own: the decoded "latent" is the tile's pixels, no context needed.
+    tile_margin: ClassVar[int] = 0
 
     def __init__(self, arch: Arch):
         super().__init__()
@@ -59,11 +61,15 @@ class OverfitModel(Model):
         """The manifest entry of the shipped ``overfit`` id (weights/manifest.json holds this; a test checks)."""
         return {
             "kind": OverfitModel.kind,
-            "arch": Arch().as_dict(),
+            "arch": OverfitModel.default_arch(),
             "experimental": True,
             "note": "per-image (overfitted) codec: no weights file, each .aec carries its own decoder; "
             "encoding fits it (minutes per image on a CPU)",
         }
+
+    @classmethod
+    def default_arch(cls) -> dict[str, Any]:
+        return Arch().as_dict()
 
     @classmethod
     def from_arch(cls, arch: dict[str, Any]) -> OverfitModel:

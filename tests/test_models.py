@@ -24,7 +24,9 @@ def test_registry_maps_kinds_and_defaults_old_entries():
 
 
 def test_export_writes_the_kind():
-    entry = next(iter(read_manifest()["models"].values()))
+    from codec.testing import TEST_MODEL_ID
+
+    entry = read_manifest()["models"][TEST_MODEL_ID]
     assert entry["kind"] == "gain-msh"
 
 

@@ -74,7 +74,8 @@ def test_wheels_split_the_weights(wheels):
     default_file = manifest["models"][manifest["default"]]["file"]
     assert lean == {"codec/weights/manifest.json", f"codec/weights/{default_file}"}
     assert companion == {f"{COMPANION_MODULE}/{name}" for name in files_of(manifest, COMPANION)}
-    assert {default_file, *files_of(manifest, COMPANION)} == {m["file"] for m in manifest["models"].values()}
+    with_files = {m["file"] for m in manifest["models"].values() if m.get("file") is not None}  # overfit: none
+    assert {default_file, *files_of(manifest, COMPANION)} == with_files
     assert _wheel_mb(wheels[MAIN]) <= LEAN_LIMIT_MB
     readme = (REPO / "README.md").read_text()
     for dist, wheel in wheels.items():  # "the aecodec wheel (17 MB)": the figure, to the nearest MB

@@ -219,9 +219,10 @@ def report(kodak: Path, out: Path, md: Path) -> None:
         f"shared with other work). Crops: the central {CROP}×{CROP} of {', '.join(IMAGES)}. Arch: {arch.as_dict()};",
         f"decoder cost {macs_per_pixel(arch, CROP, CROP):.0f} MAC/pixel on a crop, "
         f"{macs_per_pixel(arch, 512, 768):.0f} on a 768×512 image.",
-        "BD-rate (PSNR, mean curves over the crops; negative: overfit needs fewer bits).",
+        "BD-rate (PSNR, mean curves over the crops; negative: overfit needs fewer bits). Times are medians over the",
+        "points (a run paused by SIGSTOP counts its pause in that point's time), one thread each.",
         "",
-        "| iterations | crops | vs default model (q1-10) | vs WebP m6 | vs AVIF | params bpp | encode s/crop "
+        "| iterations | crops | vs default model (q1-10) | vs WebP m6 | vs AVIF | params bpp (mean) | encode s/crop "
         "| s/iteration | decode s/crop |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -241,9 +242,25 @@ def report(kodak: Path, out: Path, md: Path) -> None:
         lines.append(
             f"| {its} | {len(done)} ({', '.join(done)}) | {bd['default']:+.1f} % | {bd['webp']:+.1f} % | "
             f"{bd['avif']:+.1f} % | {np.mean([r['bpp_params_estimated'] for r in rs]):.4f} | "
-            f"{np.mean([r['encode_s'] for r in rs]):.0f} | {np.mean([r['fit_s'] / r['iterations'] for r in rs]):.3f} | "
-            f"{np.mean([r['decode_s'] for r in rs]):.2f} |"
+            f"{np.median([r['encode_s'] for r in rs]):.0f} | "
+            f"{np.median([r['fit_s'] / r['iterations'] for r in rs]):.3f} | "
+            f"{np.median([r['decode_s'] for r in rs]):.2f} |"
         )
+    lines += [
+        "",
+        "Per crop (BD-rate against the same crop's curves):",
+        "",
+        "| iterations | crop | vs default | vs WebP | vs AVIF |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for its in sorted({r["iterations"] for r in results}):
+        for name in IMAGES:
+            rs = [r for r in results if r["iterations"] == its and r["image"] == name]
+            if len(rs) < 2:
+                continue
+            rate, dist = _mean_curve(rs)
+            bd = [bd_rate(*_mean_curve([p for p in refs[c] if p["image"] == name]), rate, dist) for c in refs]
+            lines.append(f"| {its} | {name} ({len(rs)} points) | " + " | ".join(f"{v:+.1f} %" for v in bd) + " |")
     fulls = _load(out / "full.json")
     if fulls:
         lines += [

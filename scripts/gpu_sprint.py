@@ -1,14 +1,20 @@
 """Turn lent GPU minutes into trained weights: prepare here, run there, collect here (docs/TRAINING.md).
 
-    python scripts/gpu_sprint.py prepare [--out .sprint] [--start MODEL_ID|CHECKPOINT.pt]
+    python scripts/gpu_sprint.py prepare [--out .sprint] [--start MODEL_ID|CHECKPOINT.pt] [--aside]
     python3 scripts/gpu_sprint.py run --minutes 8            # on the GPU machine; prepare prints the line
     python scripts/gpu_sprint.py collect DIR [DIR ...] [--name ID] [--no-measure]
+    python scripts/gpu_sprint.py restore                     # weights/ back from .aside/ (collect does it too)
 
 ``prepare`` writes an ignored folder that travels with the code (``carry``): the wheels the GPU machine lacks,
 the starting weights and a pack of training photos, as many as fit. ``run`` trains from them with the one
 training loop (``codec.train.train``) on the pack held in GPU memory and leaves a complete generation of
 checkpoint pieces in ``$OUT`` every ``--every`` minutes (``codec.sprint``). ``collect`` reassembles the
 newest complete generation, exports its weight average, and measures it against the default.
+
+A device call takes at most ``DEVICE_LIMIT`` of working tree, and the shipped weights alone are larger:
+when what would travel is over it, ``prepare --aside`` moves the tracked ``weights/*.safetensors`` (the sprint
+carries its own starting weights) into the ignored ``.aside/``; ``restore`` and ``collect`` move them back
+(they are tracked, so ``git checkout -- weights`` restores them as well).
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ PLATFORM = ("--python-version", "3.12", "--implementation", "cp", "--platform", 
 SITE = Path("/tmp/aec-sprint-site")
 #: What ``prepare`` leaves out of its budget for the sprint's index and rounding.
 SLACK = 2**20
+#: What a device call takes of working tree and carried folders (device README, Limits).
+DEVICE_LIMIT = 64 * 2**20
+#: Where ``prepare`` moves the tracked weights while a device call needs the tree small (ignored).
+ASIDE = ".aside"
 #: Seconds ``run`` keeps for its last checkpoint after the training budget.
 RESERVE_S = 40
 
@@ -82,16 +92,54 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def travelling_bytes() -> int:
+def _git_files(root: Path, *args: str) -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-z", *args], cwd=root, capture_output=True, check=True).stdout
+    return [n for n in out.decode().split("\0") if n]
+
+
+def travelling_bytes(root: Path = ROOT) -> int:
     """What a device call sends of this checkout besides carried folders: tracked and untracked, not
-    ignored files (device README, Limits)."""
-    out = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout
-    return sum((ROOT / n).stat().st_size for n in out.decode().split("\0") if n and (ROOT / n).is_file())
+    ignored files that are present (device README, Limits)."""
+    names = _git_files(root, "--cached", "--others", "--exclude-standard")
+    return sum((root / n).stat().st_size for n in names if (root / n).is_file())
+
+
+def set_aside(root: Path = ROOT) -> list[str]:
+    """Move the tracked weight files into ``ASIDE`` (same relative paths); returns what moved."""
+    moved = []
+    for name in _git_files(root, "--cached", "--", "weights/*.safetensors"):
+        src, dst = root / name, root / ASIDE / name
+        if src.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+            moved.append(name)
+    return moved
+
+
+def restore_aside(root: Path = ROOT) -> list[str]:
+    """Move everything in ``ASIDE`` back; a file whose place is taken by a different one stays aside."""
+    aside, back = root / ASIDE, []
+    for src in sorted(p for p in aside.rglob("*") if p.is_file()) if aside.is_dir() else []:
+        name = src.relative_to(aside).as_posix()
+        dst = root / name
+        if dst.exists():
+            if dst.read_bytes() != src.read_bytes():
+                print(f"gpu_sprint: {name} differs from {ASIDE}/{name}; left both in place", file=sys.stderr)
+                continue
+            src.unlink()
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+        back.append(name)
+    for folder in sorted((p for p in aside.rglob("*") if p.is_dir()), reverse=True) if aside.is_dir() else []:
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    return back
+
+
+def restore(args: argparse.Namespace) -> None:
+    back = restore_aside()
+    print(f"restored {len(back)} files from {ASIDE}/" if back else f"nothing in {ASIDE}/")
 
 
 def device_lines(out: Path, minutes: float) -> list[str]:
@@ -132,11 +180,16 @@ def prepare(args: argparse.Namespace) -> None:
     os.replace(tmp, out)
     size, code, mib = folder_bytes(out), travelling_bytes(), 2**20
     print(f"wrote {out}: {size / mib:.1f} MiB ({len(chosen)} of {len(files)} photos, pack {pack_bytes / mib:.1f} MiB)")
+    if code + size > DEVICE_LIMIT and args.aside:
+        moved = set_aside()
+        code = travelling_bytes()
+        print(f"moved {len(moved)} weight files to {ASIDE}/ for the device call (`restore` moves them back)")
     print(
         f"travels: working tree {code / mib:.1f} MiB + {out.name} {size / mib:.1f} MiB = {(code + size) / mib:.1f} MiB"
     )
-    if code + size > 64 * 2**20:
-        print("warning: over the 64 MiB a device call takes; the call will be refused", file=sys.stderr)
+    if code + size > DEVICE_LIMIT:
+        hint = "" if args.aside else f" (--aside moves the tracked weights to {ASIDE}/ meanwhile)"
+        print(f"warning: over the {DEVICE_LIMIT // mib} MiB a device call takes{hint}", file=sys.stderr)
     print(f"device calls (carry [{os.path.relpath(out, ROOT)!r}]), the second at once while the machine is warm:")
     for line in device_lines(out, args.minutes):
         print("  " + line)
@@ -249,6 +302,8 @@ def collect(args: argparse.Namespace) -> None:
     from codec.export import checkpoint_meta, export, model_from_checkpoint
     from codec.weights import read_manifest
 
+    if restore_aside():
+        print(f"restored the weights from {ASIDE}/")
     try:
         ck, meta = sprint.read_newest([Path(d) for d in args.dirs])
     except FileNotFoundError as e:
@@ -321,6 +376,7 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("--minutes", type=float, default=8.0, help="training minutes in the printed device line")
     pre.add_argument("--wheels", default=None, help="copy wheels from this folder instead of downloading them")
     pre.add_argument("--no-wheels", action="store_true", help="no wheels (a dry run where CompressAI is installed)")
+    pre.add_argument("--aside", action="store_true", help=f"if over the device limit, move weights/ to {ASIDE}/")
     r = sub.add_parser("run", help="train on the pack; checkpoint pieces into $OUT")
     r.add_argument("--minutes", type=float, required=True, help="the whole command's wall time, installing included")
     r.add_argument("--sprint", default=str(ROOT / ".sprint"))
@@ -347,12 +403,13 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="cpu")
     c.add_argument("--scratch", default=None)
     c.add_argument("--train-data", default="../shared/data/train (GPU sprint pack)")
+    sub.add_parser("restore", help=f"move the weights back from {ASIDE}/")
     return p
 
 
 def main() -> None:
     args = parser().parse_args()
-    {"prepare": prepare, "run": run, "collect": collect}[args.command](args)
+    {"prepare": prepare, "run": run, "collect": collect, "restore": restore}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -187,3 +187,39 @@ def test_gpu_check_on_the_cpu_decodes_the_fixtures_as_recorded(tmp_path):
     assert all(f["device_encoding_symbols_cpu_equal_device"] for f in report["fixtures"])
     assert all(f["pixels_max_abs_diff"] <= 2 for f in report["fixtures"])
     assert report["throughput"]["64x64"]["decode_mp_per_s"] > 0
+
+
+def _sprint_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_sprint", SCRIPTS / "gpu_sprint.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_aside_shrinks_what_travels_and_restores_every_byte(tmp_path):
+    gs = _sprint_script()
+    repo = tmp_path / "repo"
+    (repo / "weights").mkdir(parents=True)
+    (repo / "code.py").write_text("x = 1\n")
+    blobs = {f"weights/m{i}.safetensors": os.urandom(4096 + i) for i in range(2)}
+    for name, blob in blobs.items():
+        (repo / name).write_bytes(blob)
+    (repo / "weights" / "manifest.json").write_text("{}\n")
+    (repo / ".gitignore").write_text(f"/{gs.ASIDE}/\n")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "."], cwd=repo, check=True)
+    before = gs.travelling_bytes(repo)
+
+    assert sorted(gs.set_aside(repo)) == sorted(blobs)
+    assert gs.travelling_bytes(repo) == before - sum(map(len, blobs.values()))  # the ignored .aside/ stays behind
+    assert (repo / "weights" / "manifest.json").exists()
+
+    (repo / "weights" / "m1.safetensors").write_bytes(b"someone else's")  # a file in the way is never overwritten
+    assert gs.restore_aside(repo) == ["weights/m0.safetensors"]
+    assert (repo / gs.ASIDE / "weights" / "m1.safetensors").read_bytes() == blobs["weights/m1.safetensors"]
+    (repo / "weights" / "m1.safetensors").unlink()
+    assert gs.restore_aside(repo) == ["weights/m1.safetensors"]
+    assert all((repo / name).read_bytes() == blob for name, blob in blobs.items())
+    assert gs.travelling_bytes(repo) == before and gs.restore_aside(repo) == []

@@ -3,6 +3,7 @@
     python -m benchmarks.overfit run [--iterations 1000,3000] [--qualities 2,4,6,8] [--out DIR]
     python -m benchmarks.overfit full [--image kodim23] [-q 4] [--iterations N]
     python -m benchmarks.overfit report [--out DIR] [--md benchmarks/results/overfit.md]
+    python -m benchmarks.overfit tune --set RATE_WARMUP=0,0.1 [--images ...] [--iterations N]  (val crops)
 
 ``run`` fits the central 384×384 crops of the first four Kodak images (evaluation only) at each
 iteration count and quality, through the public API (``codec.encode(..., model="overfit")``), and
@@ -300,6 +301,48 @@ def report(kodak: Path, out: Path, md: Path) -> None:
     md.parent.mkdir(parents=True, exist_ok=True)
     md.write_text("\n".join(lines) + "\n")
     click.echo("\n".join(lines))
+
+
+@main.command()
+@click.option("--data", type=click.Path(path_type=Path), default=Path("../shared/data/val"), show_default=True)
+@click.option("--images", default="wikiphoto_004,mcmaster_03", show_default=True)
+@click.option("--crop", type=int, default=192, show_default=True)
+@click.option("--iterations", type=int, default=1000, show_default=True)
+@click.option("--qualities", default="2,8", show_default=True)
+@click.option("--set", "settings", multiple=True, required=True, help="NAME=V1,V2: a constant of codec.overfit.fit.")
+def tune(data: Path, images: str, crop: int, iterations: int, qualities: str, settings: tuple[str, ...]) -> None:
+    """A/B of the fit's constants on validation crops (never Kodak): the coded loss of each value, one line each.
+
+    The loss is that of what would be coded (estimated bpp with the parameter bits + λ·255²·MSE), so lower is
+    better whatever the mix of rate and distortion. One thread, deterministic (seed 0).
+    """
+    import torch
+
+    from codec.overfit import fit as F
+    from codec.overfit.network import Arch
+
+    torch.set_num_threads(1)
+    for setting in settings:
+        name, _, values = setting.partition("=")
+        if not hasattr(F, name):
+            raise click.BadParameter(f"codec.overfit.fit has no {name}", param_hint="--set")
+        original = getattr(F, name)
+        for name_img in images.split(","):
+            rgb = np.asarray(Image.open(data / f"{name_img}.png").convert("RGB"))
+            h, w = rgb.shape[:2]
+            top, left = (h - crop) // 2, (w - crop) // 2
+            x = torch.from_numpy(rgb[top : top + crop, left : left + crop].copy()).permute(2, 0, 1)[None] / 255.0
+            for q in _ints(qualities):
+                for value in values.split(","):
+                    setattr(F, name, type(original)(value))
+                    t0 = time.perf_counter()
+                    result = F.fit(x, q, iterations, Arch())
+                    click.echo(
+                        f"{name}={value} {name_img} q{q} {iterations} it: loss {result.loss:.4f} "
+                        f"bpp {result.bpp_latents + result.bpp_params:.4f} PSNR {result.psnr:.2f} "
+                        f"({time.perf_counter() - t0:.0f} s)"
+                    )
+        setattr(F, name, original)
 
 
 if __name__ == "__main__":

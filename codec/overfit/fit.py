@@ -37,12 +37,14 @@ NOISE_END, SOFT_END = 0.5, 0.85
 #: Cool-chic-like 0.01 for both with a 0.3 noise phase: q2 1.052 vs 1.098, q4 2.276 vs 2.826, q8 6.308 vs
 #: 7.864 (a latent step of 0.04: 1.075, 2.148, 6.026 — mixed, not adopted before the benchmark started).
 LR, LATENT_LR, HARD_LR_FACTOR = 0.01, 0.08, 0.2
-#: Fraction of the iterations over which the rate term's weight ramps from 0 to 1 (0: off). Without it, low
-#: qualities could zero every latent before the synthesis learned to use them (Kodak crop kodim02 at q2:
-#: 18.6 dB). Central 192² of validation photos, 600 iterations, loss of the coded result without → with:
-#: wikiphoto_020 q2 0.949 → 0.348 (a collapse), wikiphoto_004 q1/q2 0.266 → 0.246 / 0.468 → 0.426,
-#: mcmaster_03 q1/q2 0.502 → 0.475 / 0.707 → 0.770; at q4 and q8 within ±1.3 % (4 cases, 3 better).
-RATE_WARMUP = 0.1
+#: Fraction of the iterations over which the rate term's weight ramps from 0 to 1 (0: off). Meant against low
+#: qualities zeroing every latent before the synthesis learned to use them (Kodak crop kodim02 at q2: 18.6 dB).
+#: Central 192² of validation photos, loss of the coded result, off → 0.1: at 600 iterations wikiphoto_020 q2
+#: 0.949 → 0.348 (a collapse fixed), wikiphoto_004 q1/q2 0.266 → 0.246 / 0.468 → 0.426, mcmaster_03 q1/q2
+#: 0.502 → 0.475 / 0.707 → 0.770, q4/q8 within ±1.3 %; but at 3,000 iterations (``benchmarks.overfit tune``)
+#: wikiphoto_004 q2/q6 0.365 → 0.416 / 1.667 → 1.787, mcmaster_03 q2/q6 0.656 → 0.772 / 2.333 → 2.330: the
+#: latents grown without a rate term are not pruned again, and the longer the fit the longer the ramp. Off.
+RATE_WARMUP = 0.0
 #: Latent values are kept within ± this (the exact ARM's input clamp is ±1024).
 LATENT_BOUND = 1000.0
 #: How often (iterations) the hard phase scores the hard-rounded loss for keeping the best.

@@ -11,11 +11,11 @@ from __future__ import annotations
 import signal
 import sys
 
-#: Exit status of an interrupted command (128 + SIGINT); ``codec.cli`` uses it too.
-EXIT_INTERRUPTED = 130
-
 
 def _interrupted(signum: int, frame: object) -> None:
+    # Imported here, not above: importing ``codec`` loads Pillow, part of what this handler covers.
+    from codec.core.errors import EXIT_INTERRUPTED
+
     sys.stderr.write("aecodec: interrupted\n")
     raise SystemExit(EXIT_INTERRUPTED)
 

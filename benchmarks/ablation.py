@@ -1,6 +1,6 @@
 """Costs of two engineering choices, measured on a folder of images (issue numbers in the docs):
 
-- ``exact``: the integer-exact hyper-synthesis (``codec/exact.py``) against the float one it replaces —
+- ``exact``: the integer-exact hyper-synthesis (``codec/core/exact.py``) against the float one it replaces —
   BD-rate of the exact path's real streams vs CompressAI's stock float path on the same network.
 - ``fp16``: storing the transforms' weights as fp16 — PSNR change at equal symbols.
 - ``half``: running g_a/g_s in bf16 on a CPU with native bf16 (``engine.half_dtype``) against
@@ -22,12 +22,13 @@ import click
 import numpy as np
 import torch
 
-from codec import engine, tiling
 from codec.bench.bdrate import bd_rate
-from codec.data import load_rgb
-from codec.manifest import installed_levels
-from codec.tensors import psnr, to_tensor, to_uint8
-from codec.weights import load_codec
+from codec.coding import tiling
+from codec.core import engine
+from codec.core.tensors import psnr, to_tensor, to_uint8
+from codec.training.data import load_rgb
+from codec.weights.manifest import installed_levels
+from codec.weights.store import load_codec
 
 from .common import ALL_QUALITIES_HELP, all_qualities, parse_floats, select_images, use_weights
 from .speed import reference_compress, reference_decompress

@@ -14,9 +14,9 @@ import click
 import numpy as np
 import torch
 
-from codec.data import image_files, load_rgb
-from codec.tensors import psnr, to_tensor, to_uint8
-from codec.weights import load_codec, read_manifest
+from codec.core.tensors import psnr, to_tensor, to_uint8
+from codec.training.data import image_files, load_rgb
+from codec.weights.store import load_codec, read_manifest
 
 
 @torch.inference_mode()

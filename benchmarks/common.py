@@ -7,10 +7,10 @@ from pathlib import Path
 
 from codec.bench import parse_floats  # noqa: F401  (re-exported for the benchmarks)
 from codec.bench.report import json_text
-from codec.data import image_files
-from codec.devices import available, resolve_device
-from codec.errors import AecError
-from codec.quality import integer_qualities
+from codec.core.devices import available, resolve_device
+from codec.core.errors import AecError
+from codec.core.quality import integer_qualities
+from codec.training.data import image_files
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -23,7 +23,7 @@ def select_images(data: str | Path, limit: int | None = None) -> list[Path]:
 
 
 def use_weights(folder: str | Path | None) -> None:
-    """Point ``codec.weights`` at ``folder`` (it reads ``$AECODEC_WEIGHTS`` on every load)."""
+    """Point ``codec.weights.store`` at ``folder`` (it reads ``$AECODEC_WEIGHTS`` on every load)."""
     if folder:
         os.environ["AECODEC_WEIGHTS"] = str(Path(folder).resolve())
 

@@ -17,7 +17,7 @@ import numpy as np
 from compressai.ans import RansDecoder, RansEncoder
 from compressai.entropy_models import GaussianConditional
 
-from codec.engine import RansTables
+from codec.core.engine import RansTables
 from codec.models.hyperprior import scale_table
 
 

@@ -10,7 +10,7 @@ size no training crop ever had. Encode and decode each run in a fresh process th
 the peak resident memory reported (``ru_maxrss`` of the child) is the whole program's.
 
 ``--hostile`` decodes what an attacker can send for free: a header claiming ``size × size`` pixels in
-tiles of ``--tile`` px with empty streams (a hundred bytes), built with ``codec.bitstream``. The decoder
+tiles of ``--tile`` px with empty streams (a hundred bytes), built with ``codec.format.bitstream``. The decoder
 must stay within its documented memory bound and take time in proportion to the pixels it writes.
 """
 
@@ -28,9 +28,9 @@ import click
 import numpy as np
 from PIL import Image
 
-from codec.data import image_files
-from codec.quality import DEFAULT_QUALITY
-from codec.tensors import psnr
+from codec.core.quality import DEFAULT_QUALITY
+from codec.core.tensors import psnr
+from codec.training.data import image_files
 
 from .common import RESULTS_DIR, use_weights
 
@@ -80,7 +80,7 @@ def hostile_file(
 ) -> bytes:
     """A ``size × size`` (or ``size × height``) file in tiles of ``tile`` px (one tile when it covers the image)
     whose streams are empty."""
-    from codec import bitstream as bs
+    from codec.format import bitstream as bs
 
     f = bs.AecFile(size, height or size, DEFAULT_QUALITY, model_id=model_id, weights_hash=weights_hash, tile=tile)
     if f.tile_count() == 1:
@@ -92,7 +92,7 @@ def hostile_file(
 def hostile(size: int, tile: int, height: int | None = None) -> dict:
     """Time and peak RSS of ``aecodec decode`` on ``hostile_file`` for the default model, written as PNG; a
     refused file is reported as such (with the time and memory the refusal took)."""
-    from codec.weights import load_codec
+    from codec.weights.store import load_codec
 
     c = load_codec()
     height = height or size
@@ -121,7 +121,7 @@ def stored_file(size: int, kind: str) -> bytes:
     ``eXIF`` chunk is ``size`` bytes (over ``bitstream.MAX_METADATA`` it is refused)."""
     import io
 
-    from codec import bitstream as bs
+    from codec.format import bitstream as bs
 
     def encoded(image: Image.Image, fmt: str) -> bytes:
         buf = io.BytesIO()
@@ -173,7 +173,7 @@ def stored(size: int, kind: str, fmt: str) -> dict:
 def compare(size: int, tile: int, quality: float, source: Path | None) -> dict:
     """Tiled vs one-piece coding of the same image at the same quality."""
     import codec
-    from codec.tiling import MAX_TILE
+    from codec.coding.tiling import MAX_TILE
 
     untiled = max(size, 64) + 64
     if untiled > MAX_TILE:

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from codec.bench.report import bd_pair
-from codec.weights import read_manifest
+from codec.weights.store import read_manifest
 
 from .common import REPO_ROOT, RESULTS_DIR
 

@@ -82,7 +82,7 @@ def run(kodak: Path, iterations: str, qualities: str, images: str, out: Path, th
     import torch
 
     import codec
-    from codec.weights import load_codec
+    from codec.weights.store import load_codec
 
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
@@ -215,8 +215,8 @@ def _mean_curve(points: list[dict], key: str = "quality") -> tuple[list[float], 
 def report(kodak: Path, out: Path, md: Path) -> None:
     """BD-rates and timings of the results so far, against the references on the same crops."""
     from codec.bench.bdrate import bd_rate
-    from codec.overfit.network import Arch, macs_per_pixel
-    from codec.weights import load_codec
+    from codec.models.overfit.network import Arch, macs_per_pixel
+    from codec.weights.store import load_codec
 
     images = crops(kodak)
     refs = _references(images, out)
@@ -309,7 +309,9 @@ def report(kodak: Path, out: Path, md: Path) -> None:
 @click.option("--crop", type=int, default=192, show_default=True)
 @click.option("--iterations", type=int, default=1000, show_default=True)
 @click.option("--qualities", default="2,8", show_default=True)
-@click.option("--set", "settings", multiple=True, required=True, help="NAME=V1,V2: a constant of codec.overfit.fit.")
+@click.option(
+    "--set", "settings", multiple=True, required=True, help="NAME=V1,V2: a constant of codec.models.overfit.fit."
+)
 def tune(data: Path, images: str, crop: int, iterations: int, qualities: str, settings: tuple[str, ...]) -> None:
     """A/B of the fit's constants on validation crops (never Kodak): the coded loss of each value, one line each.
 
@@ -318,14 +320,14 @@ def tune(data: Path, images: str, crop: int, iterations: int, qualities: str, se
     """
     import torch
 
-    from codec.overfit import fit as F
-    from codec.overfit.network import Arch
+    from codec.models.overfit import fit as F
+    from codec.models.overfit.network import Arch
 
     torch.set_num_threads(1)
     for setting in settings:
         name, _, values = setting.partition("=")
         if not hasattr(F, name):
-            raise click.BadParameter(f"codec.overfit.fit has no {name}", param_hint="--set")
+            raise click.BadParameter(f"codec.models.overfit.fit has no {name}", param_hint="--set")
         original = getattr(F, name)
         for name_img in images.split(","):
             rgb = np.asarray(Image.open(data / f"{name_img}.png").convert("RGB"))

@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from codec.bench import coders, parse_names, report
 from codec.bench.rd import CODEC_NAMES, build_coders, measure_images, report_files
-from codec.errors import AecError
-from codec.files import write_atomic
+from codec.core.errors import AecError
+from codec.format.files import write_atomic
 
 from .anchors import load_anchors
 from .common import ALL_QUALITIES_HELP, REPO_ROOT, RESULTS_DIR, parse_floats, select_images, use_weights
@@ -30,8 +30,8 @@ DEFAULT_ANCHORS_DIR = REPO_ROOT.parent / "shared" / "anchors" / "kodak"
 
 def record_in_manifest(curves: dict, model_id: str, dataset: str, images: int) -> None:
     """Store aecodec's measured points in its weights manifest entry (under the dataset's name)."""
-    from codec.export import write_manifest_entry
-    from codec.weights import read_manifest, weights_dir
+    from codec.training.export import write_manifest_entry
+    from codec.weights.store import read_manifest, weights_dir
 
     entry = read_manifest()["models"][model_id]
     r = curves["aecodec"]
@@ -102,7 +102,7 @@ def run(
     for file, data in report_files(name, images, records, curves, descriptions, notes, published).items():
         write_atomic(out / file, data, force=True)
     if record:
-        from codec.weights import load_codec
+        from codec.weights.store import load_codec
 
         record_in_manifest(curves, load_codec(model_id, device=device).model_id, name, len(paths))
     return out
@@ -187,7 +187,7 @@ def _codec_names(text: str) -> tuple[str, ...]:
 
 
 def _effort_levels(text: str) -> tuple[int, ...]:
-    from codec.quality import effort_iterations
+    from codec.core.quality import effort_iterations
 
     try:
         levels = tuple(int(t) for t in text.split(",") if t.strip())

@@ -25,12 +25,12 @@ import PIL
 import torch
 from tqdm import tqdm
 
-from codec import engine
 from codec.bench import coders
-from codec.data import load_rgb
+from codec.core import engine
+from codec.core.quality import DEFAULT_QUALITY
+from codec.core.tensors import psnr, to_tensor, to_uint8
 from codec.models.hyperprior import GainHyperprior
-from codec.quality import DEFAULT_QUALITY
-from codec.tensors import psnr, to_tensor, to_uint8
+from codec.training.data import load_rgb
 
 from .common import RESULTS_DIR, devices, select_images, use_weights, write_json
 
@@ -42,7 +42,7 @@ def reference_compress(model: GainHyperprior, x: torch.Tensor, quality: float) -
 
     The entropy coding goes through ``EntropyBottleneck.compress`` / ``GaussianConditional.compress``,
     which rebuild the CDF lists on every call and decode ``z`` again inside compress, where
-    ``codec.engine.RansTables`` converts its tables once per model.
+    ``codec.core.engine.RansTables`` converts its tables once per model.
     """
     y_gain, z_gain = model.gains(quality)
     y = model.g_a(x).float()
@@ -128,7 +128,7 @@ class Method:
 
 def model_method(device: str, quality: float, model_id: str) -> Method:
     """aecodec through its public API with another installed model (``--also``), named by its id."""
-    from codec.weights import load_codec
+    from codec.weights.store import load_codec
 
     codec = load_codec(model_id, device=device)
     setting = f"q{quality:g}, model {model_id} ({codec.model.kind})"
@@ -173,7 +173,7 @@ def reference_applies(model: torch.nn.Module) -> bool:
 def aecodec_methods(device: str, quality: float) -> list[Method]:
     """aecodec through its public API, and CompressAI's stock path on the same loaded network when that
     path is the same network (``reference_applies``)."""
-    from codec.weights import load_codec
+    from codec.weights.store import load_codec
 
     codec = load_codec(device=device)
     ours = api_method(f"aecodec-{device}", device, f"q{quality:g}, model {codec.model_id}", codec, quality)
@@ -198,12 +198,12 @@ def aecodec_methods(device: str, quality: float) -> list[Method]:
 
 
 def batched_throughput(rgbs: list[np.ndarray], device: str, quality: float, batch: int, workers: int = 0) -> dict:
-    """Folder throughput of ``codec.batch`` (images already in memory: PNG reading/writing excluded).
+    """Folder throughput of ``codec.coding.batch`` (images already in memory: PNG reading/writing excluded).
 
     One warm-up pass first (weights load, cuDNN autotuning), then one timed pass each way.
     """
-    from codec.batch import decode_arrays, encode_arrays
-    from codec.weights import load_codec
+    from codec.coding.batch import decode_arrays, encode_arrays
+    from codec.weights.store import load_codec
 
     codec = load_codec(device=device)
     encode_arrays(rgbs[:batch], quality, codec, batch)  # warm-up (not with workers: their start-up counts)
@@ -465,7 +465,7 @@ def markdown(result: dict) -> str:
     if result.get("batched"):
         lines += [
             "",
-            "Folder throughput of `codec.batch` (images in memory: PNG reading/writing excluded):",
+            "Folder throughput of `codec.coding.batch` (images in memory: PNG reading/writing excluded):",
             "",
             "| device | images | batch | entropy-coding workers | encode MP/s | decode MP/s |",
             "|---|---:|---:|---:|---:|---:|",
@@ -585,8 +585,8 @@ def run(
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Also time codec.batch and the aecodec command over the whole folder, this many images per network pass "
-    "(0: skip).",
+    help="Also time codec.coding.batch and the aecodec command over the whole folder, this many images per network "
+    "pass (0: skip).",
 )
 @click.option(
     "--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Entropy-coding processes (--batch)."

@@ -3,7 +3,7 @@
     python -m benchmarks.threads --image ../shared/data/kodak/kodim23.png --quality 6 --threads 1,2,3,4
     AECODEC_CPU_FAST=0 python -m benchmarks.threads ...        # float32 even on CPUs with native bf16
 
-The latents (symbols, scales, means) are the same at any thread count by construction (``codec.exact``); the
+The latents (symbols, scales, means) are the same at any thread count by construction (``codec.core.exact``); the
 float synthesis sums in an order that depends on the thread count. Each count is decoded twice, so the
 report also shows whether one count repeats itself. What is promised: docs/FORMAT.md, Compatibility.
 """
@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 import codec
-from codec.weights import load_codec
+from codec.weights.store import load_codec
 
 from .common import use_weights
 

@@ -15,7 +15,8 @@ import time
 import click
 import torch
 
-from codec.train import (
+from codec.training.config import parse_arch
+from codec.training.train import (
     TrainConfig,
     apply_gradients,
     build_model,
@@ -25,7 +26,6 @@ from codec.train import (
     rd_loss,
     sample_qualities,
 )
-from codec.trainconfig import parse_arch
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

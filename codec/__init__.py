@@ -14,7 +14,7 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from .errors import AecError, FormatError
+from .core.errors import AecError, FormatError
 from .plugin import register as _register_plugin
 
 if TYPE_CHECKING:

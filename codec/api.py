@@ -12,14 +12,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from . import bitstream as bs
-from . import effort as effort_mod
-from . import quality as Q
-from . import stored, tiling
-from .errors import AecError
-from .handle import Codec
-from .tensors import padded_size, psnr
-from .weights import load_codec, load_codec_for
+from .coding import effort as effort_mod
+from .coding import tiling
+from .core import quality as Q
+from .core.errors import AecError
+from .core.tensors import padded_size, psnr
+from .format import bitstream as bs
+from .format import stored
+from .weights.handle import Codec
+from .weights.store import load_codec, load_codec_for
 
 
 def resolve_codec(codec: Codec | None, device: str | torch.device | None = None, model: str | None = None) -> Codec:
@@ -85,7 +86,7 @@ def encode_array(
 ) -> bytes:
     """Code an (H, W, 3) uint8 array; ``extra`` fills AecFile fields (layout, alpha, icc, exif).
 
-    ``effort`` > 0 optimizes the latents for this image before coding (``codec.effort``): slower
+    ``effort`` > 0 optimizes the latents for this image before coding (``codec.coding.effort``): slower
     encoding, fewer bits for the same quality, the same decoder. A kind that fits per image
     (``--model overfit``) fits ``iterations`` steps, or its preset for ``effort``.
     """
@@ -113,7 +114,7 @@ def is_flat(rgb: np.ndarray) -> bool:
 
 
 def smallest(data: bytes, rgb: np.ndarray, codec: Codec) -> bytes:
-    """``data``, or a file of the planes ``rgb`` stored as an image (``PIXL``, ``codec.stored``).
+    """``data``, or a file of the planes ``rgb`` stored as an image (``PIXL``, ``codec.format.stored``).
 
     A flat image is always stored exactly. A thin one keeps the smallest of ``data``, its planes stored
     exactly, and its planes simplified to at least ``data``'s PSNR (decoded with ``codec``, which wrote
@@ -521,7 +522,7 @@ def encode(
     that no quality meets raises AecError; a ``target_bpp`` below the lowest quality's rate gives that
     lowest quality. Images larger than ``tile`` pixels on a side are coded in independently decodable
     tiles (bounded memory).
-    ``effort`` 0..``quality.MAX_EFFORT`` trades encoding time for size (``codec.effort``); with a kind
+    ``effort`` 0..``quality.MAX_EFFORT`` trades encoding time for size (``codec.coding.effort``); with a kind
     that fits per image (``model="overfit"``) it picks a preset of fitting iterations, and ``iterations``
     sets them (such kinds code a quality only: no ``target_bpp`` / ``max_bytes``).
     """

@@ -17,22 +17,22 @@ from typing import NoReturn
 
 import click
 
-from _aecodec_start import EXIT_INTERRUPTED
-
-from . import __version__, files, jobs
-from .bitstream import MAX_PIXELS, NO_LIMIT
-from .errors import EXIT_BAD_INPUT, EXIT_OTHER, AecError
-from .jobs import labelled as _labelled
-from .jobs import one_line as _one_line
-from .lean import import_compressai_lean
-from .manifest import installed_levels
-from .quality import (
+from . import __version__
+from .coding import jobs
+from .coding.jobs import labelled as _labelled
+from .coding.jobs import one_line as _one_line
+from .core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OTHER, AecError
+from .core.lean import import_compressai_lean
+from .core.quality import (
     DEFAULT_QUALITY,
     MAX_EFFORT,
     Q_MAX,
     Q_MIN,
     check_quality,
 )
+from .format import files
+from .format.bitstream import MAX_PIXELS, NO_LIMIT
+from .weights.manifest import installed_levels
 
 BATCH_HELP = (
     "Images per network pass (same-size images share it); 0 = auto: 16 on CUDA, 1 on CPU, "
@@ -69,7 +69,7 @@ class _Console:
             self.line(_one_line(msg))
 
     def start_bar(self, total: int, unit: str) -> None:
-        from .progress import shown
+        from .core.progress import shown
 
         if total > 1 and not self.quiet and shown():
             from tqdm import tqdm
@@ -257,9 +257,9 @@ def _first_line(e: Exception) -> str:
 def _code_on_ray(
     inputs: tuple[str, ...], output: str | None, options: jobs.Options, ray: dict, console: _Console
 ) -> NoReturn:
-    """``--ray``: the same options run as a Ray Data job (``codec.distributed``). Failures are reported as they
+    """``--ray``: the same options run as a Ray Data job (``codec.coding.distributed``). Failures are reported as they
     come back, then OUTDIR/aecodec-results.csv is written and the last line counts the failures."""
-    from . import distributed
+    from .coding import distributed
 
     try:
         distributed.require_ray()
@@ -453,7 +453,7 @@ class _SayHandler(logging.Handler):
 
 
 def _effort_messages(console: _Console) -> None:
-    """The encoder effort's messages (``codec.effort.log``) on the console: with ``-v`` each gain is a line
+    """The encoder effort's messages (``codec.coding.effort.log``) on the console: with ``-v`` each gain is a line
     before its files' summaries; ``--quiet`` silences the logger, which also hides the effort's progress bar."""
     logger = logging.getLogger("codec.effort")
     logger.setLevel(logging.ERROR if console.quiet else logging.INFO)
@@ -514,7 +514,7 @@ def decode(
 def _describe(file: str, size: int, f) -> dict:
     """What ``info`` reports on one file of ``size`` bytes, as plain values (the text and JSON forms both
     come from this)."""
-    from .manifest import model_kind
+    from .weights.manifest import model_kind
 
     return {
         "file": file,
@@ -560,7 +560,7 @@ def _text(key: str, value) -> str:
 def info(paths, as_json) -> None:
     """Describe .aec files: size, channels, quality, bpp, model, format version. Allocates nothing the size
     of a file: files are mapped, not read."""
-    from . import bitstream as bs
+    from .format import bitstream as bs
 
     records, status = [], 0
     for path in paths:
@@ -590,8 +590,8 @@ def info(paths, as_json) -> None:
 def models(as_json) -> None:
     """List the models this installation has: the ids --model takes, each with its quality range; the
     default is marked."""
-    from .manifest import read_manifest, weights_dir, weights_path
-    from .shipping import MAIN, distribution_of
+    from .weights.manifest import read_manifest, weights_dir, weights_path
+    from .weights.shipping import MAIN, distribution_of
 
     try:
         manifest = read_manifest()
@@ -636,7 +636,7 @@ def models(as_json) -> None:
 
 def _quality_range(entry: dict) -> list[float] | None:
     """[lowest, highest] quality of a manifest entry's model; None when its arch is unusable."""
-    from .manifest import levels_of
+    from .weights.manifest import levels_of
 
     try:
         return [Q_MIN, float(levels_of(entry))]
@@ -693,11 +693,11 @@ def compare(image, quality, bpp, max_bytes, codecs, output, model_id, device, fo
         console.warn(note)
     import_compressai_lean()
     from . import api
-    from . import bitstream as bs
     from .bench import compare as cmp
     from .bench import page
     from .bench.report import json_text
-    from .weights import load_codec
+    from .format import bitstream as bs
+    from .weights.store import load_codec
 
     try:
         data = files.read_bytes(image)
@@ -740,7 +740,7 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
         aec_qualities = [check_quality(q, levels, model_id) for q in parse_floats(qualities, "-q")]
         sweep = parse_floats(pillow_qualities, "--pillow-qualities") if pillow_qualities else list(BENCH_QUALITIES)
         names, notes = _versus(codecs)
-        from .data import image_files
+        from .training.data import image_files
 
         skipped: list[str] = []
         try:
@@ -799,7 +799,7 @@ def train_options(command: Callable) -> Callable:
     """The ``train`` command's options, one per field of ``TrainConfig`` (its defaults and help: one place)."""
     import dataclasses
 
-    from .trainconfig import cli_fields
+    from .training.config import cli_fields
 
     for f in reversed(cli_fields()):
         meta = f.metadata
@@ -837,13 +837,13 @@ def train(train_dir, val_dir, run_dir, **kw) -> None:
     Resumes from RUN_DIR/last.pt when it exists. Ctrl-C saves a checkpoint. Multi-GPU:
     torchrun --nproc-per-node K -m codec.cli train ...
     """
-    from .trainconfig import TrainConfig, parse_arch
+    from .training.config import TrainConfig, parse_arch
 
     try:
         cfg = TrainConfig(train_dir=train_dir, val_dir=val_dir, **{**kw, "arch": parse_arch(kw["arch"])})
         if run_dir:
             cfg.run_dir = run_dir
-        from .train import train as run_training
+        from .training.train import train as run_training
 
         state = run_training(cfg)
     except (AecError, ValueError, FileNotFoundError) as e:
@@ -862,8 +862,8 @@ def train(train_dir, val_dir, run_dir, **kw) -> None:
 @click.option("--raw", is_flag=True, help="Export the raw weights of a run trained with --ema, not their average.")
 def export(checkpoint, model_id, weights_dir, half, train_data, device_used, raw) -> None:
     """Write a checkpoint's weights (entropy tables built now) and its manifest entry."""
-    from .export import checkpoint_meta, model_from_checkpoint
-    from .export import export as do_export
+    from .training.export import checkpoint_meta, model_from_checkpoint
+    from .training.export import export as do_export
 
     model, state = model_from_checkpoint(checkpoint, raw)
     entry = do_export(model, model_id, Path(weights_dir), half, checkpoint_meta(state, train_data, device_used))

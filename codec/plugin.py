@@ -12,10 +12,10 @@ from typing import IO
 
 from PIL import Image, ImageFile
 
-from . import bitstream as bs
-from .errors import AecError
-from .manifest import installed_levels
-from .quality import DEFAULT_QUALITY, Q_MIN
+from .core.errors import AecError
+from .core.quality import DEFAULT_QUALITY, Q_MIN
+from .format import bitstream as bs
+from .weights.manifest import installed_levels
 
 FORMAT = "AEC"
 

@@ -9,9 +9,9 @@ from typing import TypeVar
 
 import torch
 
-from .export import export, write_manifest_entry
 from .models.hyperprior import Arch, GainHyperprior
-from .models.overfit import OverfitModel
+from .models.overfit.model import OverfitModel
+from .training.export import export, write_manifest_entry
 
 TEST_MODEL_ID = "test-model"
 #: The id of the overfitted kind in the shipped manifest (and in test weights folders).
@@ -56,9 +56,10 @@ def decoded_digests(data: bytes, codec) -> dict:
     Shared by ``scripts/make_fixtures.py``, which records them, and ``tests/test_fixtures.py``,
     which checks that files written by earlier versions still decode to the same thing.
     """
-    from . import api, tiling
-    from . import bitstream as bs
-    from .tensors import padded_size
+    from . import api
+    from .coding import tiling
+    from .core.tensors import padded_size
+    from .format import bitstream as bs
 
     f = bs.unpack(data)
     model = codec.model

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from codec.tensors import psnr
+from codec.core.tensors import psnr
 
 out = Path(sys.argv[1])
 a = np.asarray(Image.open("scripts/sample.png").convert("RGB"))

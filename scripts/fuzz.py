@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the checkout's ``codec`` importable
     sys.path.insert(0, str(ROOT))
 
-from codec import bitstream as bs  # noqa: E402
+from codec.format import bitstream as bs  # noqa: E402
 
 #: Pixel limit the fuzzer decodes under: absurd but allowed sizes stay cheap (work area ≤ 128×128).
 FUZZ_MAX_PIXELS = 128 * 128
@@ -59,7 +59,7 @@ CRC_SIZE, CHUNK = bs.CRC_SIZE, bs.CHUNK_HEADER
 
 
 def header(data: bytes) -> dict[str, tuple[int, str]]:
-    """Header layout (field → offset, struct format) of ``data``'s format version, from ``codec.bitstream``;
+    """Header layout (field → offset, struct format) of ``data``'s format version, from ``codec.format.bitstream``;
     the current version's when the version byte is damaged."""
     at = len(bs.MAGIC)
     return bs.header_layout(data[at] if len(data) > at and data[at] in bs.VERSIONS else bs.VERSION)
@@ -439,7 +439,7 @@ def stored_plane(data: bytes, rng: random.Random, _: list[bytes]) -> bytes:
 
 def png_size_of(plane: bytes) -> tuple[int, int] | None:
     """The size a PNG or WebP plane claims (so the file's header agrees and the case reaches the plane)."""
-    from codec import stored
+    from codec.format import stored
 
     return stored.png_size(plane) or stored.webp_size(plane)
 
@@ -582,20 +582,23 @@ def overfit_seeds(rng: np.random.Generator) -> list[bytes]:
 #: The decoder's stages, in order: the container parser accepted the file, an entropy-coded stream went
 #: into the rANS decoder, the synthesis transform ran.
 STAGES = ("parsed", "rans", "network")
-#: A stored plane (``PIXL`` or ``aLPH``) went into its checks (``codec.stored.read_plane``), and came out decoded.
+#: A stored plane (``PIXL`` or ``aLPH``) went into its checks (``codec.format.stored.read_plane``), and came out
+#: decoded.
 PLANE_STAGES = ("plane", "plane-decoded")
 
 
 @contextlib.contextmanager
 def stages_reached() -> Iterator[set[str]]:
     """The ``STAGES`` and ``PLANE_STAGES`` that decoding inside the block reached, seen through hooks on
-    ``codec.bitstream.unpack`` (on success), ``codec.engine.RansTables`` and ``codec.engine.synthesize_with``
-    (on entry) and ``codec.stored.read_plane`` (on entry, and on success); removed on exit.
+    ``codec.format.bitstream.unpack`` (on success), ``codec.core.engine.RansTables`` and
+    ``codec.core.engine.synthesize_with`` (on entry) and ``codec.format.stored.read_plane`` (on entry, and on
+    success); removed on exit.
 
     A mutation that never gets past the parser tests the parser only: this says which ones go deeper.
     """
-    from codec import engine, stored
-    from codec.overfit import network
+    from codec.core import engine
+    from codec.format import stored
+    from codec.models.overfit import network
 
     seen: set[str] = set()
     # (owner, attribute, stage on entry, stage on success)
@@ -631,7 +634,7 @@ def decode_case(data: bytes, codec, max_pixels: int = FUZZ_MAX_PIXELS) -> str:
     ``codec=None`` takes the production path (the file's model id and weights hash pick the weights).
     """
     from codec.api import decode
-    from codec.errors import AecError
+    from codec.core.errors import AecError
 
     try:
         image = decode(data, codec=codec, max_pixels=max_pixels)
@@ -772,7 +775,7 @@ def _worker(opts: Options, start: int, current, began, results, crash_log: str) 
     warnings.simplefilter("ignore")  # Pillow's notes on damaged EXIF would drown the report
     log = open(crash_log, "a")  # stays open: faulthandler writes to it if the process dies
     faulthandler.enable(file=log)  # a crash in C code still says where it happened
-    from codec.weights import load_codec
+    from codec.weights.store import load_codec
 
     codec = load_codec()
     seeds = seed_files(codec)

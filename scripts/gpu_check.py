@@ -6,7 +6,7 @@
    symbols the recorded ones (they must be: the entropy path is exact) and how far are the pixels from the
    recorded decode (float transforms: bf16/fp16 on CUDA).
 2. The fixture images encoded on the device: do the CPU and the device decode the same symbols from those files.
-3. Batch throughput (``codec.batch``, ``--batch`` images per network pass) in megapixels per second for each
+3. Batch throughput (``codec.coding.batch``, ``--batch`` images per network pass) in megapixels per second for each
    ``--sizes``, encode and decode, after one warm-up; peak GPU memory.
 
 Weights: ``SPRINT/weights`` when ``prepare`` put the starting weights there, else the repository's.
@@ -34,7 +34,7 @@ def fixture_checks(dev, cpu, table: dict, folder: Path) -> list[dict]:
     from PIL import Image
 
     from codec import api
-    from codec import bitstream as bs
+    from codec.format import bitstream as bs
     from codec.testing import decoded_digests
 
     out = []
@@ -66,7 +66,7 @@ def test_images(sizes: list[tuple[int, int]], count: int, sprint: Path):
     rng = np.random.default_rng(0)
     photos = []
     if (sprint / "pack.tar").exists():
-        from codec.sprint import read_pack
+        from codec.training.sprint import read_pack
 
         photos = read_pack(sprint / "pack.tar")[: 4 * count]
     out = {}
@@ -88,7 +88,7 @@ def throughput(codec, images: dict, batch: int, quality: float, deadline: float)
     """Megapixels per second of batch encode and decode for each size (one warm-up pass first)."""
     import torch
 
-    from codec.batch import decode_arrays, encode_arrays
+    from codec.coding.batch import decode_arrays, encode_arrays
 
     def sync() -> None:
         if codec.device.type == "cuda":
@@ -143,8 +143,8 @@ def main() -> None:
         os.environ["AECODEC_WEIGHTS"] = str((sprint / "weights").resolve())
     import torch
 
-    from codec.devices import resolve_device
-    from codec.weights import load_codec, read_manifest
+    from codec.core.devices import resolve_device
+    from codec.weights.store import load_codec, read_manifest
 
     device = resolve_device(args.device)
     manifest = read_manifest()

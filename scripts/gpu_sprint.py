@@ -7,8 +7,8 @@
 
 ``prepare`` writes an ignored folder that travels with the code (``carry``): the wheels the GPU machine lacks,
 the starting weights and a pack of training photos, as many as fit. ``run`` trains from them with the one
-training loop (``codec.train.train``) on the pack held in GPU memory and leaves a complete generation of
-checkpoint pieces in ``$OUT`` every ``--every`` minutes (``codec.sprint``). ``collect`` reassembles the
+training loop (``codec.training.train.train``) on the pack held in GPU memory and leaves a complete generation of
+checkpoint pieces in ``$OUT`` every ``--every`` minutes (``codec.training.sprint``). ``collect`` reassembles the
 newest complete generation, exports its weight average, and measures it against the default.
 
 A device call takes at most ``DEVICE_LIMIT`` of working tree, and the shipped weights alone are larger:
@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from codec.trainconfig import TrainConfig  # noqa: E402  (light: no torch, no CompressAI)
+from codec.training.config import TrainConfig  # noqa: E402  (light: no torch, no CompressAI)
 
 #: What the GPU image lacks (KINDS.md lists what it has), pinned as in constraints.txt.
 WHEELS = ("compressai==1.2.8", "pytorch-msssim==1.0.0")
@@ -67,9 +67,9 @@ def copy_start(start: str | None, dest: Path) -> dict:
     checkpoint (compact form, ``start.pt``). Returns the sprint's ``start`` entry."""
     import torch
 
-    from codec import sprint
     from codec.models.registry import model_class
-    from codec.weights import read_manifest, weights_dir
+    from codec.training import sprint
+    from codec.weights.store import read_manifest, weights_dir
 
     if start and start.endswith(".pt"):
         ck = torch.load(start, map_location="cpu", weights_only=True)
@@ -151,8 +151,8 @@ def device_lines(out: Path, minutes: float) -> list[str]:
 
 
 def prepare(args: argparse.Namespace) -> None:
-    from codec import sprint
-    from codec.data import image_files
+    from codec.training import sprint
+    from codec.training.data import image_files
 
     out = Path(args.out).resolve()
     tmp = out.with_name(out.name + ".tmp")
@@ -198,13 +198,13 @@ def prepare(args: argparse.Namespace) -> None:
 # -- run ----------------------------------------------------------------------------------------
 def ensure_packages(sprint_dir: Path) -> None:
     """Install the carried wheels when CompressAI is missing (the GPU machine reaches no registry), then
-    import it the lean way (``codec.lean``), as the brief saw it work there beside numpy 2 and torch 2.11."""
+    import it the lean way (``codec.core.lean``), as the brief saw it work there beside numpy 2 and torch 2.11."""
     if importlib.util.find_spec("compressai") is None:
         wheels = sorted(str(p) for p in (sprint_dir / "wheels").glob("*.whl"))
         pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--upgrade"]
         subprocess.run([*pip, "--target", str(SITE), *wheels], check=True)
         sys.path.insert(0, str(SITE))
-    from codec.lean import import_compressai_lean
+    from codec.core.lean import import_compressai_lean
 
     import_compressai_lean()
 
@@ -218,10 +218,10 @@ def run(args: argparse.Namespace) -> None:
 
     import torch
 
-    from codec import sprint
-    from codec.data import CropSampler
     from codec.models.registry import model_class
-    from codec.train import pick_device, train
+    from codec.training import sprint
+    from codec.training.data import CropSampler
+    from codec.training.train import pick_device, train
 
     device = pick_device(args.device)
     if device.type == "cuda":
@@ -298,9 +298,9 @@ def next_model_id(manifest: dict, kind: str, arch: dict) -> str:
 def collect(args: argparse.Namespace) -> None:
     import torch
 
-    from codec import sprint
-    from codec.export import checkpoint_meta, export, model_from_checkpoint
-    from codec.weights import read_manifest
+    from codec.training import sprint
+    from codec.training.export import checkpoint_meta, export, model_from_checkpoint
+    from codec.weights.store import read_manifest
 
     if restore_aside():
         print(f"restored the weights from {ASIDE}/")

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import codec  # noqa: E402
 from codec.testing import decoded_digests  # noqa: E402
-from codec.weights import load_codec  # noqa: E402
+from codec.weights.store import load_codec  # noqa: E402
 
 OUT = ROOT / "tests" / "fixtures"
 
@@ -36,9 +36,9 @@ def inputs() -> dict[str, tuple[Image.Image, float, int]]:
     rgba = sample.crop((200, 100, 240, 132)).convert("RGBA")
     rgba.putalpha(Image.fromarray(np.tile(np.arange(0, 240, 6, dtype=np.uint8), (32, 1)), "L"))
     return {
-        "rgb-48x40": (sample.crop((100, 80, 148, 120)), 4.0, codec.tiling.TILE),
-        "gray-40x32": (sample.crop((20, 30, 60, 62)).convert("L"), 6.5, codec.tiling.TILE),
-        "rgba-40x32": (rgba, 2.0, codec.tiling.TILE),
+        "rgb-48x40": (sample.crop((100, 80, 148, 120)), 4.0, codec.coding.tiling.TILE),
+        "gray-40x32": (sample.crop((20, 30, 60, 62)).convert("L"), 6.5, codec.coding.tiling.TILE),
+        "rgba-40x32": (rgba, 2.0, codec.coding.tiling.TILE),
         "tiled-130x70": (sample.crop((150, 60, 280, 130)), 3.0, 64),
     }
 

@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 from codec import api
-from codec import bitstream as bs
-from codec.tensors import psnr
+from codec.core.tensors import psnr
+from codec.format import bitstream as bs
 
 QUALITIES = (1, 2, 3, 4, 6, 8)
 

@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 import codec
-from codec import bitstream as bs
-from codec import engine
 from codec.api import encode_array_to_size
-from codec.tensors import psnr, to_tensor, to_uint8
-from codec.weights import load_codec
+from codec.core import engine
+from codec.core.tensors import psnr, to_tensor, to_uint8
+from codec.format import bitstream as bs
+from codec.weights.store import load_codec
 
 
 @pytest.mark.parametrize("h,w", [(1, 1), (7, 13), (65, 33), (512, 768)])

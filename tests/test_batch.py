@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from codec import bitstream as bs
 from codec.api import decode_array, encode_array
-from codec.batch import _groups, _one_tile_size, decode_arrays, encode_arrays
-from codec.tensors import psnr
-from codec.weights import load_codec
+from codec.coding.batch import _groups, _one_tile_size, decode_arrays, encode_arrays
+from codec.core.tensors import psnr
+from codec.format import bitstream as bs
+from codec.weights.store import load_codec
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_batched_images_keep_mode_alpha_and_profiles(photo_like):
     from PIL import Image
 
     from codec.api import decode, encode
-    from codec.batch import decode_images, encode_images
+    from codec.coding.batch import decode_images, encode_images
 
     codec = load_codec()
     rgba = Image.fromarray(photo_like(48, 64, seed=6)).convert("RGBA")

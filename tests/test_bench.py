@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from codec.bench.bdrate import bd_rate
 from codec.bench.metrics import ms_ssim, ms_ssim_db
-from codec.weights import read_manifest
+from codec.weights.store import read_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 ANCHORS = REPO.parent / "shared" / "anchors" / "kodak"
@@ -190,8 +190,8 @@ def test_ms_ssim(photo_like):
 def test_reference_path_decodes_like_engine(photo_like):
     from benchmarks.speed import reference_compress, reference_decompress
     from codec import api
-    from codec.tensors import psnr, to_tensor, to_uint8
-    from codec.weights import load_codec
+    from codec.core.tensors import psnr, to_tensor, to_uint8
+    from codec.weights.store import load_codec
 
     codec = load_codec(device="cpu")
     rgb = photo_like(64, 96, seed=3)
@@ -229,12 +229,12 @@ def test_speed_times_no_reference_for_another_network(monkeypatch):
     from benchmarks import speed
     from codec.models.context import ContextModel
     from codec.models.hyperprior import Arch, GainHyperprior
-    from codec.weights import load_codec
+    from codec.weights.store import load_codec
 
     assert speed.reference_applies(GainHyperprior(Arch(N=16, M=24)))
     assert not speed.reference_applies(ContextModel(Arch(N=16, M=24)))
     codec = dataclasses.replace(load_codec(device="cpu"), model=ContextModel(Arch(N=16, M=24)))
-    monkeypatch.setattr("codec.weights.load_codec", lambda **kw: codec)
+    monkeypatch.setattr("codec.weights.store.load_codec", lambda **kw: codec)
     assert [m.name for m in speed.aecodec_methods("cpu", 4.0)] == ["aecodec-cpu"]
 
 
@@ -305,7 +305,7 @@ def test_huge_memory_and_tiling_smoke():
     assert mem["size"] == "200x200" and mem["bpp"] > 0 and math.isfinite(mem["psnr"])
     # Each figure is that child's own peak (a CLI process that imported torch: tens of MB at least).
     assert 30 < mem["encode_peak_rss_mb"] < 4000 and 30 < mem["decode_peak_rss_mb"] < 4000
-    hostile = huge.hostile(size=256, tile=64)  # 16 tiles of empty streams, built with codec.bitstream
+    hostile = huge.hostile(size=256, tile=64)  # 16 tiles of empty streams, built with codec.format.bitstream
     assert hostile["file_bytes"] < 300 and 30 < hostile["decode_peak_rss_mb"] < 4000 and hostile["decode_s"] > 0
     cmp = huge.compare(size=192, tile=64, quality=3.0, source=None)
     assert cmp["tiled"]["tile"] == 64 and cmp["untiled"]["tile"] > 192
@@ -318,9 +318,9 @@ def test_ceiling_bounds_every_quality(tiny_dir, monkeypatch):
     recorded top quality."""
     from benchmarks.ceiling import ceiling_psnr, main
     from codec import api
-    from codec.data import load_rgb
-    from codec.tensors import psnr
-    from codec.weights import load_codec
+    from codec.core.tensors import psnr
+    from codec.training.data import load_rgb
+    from codec.weights.store import load_codec
 
     monkeypatch.setenv("AECODEC_WEIGHTS", str(Path(__file__).parent.parent / "weights"))
     codec = load_codec(device="cpu")

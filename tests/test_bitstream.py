@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from codec import bitstream as bs
+from codec.format import bitstream as bs
 
 
 def sample_file(**kw) -> bs.AecFile:

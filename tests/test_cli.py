@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from codec import bitstream as bs
 from codec.cli import main
+from codec.format import bitstream as bs
 
 
 def run(*args, input=None):

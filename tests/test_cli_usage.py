@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from codec import bitstream as bs
 from codec.cli import main
+from codec.format import bitstream as bs
 
 CLI = [sys.executable, "-m", "codec.cli"]
 
@@ -103,7 +103,7 @@ def test_import_codec_is_light_until_used():
 
 def test_lean_compressai_skips_datasets_but_loads_them_on_use():
     code = (
-        "import sys; from codec.lean import import_compressai_lean; import_compressai_lean(); "
+        "import sys; from codec.core.lean import import_compressai_lean; import_compressai_lean(); "
         "import codec.api; assert 'torch_geometric' not in sys.modules and 'torchvision' not in sys.modules; "
         "import compressai.datasets as d; assert d.ImageFolder.__name__ == 'ImageFolder'; "
         "from compressai.entropy_models import GaussianConditional as G; "
@@ -392,8 +392,8 @@ def test_a_model_of_the_companion_is_named_with_its_package_and_found_once_insta
 ):
     """A non-default model whose file this installation lacks: one line naming the model and the package that
     has it; once that package (``aecodec_models``) is importable, the same loader finds the file there."""
-    from codec.shipping import COMPANION, COMPANION_MODULE
-    from codec.weights import _load
+    from codec.weights.shipping import COMPANION, COMPANION_MODULE
+    from codec.weights.store import _load
 
     manifest = json.loads((weights_copy / "manifest.json").read_text())
     entry = manifest["models"][manifest["default"]]

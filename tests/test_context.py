@@ -13,12 +13,12 @@ from click.testing import CliRunner
 
 import codec
 from codec.cli import main
+from codec.core.tensors import to_tensor
 from codec.models import model_class
 from codec.models.context import ContextCoder, ContextModel, anchor_mask
 from codec.models.hyperprior import GainHyperprior, HyperpriorCoder, Latents
-from codec.tensors import to_tensor
 from codec.testing import make_test_weights, seeded_model
-from codec.weights import _load, load_codec
+from codec.weights.store import _load, load_codec
 from tests.conftest import make_photo_like
 from tests.test_exact import perturb_hooks
 
@@ -267,11 +267,11 @@ def test_end_to_end_through_the_api(tmp_path, monkeypatch):
         rgb = make_photo_like(96, 160, seed=4)
         for tile in (1024, 64):
             data = codec.encode(rgb, quality=6, codec=ctx, tile=tile)
-            f = codec.bitstream.unpack(data)
+            f = codec.format.bitstream.unpack(data)
             assert f.model_id == "test-ctx" and f.tile_count() == (1 if tile == 1024 else 6)
             assert all(len(s) == 2 for s in f.streams)
             plain = codec.encode(rgb, quality=6, codec=msh, tile=tile)
-            assert [s[0] for s in f.streams] == [s[0] for s in codec.bitstream.unpack(plain).streams]  # same z
+            assert [s[0] for s in f.streams] == [s[0] for s in codec.format.bitstream.unpack(plain).streams]  # same z
             got = np.asarray(codec.decode(data, codec=ctx))
             assert np.array_equal(got, np.asarray(codec.decode(plain, codec=msh)))
         path = tmp_path / "x.aec"
@@ -285,8 +285,8 @@ def test_end_to_end_through_the_api(tmp_path, monkeypatch):
 def test_encoder_effort_optimizes_what_the_context_model_codes(trained_like):
     """``--effort`` scores latents on the context model's own lattice (its corrected means), so the exact
     coder writes the symbols that were scored and the real R-D cost falls; the hyperprior's lattice would not."""
-    from codec import effort
-    from codec import quality as Q
+    from codec.coding import effort
+    from codec.core import quality as Q
 
     model, quality = trained_like, 6.0
     x = to_tensor(make_photo_like(64, 96, seed=7), model.stride)

@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from codec import distributed, jobs
 from codec.cli import main
-from codec.errors import AecError
+from codec.coding import distributed, jobs
+from codec.core.errors import AecError
 
 TILE = "64"  # the largest image below is over one tile: the tiled path runs on the cluster too
 

@@ -12,15 +12,16 @@ from click.testing import CliRunner
 from PIL import Image
 
 import codec  # noqa: F401  (registers the Pillow plugin)
-from codec import api, batch, effort
-from codec import bitstream as bs
-from codec import quality as Q
+from codec import api
 from codec.cli import main
-from codec.errors import AecError
+from codec.coding import batch, effort
+from codec.core import quality as Q
+from codec.core.errors import AecError
+from codec.core.tensors import psnr, to_tensor
+from codec.format import bitstream as bs
 from codec.models.base import Model
 from codec.models.hyperprior import GainHyperprior
-from codec.tensors import psnr, to_tensor
-from codec.weights import load_codec
+from codec.weights.store import load_codec
 
 QUALITY = 4.0
 

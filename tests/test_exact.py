@@ -10,10 +10,10 @@ import pytest
 import torch
 from compressai.layers import CheckerboardMaskedConv2d
 
-from codec.exact import ACT_BITS, EXACT_LIMIT, ExactNetwork
+from codec.core.exact import ACT_BITS, EXACT_LIMIT, ExactNetwork
+from codec.core.tensors import to_tensor
 from codec.models.hyperprior import ExactHyperSynthesis
-from codec.tensors import to_tensor
-from codec.weights import load_codec
+from codec.weights.store import load_codec
 
 QUALITIES = (1.0, 3.7, 8.0)
 

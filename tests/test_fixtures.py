@@ -20,10 +20,10 @@ import torch
 from PIL import Image
 
 import codec
-from codec import engine
-from codec.handle import Codec
+from codec.core import engine
 from codec.testing import decoded_digests
-from codec.weights import load_codec
+from codec.weights.handle import Codec
+from codec.weights.store import load_codec
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHIPPED = Path(__file__).parent.parent / "weights"
@@ -80,7 +80,7 @@ def test_info_describes_each_later_file(folder, monkeypatch):
     from click.testing import CliRunner
 
     from codec.cli import main
-    from codec.manifest import model_kind
+    from codec.weights.manifest import model_kind
 
     load_shipped(SETS[folder]["model"], monkeypatch)
     result = CliRunner().invoke(main, ["info", str(folder / "tiled-130x70.aec")])

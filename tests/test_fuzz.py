@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codec import bitstream as bs
-from codec.weights import load_codec
+from codec.format import bitstream as bs
+from codec.weights.store import load_codec
 from scripts import fuzz
 
 CASES = 4000  # CI slice; `python scripts/fuzz.py --cases 100000` is the long run
@@ -145,7 +145,8 @@ def test_reach_table_names_every_chunk_kind():
 
 def test_stage_hooks_see_each_stage_and_are_removed(seed_files):
     """A valid file reaches every stage; a damaged one only the stages before its damage; no hook stays."""
-    from codec import engine, stored
+    from codec.core import engine
+    from codec.format import stored
 
     before = (bs.unpack, engine.synthesize_with, engine.RansTables.decode, engine.RansTables.decoder)
     plane = stored.read_plane

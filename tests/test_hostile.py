@@ -19,10 +19,11 @@ from click.testing import CliRunner
 from PIL import Image, UnidentifiedImageError
 
 import codec
-from codec import api, files
-from codec import bitstream as bs
+from codec import api
 from codec.cli import main
-from codec.errors import AecError
+from codec.core.errors import AecError
+from codec.format import bitstream as bs
+from codec.format import files
 
 CLI = [sys.executable, "-m", "codec.cli"]
 
@@ -286,7 +287,7 @@ def test_ctrl_c_while_loading_is_130(png, tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("codec.weights.load_codec", interrupted)
+    monkeypatch.setattr("codec.weights.store.load_codec", interrupted)
     assert_one_line(run("encode", png, "-o", tmp_path / "x.aec"), 130, "interrupted")
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 import codec
 from codec import api
-from codec import bitstream as bs
+from codec.format import bitstream as bs
 from tests.test_hostile import assert_one_line, run
 
 CLI = [sys.executable, "-m", "codec.cli"]
@@ -187,7 +187,7 @@ def _stored(width: int, height: int, pixels: bytes, **fields) -> bytes:
 
 
 def test_stored_webp_over_what_the_encoder_writes_is_refused_before_decoding(monkeypatch):
-    from codec import stored
+    from codec.format import stored
 
     side = 1 + int(stored.WEBP_MAX_PIXELS**0.5)
     data = _stored(side, side, _encoded(Image.new("RGB", (side, side), (1, 2, 3)), "WEBP"))
@@ -229,7 +229,7 @@ def test_png_raw_size_matches_what_pillow_writes(photo_like):
     """Checked against real PNGs of every colour type, plain and interlaced, inflated whole."""
     import zlib
 
-    from codec import stored
+    from codec.format import stored
 
     rgb = photo_like(13, 11)
     for mode in ("L", "RGB", "RGBA", "LA", "P", "1"):
@@ -251,7 +251,7 @@ def _interlaced(im: Image.Image) -> bytes:
     """Pillow cannot write Adam7: re-pack its rows in pass order (the filter byte 0 on every row)."""
     import zlib
 
-    from codec import stored
+    from codec.format import stored
 
     png = _encoded(im, "PNG")
     depth, color = png[24], png[25]
@@ -336,7 +336,7 @@ def test_thread_count_changes_no_symbol_and_pixels_by_at_most_one_level(photo_li
     one level, as summation order changes."""
     import torch
 
-    from codec.weights import load_codec
+    from codec.weights.store import load_codec
 
     c = load_codec()
     data = codec.encode(photo_like(96, 160), quality=6, codec=c)

@@ -12,13 +12,13 @@ import torch
 from click.testing import CliRunner
 
 import codec
-from codec import bitstream as bs
-from codec import quality as Q
 from codec.api import encode_array, encode_array_to_size
 from codec.cli import main
-from codec.handle import Codec
+from codec.core import quality as Q
+from codec.format import bitstream as bs
 from codec.models.hyperprior import GainHyperprior
 from codec.testing import OVERFIT_ID, TEST_LEVELS, TEST_MODEL_ID, seeded_model
+from codec.weights.handle import Codec
 
 SHIPPED = Path(__file__).parent.parent / "weights" / "manifest.json"
 
@@ -128,7 +128,7 @@ def test_a_file_above_its_models_range_is_refused(png, tmp_path):
 
 
 def test_models_lists_each_quality_range(tmp_path, weights_copy):
-    from codec.export import export
+    from codec.training.export import export
 
     export(seeded_model(GainHyperprior, levels=Q.LEVELS), "long", weights_copy, half=False, meta={}, make_default=False)
     result = run("models")

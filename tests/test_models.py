@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import codec
-from codec.errors import AecError
+from codec.core.errors import AecError
+from codec.core.tensors import to_tensor
 from codec.models import DEFAULT_KIND, KINDS, kind_of, model_class
 from codec.models.hyperprior import GainHyperprior
-from codec.tensors import to_tensor
-from codec.weights import _load, load_codec, read_manifest, weights_dir
+from codec.weights.store import _load, load_codec, read_manifest, weights_dir
 
 
 def test_registry_maps_kinds_and_defaults_old_entries():
@@ -80,7 +80,7 @@ def test_a_model_with_another_stride_tiles_and_pads_by_its_own(photo_like, monke
     c = load_codec()
     monkeypatch.setattr(type(c.model), "stride", 128)
     data = codec.encode(photo_like(70, 130), quality=4, codec=c, tile=128)
-    f = codec.bitstream.unpack(data)
+    f = codec.format.bitstream.unpack(data)
     assert f.tile_count() == 2 and codec.decode(data, codec=c).size == (130, 70)
     with pytest.raises(AecError, match="multiple of 128"):
         codec.encode(photo_like(70, 130), codec=c, tile=64)

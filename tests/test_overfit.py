@@ -13,14 +13,14 @@ from click.testing import CliRunner
 from PIL import Image
 
 import codec
-from codec import bitstream as bs
 from codec.cli import main
-from codec.errors import AecError
-from codec.models.overfit import OverfitModel
-from codec.overfit import coding, laplace
-from codec.overfit.coding import waves
-from codec.overfit.fit import fit
-from codec.overfit.network import Arch, Decoder, causal_taps, grid_sizes, macs_per_pixel, wave_slope
+from codec.core.errors import AecError
+from codec.format import bitstream as bs
+from codec.models.overfit import coding, laplace
+from codec.models.overfit.coding import waves
+from codec.models.overfit.fit import fit
+from codec.models.overfit.model import OverfitModel
+from codec.models.overfit.network import Arch, Decoder, causal_taps, grid_sizes, macs_per_pixel, wave_slope
 from codec.testing import OVERFIT_ID
 
 ITERATIONS = 150  # latents leave zero and a hard-rounded iterate is kept; seconds on a tiny image
@@ -265,7 +265,7 @@ def test_structural_damage_is_refused(coded):
 
 def test_readme_states_the_code_s_figures():
     """The README's decoder cost and effort presets are the code's."""
-    from codec.models.overfit import EFFORT_ITERATIONS
+    from codec.models.overfit.model import EFFORT_ITERATIONS
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     macs = round(macs_per_pixel(Arch(), 512, 768), -2)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from codec.shipping import COMPANION, COMPANION_MODULE, MAIN, files_of
+from codec.weights.shipping import COMPANION, COMPANION_MODULE, MAIN, files_of
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "setup.py", "README.md", "_aecodec_start.py", "codec", "weights", "packaging")
@@ -68,11 +68,11 @@ def test_wheels_split_the_weights(wheels):
     other model's file; together every file the manifest lists. The README states both sizes."""
     manifest = json.loads((REPO / "weights" / "manifest.json").read_text())
     with zipfile.ZipFile(wheels[MAIN]) as z:
-        lean = {n for n in z.namelist() if n.startswith("codec/weights/")}
+        lean = {n for n in z.namelist() if n.startswith("codec/weights/shipped/")}
     with zipfile.ZipFile(wheels[COMPANION]) as z:
         companion = {n for n in z.namelist() if n.startswith(f"{COMPANION_MODULE}/") and not n.endswith(".py")}
     default_file = manifest["models"][manifest["default"]]["file"]
-    assert lean == {"codec/weights/manifest.json", f"codec/weights/{default_file}"}
+    assert lean == {"codec/weights/shipped/manifest.json", f"codec/weights/shipped/{default_file}"}
     assert companion == {f"{COMPANION_MODULE}/{name}" for name in files_of(manifest, COMPANION)}
     with_files = {m["file"] for m in manifest["models"].values() if m.get("file") is not None}  # overfit: none
     assert {default_file, *files_of(manifest, COMPANION)} == with_files
@@ -82,6 +82,14 @@ def test_wheels_split_the_weights(wheels):
         stated = re.search(rf"`{dist}` wheel \((\d+) MB\)", readme)
         assert stated, f"README states no size for the {dist} wheel"
         assert abs(int(stated[1]) - _wheel_mb(wheel)) <= 1, (dist, _wheel_mb(wheel))
+
+
+def test_wheel_has_every_module(wheels):
+    """Every module of codec/ is in the wheel: a subpackage missing from pyproject's ``packages`` would not be."""
+    with zipfile.ZipFile(wheels[MAIN]) as z:
+        packed = set(z.namelist())
+    modules = {p.relative_to(REPO).as_posix() for p in (REPO / "codec").rglob("*.py") if "__pycache__" not in p.parts}
+    assert modules - packed == set()
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +146,7 @@ def test_installed_wheel_encodes_and_decodes_offline(installed, tmp_path, photo_
     elsewhere.mkdir()
     Image.fromarray(photo_like(40, 72)).save(elsewhere / "photo.png")
     run = {"cwd": elsewhere, "env": _outside_env()}
-    where = _run([installed / "python", "-c", "import codec.weights as w; print(w.weights_dir())"], **run)
+    where = _run([installed / "python", "-c", "import codec.weights.manifest as m; print(m.weights_dir())"], **run)
     assert Path(where.stdout.strip()).is_relative_to(installed.parent), where.stdout  # package data, not the repo
     _run([installed / "aecodec", "encode", "photo.png"], **run)
     (elsewhere / "photo.png").rename(elsewhere / "original.png")

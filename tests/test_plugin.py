@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import codec
-from codec import bitstream as bs
+from codec.format import bitstream as bs
 from codec.plugin import pillow_quality
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from codec import bitstream as bs
-from codec.manifest import installed_levels, read_manifest
+from codec.core.quality import DEFAULT_QUALITY, Q_MIN
+from codec.format import bitstream as bs
 from codec.plugin import pillow_quality
-from codec.quality import DEFAULT_QUALITY, Q_MIN
+from codec.weights.manifest import installed_levels, read_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)

@@ -28,11 +28,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 import codec
-from codec import api, files, tiling
-from codec import bitstream as bs
+from codec import api
 from codec.cli import main
-from codec.tensors import to_uint8
-from codec.weights import _load, load_codec, sha256_file
+from codec.coding import tiling
+from codec.core.tensors import to_uint8
+from codec.format import bitstream as bs
+from codec.format import files
+from codec.weights.store import _load, load_codec, sha256_file
 from scripts.fuzz import png_chunk, png_header_only
 
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from codec import sprint
 from codec.testing import TEST_MODEL_ID
+from codec.training import sprint
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -146,8 +146,8 @@ def test_dry_run_prepare_run_collect_gives_a_model_that_codes(photos, tmp_path, 
     manifest = json.loads((w / "manifest.json").read_text())
     assert manifest["default"] == TEST_MODEL_ID and manifest["models"]["dry"]["training"]["steps"] == index["step"]
     from codec.api import decode_array, encode_array
-    from codec.tensors import psnr
-    from codec.weights import load_codec
+    from codec.core.tensors import psnr
+    from codec.weights.store import load_codec
 
     os.environ["AECODEC_WEIGHTS"] = str(w)  # restored by the autouse fixture's monkeypatch
     codec = load_codec("dry", "cpu")

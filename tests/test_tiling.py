@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 import codec
-from codec import api, tiling
-from codec import bitstream as bs
-from codec.tensors import psnr
-from codec.weights import load_codec
+from codec import api
+from codec.coding import tiling
+from codec.core.tensors import psnr
+from codec.format import bitstream as bs
+from codec.weights.store import load_codec
 
 
 def test_grid_covers_padded_image_once():

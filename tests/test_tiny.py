@@ -13,11 +13,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 import codec
-from codec import api, stored, tiling
-from codec import bitstream as bs
-from codec.batch import decode_images, encode_arrays
+from codec import api
 from codec.cli import main
-from codec.tensors import psnr
+from codec.coding import tiling
+from codec.coding.batch import decode_images, encode_arrays
+from codec.core.tensors import psnr
+from codec.format import bitstream as bs
+from codec.format import stored
 from scripts.thin_images import smallest_webp
 
 FLAT_SHAPES = [(1, 1), (2, 3), (64, 64), (1, 500), (500, 1)]
@@ -202,7 +204,7 @@ def test_alpha_plane_stays_png_only():
 
 def test_thin_image_with_a_codec_outside_the_weights_folder():
     """The coded file's PSNR comes from the codec that wrote it, not from the weights its header names."""
-    from codec.handle import Codec
+    from codec.weights.handle import Codec
 
     c = api.resolve_codec(None)
     untracked = Codec(c.model, device=c.device)  # model id "untracked": in no manifest

@@ -14,13 +14,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 import codec
-from codec import engine
-from codec import quality as Q
 from codec.cli import main
-from codec.export import model_from_checkpoint
+from codec.core import engine
+from codec.core import quality as Q
 from codec.models.base import Model
 from codec.models.registry import KINDS
-from codec.train import TrainConfig, lr_at, pick_precision, train
+from codec.training.export import model_from_checkpoint
+from codec.training.train import TrainConfig, lr_at, pick_precision, train
 
 TINY = dict(
     arch={"N": 16, "M": 24},
@@ -96,7 +96,7 @@ def test_train_resume_and_export(folders, tmp_path, monkeypatch):
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5]
 
-    from codec.export import checkpoint_meta, export
+    from codec.training.export import checkpoint_meta, export
 
     model, st = model_from_checkpoint(run / "last.pt")
     wdir = tmp_path / "w"
@@ -198,7 +198,7 @@ def test_unknown_model_kind_is_one_line(folders, tmp_path):
 
 def test_context_networks_get_their_own_learning_rate():
     from codec.models.registry import model_class
-    from codec.train import load_optimizer, make_optimizer
+    from codec.training.train import load_optimizer, make_optimizer
 
     model = model_class("gain-ctx").from_arch({"N": 16, "M": 24})
     cfg = TrainConfig(train_dir=".", lr=1e-4, context_lr=1e-3)
@@ -222,7 +222,7 @@ def test_context_networks_get_their_own_learning_rate():
 
 # -- the quality ladder: training covers the model's levels, shorter models are extended -------------
 def test_quality_sampling_covers_the_models_range():
-    from codec.train import sample_qualities, validation_qualities
+    from codec.training.train import sample_qualities, validation_qualities
 
     gen = torch.Generator().manual_seed(0)
     for levels in (10, Q.LEVELS):
@@ -238,8 +238,8 @@ def test_init_from_ten_level_weights_extends_the_gains():
     """The test weights have 10 levels: a full-ladder model starting from them keeps those 10 rows."""
     from codec.models.hyperprior import Arch, GainHyperprior
     from codec.testing import TEST_MODEL_ID
-    from codec.train import init_from_weights
-    from codec.weights import load_codec
+    from codec.training.train import init_from_weights
+    from codec.weights.store import load_codec
 
     old = load_codec(TEST_MODEL_ID, "cpu").model
     assert old.levels == 10
@@ -253,7 +253,7 @@ def test_init_from_ten_level_weights_extends_the_gains():
 
 def test_resume_with_more_levels_extends_gains_and_resets_their_adam_state(folders, tmp_path, capsys):
     from codec.models.registry import model_class
-    from codec.train import load_checkpoint, make_optimizer, resume
+    from codec.training.train import load_checkpoint, make_optimizer, resume
 
     run = tmp_path / "run"
     base = {"train_dir": str(folders / "train"), "run_dir": str(run), **TINY}
@@ -292,7 +292,7 @@ def test_weight_average_is_kept_validated_and_exported(folders, tmp_path, monkey
         calls.append(model.g_a[0].weight.detach().clone())
         return {}
 
-    monkeypatch.setattr("codec.train.validate", fake_validate)
+    monkeypatch.setattr("codec.training.train.validate", fake_validate)
     train(cfg)
     ck = torch.load(run / "last.pt", weights_only=True)
     raw, avg = ck["model"]["g_a.0.weight"], ck["ema"]["g_a.0.weight"]
@@ -430,7 +430,7 @@ def test_a_new_kind_trains_by_registering_one_class(folders, tmp_path, monkeypat
 
 def test_train_options_are_the_config_fields():
     """One place for the defaults: every TrainConfig field the command offers is an option with its default."""
-    from codec.trainconfig import cli_fields
+    from codec.training.config import cli_fields
 
     params = {p.name: p for p in main.commands["train"].params}
     for f in cli_fields():
@@ -440,7 +440,7 @@ def test_train_options_are_the_config_fields():
 
 
 def test_level_norm_weighs_every_level_alike():
-    from codec.train import LevelNorm
+    from codec.training.train import LevelNorm
 
     norm = LevelNorm(levels=3, decay=0.0)  # decay 0: the running mean is the last value
     w = norm.weights(torch.tensor([1.0, 2.0, 3.0, 3.2]), torch.tensor([1.0, 4.0, 16.0, 16.0]))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..errors import AecError
+from ..core.errors import AecError
 
 
 def parse_floats(text: str, option: str = "value") -> list[float]:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ..tensors import psnr
+from ..core.tensors import psnr
 
 __all__ = ["MS_SSIM_MIN_SIDE", "bpp", "ms_ssim", "ms_ssim_db", "psnr"]
 

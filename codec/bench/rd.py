@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import files
-from ..errors import AecError
+from ..core.errors import AecError
+from ..format import files
 from . import coders, metrics, report
 
 #: Every codec name a run accepts: aecodec and Pillow's.
@@ -64,8 +64,8 @@ def build_coders(
     ``efforts`` are aecodec's encoder effort levels, each its own curve (``coders.aecodec_name``).
     ``qualities`` None: every integer quality of the model's range.
     """
-    from ..quality import integer_qualities
-    from ..weights import load_codec
+    from ..core.quality import integer_qualities
+    from ..weights.store import load_codec
 
     todo, descriptions, notes = [], {}, []
     if "aecodec" in only:

@@ -1,6 +1,6 @@
 """Turn per-image measurements into the RD report: means per setting, JSON, CSV, plot, BD-rate table.
 
-Each file's content is built as text or bytes here; the callers write it (atomically, ``codec.files``).
+Each file's content is built as text or bytes here; the callers write it (atomically, ``codec.format.files``).
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ latent, so the streams of a tile never depend on another tile.
 
 The coding path must be exact: ``decode_latent`` must rebuild, on any machine, the symbols and
 coding tables ``encode_latent`` used. Floats may decide the encoder's symbols (``analyze``) and the
-pixels (``synthesize``), never what the decoder derives from decoded symbols (see ``codec.exact``).
+pixels (``synthesize``), never what the decoder derives from decoded symbols (see ``codec.core.exact``).
 
-The encoder effort (``codec.effort``) optimizes ``y`` and the side latent per image through three
+The encoder effort (``codec.coding.effort``) optimizes ``y`` and the side latent per image through three
 optional, differentiable methods: ``gains``, ``relaxed_rd`` and ``differentiable_synthesis``. A model
 without them codes at effort 0 only (they raise NotImplementedError).
 """
@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from .. import quality as Q
+from ..core import quality as Q
 
 #: CompressAI entropy models' size-varying table buffers: stored in shipped weights, dropped from
 #: training checkpoints (their shapes change with every ``update``).
@@ -140,7 +140,7 @@ class Model(nn.Module, ABC):
 
     # -- encoder effort (optional) --------------------------------------------------------------
     def encoder_steps(self, effort: int, iterations: int | None = None) -> int:
-        """Iterations of ``codec.effort``'s latent optimization for an ``effort`` level (0: none).
+        """Iterations of ``codec.coding.effort``'s latent optimization for an ``effort`` level (0: none).
 
         ``iterations`` is for kinds that fit per image (they take it, or their preset for ``effort``,
         for the ``encode_latent`` calls that follow, and return 0); others refuse it (ValueError).
@@ -169,7 +169,7 @@ class Model(nn.Module, ABC):
         raise NotImplementedError(f"model kind {self.kind!r} has no encoder effort")
 
     # -- training ----------------------------------------------------------------------------
-    # What ``codec.train`` needs of a kind: ``default_arch``/``from_arch``/``arch_dict``, ``levels``,
+    # What ``codec.training.train`` needs of a kind: ``default_arch``/``from_arch``/``arch_dict``, ``levels``,
     # ``level_params``/``level_tables`` (ladder moves), ``aux_params`` with ``aux_loss``, ``context_params``
     # (own LR, ``--entropy-only``), ``forward`` and, for ``--entropy-only``, ``latent_rate``.
     @abstractmethod

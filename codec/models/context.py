@@ -23,9 +23,9 @@ import torch
 from compressai.layers import CheckerboardMaskedConv2d
 from torch import Tensor, nn
 
-from .. import engine
-from ..exact import ACT_BITS, ExactNetwork, floor_shift
-from ..tensors import ste_round
+from ..core import engine
+from ..core.exact import ACT_BITS, ExactNetwork, floor_shift
+from ..core.tensors import ste_round
 from .base import Streams
 from .hyperprior import Arch, GainHyperprior, HyperpriorCoder, Latents
 

@@ -36,10 +36,10 @@ from compressai.layers import GDN
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
-from .. import engine
-from .. import quality as Q
-from ..exact import ExactNetwork
-from ..tensors import ste_round
+from ..core import engine
+from ..core import quality as Q
+from ..core.exact import ExactNetwork
+from ..core.tensors import ste_round
 from .base import Model, Streams
 
 #: CompressAI's default scale table: 64 log-spaced scales in [0.11, 256].
@@ -336,7 +336,7 @@ class GainHyperprior(Model):
     def aux_loss(self) -> Tensor:
         return self.entropy_bottleneck.loss()
 
-    # -- encoder effort (the Model interface; used by codec.effort) ----------------------------
+    # -- encoder effort (the Model interface; used by codec.coding.effort) ----------------------------
     def relaxed_rd(self, y: Tensor, z: Tensor, quality: float, rounding: Callable[[Tensor], Tensor]) -> dict:
         """See ``Model.relaxed_rd``: ``rounding`` sees ``z·g_z - median`` and ``y·g_y - mean``."""
         y_gain, z_gain = self.gains(quality)
@@ -367,7 +367,7 @@ class GainHyperprior(Model):
 
     def hyper_params(self, z_hat: Tensor, z_gain: Tensor, y_gain: Tensor) -> tuple[Tensor, Tensor]:
         """Float (scales, means) of the gained latent — the training-time path; coding uses
-        ``codec.exact`` instead, which computes the same thing in integers."""
+        ``codec.core.exact`` instead, which computes the same thing in integers."""
         scales, means = self.h_s(z_hat / z_gain).float().chunk(2, 1)
         return scales * y_gain, means * y_gain
 

@@ -5,12 +5,12 @@ A new model is one line here (and its own module); nothing else in the codec nam
 
 from __future__ import annotations
 
-from ..errors import AecError
-from ..manifest import LEGACY_KIND, kind_of  # noqa: F401  (kind_of re-exported: reading kinds needs no torch)
+from ..core.errors import AecError
+from ..weights.manifest import LEGACY_KIND, kind_of  # noqa: F401  (kind_of re-exported: reading kinds needs no torch)
 from .base import Model
 from .context import ContextModel
 from .hyperprior import GainHyperprior
-from .overfit import OverfitModel
+from .overfit.model import OverfitModel
 
 KINDS: dict[str, type[Model]] = {cls.kind: cls for cls in (GainHyperprior, ContextModel, OverfitModel)}
 #: Kind of manifest entries written before kinds existed (v2-v4 weights).

@@ -1,5 +1,5 @@
 """Build hook of ``aecodec-models``: its version is aecodec's, and its package data are the files of
-``weights/`` that ``codec/shipping.py`` assigns to it (one copy of them in the repository)."""
+``weights/`` that ``codec/weights/shipping.py`` assigns to it (one copy of them in the repository)."""
 
 import json
 import re
@@ -11,7 +11,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPING = runpy.run_path(str(REPO / "codec" / "shipping.py"))
+SHIPPING = runpy.run_path(str(REPO / "codec" / "weights" / "shipping.py"))
 VERSION = re.search(r'^__version__ = "([^"]+)"', (REPO / "codec" / "__init__.py").read_text(), re.M)[1]
 
 

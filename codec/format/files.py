@@ -24,8 +24,8 @@ from typing import TypeVar
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
+from ..core.errors import AecError
 from . import bitstream as bs
-from .errors import AecError
 
 STDIO = "-"
 T = TypeVar("T")

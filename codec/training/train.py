@@ -29,16 +29,16 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from . import engine
-from . import quality as Q
-from .api import decode_array, encode_array
+from ..api import decode_array, encode_array
+from ..core import engine
+from ..core import quality as Q
+from ..core.devices import resolve_device
+from ..core.tensors import psnr
+from ..models.base import TABLE_BUFFERS, Model
+from ..models.registry import DEFAULT_KIND, model_class
+from ..weights.handle import Codec
+from .config import TrainConfig
 from .data import CropSampler, image_files, load_rgb
-from .devices import resolve_device
-from .handle import Codec
-from .models.base import TABLE_BUFFERS, Model
-from .models.registry import DEFAULT_KIND, model_class
-from .tensors import psnr
-from .trainconfig import TrainConfig
 
 #: Qualities validated by default, besides the model's top level: 3 and 6 were q1 and q4 of v1, 10
 #: the top of v2-v4, so validation curves stay comparable across runs.
@@ -617,7 +617,7 @@ def init_from_weights(model: Model, model_id: str) -> dict:
     even when the checkpoint folder did not survive. Returns the training state to continue from."""
     from safetensors.torch import load_file
 
-    from .weights import read_manifest, sha256_file, state_dict_for_model, weights_dir, weights_path
+    from ..weights.store import read_manifest, sha256_file, state_dict_for_model, weights_dir, weights_path
 
     manifest = read_manifest()
     entry = manifest["models"][model_id]

@@ -24,9 +24,9 @@ import zlib
 import numpy as np
 from PIL import Image, UnidentifiedImageError, features
 
-from .errors import FormatError
+from ..core.errors import FormatError
+from ..core.tensors import psnr
 from .files import MAX_SIDES
-from .tensors import psnr
 
 #: What Pillow raises on damaged image data (it has no common base class for them).
 PIL_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)

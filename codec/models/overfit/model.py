@@ -1,6 +1,6 @@
 """The ``overfit`` kind: a per-image neural codec (Cool-chic / C3 style) behind the model interface.
 
-No weights ship: each file carries its own decoder (``codec.overfit``). Through the interface the
+No weights ship: each file carries its own decoder (``codec.models.overfit``). Through the interface the
 "latent" of this kind is the image itself, at stride 1::
 
     x ──analyze (identity)──► y = x ──encode_latent: fit grids + decoder to y, code them──► streams
@@ -8,7 +8,7 @@ No weights ship: each file carries its own decoder (``codec.overfit``). Through 
 
 so tiling, batching, the API and the container run it unchanged: a tile is fitted and coded on its
 own (its own decoder), and the decoded tile is what the tiler crops and places. The encoder's work
-is set by ``encoder_steps`` (``--iterations`` or an ``--effort`` preset), not by ``codec.effort``.
+is set by ``encoder_steps`` (``--iterations`` or an ``--effort`` preset), not by ``codec.coding.effort``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .. import effort as effort_mod
-from .. import quality as Q
-from ..engine import intra_op_threads
-from ..overfit import coding
-from ..overfit.fit import fit
-from ..overfit.network import Arch, grid_sizes, macs_per_pixel
-from .base import Model, Streams
+from ...core import progress
+from ...core import quality as Q
+from ...core.engine import intra_op_threads
+from ..base import Model, Streams
+from . import coding
+from .fit import fit
+from .network import Arch, grid_sizes, macs_per_pixel
 
 log = logging.getLogger("codec.effort")  # the CLI shows this logger's lines with -v (``codec.effort``)
 
@@ -90,14 +90,14 @@ class OverfitModel(Model):
         self.prepare()
 
     def prepare(self) -> OverfitModel:
-        from ..overfit import laplace
+        from . import laplace
 
         laplace.tables()  # built from constants, once per process
         return self
 
     def encoder_steps(self, effort: int, iterations: int | None) -> int:
         """Fitting iterations for what follows (``iterations``, else the ``effort`` preset); no latent
-        optimization by ``codec.effort`` (returns 0)."""
+        optimization by ``codec.coding.effort`` (returns 0)."""
         Q.effort_iterations(effort)  # ValueError for a level that does not exist
         if iterations is not None:
             if not 1 <= iterations <= MAX_ITERATIONS:
@@ -120,7 +120,7 @@ class OverfitModel(Model):
     def encode_latent(self, y: Tensor, quality: float, side: Tensor | None = None) -> list[Streams]:
         out = []
         for i in range(y.shape[0]):
-            with torch.enable_grad(), effort_mod.progress_bar(self.iterations) as bar:
+            with torch.enable_grad(), progress.effort_bar(self.iterations) as bar:
                 result = fit(y[i : i + 1].to(self.device), quality, self.iterations, self.arch, bar.update)
             log.info(
                 "overfit: %d iterations in %.1f s, %.4f bpp (latents %.4f, decoder %.4f), %.2f dB (estimated)",

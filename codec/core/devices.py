@@ -6,6 +6,9 @@ import torch
 
 from .errors import AecError
 
+#: Images per network pass on a GPU: enough to fill an H100 with Kodak-size images, small enough for its memory.
+BATCH = 16
+
 
 def available() -> list[str]:
     """Devices this machine can run on: the CPU, and CUDA when present (fastest last)."""

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .models.base import TABLE_BUFFERS
+from ..models.base import TABLE_BUFFERS
 
 #: Largest file written to ``$OUT`` (the tool returns files up to 16 MiB).
 PIECE_BYTES = 15 * 2**20

@@ -15,12 +15,11 @@ more iterations than we can afford (see ``Settings``); every ``eval_every`` iter
 hard-rounded latent is scored (float rate model + real synthesis) and the best one, never worse
 than the analysis's own by that score, is what gets coded. The model is touched only through its
 interface (``codec.models.base``): ``side_analysis``, ``gains``, ``relaxed_rd`` and
-``differentiable_synthesis``. The levels (iterations per effort) are in ``codec.quality``.
+``differentiable_synthesis``. The levels (iterations per effort) are in ``codec.core.quality``.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -29,18 +28,17 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
-from . import progress
-from . import quality as Q
-from .bitstream import quantize_quality
-from .errors import AecError
-from .models.base import Model
-from .tensors import ste_round
+from ..core import progress
+from ..core import quality as Q
+from ..core.errors import AecError
+from ..core.tensors import ste_round
+from ..format.bitstream import quantize_quality
+from ..models.base import Model
 
 #: Where each optimization's gain is reported (``aecodec encode -v`` prints it; ``--quiet`` raises its
-#: level above WARNING, which also hides the progress bar).
-log = logging.getLogger(__name__)
+#: level above WARNING, which also hides the progress bar): the logger ``codec.effort``.
+log = progress.effort_log
 
 
 @dataclass(frozen=True)
@@ -91,11 +89,6 @@ class Gain:
             f"{self.iterations} iterations in {self.seconds:.1f} s: "
             f"rate {rate:+.1f} %, PSNR {dpsnr:+.2f} dB (float rate model)"
         )
-
-
-def progress_bar(total: int) -> tqdm:
-    """A bar over the effort iterations (``codec.progress``), not when ``log`` is silenced (``--quiet``)."""
-    return progress.bar(total, "effort", "it", hidden=not log.isEnabledFor(logging.WARNING))
 
 
 def report(gain: Gain) -> None:

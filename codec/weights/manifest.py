@@ -1,7 +1,7 @@
 """The weights manifest, read without torch: ``info`` and ``models`` answer at once.
 
 ``weights/manifest.json`` maps model ids to their file, sha256, architecture (with the quality levels),
-``kind`` and measured points; ``codec.weights`` loads the networks it names.
+``kind`` and measured points; ``codec.weights.store`` loads the networks it names.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import json
 import os
 from pathlib import Path
 
-from .errors import AecError
-from .quality import LEVELS, check_levels
+from ..core.errors import AecError
+from ..core.quality import LEVELS, check_levels
 from .shipping import COMPANION, COMPANION_MODULE, distribution_of
 
 #: Kind of manifest entries written before kinds existed (v2-v4 weights: the gained hyperprior).
@@ -20,19 +20,21 @@ LEGACY_KIND = "gain-msh"
 
 
 def weights_dir() -> Path:
-    """``$AECODEC_WEIGHTS`` if set, else the ``weights/`` folder shipped beside the package."""
+    """``$AECODEC_WEIGHTS`` if set, else the weights an installed wheel carries (the package data
+    ``codec.weights.shipped``), else the repository's ``weights/`` (a checkout, an editable install)."""
     env = os.environ.get("AECODEC_WEIGHTS")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parent
-    for cand in (here / "weights", here.parent / "weights"):
+    here = Path(__file__).resolve().parent  # codec/weights
+    repo = here.parents[1] / "weights"
+    for cand in (here / "shipped", repo):
         if (cand / "manifest.json").exists():
             return cand
-    return here.parent / "weights"
+    return repo
 
 
 def companion_dirs() -> list[Path]:
-    """The folders of the installed companion distribution (``codec.shipping``); none from a checkout."""
+    """The folders of the installed companion distribution (``codec.weights.shipping``); none from a checkout."""
     spec = importlib.util.find_spec(COMPANION_MODULE)
     return [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
 

@@ -18,8 +18,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: Raised above WARNING by ``--quiet``: no bars for the library's steps.
-log = logging.getLogger(__name__)
+#: Raised above WARNING by ``--quiet``: no bars for the library's steps (named as before the layout: the CLI sets it).
+log = logging.getLogger("codec.progress")
+#: The encoder's iterations report here (``codec.coding.effort``'s gains, a fitted kind's fits): ``-v`` shows its
+#: lines, ``--quiet`` raises its level above WARNING, which also hides their bars (``effort_bar``).
+effort_log = logging.getLogger("codec.effort")
 #: Narrower terminals get no bar: tqdm cannot fit one and prints empty or broken lines.
 MIN_COLUMNS = 20
 
@@ -53,6 +56,12 @@ def bar(total: int, desc: str, unit: str, hidden: bool = False) -> tqdm:
 
     off = hidden or total < 2 or not shown() or not log.isEnabledFor(logging.WARNING)
     return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=off, file=sys.stderr, dynamic_ncols=True)
+
+
+def effort_bar(total: int) -> tqdm:
+    """A bar over the encoder's iterations (``codec.coding.effort``, a fitted kind's fit), not when ``effort_log``
+    is silenced (``--quiet``)."""
+    return bar(total, "effort", "it", hidden=not effort_log.isEnabledFor(logging.WARNING))
 
 
 def over(items: Sequence[T], desc: str, unit: str) -> Iterator[T]:

@@ -28,7 +28,7 @@ from decimal import Decimal, localcontext
 import torch
 from torch import Tensor
 
-from ..engine import RansTables
+from ...core.engine import RansTables
 
 #: Scale ladder: log-spaced from B_MIN to B_MAX in SCALE_COUNT steps.
 B_MIN, B_MAX, SCALE_COUNT = 0.04, 64.0, 64

@@ -1,6 +1,6 @@
 """The per-image encoder: fit latent grids and a decoder to one image, then quantize and code both.
 
-Loss: bits per pixel + λ·255²·MSE (``codec.quality.lmbda``: ``-q`` means the same λ as in every kind).
+Loss: bits per pixel + λ·255²·MSE (``codec.core.quality.lmbda``: ``-q`` means the same λ as in every kind).
 Quantization of the latents as in C3 / Cool-chic, by phase of the iteration budget::
 
     0 ─── NOISE ───► additive uniform noise (rate and distortion)
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .. import quality as Q
+from ...core import quality as Q
 from . import coding, laplace
 from .network import Arch, Decoder, grid_sizes
 

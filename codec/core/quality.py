@@ -112,7 +112,7 @@ def remap_levels(table: list[list[float]], from_lambdas: tuple[float, ...], to_l
     return out
 
 
-#: Iterations of the latent optimization per effort level (``codec.effort``); 0 is the plain single
+#: Iterations of the latent optimization per effort level (``codec.coding.effort``); 0 is the plain single
 #: pass (byte-identical to no effort). One iteration (forward and backward of g_s, compute-bound) takes
 #: ~1.45 s per 768x512 image on two AVX2 cores with the context model, so the levels aim at ~10 s,
 #: ~25 s and ~60 s per such image. Measured: benchmarks/results/effort.md.

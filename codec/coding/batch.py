@@ -24,9 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import bitstream as bs
-from . import effort, tiling
-from .api import (
+from ..api import (
     checked_quality,
     checked_tile,
     codec_for,
@@ -42,10 +40,13 @@ from .api import (
     stored_image,
     to_planes,
 )
-from .handle import Codec
-from .jobs import BATCH
-from .tensors import padded_size, to_tensor, to_uint8
-from .weights import load_codec, weights_dir
+from ..core import progress
+from ..core.devices import BATCH
+from ..core.tensors import padded_size, to_tensor, to_uint8
+from ..format import bitstream as bs
+from ..weights.handle import Codec
+from ..weights.store import load_codec, weights_dir
+from . import effort, tiling
 
 
 def _one_tile_size(
@@ -82,7 +83,7 @@ def encode_arrays(
     ``extras[i]`` fills image i's AecFile fields (layout, alpha, icc, exif), as ``encode_array``'s
     keywords do. ``workers`` > 0 entropy-codes in that many processes (spawned, one torch thread
     each), which load the same shipped weights by model id; the bytes are the same as without them.
-    ``effort`` > 0 optimizes the latents of a batch together (``codec.effort``), as the network runs;
+    ``effort`` > 0 optimizes the latents of a batch together (``codec.coding.effort``), as the network runs;
     a kind that fits per image takes ``iterations`` (or its preset for ``effort``) instead.
     """
     codec = resolve_codec(codec)
@@ -160,7 +161,7 @@ def _optimize_batch(
     """``effort.optimize`` of a batch of same-size images (each its own padding masked): (y, z) on the CPU."""
     full = tiling.Tile(0, x.shape[2], 0, x.shape[3])
     mask = torch.cat([tiling.mask(full, h, w) for h, w in sizes]).to(codec.device)
-    with effort.progress_bar(steps) as bar:
+    with progress.effort_bar(steps) as bar:
         y, z, gain = effort.optimize(
             codec.model, y.to(codec.device), effort.Target(x, mask), quality, steps, progress=bar.update
         )

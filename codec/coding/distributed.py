@@ -3,7 +3,7 @@
 
 Each input is a row (input path, output path) of a Ray Dataset. ``map_batches`` hands batches of rows to actors
 (``EncodeWorker``, ``DecodeWorker``: usable in any ``map_batches``) that load the model once and run
-``codec.jobs.run``, the local command's own path, so a file coded on the cluster is byte-identical to the one the
+``codec.coding.jobs.run``, the local command's own path, so a file coded on the cluster is byte-identical to the one the
 local command writes; each batch comes back as one results row per input (``RESULT_COLUMNS``). Inputs and
 outputs are paths on a filesystem that every worker sees.
 
@@ -30,8 +30,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import files, jobs
-from .errors import EXIT_OTHER, AecError
+from ..core.errors import EXIT_OTHER, AecError
+from ..format import files
+from . import jobs
 
 if TYPE_CHECKING:
     import numpy as np

@@ -1,4 +1,4 @@
-"""The training run's settings: one place for every default, read by ``codec.train`` and by the ``train``
+"""The training run's settings: one place for every default, read by ``codec.training.train`` and by the ``train``
 command, whose options are generated from these fields (``cli.train_options``). No torch here: the
 command line's ``--help`` must stay light.
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .manifest import LEGACY_KIND
-from .quality import LEVELS, MIN_LEVELS
+from ..core.quality import LEVELS, MIN_LEVELS
+from ..weights.manifest import LEGACY_KIND
 
 
 def _opt(default: Any, help: str, **more: Any) -> Any:
@@ -93,7 +93,7 @@ class TrainConfig:
     )
     compile_step: bool | None = _opt(
         None,
-        "torch.compile the training forward (codec.train.compiled_forward); default: on CPU, off on CUDA "
+        "torch.compile the training forward (codec.training.train.compiled_forward); default: on CPU, off on CUDA "
         "(not measured there).",
         flag="--compile",
         switch=True,

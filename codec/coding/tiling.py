@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import effort, progress
-from .models.base import Model, Streams
-from .tensors import padded_size
+from ..core import progress
+from ..core.tensors import padded_size
+from ..models.base import Model, Streams
+from . import effort
 
 #: Default tile side in pixels; images up to this size are coded as one tile (no margins at all).
 TILE = 1024
@@ -155,7 +156,7 @@ def optimize(
     y = y.clone()
     zs, total = [], effort.Gain()
     s, margin, device = model.latent_stride, _margin(model), model.device
-    with effort.progress_bar(steps * len(tiles)) as bar:
+    with progress.effort_bar(steps * len(tiles)) as bar:
         for t in tiles:
             rows, cols = t.latent(s)
             if len(tiles) == 1:

@@ -1,4 +1,4 @@
-"""Coding many files: the per-input path that the ``aecodec`` command and the Ray workers (``codec.distributed``)
+"""Coding many files: the per-input path that the ``aecodec`` command and the Ray workers (``codec.coding.distributed``)
 both run, so a file coded on a cluster is byte-identical to the one the local command writes.
 
 A coder (``Encoder``, ``Decoder``) loads its model once from picklable options; ``run`` takes (input, output)
@@ -20,15 +20,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
-from . import files
-from .bitstream import MAX_PIXELS, NO_LIMIT
-from .errors import EXIT_BAD_INPUT, EXIT_OTHER, AecError
-from .manifest import installed_levels
-from .quality import DEFAULT_QUALITY, check_quality, effort_iterations
+from ..core.errors import EXIT_BAD_INPUT, EXIT_OTHER, AecError
+from ..core.quality import DEFAULT_QUALITY, check_quality, effort_iterations
+from ..format import files
+from ..format.bitstream import MAX_PIXELS, NO_LIMIT
+from ..weights.manifest import installed_levels
 
 T = TypeVar("T")
-#: Images per network pass on a GPU: enough to fill an H100 with Kodak-size images, small enough for its memory.
-BATCH = 16
 
 
 def one_line(msg: str) -> str:
@@ -50,7 +48,7 @@ def arrow(src: str, dest: str) -> str:
 class Options:
     """What every coding job takes; picklable, so a cluster's workers build the same coder from it.
 
-    ``batch`` 0 is auto (``BATCH`` on CUDA, 1 on CPU: resolved where the coder runs); ``threads``
+    ``batch`` 0 is auto (``devices.BATCH`` on CUDA, 1 on CPU: resolved where the coder runs); ``threads``
     None leaves torch's default. ``since``: outputs that already hold exactly the bytes to be written and were
     modified at or after this time (the output filesystem's clock) count as written, not as existing: a batch
     that Ray retries after its worker died finds its own earlier writes. None (the local command) refuses them.
@@ -70,7 +68,7 @@ class EncodeOptions(Options):
     target_bpp: float | None = None
     max_bytes: int | None = None
     model_id: str | None = None
-    tile: int | None = None  # None: ``codec.tiling.TILE``
+    tile: int | None = None  # None: ``codec.coding.tiling.TILE``
     effort: int = 0
     iterations: int | None = None  # fitting iterations of a kind that fits per image (``--model overfit``)
 
@@ -130,6 +128,8 @@ def failure(src: str, dest: str, e: Exception) -> Outcome:
 
 def batch_size(batch: int, on_gpu: bool) -> int:
     """``--batch 0`` (auto): a GPU gets ``BATCH`` images per network pass, a CPU one (batching measured no faster)."""
+    from ..core.devices import BATCH  # torch: not at import (the command's --help and info stay light)
+
     if batch < 0:
         raise AecError(f"--batch must be 0 (auto) or positive, got {batch}")
     return batch or (BATCH if on_gpu else 1)
@@ -161,10 +161,10 @@ class Coder:
     ``prepare`` it (check its output, take the data), ``code`` a batch of prepared inputs into write steps."""
 
     def __init__(self, options: Options) -> None:
-        from .lean import import_compressai_lean
+        from ..core.lean import import_compressai_lean
 
         import_compressai_lean()
-        from .devices import resolve_device
+        from ..core.devices import resolve_device
 
         self.options = options
         self.batch = batch_size(options.batch, resolve_device(options.device).startswith("cuda"))
@@ -205,9 +205,9 @@ class Encoder(Coder):
 
     def __init__(self, options: EncodeOptions) -> None:
         super().__init__(options)
-        from .api import check_searchable, checked_tile, encoder_steps
+        from ..api import check_searchable, checked_tile, encoder_steps
+        from ..weights.store import load_codec
         from .tiling import TILE
-        from .weights import load_codec
 
         self.codec = load_codec(options.model_id, options.device)
         self.tile = checked_tile(options.tile or TILE, self.codec)
@@ -223,7 +223,7 @@ class Encoder(Coder):
         return src, dest, get()
 
     def _writer(self, src: str, dest: str, image, make: Callable[[], bytes]) -> Callable[[], Outcome]:
-        from . import bitstream as bs
+        from ..format import bitstream as bs
 
         target_bpp = self.options.target_bpp
 
@@ -247,7 +247,7 @@ class Encoder(Coder):
         return write
 
     def code(self, items: list) -> list[Callable[[], Outcome]]:
-        from .api import encode as encode_image
+        from ..api import encode as encode_image
         from .batch import encode_images
 
         o = self.options
@@ -278,9 +278,9 @@ class Decoder(Coder):
         return files.read_bytes(src)
 
     def prepare(self, src: str, dest: str, get: Callable[[], bytes]) -> tuple:
-        from . import bitstream as bs
-        from .api import check_fits_model
-        from .weights import load_codec_for
+        from ..api import check_fits_model
+        from ..format import bitstream as bs
+        from ..weights.store import load_codec_for
 
         self.prepare_dest(src, dest)
         data = get()

@@ -19,7 +19,7 @@ import functools
 import torch
 from torch import Tensor
 
-from ..exact import CLAMP_BITS, ExactNetwork
+from ...core.exact import CLAMP_BITS, ExactNetwork
 from . import laplace
 from .network import RADIUS, Arch, Decoder, wave_slope
 

@@ -13,7 +13,7 @@ Cool-chic / C3 style (Ladune et al. 2023, Kim et al. 2024; our own code)::
 Every size here is in ``Arch``; all parameters live in one ``Decoder`` module whose ``tensors()``
 order is the bitstream's. The ARM is a float MLP on context columns while the encoder fits it; the decoder
 (and the encoder when it writes the final symbols) runs the same quantized parameters as an
-``codec.exact.ExactNetwork`` on the same columns, so the coding tables are identical on every machine.
+``codec.core.exact.ExactNetwork`` on the same columns, so the coding tables are identical on every machine.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..exact import ExactNetwork
+from ...core.exact import ExactNetwork
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Arch:
     context: int = 12  # causal neighbours the ARM sees (the nearest, ``causal_taps``)
     arm_hidden: int = 16
     syn_hidden: int = 16
-    levels: int = 12  # qualities 1..levels, the λ ladder of codec.quality
+    levels: int = 12  # qualities 1..levels, the λ ladder of codec.core.quality
 
     @classmethod
     def from_dict(cls, d: dict) -> Arch:

@@ -18,12 +18,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .devices import resolve_device
-from .errors import AecError
+from ..core.devices import resolve_device
+from ..core.errors import AecError
+from ..models.base import TABLE_BUFFERS, Model
+from ..models.registry import model_class
 from .handle import Codec
 from .manifest import kind_of, model_kind, read_manifest, weights_dir, weights_path  # noqa: F401  (re-exported)
-from .models.base import TABLE_BUFFERS, Model
-from .models.registry import model_class
 
 
 def sha256_file(path: Path) -> str:

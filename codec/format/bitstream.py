@@ -12,8 +12,8 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from .errors import FormatError
-from .quality import Q_MAX, Q_MIN, QUALITY_SCALE
+from ..core.errors import FormatError
+from ..core.quality import Q_MAX, Q_MIN, QUALITY_SCALE
 
 MAGIC = b"\x89AEC"
 #: 3: any number of streams per tile (``STRM``), tile side in pixels. 2: a z and a y stream per tile
@@ -78,7 +78,7 @@ def header_layout(version: int) -> dict[str, tuple[int, str]]:
 #: Chunks a decoder must understand (upper-case first letter) and ancillary ones it may skip.
 STREAMS = b"STRM"  # v3
 Z_STREAM, Y_STREAM, TILE_LENGTHS = b"ZSTR", b"YSTR", b"TLEN"  # v2
-PIXELS = b"PIXL"  # v3: the planes stored as a PNG or lossless WebP instead of streams (codec.stored)
+PIXELS = b"PIXL"  # v3: the planes stored as a PNG or lossless WebP instead of streams (codec.format.stored)
 ALPHA, ICC, EXIF = b"aLPH", b"iCCP", b"eXIF"
 CRITICAL = {2: {Z_STREAM, Y_STREAM}, 3: {STREAMS}}
 KNOWN = {STREAMS, Z_STREAM, Y_STREAM, TILE_LENGTHS, PIXELS, ALPHA, ICC, EXIF}

@@ -2,6 +2,8 @@
 
 #: Exit statuses of a command: an AecError is the input's fault, anything else an internal error.
 EXIT_BAD_INPUT, EXIT_OTHER = 2, 1
+#: Exit status of an interrupted command (128 + SIGINT): ``codec.cli`` and the entry point ``_aecodec_start``.
+EXIT_INTERRUPTED = 130
 
 
 class AecError(Exception):

@@ -1,4 +1,4 @@
-"""``Codec``: a loaded model with the identity written into its files; below both ``api`` and ``weights``."""
+"""``Codec``: a loaded model with the identity written into its files; below both ``api`` and ``store``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .models.base import Model
+from ..models.base import Model
 
 
 @dataclass

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from . import quality as Q
-from .models.base import Model
-from .models.registry import DEFAULT_KIND, model_class
+from ..core import quality as Q
+from ..models.base import Model
+from ..models.registry import DEFAULT_KIND, model_class
+from ..weights.store import save_weights
 from .train import _without_tables, load_checkpoint
-from .weights import save_weights
 
 
 def model_from_checkpoint(path: str | Path, raw: bool = False) -> tuple[Model, dict]:

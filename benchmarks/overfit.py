@@ -82,7 +82,6 @@ def run(kodak: Path, iterations: str, qualities: str, images: str, out: Path, th
     import torch
 
     import codec
-    from codec.weights.store import load_codec
 
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
@@ -92,9 +91,7 @@ def run(kodak: Path, iterations: str, qualities: str, images: str, out: Path, th
     if not chosen <= set(IMAGES):
         raise click.BadParameter(f"choose among {', '.join(IMAGES)}", param_hint="--images")
     selected = {name: rgb for name, rgb in crops(kodak).items() if name in chosen}
-    model = load_codec("overfit").model
     fits: list = []
-    model.on_fit = fits.append
     for its in _ints(iterations):  # a whole crop's curve before the next crop: partial runs still give BD-rates
         for name, rgb in selected.items():
             for q in _ints(qualities):
@@ -102,7 +99,7 @@ def run(kodak: Path, iterations: str, qualities: str, images: str, out: Path, th
                     continue
                 fits.clear()
                 t0 = time.perf_counter()
-                data = codec.encode(rgb, q, model="overfit", iterations=its)
+                data = codec.encode(rgb, q, model="overfit", iterations=its, on_fit=fits.append)
                 t1 = time.perf_counter()
                 decoded = np.asarray(codec.decode(data))
                 t2 = time.perf_counter()
@@ -303,32 +300,56 @@ def report(kodak: Path, out: Path, md: Path) -> None:
     click.echo("\n".join(lines))
 
 
+def _varied(preset, setting: str, value: str):
+    """``preset`` with one field changed: a ``FitPreset`` field (``latent_gain``) or a phase's (``phase2.lr``)."""
+    from dataclasses import fields, replace
+
+    target, _, field = setting.rpartition(".")
+    if not target:
+        kind = {f.name: f.type for f in fields(preset)}
+        if field not in kind or field in ("phases", "iterations"):
+            raise click.BadParameter(f"FitPreset has no field {field}", param_hint="--set")
+        return replace(preset, **{field: type(getattr(preset, field))(value)})
+    index = int(target.removeprefix("phase"))
+    phase = preset.phases[index]
+    old = getattr(phase, field)
+    new = tuple(float(v) for v in value.split("/")) if isinstance(old, tuple) else type(old)(value)
+    phases = tuple(replace(p, **{field: new}) if i == index else p for i, p in enumerate(preset.phases))
+    return replace(preset, phases=phases)
+
+
 @main.command()
 @click.option("--data", type=click.Path(path_type=Path), default=Path("../shared/data/val"), show_default=True)
 @click.option("--images", default="wikiphoto_004,mcmaster_03", show_default=True)
-@click.option("--crop", type=int, default=192, show_default=True)
+@click.option("--crop", type=int, default=256, show_default=True)
 @click.option("--iterations", type=int, default=1000, show_default=True)
-@click.option("--qualities", default="2,8", show_default=True)
+@click.option("--qualities", default="2,6", show_default=True)
 @click.option(
-    "--set", "settings", multiple=True, required=True, help="NAME=V1,V2: a constant of codec.models.overfit.fit."
+    "--set",
+    "settings",
+    multiple=True,
+    required=True,
+    help="FIELD=V1,V2: a field of the fit's preset (latent_gain=8,16) or of one phase (phase2.lr=0.01,0.02; "
+    "tuples as a/b: phase2.noise=0.25/0.1).",
 )
 def tune(data: Path, images: str, crop: int, iterations: int, qualities: str, settings: tuple[str, ...]) -> None:
-    """A/B of the fit's constants on validation crops (never Kodak): the coded loss of each value, one line each.
+    """A/B of the fit's preset on validation crops (never Kodak): the coded loss of each value, one line each.
 
     The loss is that of what would be coded (estimated bpp with the parameter bits + λ·255²·MSE), so lower is
-    better whatever the mix of rate and distortion. One thread, deterministic (seed 0).
+    better whatever the mix of rate and distortion. One thread, deterministic (seed 0). Each value is a new
+    preset passed to the fit: nothing global is changed.
     """
+    from dataclasses import replace
+
     import torch
 
     from codec.models.overfit import fit as F
     from codec.models.overfit.network import Arch
 
     torch.set_num_threads(1)
+    base = replace(F.PRESETS[0], iterations=iterations)
     for setting in settings:
         name, _, values = setting.partition("=")
-        if not hasattr(F, name):
-            raise click.BadParameter(f"codec.models.overfit.fit has no {name}", param_hint="--set")
-        original = getattr(F, name)
         for name_img in images.split(","):
             rgb = np.asarray(Image.open(data / f"{name_img}.png").convert("RGB"))
             h, w = rgb.shape[:2]
@@ -336,16 +357,10 @@ def tune(data: Path, images: str, crop: int, iterations: int, qualities: str, se
             x = torch.from_numpy(rgb[top : top + crop, left : left + crop].copy()).permute(2, 0, 1)[None] / 255.0
             for q in _ints(qualities):
                 for value in values.split(","):
-                    setattr(F, name, type(original)(value))
                     t0 = time.perf_counter()
-                    result = F.fit(x, q, iterations, Arch())
+                    result = F.fit(x, q, Arch(), _varied(base, name, value), parallel=False)
                     click.echo(
                         f"{name}={value} {name_img} q{q} {iterations} it: loss {result.loss:.4f} "
                         f"bpp {result.bpp_latents + result.bpp_params:.4f} PSNR {result.psnr:.2f} "
                         f"({time.perf_counter() - t0:.0f} s)"
                     )
-        setattr(F, name, original)
-
-
-if __name__ == "__main__":
-    main()

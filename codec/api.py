@@ -7,6 +7,8 @@ import dataclasses
 import io
 import math
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +21,7 @@ from .core.errors import AecError
 from .core.tensors import padded_size, psnr
 from .format import bitstream as bs
 from .format import stored
+from .models.base import DEFAULT_SETTINGS, EncodeSettings
 from .weights.handle import Codec
 from .weights.store import load_codec, load_codec_for
 
@@ -82,13 +85,15 @@ def encode_array(
     tile: int = tiling.TILE,
     effort: int = 0,
     iterations: int | None = None,
+    on_fit: Callable[[Any], None] | None = None,
     **extra,
 ) -> bytes:
     """Code an (H, W, 3) uint8 array; ``extra`` fills AecFile fields (layout, alpha, icc, exif).
 
     ``effort`` > 0 optimizes the latents for this image before coding (``codec.coding.effort``): slower
     encoding, fewer bits for the same quality, the same decoder. A kind that fits per image
-    (``--model overfit``) fits ``iterations`` steps, or its preset for ``effort``.
+    (``--model overfit``) fits ``iterations`` steps, or its preset for ``effort``, and gives each tile's
+    fit result to ``on_fit``.
     """
     codec = resolve_codec(codec)
     steps = encoder_steps(codec, effort, iterations)
@@ -97,7 +102,9 @@ def encode_array(
     sides = None
     if steps:
         y, sides = _optimize(codec, rgb, y, tile, quality, steps)
-    return smallest(pack_latent(codec, y, rgb.shape[0], rgb.shape[1], tile, quality, extra, sides), rgb, codec)
+    settings = EncodeSettings(effort, iterations, on_fit)
+    data = pack_latent(codec, y, rgb.shape[0], rgb.shape[1], tile, quality, extra, sides, settings)
+    return smallest(data, rgb, codec)
 
 
 #: Images thinner than this on a side are also tried as stored planes (``smallest``): the network codes
@@ -156,14 +163,15 @@ def pack_latent(
     quality: float,
     extra: dict,
     sides: list[torch.Tensor] | None = None,
+    settings: EncodeSettings = DEFAULT_SETTINGS,
 ) -> bytes:
     """The ``.aec`` bytes of an (h, w) image's latent ``y`` coded at ``quality`` in tiles of ``tile``.
 
-    ``sides`` holds each tile's side latent where the encoder effort chose them.
+    ``sides`` holds each tile's side latent where the encoder effort chose them; ``settings``: the call's.
     """
     q = bs.quantize_quality(quality)
     tiles = tiling.grid(h, w, tile, codec.model.stride)
-    streams = tiling.code(codec.model, y, tiles, q, sides)
+    streams = tiling.code(codec.model, y, tiles, q, sides, settings)
     many = len(tiles) > 1
     return bs.pack(
         bs.AecFile(
@@ -513,6 +521,7 @@ def encode(
     effort: int = 0,
     iterations: int | None = None,
     model: str | None = None,
+    on_fit: Callable[[Any], None] | None = None,
 ) -> bytes:
     """Compress a PIL image or uint8 array to ``.aec`` bytes.
 
@@ -524,7 +533,8 @@ def encode(
     tiles (bounded memory).
     ``effort`` 0..``quality.MAX_EFFORT`` trades encoding time for size (``codec.coding.effort``); with a kind
     that fits per image (``model="overfit"``) it picks a preset of fitting iterations, and ``iterations``
-    sets them (such kinds code a quality only: no ``target_bpp`` / ``max_bytes``).
+    sets them (such kinds code a quality only: no ``target_bpp`` / ``max_bytes``); ``on_fit`` is given each
+    tile's fit result (``codec.models.overfit.fit.FitResult``).
     """
     effort_steps(effort)
     if target_bpp is not None and max_bytes is not None:
@@ -533,7 +543,7 @@ def encode(
     checked_tile(tile, codec)
     rgb, extra = to_planes(image)
     if target_bpp is None and max_bytes is None:
-        return encode_array(rgb, quality, codec, tile, effort, iterations, **extra)
+        return encode_array(rgb, quality, codec, tile, effort, iterations, on_fit, **extra)
     if iterations is not None:
         raise AecError("iterations are for a quality (-q), not a target size")
     if target_bpp is not None:

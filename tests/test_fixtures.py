@@ -3,9 +3,10 @@
 The fixtures (``tests/fixtures`` with the first default weights, ``tests/fixtures/MODEL_ID/`` for later
 ones; made by ``scripts/make_fixtures.py``) are real ``.aec`` files. Their decoded latent symbols must
 match exactly on every machine: the entropy path is integer-exact by design. Pixels come from the
-float synthesis transform, which runs in float32 only where ``engine.half_dtype`` is None (CPUs
-without native bf16); there they must match bit for bit, elsewhere (bf16 on CPU, fp16 on CUDA) within
-2 levels of the recorded image.
+float synthesis transform, whose kernels differ between CPUs and thread counts (float32 on an AVX-512
+machine differed from the recorded pixels with one thread, not with two): they must be within 1 level
+of the recorded image where the transforms run in float32 (``engine.half_dtype`` None), within 2 in
+bf16 on CPU or fp16 on CUDA.
 """
 
 from __future__ import annotations
@@ -56,11 +57,9 @@ def test_fixture_decodes_as_recorded(folder, name, monkeypatch):
     assert (got["mode"], got["size"]) == (want["mode"], want["size"])
     reference = Image.open(folder / name.replace(".aec", ".png"))
     assert hashlib.sha256(reference.tobytes()).hexdigest() == want["pixels_sha256"]  # the fixture itself
-    if engine.half_dtype(torch.device("cpu")) is None:
-        assert got["pixels_sha256"] == want["pixels_sha256"]
-    else:
-        decoded = np.asarray(codec.decode(data, codec=shipped), dtype=np.int16)
-        assert np.abs(decoded - np.asarray(reference, dtype=np.int16)).max() <= 2
+    tolerance = 1 if engine.half_dtype(torch.device("cpu")) is None else 2
+    decoded = np.asarray(codec.decode(data, codec=shipped), dtype=np.int16)
+    assert np.abs(decoded - np.asarray(reference, dtype=np.int16)).max() <= tolerance
 
 
 def test_info_describes_a_version_2_file(shipped):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -18,7 +19,7 @@ from codec.core.errors import AecError
 from codec.format import bitstream as bs
 from codec.models.overfit import coding, laplace
 from codec.models.overfit.coding import waves
-from codec.models.overfit.fit import fit
+from codec.models.overfit.fit import PRESETS, FitPhase, FitPreset, fit, phase_steps, planned_iterations
 from codec.models.overfit.model import OverfitModel
 from codec.models.overfit.network import Arch, Decoder, causal_taps, grid_sizes, macs_per_pixel, wave_slope
 from codec.testing import OVERFIT_ID
@@ -135,15 +136,70 @@ def test_exact_arm_ignores_threads():
 
 
 # -- the encoder -----------------------------------------------------------------------------------
-def test_fit_lowers_the_loss_and_rate_follows_quality():
+def _photo(h: int, w: int, seed: int) -> torch.Tensor:
     from tests.conftest import make_photo_like
 
-    x = torch.from_numpy(make_photo_like(32, 32, seed=1)).permute(2, 0, 1)[None].float() / 255
-    low = fit(x, 2.0, ITERATIONS, Arch())
-    high = fit(x, 10.0, ITERATIONS, Arch())
+    return torch.from_numpy(make_photo_like(h, w, seed=seed)).permute(2, 0, 1)[None].float() / 255
+
+
+def _preset(iterations: int) -> FitPreset:
+    return dataclasses.replace(PRESETS[0], iterations=iterations)
+
+
+def test_fit_lowers_the_loss_and_rate_follows_quality():
+    x = _photo(32, 32, seed=1)
+    short = fit(x, 10.0, Arch(), _preset(12))
+    low = fit(x, 2.0, Arch(), _preset(ITERATIONS))
+    high = fit(x, 10.0, Arch(), _preset(ITERATIONS))
+    assert high.loss < 0.8 * short.loss  # the coded loss, parameter bits included
     assert high.psnr > low.psnr
     assert high.bpp_latents > low.bpp_latents
     assert all(torch.equal(g, g.round()) for g in low.grids)
+
+
+def test_a_preset_is_data():
+    """A preset built here runs as written: its phases' iterations, its candidates, frozen latents last."""
+    preset = FitPreset(
+        iterations=40,
+        phases=(
+            FitPhase(0.25, candidates=2, quantizer="noise", noise=(0.3, 0.3)),
+            FitPhase(0.5, cosine=True, temperature=(0.3, 0.1), noise=(0.2, 0.1)),
+            FitPhase(0.25, lr=1e-3, quantizer="frozen", keep_best=True, score_every=2),
+        ),
+        latent_gain=8.0,
+    )
+    assert phase_steps(preset) == [5, 20, 10]
+    ticks: list[int] = []
+    result = fit(_photo(24, 24, seed=2), 6.0, Arch(), preset, ticks.append)
+    assert len(ticks) == result.iterations == 2 * 5 + 20 + 10
+    assert all(torch.equal(g, g.round()) for g in result.grids)
+
+
+def test_rate_on_a_second_thread_changes_nothing():
+    """``fit.Stepper``: the rate computed beside the image (two threads) or after it gives the same fit."""
+    x = _photo(24, 32, seed=4)
+    one, two = (fit(x, 4.0, Arch(), _preset(30), parallel=p) for p in (False, True))
+    assert two.parallel and not one.parallel
+    assert all(torch.equal(a, b) for a, b in zip(one.grids, two.grids, strict=True))
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(one.decoder.tensors(), two.decoder.tensors(), strict=True))
+
+
+def test_one_cached_model_codes_each_call_with_its_own_settings(photo_like):
+    """No call's settings stay on the cached model: a call after another equals the same call made first,
+    and the bytes are the same whatever the thread count."""
+    rgb = photo_like(24, 24, seed=6)
+    first = codec.encode(rgb, 6, model=OVERFIT_ID, iterations=20)
+    fits: list = []
+    other = codec.encode(rgb, 6, model=OVERFIT_ID, iterations=30, on_fit=fits.append)
+    again = codec.encode(rgb, 6, model=OVERFIT_ID, iterations=20)
+    assert first == again != other
+    assert [f.iterations for f in fits] == [planned_iterations(_preset(30))]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert codec.encode(rgb, 6, model=OVERFIT_ID, iterations=20) == first
+    finally:
+        torch.set_num_threads(before)
 
 
 # -- round trips -----------------------------------------------------------------------------------
@@ -185,7 +241,8 @@ def test_cli_round_trip_and_verbose(tmp_path, photo_like):
     Image.fromarray(photo_like(24, 40, seed=2)).save(src)
     enc = run("encode", src, "-o", tmp_path / "x.aec", "--model", OVERFIT_ID, "-q", 4, "--iterations", ITERATIONS, "-v")
     assert enc.exit_code == 0, enc.output
-    assert f"overfit: {ITERATIONS} iterations" in enc.stderr
+    assert f"overfit: {planned_iterations(_preset(ITERATIONS))} iterations" in enc.stderr
+    assert all(part in enc.stderr for part in ("fit ", "parameter steps ", "coding "))  # -v: where the time went
     dec = run("decode", tmp_path / "x.aec", "-o", tmp_path / "out.png")
     assert dec.exit_code == 0, dec.output
     with Image.open(tmp_path / "out.png") as im:
@@ -265,9 +322,7 @@ def test_structural_damage_is_refused(coded):
 
 def test_readme_states_the_code_s_figures():
     """The README's decoder cost and effort presets are the code's."""
-    from codec.models.overfit.model import EFFORT_ITERATIONS
-
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     macs = round(macs_per_pixel(Arch(), 512, 768), -2)
     assert f"about {macs:,.0f} multiply-accumulates per pixel" in readme
-    assert " / ".join(f"{n:,}" for n in EFFORT_ITERATIONS) in readme
+    assert " / ".join(f"{p.iterations:,}" for p in PRESETS) in readme

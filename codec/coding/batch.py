@@ -44,6 +44,7 @@ from ..core import progress
 from ..core.devices import BATCH
 from ..core.tensors import padded_size, to_tensor, to_uint8
 from ..format import bitstream as bs
+from ..models.base import EncodeSettings
 from ..weights.handle import Codec
 from ..weights.store import load_codec, weights_dir
 from . import effort, tiling
@@ -91,6 +92,7 @@ def encode_arrays(
     checked_tile(tile, codec)
     effort_steps(effort)
     steps = encoder_steps(codec, effort, iterations)
+    settings = EncodeSettings(effort, iterations)
     if workers > 0 and codec.model.fits_per_image:
         raise ValueError("workers re-load the model by id and would lose the fitting settings: use workers=0")
     stride = codec.model.stride
@@ -112,7 +114,7 @@ def encode_arrays(
                 side = None if z is None else z[j : j + 1]
                 if pool is None:
                     sides = None if side is None else [side]
-                    out[i] = pack_latent(codec, y[j : j + 1], h, w, tile, q, extras[i], sides)
+                    out[i] = pack_latent(codec, y[j : j + 1], h, w, tile, q, extras[i], sides, settings)
                 else:
                     latent, side = y[j : j + 1].numpy(), None if side is None else side.numpy()
                     out[i] = pool.submit(_pack_in_worker, codec.model_id, latent, h, w, tile, q, extras[i], side)

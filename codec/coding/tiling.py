@@ -22,7 +22,7 @@ import torch
 
 from ..core import progress
 from ..core.tensors import padded_size
-from ..models.base import Model, Streams
+from ..models.base import DEFAULT_SETTINGS, EncodeSettings, Model, Streams
 from . import effort
 
 #: Default tile side in pixels; images up to this size are coded as one tile (no margins at all).
@@ -184,17 +184,23 @@ def optimize(
 
 
 def code(
-    model: Model, y: torch.Tensor, tiles: list[Tile], quality: float, zs: list[torch.Tensor] | None = None
+    model: Model,
+    y: torch.Tensor,
+    tiles: list[Tile],
+    quality: float,
+    zs: list[torch.Tensor] | None = None,
+    settings: EncodeSettings = DEFAULT_SETTINGS,
 ) -> list[Streams]:
     """Entropy-code each tile's latent independently; one list of streams per tile, in raster order.
 
-    ``zs`` holds each tile's side latent where the encoder effort chose them (default ``side_analysis``).
+    ``zs`` holds each tile's side latent where the encoder effort chose them (default ``side_analysis``);
+    ``settings`` go to every tile's ``encode_latent``.
     """
     out = []
     for i, t in enumerate(progress.over(tiles, "coding", "tile")):
         rows, cols = t.latent(model.latent_stride)
         side = None if zs is None else zs[i].to(model.device)
-        (streams,) = model.encode_latent(y[:, :, rows, cols].to(model.device), quality, side)
+        (streams,) = model.encode_latent(y[:, :, rows, cols].to(model.device), quality, side, settings)
         out.append(streams)
     return out
 

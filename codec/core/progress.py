@@ -64,6 +64,11 @@ def effort_bar(total: int) -> tqdm:
     return bar(total, "effort", "it", hidden=not effort_log.isEnabledFor(logging.WARNING))
 
 
+def fit_bar(total: int) -> tqdm:
+    """A bar over a fitted kind's iterations (labelled ``fit``), hidden like ``effort_bar``."""
+    return bar(total, "fit", "it", hidden=not effort_log.isEnabledFor(logging.WARNING))
+
+
 def over(items: Sequence[T], desc: str, unit: str) -> Iterator[T]:
     """``items``, one by one, with a ``bar`` over them (a long image's tiles)."""
     with bar(len(items), desc, unit) as shown_bar:

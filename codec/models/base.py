@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -38,6 +39,20 @@ from ..core import quality as Q
 TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
 
 Streams = list[bytes]  # one image's (one tile's) streams, in the model's order
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """One encode call's settings for the kinds that read them (the fitted kind: its ``--effort`` preset,
+    ``--iterations`` instead of the preset's, a callback given each tile's fit result). Passed with the call,
+    never kept on a model: a cached model codes the next call with that call's settings."""
+
+    effort: int = 0
+    iterations: int | None = None
+    on_fit: Callable[[Any], None] | None = None
+
+
+DEFAULT_SETTINGS = EncodeSettings()
 
 
 class Model(nn.Module, ABC):
@@ -121,10 +136,13 @@ class Model(nn.Module, ABC):
         """The side information (hyper-latent) the model derives from ``y``, before any gain or rounding."""
 
     @abstractmethod
-    def encode_latent(self, y: Tensor, quality: float, side: Tensor | None = None) -> list[Streams]:
+    def encode_latent(
+        self, y: Tensor, quality: float, side: Tensor | None = None, settings: EncodeSettings = DEFAULT_SETTINGS
+    ) -> list[Streams]:
         """Entropy-code ``y`` (B, C, h, w) at ``quality``: one ordered list of streams per image.
 
-        ``side``, when given, replaces ``side_analysis(y)`` (an encoder may optimize it).
+        ``side``, when given, replaces ``side_analysis(y)`` (an encoder may optimize it); ``settings``: this
+        call's encoder settings (kinds that fit per image read them).
         """
 
     @abstractmethod
@@ -142,8 +160,8 @@ class Model(nn.Module, ABC):
     def encoder_steps(self, effort: int, iterations: int | None = None) -> int:
         """Iterations of ``codec.coding.effort``'s latent optimization for an ``effort`` level (0: none).
 
-        ``iterations`` is for kinds that fit per image (they take it, or their preset for ``effort``,
-        for the ``encode_latent`` calls that follow, and return 0); others refuse it (ValueError).
+        ``iterations`` is for kinds that fit per image (they check it and return 0: their ``encode_latent``
+        reads both from its ``settings``); others refuse it (ValueError).
         """
         if iterations is not None:
             raise ValueError(f"model kind {self.kind!r} takes --effort, not --iterations")

@@ -40,7 +40,7 @@ from ..core import engine
 from ..core import quality as Q
 from ..core.exact import ExactNetwork
 from ..core.tensors import ste_round
-from .base import Model, Streams
+from .base import DEFAULT_SETTINGS, EncodeSettings, Model, Streams
 
 #: CompressAI's default scale table: 64 log-spaced scales in [0.11, 256].
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
@@ -416,7 +416,9 @@ class GainHyperprior(Model):
         z = self.side_analysis(y) if side is None else side
         return self.coder.quantize(y, z, y_gain, z_gain)
 
-    def encode_latent(self, y: Tensor, quality: float, side: Tensor | None = None) -> list[Streams]:
+    def encode_latent(
+        self, y: Tensor, quality: float, side: Tensor | None = None, settings: EncodeSettings = DEFAULT_SETTINGS
+    ) -> list[Streams]:
         return self.coder.code(self.quantize(y, quality, side))
 
     @torch.inference_mode()

@@ -1,12 +1,15 @@
 """The per-image encoder: fit latent grids and a decoder to one image, then quantize and code both.
 
-Loss: bits per pixel + λ·255²·MSE (``codec.core.quality.lmbda``: ``-q`` means the same λ as in every kind).
-Quantization of the latents as in C3 / Cool-chic, by phase of the iteration budget::
+Loss: MSE + bits per pixel / (λ·255²) (``codec.quality.lmbda``: ``-q`` means the same λ as in every kind; the
+scale is Cool-chic's, so that the gradient clip means the same at every quality).
 
-    0 ─── NOISE ───► additive uniform noise (rate and distortion)
-          ─── SOFT ──► soft rounding, sharpened from temperature 1 to ~0.05, noise on the rate term
-          ─── HARD ──► rounding with straight-through gradients, lower learning rate;
-                        the best hard-rounded iterate is kept (the loss of what will be coded)
+A fit runs a ``FitPreset``: a warm-up that trains several seeds and keeps the best, then phases, each a
+share of the iterations with its own learning rate schedule, quantizer and what it trains::
+
+    warm-up   candidates 4 ─► best 2 ─► best 1      soft rounding + noise, constant learning rate
+    main      softround(softround(y, t) + n, t) for rate and image alike, t 0.3 → 0.1, noise 0.25 → 0.1,
+              cosine learning rate, gradient norm clipped
+    final     latents frozen at round(y); networks only, low learning rate; the best iterate is kept
 
 Then each parameter tensor gets the quantization step (2^-e) that minimizes rate + λ·distortion
 with the parameters' own bits counted, and the grids are coded with the exact ARM (``coding``).
@@ -17,9 +20,12 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
+import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -30,28 +36,80 @@ from .network import Arch, Decoder, grid_sizes
 
 log = logging.getLogger("codec.overfit")
 
-#: Fractions of the iterations spent in the noise and soft-rounding phases (the rest: hard rounding).
-NOISE_END, SOFT_END = 0.5, 0.85
-#: Adam step sizes of the decoder's parameters and of the latents; the hard phase scales both. Measured on
-#: the central 128² of validation photo wikiphoto_012 (500 iterations, loss of the coded result) against the
-#: Cool-chic-like 0.01 for both with a 0.3 noise phase: q2 1.052 vs 1.098, q4 2.276 vs 2.826, q8 6.308 vs
-#: 7.864 (a latent step of 0.04: 1.075, 2.148, 6.026 — mixed, not adopted before the benchmark started).
-LR, LATENT_LR, HARD_LR_FACTOR = 0.01, 0.08, 0.2
-#: Fraction of the iterations over which the rate term's weight ramps from 0 to 1 (0: off). Meant against low
-#: qualities zeroing every latent before the synthesis learned to use them (Kodak crop kodim02 at q2: 18.6 dB).
-#: Central 192² of validation photos, loss of the coded result, off → 0.1: at 600 iterations wikiphoto_020 q2
-#: 0.949 → 0.348 (a collapse fixed), wikiphoto_004 q1/q2 0.266 → 0.246 / 0.468 → 0.426, mcmaster_03 q1/q2
-#: 0.502 → 0.475 / 0.707 → 0.770, q4/q8 within ±1.3 %; but at 3,000 iterations (``benchmarks.overfit tune``)
-#: wikiphoto_004 q2/q6 0.365 → 0.416 / 1.667 → 1.787, mcmaster_03 q2/q6 0.656 → 0.772 / 2.333 → 2.330: the
-#: latents grown without a rate term are not pruned again, and the longer the fit the longer the ramp. Off.
-RATE_WARMUP = 0.0
 #: Latent values are kept within ± this (the exact ARM's input clamp is ±1024).
 LATENT_BOUND = 1000.0
-#: How often (iterations) the hard phase scores the hard-rounded loss for keeping the best.
-SCORE_EVERY = 10
 #: Parameter step exponents tried per tensor (steps 1 … 1/4096). Steps coarser than 1/32 halved the parameter
 #: bits at q1 (val wikiphoto_004, 192²: 0.111 → 0.053 bpp, loss −22 %; at q4 −0.6 %, at q8 −0.1 %).
 STEP_EXPS = tuple(range(0, 13))
+
+
+@dataclass(frozen=True)
+class FitPhase:
+    """One stretch of a fit: ``share`` of the iterations trained one way.
+
+    ``quantizer``: "softround" (C3's softround(softround(y, t) + noise, t), the same values for the rate and
+    the image), "noise" (y + uniform noise) or "frozen" (the latents rounded and fixed: networks only).
+    ``temperature`` and ``noise`` go linearly from their first value to their second over the phase
+    (noise: the standard deviation of a Gaussian). ``lr`` is the peak learning rate; ``cosine`` decays it to
+    ``lr · floor`` by the phase's end. ``candidates`` > 1: the phase trains that many fits (new seeds for the
+    first phase, else the best of the previous phase's) and keeps the best one. ``keep_best``: score the
+    hard-rounded loss every ``score_every`` iterations and end on the best iterate.
+    """
+
+    share: float
+    lr: float = 0.01
+    cosine: bool = False
+    floor: float = 1e-3
+    quantizer: str = "softround"
+    temperature: tuple[float, float] = (0.3, 0.3)
+    noise: tuple[float, float] = (0.25, 0.25)
+    candidates: int = 1
+    keep_best: bool = False
+    score_every: int = 25
+
+
+@dataclass(frozen=True)
+class FitPreset:
+    """A fit: its iterations (``--iterations`` overrides them), its phases and what holds across them."""
+
+    iterations: int
+    phases: tuple[FitPhase, ...]
+    #: Latents are stored divided by this: Adam's step on a latent is ``lr · latent_gain`` (C3/Cool-chic).
+    latent_gain: float = 16.0
+    #: Extra gain per coarser grid (grid k: latent_gain · grid_gain^k): coarse grids, few and far-reaching,
+    #: may move faster (C3's per-grid gains).
+    grid_gain: float = 1.0
+    #: Gradient norm clip (over all parameters, loss at Cool-chic's scale); 0: none.
+    clip: float = 0.1
+    #: Initial ARM log-scale bias: the rate starts near zero for the all-zero latents, as in Cool-chic.
+    arm_log_scale: float = -3.0
+
+
+#: The recipe (Cool-chic 4/5 and C3, scaled to a few thousand iterations; the A/B figures of each part on
+#: validation crops are in benchmarks/results/overfit.md).
+PHASES = (
+    FitPhase(0.04, candidates=4, noise=(0.5, 0.5)),
+    FitPhase(0.04, candidates=2, noise=(0.5, 0.5)),
+    FitPhase(0.80, cosine=True, temperature=(0.3, 0.1), noise=(0.25, 0.1), keep_best=True),
+    FitPhase(0.12, lr=1e-4, cosine=True, quantizer="frozen", keep_best=True),
+)
+#: One preset per ``--effort`` level: the same recipe, longer. Iterations chosen for about 1, 3, 10 and
+#: 30 minutes on a 768×512 photo on two idle cores (README, "A codec fitted to each image").
+PRESETS: tuple[FitPreset, ...] = tuple(FitPreset(n, PHASES) for n in (160, 500, 1600, 5000))
+#: Most iterations an encoder accepts (``--iterations``).
+MAX_ITERATIONS = 100_000
+
+
+def preset_for(effort: int, iterations: int | None = None) -> FitPreset:
+    """The preset of an ``--effort`` level, with ``iterations`` instead of its own when given (ValueError
+    for a level or a count out of range)."""
+    if not 0 <= effort < len(PRESETS):
+        raise ValueError(f"effort must be from 0 to {len(PRESETS) - 1}, got {effort}")
+    if iterations is None:
+        return PRESETS[effort]
+    if not 1 <= iterations <= MAX_ITERATIONS:
+        raise ValueError(f"iterations must be from 1 to {MAX_ITERATIONS}, got {iterations}")
+    return replace(PRESETS[effort], iterations=iterations)
 
 
 @dataclass
@@ -65,96 +123,224 @@ class FitResult:
     psnr: float
     iterations: int
     seconds: float
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: "fit", "steps" (parameter steps)
+    parallel: bool = False  # whether the rate ran on a second thread (``Stepper``)
 
 
-def _soft_round(y: Tensor, alpha: float) -> Tensor:
-    """C3's soft rounding: → y as alpha → 0, → round(y) as alpha → ∞."""
+def soft_round(y: Tensor, t: float) -> Tensor:
+    """Soft rounding at temperature ``t``: → round(y) as t → 0, → y as t grows (Agustsson & Theis)."""
     m = torch.floor(y) + 0.5
-    r = y - m
-    return m + torch.tanh(alpha * r) / (2 * math.tanh(alpha / 2))
+    return m + 0.5 * torch.tanh((y - m) / t) / math.tanh(0.5 / t)
 
 
-def _round_ste(y: Tensor) -> Tensor:
-    return y + (torch.round(y) - y).detach()
+class _Fit:
+    """One candidate: a decoder, its latents (stored ÷ gain) and its optimizer state."""
+
+    def __init__(self, x: Tensor, arch: Arch, preset: FitPreset, seed: int):
+        h, w = x.shape[-2:]
+        self.decoder = Decoder(arch, seed).to(x.device)
+        with torch.no_grad():
+            self.decoder.arm_b3[1] = preset.arm_log_scale
+        self.gains = [preset.latent_gain * preset.grid_gain**k for k in range(arch.grids)]
+        sizes = grid_sizes(h, w, arch.grids)
+        self.latents = [torch.zeros(gh, gw, device=x.device, requires_grad=True) for gh, gw in sizes]
+        self.gen = torch.Generator(device=x.device).manual_seed(seed)
+        self.best: tuple[float, dict, list[Tensor]] | None = None
+
+    def grids(self) -> list[Tensor]:
+        return [p * g for p, g in zip(self.latents, self.gains, strict=True)]
+
+    def hard(self) -> list[Tensor]:
+        with torch.no_grad():
+            return [torch.round(y) for y in self.grids()]
+
+    def snapshot(self, score: float) -> None:
+        if self.best is None or score < self.best[0]:
+            self.best = (score, copy.deepcopy(self.decoder.state_dict()), [p.detach().clone() for p in self.latents])
+
+    def restore(self) -> None:
+        if self.best is not None:
+            self.decoder.load_state_dict(self.best[1])
+            with torch.no_grad():
+                for p, b in zip(self.latents, self.best[2], strict=True):
+                    p.copy_(b)
+            self.best = None
 
 
-def _losses(
-    decoder: Decoder,
-    grids: list[Tensor],
-    x: Tensor,
-    lam: float,
-    rate_grids: list[Tensor] | None = None,
-    rate_weight: float = 1.0,
-):
-    """(loss, bpp, mse) of ``grids`` (the distortion's) with the rate of ``rate_grids`` (default: the same)."""
-    rate_grids = grids if rate_grids is None else rate_grids
-    flat = torch.cat([g.reshape(-1) for g in rate_grids])
-    mu, log_b = decoder.arm(decoder.contexts(rate_grids))
-    pixels = x.shape[-2] * x.shape[-1]
-    bpp = laplace.bits(flat, mu, log_b).sum() / pixels
-    mse = torch.mean((decoder.image(grids) - x) ** 2)
-    return rate_weight * bpp + lam * 255**2 * mse, bpp, mse
+def _loss(decoder: Decoder, grids: list[Tensor], x: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(MSE + bpp / scale, bpp, mse) of the latents ``grids`` (``scale``: λ·255²)."""
+    bpp, mse = _rate(decoder, grids, x.shape[-2] * x.shape[-1]), _mse(decoder, grids, x)
+    return mse + bpp / scale, bpp, mse
+
+
+def _rate(decoder: Decoder, grids: list[Tensor], pixels: int) -> Tensor:
+    flat = torch.cat([g.reshape(-1) for g in grids])
+    return laplace.bits(flat, *decoder.arm(decoder.contexts(grids))).sum() / pixels
+
+
+def _mse(decoder: Decoder, grids: list[Tensor], x: Tensor) -> Tensor:
+    return torch.mean((decoder.image(grids) - x) ** 2)
+
+
+class Stepper:
+    """The gradients of one iteration, the rate and the image computed side by side where that pays.
+
+    The rate (ARM) and the image (upsampling, synthesis) are separate graphs from the same latents: each
+    runs forward and backward on its own detached copy of them, and the two latent gradients are added
+    in a fixed order. So the result is the same whether the rate runs on a second thread or not, and a
+    thread that waits sleeps (unlike intra-op workers, which spin and, on a busy machine, made a 2-thread
+    fit 9x slower than one thread). The first ``TRIALS`` iterations time both ways; the faster stays.
+    """
+
+    TRIALS = 6
+
+    def __init__(self, x: Tensor, scale: float, parallel: bool | None = None):
+        self.x, self.scale, self.parallel = x, scale, parallel
+        self.pixels = x.shape[-2] * x.shape[-1]
+        self.times: dict[bool, list[float]] = {False: [], True: []}
+        self._pool: ThreadPoolExecutor | None = None
+
+    def backward(self, decoder: Decoder, grids: list[Tensor]) -> None:
+        """Gradients of MSE + bpp / scale into the decoder's parameters and, through ``grids``, the latents."""
+        latents = grids[0].requires_grad
+        r_in = [g.detach().requires_grad_(latents) for g in grids]
+        d_in = [g.detach().requires_grad_(latents) for g in grids]
+
+        def rate() -> None:
+            (_rate(decoder, r_in, self.pixels) / self.scale).backward()
+
+        parallel = self._choice()
+        start = time.perf_counter()
+        if parallel:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="fit-rate")
+            pending = self._pool.submit(rate)
+            _mse(decoder, d_in, self.x).backward()
+            pending.result()
+        else:
+            rate()
+            _mse(decoder, d_in, self.x).backward()
+        self.times[parallel].append(time.perf_counter() - start)
+        if latents:
+            torch.autograd.backward(grids, [a.grad + b.grad for a, b in zip(d_in, r_in, strict=True)])
+
+    def _choice(self) -> bool:
+        if self.parallel is not None:
+            return self.parallel
+        n = len(self.times[False]) + len(self.times[True])
+        if n < self.TRIALS:
+            return n % 2 == 1 and (os.cpu_count() or 1) > 1
+        if not self.times[True]:
+            self.parallel = False
+        else:
+            self.parallel = statistics.median(self.times[True]) < statistics.median(self.times[False])
+        return self.parallel
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+def _quantized(fit: _Fit, phase: FitPhase, t: float) -> list[Tensor]:
+    """The latents as the phase's quantizer sees them at ``t`` (0 → 1 over the phase)."""
+    temp = phase.temperature[0] + (phase.temperature[1] - phase.temperature[0]) * t
+    sigma = phase.noise[0] + (phase.noise[1] - phase.noise[0]) * t
+    out = []
+    for y in fit.grids():
+        n = torch.randn(y.shape, generator=fit.gen, device=y.device) * sigma
+        out.append(soft_round(soft_round(y, temp) + n, temp) if phase.quantizer == "softround" else y + n)
+    return out
+
+
+def _run_phase(
+    fit: _Fit, phase: FitPhase, steps: int, stepper: Stepper, clip: float, tick: Callable[[], None]
+) -> float:
+    """Train ``fit`` for ``steps`` iterations of ``phase``; returns the hard-rounded loss at its end."""
+    frozen = phase.quantizer == "frozen"
+    trained = list(fit.decoder.parameters()) + ([] if frozen else fit.latents)
+    fixed = fit.hard() if frozen else None
+    opt = torch.optim.Adam(trained, lr=phase.lr)
+    for it in range(steps):
+        t = it / max(1, steps - 1)
+        if phase.cosine:
+            opt.param_groups[0]["lr"] = phase.lr * (phase.floor + (1 - phase.floor) * (1 + math.cos(math.pi * t)) / 2)
+        for p in trained:
+            p.grad = None
+        stepper.backward(fit.decoder, fixed if frozen else _quantized(fit, phase, t))
+        if clip:
+            torch.nn.utils.clip_grad_norm_(trained, clip)
+        opt.step()
+        if not frozen:
+            with torch.no_grad():
+                for p, g in zip(fit.latents, fit.gains, strict=True):
+                    p.clamp_(-LATENT_BOUND / g, LATENT_BOUND / g)
+        if phase.keep_best and ((it + 1) % phase.score_every == 0 or it == steps - 1):
+            fit.snapshot(_score(fit, stepper.x, stepper.scale))
+        tick()
+    if phase.keep_best:
+        fit.restore()
+    return _score(fit, stepper.x, stepper.scale)
+
+
+def _score(fit: _Fit, x: Tensor, scale: float) -> float:
+    with torch.no_grad():
+        return float(_loss(fit.decoder, fit.hard(), x, scale)[0])
+
+
+def phase_steps(preset: FitPreset) -> list[int]:
+    """Iterations of each phase per candidate: the phases' shares of ``preset.iterations`` (rounded so that
+    they add up), divided among its candidates; at least one each."""
+    total, done, out = sum(p.share for p in preset.phases), 0.0, []
+    for p in preset.phases:
+        start, done = round(done), done + preset.iterations * p.share / total
+        out.append(max(1, (round(done) - start) // p.candidates))
+    return out
+
+
+def planned_iterations(preset: FitPreset) -> int:
+    """Iterations a fit with ``preset`` runs, all candidates counted (``preset.iterations`` or a few less)."""
+    return sum(n * p.candidates for n, p in zip(phase_steps(preset), preset.phases, strict=True))
 
 
 def fit(
     x: Tensor,
     quality: float,
-    iterations: int,
     arch: Arch,
+    preset: FitPreset = PRESETS[0],
     progress: Callable[[int], None] | None = None,
     seed: int = 0,
+    parallel: bool | None = None,
 ) -> FitResult:
-    """Fit one image ``x`` (1, 3, H, W) in [0, 1] at ``quality`` for ``iterations`` steps."""
+    """Fit one image ``x`` (1, 3, H, W) in [0, 1] at ``quality`` with ``preset``; ``parallel``: the rate on a
+    second thread (None: whichever measures faster; the result is the same)."""
     start = time.perf_counter()
     lam = Q.lmbda(quality)
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    decoder = Decoder(arch, seed).to(x.device)
-    h, w = x.shape[-2:]
-    grids = [torch.zeros(gh, gw, device=x.device, requires_grad=True) for gh, gw in grid_sizes(h, w, arch.grids)]
-    opt = torch.optim.Adam([{"params": decoder.parameters(), "lr": LR}, {"params": grids, "lr": LATENT_LR}])
-    noise_end, soft_end = int(NOISE_END * iterations), int(SOFT_END * iterations)
-    best: tuple[float, dict, list[Tensor]] | None = None
+    stepper = Stepper(x, lam * 255**2, parallel)
+    done = [0]
 
-    def noise(g: Tensor) -> Tensor:
-        return torch.rand(g.shape, generator=gen, device=g.device) - 0.5
-
-    for it in range(iterations):
-        if it == soft_end:
-            for group in opt.param_groups:
-                group["lr"] *= HARD_LR_FACTOR
-        if it < noise_end:
-            noisy = [g + noise(g) for g in grids]
-            warm = min(1.0, it / (RATE_WARMUP * iterations)) if RATE_WARMUP > 0 else 1.0
-            loss, _, _ = _losses(decoder, noisy, x, lam, rate_weight=warm)
-        elif it < soft_end:
-            t = (it - noise_end) / max(1, soft_end - noise_end)
-            alpha = math.exp(math.log(1.0) * (1 - t) + math.log(20.0) * t)
-            soft = [_soft_round(g, alpha) for g in grids]
-            loss, _, _ = _losses(
-                decoder, [_soft_round(s + noise(s), alpha) for s in soft], x, lam, [s + noise(s) for s in soft]
-            )
-        else:
-            loss, _, _ = _losses(decoder, [_round_ste(g) for g in grids], x, lam)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            for g in grids:
-                g.clamp_(-LATENT_BOUND, LATENT_BOUND)
-        if it >= soft_end and ((it - soft_end) % SCORE_EVERY == 0 or it == iterations - 1):
-            with torch.no_grad():
-                hard = [torch.round(g) for g in grids]
-                score = float(_losses(decoder, hard, x, lam)[0])
-            if best is None or score < best[0]:
-                best = (score, copy.deepcopy(decoder.state_dict()), [g.detach().clone() for g in hard])
+    def tick() -> None:
+        done[0] += 1
         if progress is not None:
             progress(1)
-    if best is None:  # fewer iterations than the phases need: code the last iterate
-        best = (0.0, decoder.state_dict(), [torch.round(g.detach()) for g in grids])
-    decoder.load_state_dict(best[1])
-    hard = best[2]
-    exps, result = choose_steps(decoder, hard, x, lam)
-    return _result(result, exps, hard, iterations, time.perf_counter() - start)
+
+    torch.set_flush_denormal(True)  # tiny Laplace tails and ReLU gradients: denormals are 10x slower
+    try:
+        pool: list[_Fit] = []
+        for phase, n in zip(preset.phases, phase_steps(preset), strict=True):
+            pool = pool or [_Fit(x, arch, preset, seed + c) for c in range(phase.candidates)]
+            scores = [_run_phase(f, phase, n, stepper, preset.clip, tick) for f in pool[: phase.candidates]]
+            pool = [pool[i] for i in sorted(range(len(scores)), key=scores.__getitem__)]
+        best = pool[0]
+        fitted = time.perf_counter()
+        hard = best.hard()
+        exps, result = choose_steps(best.decoder, hard, x, lam)
+    finally:
+        torch.set_flush_denormal(False)  # torch's default
+        stepper.close()
+    out = _result(result, exps, hard, done[0], time.perf_counter() - start)
+    out.timings = {"fit": fitted - start, "steps": time.perf_counter() - fitted}
+    out.parallel = bool(stepper.parallel)
+    return out
 
 
 def _result(result, exps, grids, iterations, seconds) -> FitResult:

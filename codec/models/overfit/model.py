@@ -8,33 +8,26 @@ No weights ship: each file carries its own decoder (``codec.models.overfit``). T
 
 so tiling, batching, the API and the container run it unchanged: a tile is fitted and coded on its
 own (its own decoder), and the decoded tile is what the tiler crops and places. The encoder's work
-is set by ``encoder_steps`` (``--iterations`` or an ``--effort`` preset), not by ``codec.coding.effort``.
+is each call's ``EncodeSettings`` (an ``--effort`` preset of ``fit.PRESETS``, ``--iterations`` instead of its
+count), never state on the model, and not ``codec.coding.effort``'s.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+import time
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from ...core import progress
-from ...core import quality as Q
 from ...core.engine import intra_op_threads
-from ..base import Model, Streams
+from ..base import DEFAULT_SETTINGS, EncodeSettings, Model, Streams
 from . import coding
-from .fit import fit
+from .fit import fit, planned_iterations, preset_for
 from .network import Arch, grid_sizes, macs_per_pixel
 
-log = logging.getLogger("codec.effort")  # the CLI shows this logger's lines with -v (``codec.effort``)
-
-#: Iterations per ``--effort`` level (0 is the default). On two AVX2 cores one iteration of a 768×512
-#: image takes ~0.3 s with the default arch (benchmarks/results/overfit.md), so effort 0 is minutes.
-EFFORT_ITERATIONS: tuple[int, ...] = (1000, 2000, 3000, 5000)
-#: Most iterations an encoder accepts (``--iterations``).
-MAX_ITERATIONS = 100_000
+log = progress.effort_log  # the CLI shows this logger's lines with -v
 
 
 class OverfitModel(Model):
@@ -52,9 +45,6 @@ class OverfitModel(Model):
         super().__init__()
         self.arch = arch
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # carries the device
-        self.iterations = EFFORT_ITERATIONS[0]
-        #: Called with each tile's fit result (benchmarks); None: only the log line.
-        self.on_fit: Callable[[Any], None] | None = None
 
     @staticmethod
     def manifest_entry() -> dict[str, Any]:
@@ -96,15 +86,9 @@ class OverfitModel(Model):
         return self
 
     def encoder_steps(self, effort: int, iterations: int | None) -> int:
-        """Fitting iterations for what follows (``iterations``, else the ``effort`` preset); no latent
-        optimization by ``codec.coding.effort`` (returns 0)."""
-        Q.effort_iterations(effort)  # ValueError for a level that does not exist
-        if iterations is not None:
-            if not 1 <= iterations <= MAX_ITERATIONS:
-                raise ValueError(f"iterations must be from 1 to {MAX_ITERATIONS}, got {iterations}")
-            self.iterations = iterations
-        else:
-            self.iterations = EFFORT_ITERATIONS[effort]
+        """Checks ``effort`` and ``iterations`` (ValueError); no latent optimization by ``codec.coding.effort``
+        (returns 0): ``encode_latent`` fits with the preset its settings name."""
+        preset_for(effort, iterations)
         return 0
 
     def macs_per_pixel(self, height: int, width: int) -> float:
@@ -117,27 +101,40 @@ class OverfitModel(Model):
     def side_analysis(self, y: Tensor) -> Tensor:
         raise NotImplementedError("the overfit kind has no side latent")
 
-    def encode_latent(self, y: Tensor, quality: float, side: Tensor | None = None) -> list[Streams]:
+    def encode_latent(
+        self, y: Tensor, quality: float, side: Tensor | None = None, settings: EncodeSettings = DEFAULT_SETTINGS
+    ) -> list[Streams]:
+        """Fit each image with the preset of ``settings``, then code its decoder and grids.
+
+        The fit runs on one intra-op thread (the same bytes whatever ``--threads`` says); with more than one
+        thread allowed, its rate may run on a second thread where that measures faster (``fit.Stepper``).
+        """
+        preset = preset_for(settings.effort, settings.iterations)
+        parallel = None if torch.get_num_threads() > 1 else False
         out = []
         for i in range(y.shape[0]):
-            with torch.enable_grad(), progress.effort_bar(self.iterations) as bar:
-                result = fit(y[i : i + 1].to(self.device), quality, self.iterations, self.arch, bar.update)
+            with torch.enable_grad(), intra_op_threads(1), progress.fit_bar(planned_iterations(preset)) as bar:
+                result = fit(y[i : i + 1].to(self.device), quality, self.arch, preset, bar.update, parallel=parallel)
+            start = time.perf_counter()
+            decoder, grids = result.decoder, [g.cpu() for g in result.grids]
+            params = coding.encode_params(decoder, result.exps)
+            streams = [params, coding.encode_grids(decoder, decoder.exact_arm(), grids)]
             log.info(
-                "overfit: %d iterations in %.1f s, %.4f bpp (latents %.4f, decoder %.4f), %.2f dB (estimated)",
+                "overfit: %d iterations, %.4f bpp (latents %.4f, decoder %.4f), %.2f dB (estimated); "
+                "fit %.1f s (rate %s), parameter steps %.1f s, coding %.1f s",
                 result.iterations,
-                result.seconds,
                 result.bpp_latents + result.bpp_params,
                 result.bpp_latents,
                 result.bpp_params,
                 result.psnr,
+                result.timings["fit"],
+                "on a second thread" if result.parallel else "on the same thread",
+                result.timings["steps"],
+                time.perf_counter() - start,
             )
-            if self.on_fit is not None:
-                self.on_fit(result)
-            exact = result.decoder.exact_arm()
-            grids = [g.cpu() for g in result.grids]
-            out.append(
-                [coding.encode_params(result.decoder, result.exps), coding.encode_grids(result.decoder, exact, grids)]
-            )
+            if settings.on_fit is not None:
+                settings.on_fit(result)
+            out.append(streams)
         return out
 
     def decode_latent(self, streams: list[Streams], shape: tuple[int, int], quality: float) -> Tensor:

@@ -364,3 +364,7 @@ def tune(data: Path, images: str, crop: int, iterations: int, qualities: str, se
                         f"bpp {result.bpp_latents + result.bpp_params:.4f} PSNR {result.psnr:.2f} "
                         f"({time.perf_counter() - t0:.0f} s)"
                     )
+
+
+if __name__ == "__main__":
+    main()

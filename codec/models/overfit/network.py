@@ -166,11 +166,18 @@ class Decoder(nn.Module):
         g, h, w = z.shape
         hidden = F.relu(torch.addmm(self.syn_b1[:, None], self.syn_w1, z.reshape(g, h * w)))
         x = torch.addmm(self.syn_b2[:, None], self.syn_w2, hidden).reshape(1, 3, h, w)
-        x = x + F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.syn_w3, self.syn_b3)
-        return x + F.conv2d(F.pad(F.relu(x), (1, 1, 1, 1), mode="replicate"), self.syn_w4, self.syn_b4)
+        x = x + _conv3(x, self.syn_w3, self.syn_b3)
+        return x + _conv3(F.relu(x), self.syn_w4, self.syn_b4)
 
     def image(self, grids: list[Tensor]) -> Tensor:
         return self.synthesis(self.upsample(grids))
+
+
+def _conv3(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """A 3×3 convolution with replicated edges, run channels-last: with 3 channels on a CPU its forward and
+    backward took 2.7x less time than in the default layout (768×512, one thread)."""
+    xp = F.pad(x, (1, 1, 1, 1), mode="replicate").contiguous(memory_format=torch.channels_last)
+    return F.conv2d(xp, w.contiguous(memory_format=torch.channels_last), b)
 
 
 def _up2(x: Tensor, k: Tensor) -> Tensor:

@@ -323,7 +323,6 @@ def fit(
         if progress is not None:
             progress(1)
 
-    torch.set_flush_denormal(True)  # tiny Laplace tails and ReLU gradients: denormals are 10x slower
     try:
         pool: list[_Fit] = []
         for phase, n in zip(preset.phases, phase_steps(preset), strict=True):
@@ -335,7 +334,6 @@ def fit(
         hard = best.hard()
         exps, result = choose_steps(best.decoder, hard, x, lam)
     finally:
-        torch.set_flush_denormal(False)  # torch's default
         stepper.close()
     out = _result(result, exps, hard, done[0], time.perf_counter() - start)
     out.timings = {"fit": fitted - start, "steps": time.perf_counter() - fitted}

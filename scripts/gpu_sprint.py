@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from codec.training.config import TrainConfig  # noqa: E402  (light: no torch, no CompressAI)
 
-#: What the GPU image lacks (KINDS.md lists what it has), pinned as in constraints.txt.
+#: What the GPU image lacks (the device tool's KINDS.md, outside this repository, lists what it has), pinned as in
+#: constraints.txt.
 WHEELS = ("compressai==1.2.8", "pytorch-msssim==1.0.0")
 #: The GPU machine's interpreter and platform (device README: Python 3.12; compressai's cp312 wheel is
 #: manylinux_2_34).

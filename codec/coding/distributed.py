@@ -211,8 +211,8 @@ def encode_paths(
 ) -> ray.data.Dataset:
     """Encode files, folders (walked) and globs into ``output_dir`` on the Ray cluster (``connect``'s): the lazy
     Dataset of results rows (``RESULT_COLUMNS``), one per input, computed as it is consumed. ``options``: the
-    fields of ``jobs.EncodeOptions`` (quality, target_bpp, max_bytes, model_id, tile, effort, device, batch,
-    threads, force, skip_existing)."""
+    fields of ``jobs.EncodeOptions`` (quality, target_bpp, max_bytes, model_id, tile, effort, iterations, device,
+    batch, threads, force, skip_existing)."""
     checked = jobs.EncodeOptions(**options).checked()
     return job(plan(inputs, output_dir, checked), checked, output_dir, workers)
 

@@ -104,7 +104,7 @@ def rd_loss(out: dict, x: Tensor, lmbda: Tensor, metric: str) -> dict[str, Tenso
     else:
         from pytorch_msssim import ms_ssim
 
-        # CompressAI's MS-SSIM λ ladder is ~ MSE λ × 1000/ (255²) in scale; keep one ladder.
+        # One λ ladder for both metrics: 1 − MS-SSIM is weighted by λ·255²·0.02, as MSE by λ·255².
         msssim = ms_ssim(out["x_hat"], x, data_range=1.0, size_average=False)
         dist_term = lmbda * 255**2 * (1 - msssim) * 0.02
     per_sample = bpp + dist_term
@@ -199,9 +199,9 @@ def validate(model: Model, files: list[Path], qualities: tuple[float, ...], devi
 # -- weight averaging -------------------------------------------------------------------------
 class WeightAverage:
     """An exponential moving average of the model's parameters (decay ≈ 0.999 averages the last ~1000
-    steps), kept in the checkpoint (``ema``), validated, and exported instead of the raw weights: Adam
-    at batch 4 leaves the raw weights noisy. The model's ``aux_params`` (quantiles) stay raw (they track
-    the density the tables are built from)."""
+    steps), kept in the checkpoint (``ema``), validated, and exported instead of the raw weights: Adam at
+    small batches (``TrainConfig.batch``) leaves the raw weights noisy. The model's ``aux_params``
+    (quantiles) stay raw (they track the density the tables are built from)."""
 
     def __init__(self, model: Model, decay: float, saved: dict[str, Tensor] | None = None) -> None:
         self.decay = decay

@@ -228,6 +228,9 @@ def report(kodak: Path, out: Path, md: Path) -> None:
         f"{macs_per_pixel(arch, 512, 768):.0f} on a 768×512 image.",
         "BD-rate (PSNR, mean curves over the crops; negative: overfit needs fewer bits). Times are medians over the",
         "points (a run paused by SIGSTOP counts its pause in that point's time), one thread each.",
+        "The fit: `codec/models/overfit/fit.py` `PRESETS` with `--iterations`; what each part of its recipe is",
+        "worth on validation crops: [overfit-recipe.md](overfit-recipe.md); the previous fit's figures:",
+        "[overfit-v1.md](overfit-v1.md).",
         "",
         "| iterations | crops | vs default model (q1-10) | vs WebP m6 | vs AVIF | params bpp (mean) | encode s/crop "
         "| s/iteration | decode s/crop |",

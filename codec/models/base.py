@@ -54,6 +54,17 @@ class EncodeSettings:
 
 DEFAULT_SETTINGS = EncodeSettings()
 
+#: Manifest ``kind`` → the class that runs it, filled by ``register`` as each kind's module is imported
+#: (``registry`` imports the shipped kinds; a kind defined elsewhere, a test's, registers the same way).
+KINDS: dict[str, type[Model]] = {}
+
+
+def register(cls: type[Model]) -> type[Model]:
+    """Class decorator of a model kind: registers it under its ``kind`` (ValueError if another class has it)."""
+    if KINDS.setdefault(cls.kind, cls) is not cls:
+        raise ValueError(f"model kind {cls.kind!r} is registered twice ({KINDS[cls.kind].__name__}, {cls.__name__})")
+    return cls
+
 
 class Model(nn.Module, ABC):
     """A pluggable codec network; the registry maps a manifest ``kind`` to its class."""

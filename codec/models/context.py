@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ..core import engine
 from ..core.exact import ACT_BITS, ExactNetwork, floor_shift
 from ..core.tensors import ste_round
-from .base import Streams
+from .base import Streams, register
 from .hyperprior import Arch, GainHyperprior, HyperpriorCoder, Latents
 
 #: Channel groups of the 192-channel latent (ELIC's uneven split: small groups first, where the
@@ -234,6 +234,7 @@ class ContextCoder(HyperpriorCoder):
         return Latents(z_sym, *self.walk(S, Mu, y_gain, decode_chunk), y_gain)
 
 
+@register
 class ContextModel(GainHyperprior):
     """The gained hyperprior plus per-group context corrections; hyperprior weights load with strict=False.
 

@@ -40,7 +40,7 @@ from ..core import engine
 from ..core import quality as Q
 from ..core.exact import ExactNetwork
 from ..core.tensors import ste_round
-from .base import DEFAULT_SETTINGS, EncodeSettings, Model, Streams
+from .base import DEFAULT_SETTINGS, EncodeSettings, Model, Streams, register
 
 #: CompressAI's default scale table: 64 log-spaced scales in [0.11, 256].
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
@@ -212,6 +212,7 @@ class HyperpriorCoder:
         return Latents(z_sym, y_sym, idx, means, y_gain)
 
 
+@register
 class GainHyperprior(Model):
     """Variable-rate mean-scale hyperprior; see the module docstring."""
 

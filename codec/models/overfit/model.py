@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ...core import progress
 from ...core.engine import intra_op_threads
-from ..base import DEFAULT_SETTINGS, EncodeSettings, Model, Streams
+from ..base import DEFAULT_SETTINGS, EncodeSettings, Model, Streams, register
 from . import coding
 from .fit import fit, planned_iterations, preset_for
 from .network import Arch, grid_sizes, macs_per_pixel
@@ -30,6 +30,7 @@ from .network import Arch, grid_sizes, macs_per_pixel
 log = progress.effort_log  # the CLI shows this logger's lines with -v
 
 
+@register
 class OverfitModel(Model):
     """A per-image codec: the 'weights' are an architecture; every tile is fitted when it is coded."""
 

@@ -175,6 +175,12 @@ def optimize(
         raise AecError(str(e)) from None
 
 
+def _annealed(settings: Settings, frac: float) -> tuple[float, float]:
+    """(soft-rounding temperature, learning rate) at ``frac`` of the iterations: geometric, cosine."""
+    tau = settings.tau_start * (settings.tau_end / settings.tau_start) ** frac
+    return tau, settings.lr_end + (settings.lr - settings.lr_end) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
 def _search(
     model: Model,
     y: Tensor,
@@ -208,10 +214,7 @@ def _search(
             gen = torch.Generator(device=u.device)
             gen.manual_seed(settings.seed)
         for i in range(steps):
-            frac = i / max(steps - 1, 1)
-            tau = settings.tau_start * (settings.tau_end / settings.tau_start) ** frac
-            for group in opt.param_groups:
-                group["lr"] = settings.lr_end + (settings.lr - settings.lr_end) * 0.5 * (1 + math.cos(math.pi * frac))
+            tau, opt.param_groups[0]["lr"] = _annealed(settings, i / max(steps - 1, 1))
             opt.zero_grad(set_to_none=True)
             rnd = ste_round if settings.rounding == "ste" else sga(tau, gen)
             out = model.relaxed_rd(u / y_gain, v / z_gain, quality, rnd)

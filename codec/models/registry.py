@@ -11,8 +11,9 @@ from .base import Model
 from .context import ContextModel
 from .hyperprior import GainHyperprior
 from .overfit.model import OverfitModel
+from .zoo import ZooModel
 
-KINDS: dict[str, type[Model]] = {cls.kind: cls for cls in (GainHyperprior, ContextModel, OverfitModel)}
+KINDS: dict[str, type[Model]] = {cls.kind: cls for cls in (GainHyperprior, ContextModel, OverfitModel, ZooModel)}
 #: Kind of manifest entries written before kinds existed (v2-v4 weights).
 DEFAULT_KIND = LEGACY_KIND
 assert DEFAULT_KIND in KINDS, "the legacy kind must stay registered: v2-v4 weights name no kind"

@@ -19,7 +19,6 @@ and a file already in the cache is checked against the hash its name carries (to
 from __future__ import annotations
 
 import hashlib
-import pickle
 import re
 import urllib.error
 from dataclasses import dataclass
@@ -86,9 +85,12 @@ def published_as(digest: str) -> tuple[str, str, int] | None:
 
 
 def _weights_only_reason(e: Exception) -> str:
-    """What torch's weights-only unpickler refused, in a few words (its message is a paragraph)."""
-    found = re.search(r"GLOBAL (\S+)", str(e))
-    return f"it would run {found.group(1)}" if found else str(e).strip().splitlines()[0]
+    """What torch's weights-only unpickler stopped at, in a few words (its message is a paragraph)."""
+    for pattern in (r"GLOBAL (\S+)", r"(Unsupported operand \d+)", r"(invalid load key[^.\n]*)"):
+        found = re.search(pattern, str(e))
+        if found:
+            return found.group(1)
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def read_checkpoint(path: Path) -> object:
@@ -111,10 +113,11 @@ def read_checkpoint(path: Path) -> object:
 
 
 def _unreadable(label: str, e: Exception) -> AecError:
-    """The refusal of a file ``torch.load(weights_only=True)`` failed on."""
-    if isinstance(e, pickle.UnpicklingError):
-        return AecError(f"{label}: refused, a pickle that holds more than tensors ({_weights_only_reason(e)})")
-    return AecError(f"{label}: not a PyTorch checkpoint ({type(e).__name__}: {_weights_only_reason(e)})")
+    """The refusal of a file ``torch.load(weights_only=True)`` failed on: a pickle that names a callable (it
+    would run code), or anything else that is no checkpoint."""
+    if re.search(r"GLOBAL \S+", str(e)):
+        return AecError(f"{label}: refused, a pickle that would run code ({_weights_only_reason(e)})")
+    return AecError(f"{label}: not a PyTorch checkpoint ({_weights_only_reason(e)})")
 
 
 def tensors_of(obj: object, label: str) -> dict[str, torch.Tensor]:

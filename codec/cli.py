@@ -763,9 +763,7 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
 
     console = _Console(quiet=quiet)
     try:
-        model_id, levels, only = installed_qualities(model_id)
-        asked = parse_floats(qualities or DEFAULT_BENCH_QUALITIES, "-q") if qualities or only is None else list(only)
-        aec_qualities = [check_quality(q, levels, model_id, only) for q in asked]
+        model_id, aec_qualities = _bench_qualities(qualities, model_id)
         sweep = parse_floats(pillow_qualities, "--pillow-qualities") if pillow_qualities else list(BENCH_QUALITIES)
         names, notes = _versus(codecs)
         from .training.data import image_files
@@ -871,6 +869,16 @@ def _whole_numbers(text: str, flag: str) -> list[int]:
         return [int(part) for part in text.split(",")]
     except ValueError:
         raise AecError(f"{flag}: {text!r} is not a comma list of whole numbers") from None
+
+
+def _bench_qualities(qualities: str | None, model_id: str | None) -> tuple[str, list[float]]:
+    """(model id, aecodec's qualities in ``bench``): ``-q``, else the default sweep, or for a model with one
+    network per quality all of its own."""
+    from .bench import parse_floats
+
+    model_id, levels, only = installed_qualities(model_id)
+    asked = parse_floats(qualities or DEFAULT_BENCH_QUALITIES, "-q") if qualities or only is None else list(only)
+    return model_id, [check_quality(q, levels, model_id, only) for q in asked]
 
 
 def train_options(command: Callable) -> Callable:

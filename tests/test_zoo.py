@@ -123,6 +123,9 @@ def test_import_and_code_everywhere(arch, home, tmp_path, png):
         assert run("decode", tmp_path / f"{q}.aec", "-o", tmp_path / f"{q}.png").exit_code == 0
         with Image.open(tmp_path / f"{q}.png") as im:
             assert im.size == (80, 48)
+    assert run("encode", png, "-o", tmp_path / "t.aec", "--model", mid, "-q", "4", "--tile", "64").exit_code == 0
+    assert bs.unpack((tmp_path / "t.aec").read_bytes()).tile_count() == 2  # tiles, each with its margins
+    assert run("decode", tmp_path / "t.aec", "-o", tmp_path / "t.png").exit_code == 0
     assert_one_line_error(run("encode", png, "-o", tmp_path / "x.aec", "--model", mid, "-q", "5"), "qualities 3, 4")
     assert_one_line_error(run("encode", png, "-o", tmp_path / "x.aec", "--model", mid, "-q", "3.5"), "3, 4")
     assert_one_line_error(run("encode", png, "-o", tmp_path / "x.aec", "--model", mid, "-q", "3", "--effort", "1"))
@@ -192,6 +195,16 @@ def test_files_name_their_network_and_survive_more_imports(home, tmp_path, png, 
         run("decode", tmp_path / "a.aec", "-o", tmp_path / "b.png"),
         "aecodec import compressai mbt2018-mean --metric mse --quality 1",
     )
+
+
+def test_bench_measures_the_qualities_an_imported_model_has(home, tmp_path, png):
+    mid = imported(home, tmp_path, "mbt2018-mean")
+    out = tmp_path / "bench"
+    result = run("bench", png.parent, "--model", mid, "--codecs", "jpeg", "--pillow-qualities", "50", "-o", out)
+    assert result.exit_code == 0, result.output
+    curves = json.loads((out / "rd.json").read_text())["codecs"]
+    (ours,) = [c for name, c in curves.items() if name.startswith("aecodec")]
+    assert len(ours["results"]["bpp"]) == 2  # qualities 3 and 4
 
 
 # -- hostile checkpoints: each refused in one line, exit 2, nothing written --------------------------------

@@ -48,7 +48,7 @@ def checked_tile(tile: int, codec: Codec, shape: tuple[int, int] | None = None) 
 
 def checked_quality(quality: float, codec: Codec) -> float:
     """``quality`` as float if the codec's model codes it (``quality.check_quality``), else ValueError."""
-    return Q.check_quality(quality, codec.model.levels, codec.model_id)
+    return Q.check_quality(quality, codec.model.levels, codec.model_id, codec.model.qualities)
 
 
 def effort_steps(effort: int) -> int:
@@ -98,7 +98,7 @@ def encode_array(
     codec = resolve_codec(codec)
     steps = encoder_steps(codec, effort, iterations)
     quality = checked_quality(quality, codec)
-    y = tiling.analyze(codec.model, rgb, checked_tile(tile, codec, rgb.shape[:2]), codec.device)
+    y = tiling.analyze(codec.model.at(quality), rgb, checked_tile(tile, codec, rgb.shape[:2]), codec.device)
     sides = None
     if steps:
         y, sides = _optimize(codec, rgb, y, tile, quality, steps)
@@ -149,7 +149,7 @@ def _optimize(
     codec: Codec, rgb: np.ndarray, y: torch.Tensor, tile: int, quality: float, steps: int
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``tiling.optimize``, its gain reported (``effort.report``)."""
-    y, sides, gain = tiling.optimize(codec.model, rgb, y, tile, quality, steps)
+    y, sides, gain = tiling.optimize(codec.model.at(quality), rgb, y, tile, quality, steps)
     effort_mod.report(gain)
     return y, sides
 
@@ -171,7 +171,7 @@ def pack_latent(
     """
     q = bs.quantize_quality(quality)
     tiles = tiling.grid(h, w, tile, codec.model.stride)
-    streams = tiling.code(codec.model, y, tiles, q, sides, settings)
+    streams = tiling.code(codec.model.at(q), y, tiles, q, sides, settings)
     many = len(tiles) > 1
     return bs.pack(
         bs.AecFile(
@@ -179,7 +179,7 @@ def pack_latent(
             h,
             q,
             model_id=codec.model_id,
-            weights_hash=codec.weights_hash,
+            weights_hash=codec.hash_at(q),
             streams=streams,
             tile=tile if many else 0,
             **extra,
@@ -209,12 +209,21 @@ def _search_size(rgb: np.ndarray, max_bytes: int, codec: Codec, tile: int, effor
     """``encode_array_to_size``'s coded file, before the lossless alternative."""
     steps = effort_steps(effort)
     h, w = rgb.shape[:2]
-    y = tiling.analyze(codec.model, rgb, checked_tile(tile, codec, rgb.shape[:2]), codec.device)
+    checked_tile(tile, codec, rgb.shape[:2])
+    latents: dict[int, torch.Tensor] = {}  # one analysis per network (one per quality for an imported model)
 
-    def at(k: int) -> bytes:
-        return pack_latent(codec, y, h, w, tile, k / Q.QUALITY_SCALE, extra)
+    def latent(quality: float) -> torch.Tensor:
+        model = codec.model.at(quality)
+        if id(model) not in latents:
+            latents[id(model)] = tiling.analyze(model, rgb, tile, codec.device)
+        return latents[id(model)]
 
-    lo, hi = int(Q.Q_MIN * Q.QUALITY_SCALE), codec.model.levels * Q.QUALITY_SCALE
+    def at(i: int) -> bytes:
+        quality = grid[i] / Q.QUALITY_SCALE
+        return pack_latent(codec, latent(quality), h, w, tile, quality, extra)
+
+    grid = Q.search_steps(codec.model.levels, codec.model.qualities)
+    lo, hi = 0, len(grid) - 1
     best = at(lo)
     if len(best) > max_bytes:
         return best
@@ -231,8 +240,8 @@ def _search_size(rgb: np.ndarray, max_bytes: int, codec: Codec, tile: int, effor
         else:
             hi = mid
     if steps:
-        quality = lo / Q.QUALITY_SCALE
-        y_opt, sides = _optimize(codec, rgb, y, tile, quality, steps)
+        quality = grid[lo] / Q.QUALITY_SCALE
+        y_opt, sides = _optimize(codec, rgb, latent(quality), tile, quality, steps)
         data = pack_latent(codec, y_opt, h, w, tile, quality, extra, sides)
         if len(data) <= max_bytes:
             best = data
@@ -259,6 +268,10 @@ def check_fits_model(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXEL
         raise bs.FormatError(
             f"quality {f.quality:g} is above the range of model {codec.model_id} (1 to {codec.model.levels})"
         )
+    only = codec.model.qualities
+    if only is not None and f.quality not in only:
+        have = ", ".join(f"{q:g}" for q in only)
+        raise bs.FormatError(f"quality {f.quality:g} is none of model {codec.model_id}'s qualities ({have})")
     check_work_area(f, codec, max_pixels)
 
 
@@ -295,14 +308,14 @@ def decode_latent(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) 
     """ŷ of a whole parsed file, all checks first (``decode_file`` holds less: a band of tiles at a time)."""
     tiles = _tiles(f, codec, max_pixels)
     with _stream_errors():
-        return tiling.decode_latent(codec.model, f.streams, tiles, f.quality)
+        return tiling.decode_latent(codec.model.at(f.quality), f.streams, tiles, f.quality)
 
 
 def decode_file(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) -> np.ndarray:
     """Decode the RGB planes of a parsed file to an (H, W, 3) uint8 array, tile by tile."""
     tiles = _tiles(f, codec, max_pixels)
     with _stream_errors():
-        return tiling.decode(codec.model, f.streams, tiles, f.quality, f.height, f.width)
+        return tiling.decode(codec.model.at(f.quality), f.streams, tiles, f.quality, f.height, f.width)
 
 
 def decode_planes(f: bs.AecFile, codec: Codec | None, max_pixels: int = bs.MAX_PIXELS) -> np.ndarray:
@@ -325,7 +338,7 @@ def decode_array(data: bytes, codec: Codec | None = None, max_pixels: int = bs.M
 
 def codec_for(f: bs.AecFile, codec: Codec | None, device: str | torch.device | None = None) -> Codec:
     """``codec``, or the one a parsed file names (AecError when this installation lacks it)."""
-    return codec if codec is not None else load_codec_for(f.model_id, f.weights_hash, device)
+    return codec if codec is not None else load_codec_for(f.model_id, f.weights_hash, device, f.quality)
 
 
 # -- PIL images ------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from .core.quality import (
 )
 from .format import files
 from .format.bitstream import MAX_PIXELS, NO_LIMIT
-from .weights.manifest import installed_levels
+from .weights.manifest import check_installed_quality, installed_qualities
 
 BATCH_HELP = (
     "Images per network pass (same-size images share it); 0 = auto: 16 on CUDA, 1 on CPU, "
@@ -588,58 +588,82 @@ def info(paths, as_json) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per model.")
 def models(as_json) -> None:
-    """List the models this installation has: the ids --model takes, each with its quality range; the
+    """List the models this installation has: the ids --model takes, each with its quality range (or its
+    qualities, for a model imported with one network per quality, with the metric it was trained for); the
     default is marked."""
-    from .weights.manifest import read_manifest, weights_dir, weights_path
-    from .weights.shipping import MAIN, distribution_of
+    from .weights.manifest import read_manifest
 
     try:
         manifest = read_manifest()
     except AecError as e:
         _usage_error(e)
-    folder = weights_dir()
-    rows = []
-    for model_id, entry in sorted(manifest.get("models", {}).items()):
-        path = None  # a kind whose files carry their decoder (no weights file)
-        if entry.get("file") is not None:
-            try:
-                path = weights_path(manifest, model_id, folder)
-            except (AecError, KeyError):
-                path = folder / str(entry.get("file", ""))
-        rows.append(
-            {
-                "id": model_id,
-                "default": model_id == manifest.get("default"),
-                "file": None if path is None else str(path),
-                "present": path is None or path.is_file(),
-                "package": distribution_of(manifest, model_id),
-                "arch": entry.get("arch"),
-                "qualities": _quality_range(entry),
-                "experimental": bool(entry.get("experimental")),
-            }
-        )
+    rows = [_model_row(manifest, model_id, entry) for model_id, entry in sorted(manifest.get("models", {}).items())]
     if as_json:
         _print(json.dumps(rows, indent=2))
         return
     for row in rows:
-        absent = f"not installed: in {row['package']}" if row["package"] != MAIN else "weights file missing"
-        flags = (
-            ("default", row["default"]),
-            (absent, not row["present"]),
-            ("per image: no weights, each file carries its decoder", row["file"] is None),
-            ("experimental", row["experimental"]),
-        )
-        notes = [n for n, on in flags if on]
-        span = f"q {row['qualities'][0]:g}-{row['qualities'][1]:g}" if row["qualities"] else "q unknown (bad arch)"
-        _print(f"{row['id']}  {span}" + (f"  ({', '.join(notes)})" if notes else ""))
+        _print(_model_line(row))
+
+
+def _model_row(manifest: dict, model_id: str, entry: dict) -> dict:
+    """What ``models`` says of one manifest entry, as plain values (the text and JSON forms both come from this)."""
+    from .weights.manifest import qualities_of, weights_dir, weights_path
+    from .weights.shipping import distribution_of
+
+    path = None  # a kind whose files carry their decoder (no weights file)
+    if entry.get("file") is not None:
+        try:
+            path = weights_path(manifest, model_id, weights_dir())
+        except (AecError, KeyError):
+            path = weights_dir() / str(entry.get("file", ""))
+    try:
+        only = qualities_of(entry)
+    except AecError:
+        only = None
+    arch = entry.get("arch")
+    return {
+        "id": model_id,
+        "default": model_id == manifest.get("default"),
+        "file": None if path is None else str(path),
+        "present": path is None or path.is_file(),
+        "package": distribution_of(manifest, model_id),
+        "arch": arch,
+        "qualities": _quality_range(entry),
+        "levels": None if only is None else list(only),
+        "metric": arch.get("metric") if isinstance(arch, dict) and only is not None else None,
+        "imported": entry.get("kind") == "compressai",
+        "experimental": bool(entry.get("experimental")),
+    }
+
+
+def _model_line(row: dict) -> str:
+    from .weights.shipping import MAIN
+
+    absent = f"not installed: in {row['package']}" if row["package"] != MAIN and not row["imported"] else None
+    flags = (
+        ("default", row["default"]),
+        (absent or "weights file missing", not row["present"]),
+        ("per image: no weights, each file carries its decoder", row["file"] is None),
+        (f"imported from CompressAI, {row['metric']}-trained, one network per quality", row["imported"]),
+        ("experimental", row["experimental"]),
+    )
+    notes = [n for n, on in flags if on]
+    if row["levels"] is not None:
+        span = "q " + ",".join(f"{q:g}" for q in row["levels"])
+    elif row["qualities"]:
+        span = f"q {row['qualities'][0]:g}-{row['qualities'][1]:g}"
+    else:
+        span = "q unknown (bad arch)"
+    return f"{row['id']}  {span}" + (f"  ({', '.join(notes)})" if notes else "")
 
 
 def _quality_range(entry: dict) -> list[float] | None:
     """[lowest, highest] quality of a manifest entry's model; None when its arch is unusable."""
-    from .weights.manifest import levels_of
+    from .weights.manifest import levels_of, qualities_of
 
     try:
-        return [Q_MIN, float(levels_of(entry))]
+        only = qualities_of(entry)
+        return [min(only), max(only)] if only else [Q_MIN, float(levels_of(entry))]
     except AecError:
         return None
 
@@ -684,8 +708,7 @@ def compare(image, quality, bpp, max_bytes, codecs, output, model_id, device, fo
             raise AecError("-o - is not supported: the page goes to a file (stdout gets the table)")
         jobs.check_dest(image, dest, force)
         names, notes = _versus(codecs)
-        model_id, levels = installed_levels(model_id)
-        quality = check_quality(quality, levels, model_id)
+        model_id, quality = check_installed_quality(quality, model_id)
     except (AecError, ValueError) as e:
         _usage_error(e)
     console = _Console()
@@ -721,7 +744,11 @@ def compare(image, quality, bpp, max_bytes, codecs, output, model_id, device, fo
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--codecs", default=DEFAULT_VERSUS, show_default=True, help="Classical codecs to measure (comma list).")
-@click.option("-q", "--qualities", default=DEFAULT_BENCH_QUALITIES, show_default=True, help="aecodec's qualities.")
+@click.option(
+    "-q",
+    "--qualities",
+    help=f"aecodec's qualities [default: {DEFAULT_BENCH_QUALITIES}; a model with one network per quality: its own].",
+)
 @click.option("--pillow-qualities", help="The classical codecs' quality sweep [default: 5,10,20,...,90,95].")
 @click.option("-o", "--output", callback=_named, help="Output folder [default: ./bench-FOLDER/].")
 @click.option("--model", "model_id", help="Model id (see 'aecodec models').")
@@ -736,8 +763,7 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
 
     console = _Console(quiet=quiet)
     try:
-        model_id, levels = installed_levels(model_id)
-        aec_qualities = [check_quality(q, levels, model_id) for q in parse_floats(qualities, "-q")]
+        model_id, aec_qualities = _bench_qualities(qualities, model_id)
         sweep = parse_floats(pillow_qualities, "--pillow-qualities") if pillow_qualities else list(BENCH_QUALITIES)
         names, notes = _versus(codecs)
         from .training.data import image_files
@@ -793,6 +819,66 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
     if failed:
         console.fail(f"{len(failed)} of {len(paths)} images failed (see above)")
         sys.exit(EXIT_BAD_INPUT)
+
+
+@main.command("import")
+@click.argument("source", type=click.Choice(["compressai"]))
+@click.argument("arch")
+@click.option("--metric", default="mse", show_default=True, help="What the networks were trained for: mse or ms-ssim.")
+@click.option(
+    "-q",
+    "--quality",
+    "qualities",
+    help="CompressAI's zoo qualities to import, comma list (1-8; ours are 2 higher) [default: every one the zoo "
+    "publishes, or those of the --from files].",
+)
+@click.option(
+    "--from",
+    "files",
+    multiple=True,
+    help="A local checkpoint (.pth.tar state dict or .safetensors) instead of the zoo's download; repeat it, one "
+    "per quality in --quality's order.",
+)
+def import_(source, arch, metric, qualities, files) -> None:
+    """Bring in networks trained elsewhere: CompressAI's ARCH (bmshj2018-factorized, bmshj2018-hyperprior,
+    mbt2018-mean), converted to aecodec's weights in your models folder ($AECODEC_MODELS, else
+    $XDG_DATA_HOME/aecodec/models). Every command then takes them with --model cai-ARCH-METRIC.
+
+    A checkpoint is read without running code and every tensor is checked; anything else is refused."""
+    from .weights.imported import REFUSED, user_models_dir
+
+    try:
+        if arch in REFUSED:  # before loading torch
+            raise AecError(f"{arch} is not importable: {REFUSED[arch]}")
+        zoo = _whole_numbers(qualities, "--quality") if qualities else None
+        import_compressai_lean()
+        from .weights.importer import import_compressai
+
+        model_id, entry = import_compressai(arch, metric, zoo, [Path(f) for f in files], sys.stderr.isatty())
+    except AecError as e:
+        _usage_error(e)
+    except Exception as e:  # noqa: BLE001 - the CLI promises one line, never a traceback
+        _fail(f"internal error: {type(e).__name__}: {e}")
+        sys.exit(EXIT_OTHER)
+    have = ",".join(str(q) for q in entry["arch"]["qualities"])
+    _print(f"{model_id}: qualities {have} ({metric}) in {user_models_dir() / entry['file']}; use --model {model_id}")
+
+
+def _whole_numbers(text: str, flag: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise AecError(f"{flag}: {text!r} is not a comma list of whole numbers") from None
+
+
+def _bench_qualities(qualities: str | None, model_id: str | None) -> tuple[str, list[float]]:
+    """(model id, aecodec's qualities in ``bench``): ``-q``, else the default sweep, or for a model with one
+    network per quality all of its own."""
+    from .bench import parse_floats
+
+    model_id, levels, only = installed_qualities(model_id)
+    asked = parse_floats(qualities or DEFAULT_BENCH_QUALITIES, "-q") if qualities or only is None else list(only)
+    return model_id, [check_quality(q, levels, model_id, only) for q in asked]
 
 
 def train_options(command: Callable) -> Callable:

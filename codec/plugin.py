@@ -15,7 +15,7 @@ from PIL import Image, ImageFile
 from .core.errors import AecError
 from .core.quality import DEFAULT_QUALITY, Q_MIN
 from .format import bitstream as bs
-from .weights.manifest import installed_levels
+from .weights.manifest import installed_qualities
 
 FORMAT = "AEC"
 
@@ -83,12 +83,15 @@ def _work_limit() -> int:
 PILLOW_QUALITY_MAX = 100
 
 
-def pillow_quality(quality: float, levels: int) -> float:
+def pillow_quality(quality: float, levels: int, only: tuple[float, ...] | None = None) -> float:
     """Pillow's 0-100 ``quality`` on the scale of a model with ``levels`` levels, linearly: 0 → Q_MIN, 100 →
     its top (as 100 is JPEG's best). With 10 levels JPEG's default 75 → 7.75; with 12 it → 9.25 (the λ
-    ladder is shared, so a Pillow value means more bits on a model with a longer ladder)."""
+    ladder is shared, so a Pillow value means more bits on a model with a longer ladder). A model with one
+    network per quality (``only``) gets the nearest of its qualities on the same line from its lowest to its top."""
     if not 0 <= quality <= PILLOW_QUALITY_MAX:
         raise ValueError(f"quality must be between 0 and {PILLOW_QUALITY_MAX} (Pillow's scale), got {quality!r}")
+    if only:
+        return sorted(only)[round((len(only) - 1) * quality / PILLOW_QUALITY_MAX)]
     return Q_MIN + (levels - Q_MIN) * quality / PILLOW_QUALITY_MAX
 
 
@@ -101,7 +104,8 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
         raise AecError(f"give one of quality, aec_quality, target_bpp or max_bytes, not {' and '.join(given)}")
     quality = DEFAULT_QUALITY
     if "quality" in given:
-        quality = pillow_quality(opts["quality"], installed_levels(opts.get("model"))[1])  # the model encode() uses
+        _, levels, only = installed_qualities(opts.get("model"))  # the model encode() uses
+        quality = pillow_quality(opts["quality"], levels, only)
     elif "aec_quality" in given:
         quality = opts["aec_quality"]
     fp.write(

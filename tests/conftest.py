@@ -28,8 +28,10 @@ def test_weights(tmp_path_factory) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _use_test_weights(test_weights, monkeypatch):
+def _use_test_weights(test_weights, tmp_path_factory, monkeypatch):
+    """The test weights, and an empty folder of imported models (never the user's own)."""
     monkeypatch.setenv("AECODEC_WEIGHTS", test_weights)
+    monkeypatch.setenv("AECODEC_MODELS", str(tmp_path_factory.getbasetemp() / "no-imported-models"))
     yield
 
 

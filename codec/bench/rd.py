@@ -71,7 +71,8 @@ def build_coders(
     if "aecodec" in only:
         codec = load_codec(model_id, device=device)
         for e in efforts:
-            todo += coders.aecodec_coders(codec, qualities or integer_qualities(codec.model.levels), e)
+            sweep = qualities or integer_qualities(codec.model.levels, codec.model.qualities)
+            todo += coders.aecodec_coders(codec, sweep, e)
             descriptions[coders.aecodec_name(e)] = f"aecodec, model {codec.model_id} on {codec.device}, effort {e}"
     for pc in coders.PILLOW_CODECS:
         if pc.name not in only:

@@ -44,8 +44,10 @@ from ..core import progress
 from ..core.devices import BATCH
 from ..core.tensors import padded_size, to_tensor, to_uint8
 from ..format import bitstream as bs
-from ..models.base import EncodeSettings
+from ..models.base import EncodeSettings, Model
 from ..weights.handle import Codec
+from ..weights.imported import ENV as IMPORTED_ENV
+from ..weights.imported import user_models_dir
 from ..weights.store import load_codec, weights_dir
 from . import effort, tiling
 
@@ -105,7 +107,7 @@ def encode_arrays(
     try:
         for chunk in chunks:
             x = torch.cat([to_tensor(rgbs[i], stride) for i in chunk]).to(codec.device)
-            y = codec.model.analyze(x).float().cpu()
+            y = codec.model.at(q).analyze(x).float().cpu()
             z = None
             if steps:
                 y, z = _optimize_batch(codec, x, y, [rgbs[i].shape[:2] for i in chunk], q, steps)
@@ -149,11 +151,13 @@ def _pool(codec: Codec, workers: int) -> ProcessPoolExecutor:
         raise ValueError("workers need a codec loaded from shipped weights (they load it again by model id)")
     # spawn, not fork: forking a process whose OpenMP threads already ran can deadlock the child.
     ctx = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(str(weights_dir()),))
+    folders = (str(weights_dir()), str(user_models_dir()))
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=folders)
 
 
-def _init_worker(weights: str) -> None:
+def _init_worker(weights: str, imported: str) -> None:
     os.environ["AECODEC_WEIGHTS"] = weights
+    os.environ[IMPORTED_ENV] = imported
     torch.set_num_threads(1)
 
 
@@ -165,7 +169,7 @@ def _optimize_batch(
     mask = torch.cat([tiling.mask(full, h, w) for h, w in sizes]).to(codec.device)
     with progress.effort_bar(steps) as bar:
         y, z, gain = effort.optimize(
-            codec.model, y.to(codec.device), effort.Target(x, mask), quality, steps, progress=bar.update
+            codec.model.at(quality), y.to(codec.device), effort.Target(x, mask), quality, steps, progress=bar.update
         )
     effort.report(gain)
     return y.cpu(), z.cpu()
@@ -203,6 +207,15 @@ def decode_images(
     return [image_from_planes(f, planes[i] if i in planes else stored_image(f)) for i, f in enumerate(files)]
 
 
+def _network(codec: Codec, f: bs.AecFile) -> Model:
+    """The network that decodes ``f``; the model itself for a quality it lacks (``decode_latent`` then refuses
+    the file in its own words)."""
+    try:
+        return codec.model.at(f.quality)
+    except ValueError:
+        return codec.model
+
+
 def _decode_files(
     files: list[bs.AecFile], codec: Codec | None, batch: int, max_pixels: int, device: str | torch.device | None
 ) -> list[np.ndarray]:
@@ -215,13 +228,13 @@ def _decode_files(
     ]
     chunks, alone = _groups(keys, max(1, batch))
     for chunk in chunks:
-        by_model: dict[int, list[int]] = {}
+        by_model: dict[int, list[int]] = {}  # by network: a model with one network per quality has several
         for i in chunk:
-            by_model.setdefault(id(codecs[i]), []).append(i)
+            by_model.setdefault(id(_network(codecs[i], files[i])), []).append(i)
         for same in by_model.values():
             c = codecs[same[0]]
             y_hat = torch.cat([decode_latent(files[i], c, max_pixels) for i in same])
-            x = c.model.synthesize(y_hat)
+            x = _network(c, files[same[0]]).synthesize(y_hat)
             for j, i in enumerate(same):
                 out[i] = to_uint8(x[j : j + 1], files[i].height, files[i].width)
     for i in alone:

@@ -21,10 +21,10 @@ from functools import partial
 from typing import Any, TypeVar
 
 from ..core.errors import EXIT_BAD_INPUT, EXIT_OTHER, AecError
-from ..core.quality import DEFAULT_QUALITY, check_quality, effort_iterations
+from ..core.quality import DEFAULT_QUALITY, effort_iterations
 from ..format import files
 from ..format.bitstream import MAX_PIXELS, NO_LIMIT
-from ..weights.manifest import installed_levels
+from ..weights.manifest import check_installed_quality
 
 T = TypeVar("T")
 
@@ -76,8 +76,7 @@ class EncodeOptions(Options):
         """These options with the model resolved (the installation's default for None) and the quality and
         effort checked against it, without loading torch: a bad option fails before any work."""
         effort_iterations(self.effort)
-        model_id, levels = installed_levels(self.model_id)
-        quality = check_quality(self.quality, levels, model_id)
+        model_id, quality = check_installed_quality(self.quality, self.model_id)
         return EncodeOptions(**{**self.__dict__, "model_id": model_id, "quality": quality})
 
     @property
@@ -288,7 +287,8 @@ class Decoder(Coder):
         header = bs.unpack(data, o.max_pixels)
         files.check_fits_format(dest, files.output_format(dest, o.suffix), header.width, header.height)
         if header.pixels is None:  # a missing model fails this file alone; a lossless one needs none
-            check_fits_model(header, load_codec_for(header.model_id, header.weights_hash, o.device), o.max_pixels)
+            codec = load_codec_for(header.model_id, header.weights_hash, o.device, header.quality)
+            check_fits_model(header, codec, o.max_pixels)
         return src, dest, data, header
 
     def _writer(self, src: str, dest: str, image, data: bytes, header) -> Callable[[], Outcome]:

@@ -17,9 +17,12 @@ line checks before it loads the network (this module imports no torch).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 #: CompressAI's ladder (q 1..8 of its zoo), which the first shipped weights were trained on.
 COMPRESSAI_LAMBDAS: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.0130, 0.025, 0.0483, 0.0932, 0.18)
+#: CompressAI's MS-SSIM ladder (its docs, zoo.rst: loss λ·(1 − MS-SSIM) + R), the λs of its ms-ssim networks.
+COMPRESSAI_MSSSIM_LAMBDAS: tuple[float, ...] = (2.40, 4.58, 8.73, 16.64, 31.73, 60.50, 115.37, 220.00)
 #: The upper levels double λ (at high rate about +1.3-1.5 dB each; unmeasured until a model is trained on them).
 LAMBDAS: tuple[float, ...] = (0.00025, 0.0007, *COMPRESSAI_LAMBDAS, 0.36, 0.72)
 #: Levels of the longest ladder: what new training runs use, and the top quality a file header may hold.
@@ -46,21 +49,52 @@ def ladder(levels: int) -> tuple[float, ...]:
     return LAMBDAS[: check_levels(levels)]
 
 
-def check_quality(quality: float, levels: int = LEVELS, model: str = "") -> float:
-    """Return ``quality`` as float, or raise ValueError when it is outside [Q_MIN, levels].
+def check_quality(quality: float, levels: int = LEVELS, model: str = "", only: Sequence[float] | None = None) -> float:
+    """Return ``quality`` as float, or raise ValueError when it is outside [Q_MIN, levels] or, for a model with
+    one network per quality (``only``: its qualities), not one of them.
 
     ``levels`` is the model's (its top quality); ``model``, when given, is named in the message.
     """
     q = float(quality)
+    if only is not None:
+        if q not in only:  # NaN is in no list
+            have = ", ".join(f"{v:g}" for v in sorted(only))
+            name = f"model {model}" if model else "this model"
+            raise ValueError(f"{name} has no quality {q:g}: it has one network for each of qualities {have}")
+        return q
     if not (Q_MIN <= q <= levels) or math.isnan(q):
         of = f" for model {model}" if model else ""
         raise ValueError(f"quality must be between {Q_MIN:g} and {levels:g}{of}, got {quality!r}")
     return q
 
 
-def integer_qualities(levels: int) -> list[float]:
-    """Every integer quality of a model with ``levels`` quality levels (benchmarks' default sweep)."""
+def compressai_quality(zoo_quality: int) -> int:
+    """Our quality of CompressAI zoo quality 1..8: the level of our ladder with its MSE λ (its 1 is our 3)."""
+    return LAMBDAS.index(COMPRESSAI_LAMBDAS[zoo_quality - 1]) + 1
+
+
+def zoo_quality(quality: float) -> int:
+    """CompressAI's zoo quality of one of our qualities (``compressai_quality`` inverted); ValueError for others."""
+    for k in range(1, len(COMPRESSAI_LAMBDAS) + 1):
+        if compressai_quality(k) == quality:
+            return k
+    raise ValueError(f"quality {quality:g} is none of CompressAI's zoo qualities")
+
+
+def integer_qualities(levels: int, only: Sequence[float] | None = None) -> list[float]:
+    """Every integer quality of a model with ``levels`` quality levels, or its ``only`` qualities (benchmarks'
+    default sweep)."""
+    if only is not None:
+        return sorted(float(q) for q in only)
     return [float(q) for q in range(int(Q_MIN), levels + 1)]
+
+
+def search_steps(levels: int, only: Sequence[float] | None = None) -> Sequence[int]:
+    """The qualities a size search may pick, on the 1/1000 grid, increasing: every step of [Q_MIN, levels], or a
+    model's ``only`` qualities (one network each)."""
+    if only is not None:
+        return sorted(round(q * QUALITY_SCALE) for q in only)
+    return range(round(Q_MIN * QUALITY_SCALE), levels * QUALITY_SCALE + 1)
 
 
 def split(quality: float, levels: int = LEVELS) -> tuple[int, float]:

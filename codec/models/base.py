@@ -121,6 +121,18 @@ class Model(nn.Module, ABC):
         """Quality levels: the model codes qualities in [1, levels], at the first ``levels`` λs of
         ``quality.LAMBDAS``."""
 
+    @property
+    def qualities(self) -> tuple[float, ...] | None:
+        """None: the model codes every quality in [1, levels]. A model with one network per quality (trained
+        elsewhere) codes only these."""
+        return None
+
+    def at(self, quality: float) -> Model:
+        """The model that codes ``quality``: itself, or for a model with one network per quality that network
+        (analysis and synthesis depend on it). Callers run ``analyze``, ``encode_latent``, ``decode_latent``
+        and ``synthesize`` of one quality through it."""
+        return self
+
     # -- tables ------------------------------------------------------------------------------
     @abstractmethod
     def build_tables(self) -> None:

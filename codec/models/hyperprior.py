@@ -131,15 +131,25 @@ class ExactHyperSynthesis:
     output. The gains enter only through CPU float64 elementwise steps (input scaling, thresholds).
     """
 
-    def __init__(self, h_s: nn.Sequential, medians: Tensor, scale_table: Tensor, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        h_s: nn.Sequential,
+        medians: Tensor,
+        scale_table: Tensor,
+        device: torch.device | str = "cpu",
+        means: bool = True,
+    ):
         self.net = ExactNetwork(h_s, device)
         self.medians = medians.detach().double().cpu().reshape(-1)
         self.scale_table = scale_table.detach().double().cpu()
+        #: False for a scale-only hyper-synthesis (every output channel a scale; the means are 0).
+        self.means = means
 
     def integer_outputs(self, z_sym: Tensor, z_gain: Tensor) -> tuple[Tensor, Tensor]:
         """Integer (S, Mu): scale and mean channels at ``net.out_frac`` fractional bits, on the CPU."""
         z = z_sym.detach().cpu().double() + self.medians.view(1, -1, 1, 1)
-        return self.net(self.net.fixed_point(z / z_gain.view(1, -1, 1, 1))).chunk(2, 1)
+        out = self.net(self.net.fixed_point(z / z_gain.view(1, -1, 1, 1)))
+        return out.chunk(2, 1) if self.means else (out, torch.zeros_like(out))
 
     def thresholds(self, y_gain: Tensor) -> Tensor:
         """(C, T-1) integer-domain thresholds table[i] · 2^E / g_y[c] — CPU float64 elementwise."""
@@ -168,13 +178,24 @@ class HyperpriorCoder:
     STREAMS = 2  # z, y
 
     def __init__(self, model: GainHyperprior):
-        eb, gc = model.entropy_bottleneck, model.gaussian_conditional
         if not model.y_gain_table.any():
             raise RuntimeError("gain tables missing: call build_tables() first")
+        self.setup(model.entropy_bottleneck, model.gaussian_conditional, model.h_s, model.device)
+
+    def setup(
+        self,
+        eb: EntropyBottleneck,
+        gc: GaussianConditional,
+        h_s: nn.Sequential,
+        device: torch.device,
+        means: bool = True,
+    ) -> None:
+        """The tables and the exact hyper-synthesis from an entropy model's parts: also what a hyperprior
+        trained elsewhere codes with (``codec.models.zoo``, gains of 1)."""
         self.z_tables = engine.RansTables.from_entropy_model(eb)
         self.y_tables = engine.RansTables.from_entropy_model(gc)
-        self.hyper = ExactHyperSynthesis(model.h_s, eb._get_medians(), gc.scale_table, model.device)
-        self.channels = model.arch.N
+        self.hyper = ExactHyperSynthesis(h_s, eb._get_medians(), gc.scale_table, device, means)
+        self.channels = eb.channels
 
     def z_indexes(self, shape: tuple[int, int]) -> Tensor:
         """The factorized model codes channel c with table c."""

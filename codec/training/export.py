@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import torch
@@ -11,6 +9,7 @@ import torch
 from ..core import quality as Q
 from ..models.base import Model
 from ..models.registry import DEFAULT_KIND, model_class
+from ..weights.manifest import write_manifest_entry
 from ..weights.store import save_weights
 from .train import _without_tables, load_checkpoint
 
@@ -27,17 +26,6 @@ def model_from_checkpoint(path: str | Path, raw: bool = False) -> tuple[Model, d
     model.eval()
     model.build_tables()
     return model, ck["state"]
-
-
-def write_manifest_entry(folder: Path, model_id: str, entry: dict, make_default: bool = True) -> None:
-    path = folder / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.exists() else {"format": 1, "models": {}}
-    manifest["models"][model_id] = entry
-    if make_default or "default" not in manifest:
-        manifest["default"] = model_id
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def export(model: Model, model_id: str, folder: Path, half: bool, meta: dict, make_default: bool = True) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -17,3 +17,10 @@ class Codec:
     model_id: str = "untracked"
     weights_hash: bytes = b"\0" * 8
     device: torch.device = torch.device("cpu")
+    #: A model with one network per quality (imported): the hash each quality's files carry, that network's own,
+    #: so that importing more qualities later leaves the files written before decodable.
+    quality_hashes: dict[float, bytes] = field(default_factory=dict)
+
+    def hash_at(self, quality: float) -> bytes:
+        """The weights hash a file coded at ``quality`` carries."""
+        return self.quality_hashes.get(float(quality), self.weights_hash)

@@ -23,6 +23,7 @@ from ..core.errors import AecError
 from ..models.base import TABLE_BUFFERS, Model
 from ..models.registry import model_class
 from .handle import Codec
+from .imported import import_command, user_models_dir
 from .manifest import kind_of, model_kind, read_manifest, weights_dir, weights_path  # noqa: F401  (re-exported)
 
 
@@ -52,12 +53,14 @@ def model_from_state(entry: dict, sd: dict[str, torch.Tensor]) -> Model:
 
 
 @functools.lru_cache(maxsize=8)
-def _load(model_id: str | None, device: str, folder: str) -> Codec:
-    manifest = read_manifest(Path(folder))
+def _load(model_id: str | None, device: str, folder: str, user: str) -> Codec:
+    """The codec of ``model_id`` from the shipped weights in ``folder`` and the imported ones in ``user`` (the
+    folders are the cache key: they are what the environment chose)."""
+    manifest = read_manifest()
     model_id = model_id or manifest.get("default")
     entry = manifest.get("models", {}).get(model_id)
     if entry is None:
-        raise AecError(f"model {model_id!r} is not in {folder}/manifest.json")
+        raise AecError(f"model {model_id!r} is not in {folder}/manifest.json nor among the imported models in {user}")
     if not needs_weights(entry):
         return _weightless(model_id, entry, device)
     if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)):
@@ -76,7 +79,18 @@ def _load(model_id: str | None, device: str, folder: str) -> Codec:
         model = model_from_state(entry, state_dict_for_model(tensors)).to(device).prepare()
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         raise AecError(f"weights {path} do not fit model {model_id!r}: {e}") from None
-    return Codec(model, model_id, bytes.fromhex(digest[:16]), torch.device(device))
+    return Codec(model, model_id, bytes.fromhex(digest[:16]), torch.device(device), network_hashes(entry))
+
+
+def network_hashes(entry: dict) -> dict[float, bytes]:
+    """Per quality, the hash files of a model with one network per quality carry (``networks`` of its entry)."""
+    nets = entry.get("networks")
+    if not isinstance(nets, dict):
+        return {}
+    try:
+        return {float(q): bytes.fromhex(str(net["sha256"])[:16]) for q, net in nets.items()}
+    except (KeyError, TypeError, ValueError) as e:
+        raise AecError(f"manifest networks of an imported model are damaged ({e})") from None
 
 
 def needs_weights(entry: dict) -> bool:
@@ -103,19 +117,31 @@ def _weightless(model_id: str, entry: dict, device: str) -> Codec:
 
 def load_codec(model_id: str | None = None, device: str | torch.device | None = None) -> Codec:
     """The codec for ``model_id`` (default: the manifest's default), cached per process."""
-    return _load(model_id, resolve_device(device), str(weights_dir()))
+    return _load(model_id, resolve_device(device), str(weights_dir()), str(user_models_dir()))
 
 
-def load_codec_for(model_id: str, weights_hash: bytes, device: str | torch.device | None = None) -> Codec:
-    """The codec a file names; a clear error when this installation lacks those weights."""
+def load_codec_for(
+    model_id: str, weights_hash: bytes, device: str | torch.device | None = None, quality: float | None = None
+) -> Codec:
+    """The codec a file (coded at ``quality``) names; a clear error when this installation lacks those weights,
+    naming the ``aecodec import`` command that brings an imported model's."""
     manifest = read_manifest()
     entry = manifest.get("models", {}).get(model_id)
-    if not isinstance(entry, dict) or identity(entry)[:16] != weights_hash.hex():
+    if not isinstance(entry, dict) or weights_hash.hex() not in _hashes(entry, quality):
+        hint = import_command(model_id, quality)
         raise AecError(
             f"this file needs model {model_id!r} with weights {weights_hash.hex()}, "
-            "which this installation does not have"
+            "which this installation does not have" + (f": {hint} brings them" if hint else "")
         )
     return load_codec(model_id, device)
+
+
+def _hashes(entry: dict, quality: float | None) -> set[str]:
+    """The hashes (hex) a file of this entry's model may carry (at ``quality``, when given)."""
+    nets = {q: h.hex() for q, h in network_hashes(entry).items()}
+    if nets:
+        return set(nets.values()) if quality is None else {nets[q] for q in (float(quality),) if q in nets}
+    return {identity(entry)[:16]}
 
 
 def save_weights(model: Model, path: Path, half: bool) -> str:

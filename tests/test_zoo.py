@@ -1,0 +1,339 @@
+"""Models trained elsewhere (issue 35): CompressAI's architectures at random initialisation (small N, M), saved as
+CompressAI saves checkpoints, imported with ``aecodec import compressai --from``, and coded through every path
+(CLI, API, Pillow plugin, size search, bench); the exact path's symbols against threads and float64; sizes
+against CompressAI's own ``compress()``; hostile checkpoints; the zoo's download path through torch.hub, served
+from this machine (no machine here reaches the zoo's servers).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import codec
+from codec.cli import main
+from codec.core import quality as Q
+from codec.format import bitstream as bs
+from codec.models.zoo import CLASSES
+from codec.weights.imported import model_id
+from codec.weights.store import load_codec
+
+ARCHS = tuple(CLASSES)
+N, M = 16, 24  # small networks: the tests take seconds
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_one_line_error(result, *words: str):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aecodec: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """This test's models folder and torch hub folder."""
+    monkeypatch.setenv("AECODEC_MODELS", str(tmp_path / "models"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path / "models"
+
+
+def network(arch: str, seed: int = 0) -> torch.nn.Module:
+    """A CompressAI network at random initialisation, its analysis widened so that latents span several
+    integers (a fresh g_a gives latents of ~0.05, all coded as 0)."""
+    torch.manual_seed(seed)
+    net = CLASSES[arch](N, M)
+    with torch.no_grad():
+        net.g_a[-1].weight.mul_(30)
+    return net.eval()
+
+
+def save_training_checkpoint(net: torch.nn.Module, path: Path) -> Path:
+    """As CompressAI's examples/train.py saves ``checkpoint.pth.tar``: no entropy tables (update() not run)."""
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, "min")
+    torch.save(
+        {"epoch": 3, "state_dict": net.state_dict(), "loss": 1.5, "optimizer": opt.state_dict(),
+         "aux_optimizer": opt.state_dict(), "lr_scheduler": sched.state_dict()},
+        path,
+    )  # fmt: skip
+    return path
+
+
+def save_zoo_file(net: torch.nn.Module, path: Path) -> Path:
+    """As the zoo's files are: a plain state dict with the tables of ``update()``."""
+    net.update(force=True)
+    torch.save(net.state_dict(), path)
+    return path
+
+
+@functools.cache
+def _photo(h: int, w: int) -> np.ndarray:
+    from tests.conftest import make_photo_like
+
+    return make_photo_like(h, w, seed=3)
+
+
+def imported(home: Path, tmp_path: Path, arch: str) -> str:
+    """``arch`` imported at zoo qualities 1 (a training checkpoint) and 2 (a zoo-style file): our 3 and 4."""
+    one = save_training_checkpoint(network(arch, 1), tmp_path / f"{arch}-a.pth.tar")
+    two = save_zoo_file(network(arch, 2), tmp_path / f"{arch}-b.pth.tar")
+    result = run("import", "compressai", arch, "--quality", "1,2", "--from", one, "--from", two)
+    assert result.exit_code == 0, result.output
+    assert f"--model {model_id(arch, 'mse')}" in result.stdout
+    return model_id(arch, "mse")
+
+
+def test_our_ladder_is_compressais():
+    """Qualities 3..10 are CompressAI's zoo qualities 1..8: the same λ (its own list, in its VBR model)."""
+    from compressai.models import ScaleHyperpriorVbr
+
+    assert Q.COMPRESSAI_LAMBDAS == tuple(ScaleHyperpriorVbr(8, 8).lmbda)
+    assert Q.LAMBDAS[2:10] == Q.COMPRESSAI_LAMBDAS
+    assert [Q.compressai_quality(k) for k in range(1, 9)] == list(range(3, 11))
+    assert [Q.zoo_quality(q) for q in range(3, 11)] == list(range(1, 9))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_import_and_code_everywhere(arch, home, tmp_path, png):
+    mid = imported(home, tmp_path, arch)
+    listed = {row["id"]: row for row in json.loads(run("models", "--json").stdout)}
+    assert listed[mid]["levels"] == [3.0, 4.0] and listed[mid]["metric"] == "mse" and listed[mid]["present"]
+    assert f"{mid}  q 3,4  (imported from CompressAI, mse-trained" in run("models").stdout
+    package = Path(codec.__file__).parent
+    assert not [*package.rglob("cai-*"), *(package.parent / "weights").glob("cai-*")], "nothing in the package"
+    # the command
+    for q in (3, 4):
+        assert run("encode", png, "-o", tmp_path / f"{q}.aec", "--model", mid, "-q", q).exit_code == 0
+        assert run("decode", tmp_path / f"{q}.aec", "-o", tmp_path / f"{q}.png").exit_code == 0
+        with Image.open(tmp_path / f"{q}.png") as im:
+            assert im.size == (80, 48)
+    assert run("encode", png, "-o", tmp_path / "t.aec", "--model", mid, "-q", "4", "--tile", "64").exit_code == 0
+    assert bs.unpack((tmp_path / "t.aec").read_bytes()).tile_count() == 2  # tiles, each with its margins
+    assert run("decode", tmp_path / "t.aec", "-o", tmp_path / "t.png").exit_code == 0
+    assert_one_line_error(run("encode", png, "-o", tmp_path / "x.aec", "--model", mid, "-q", "5"), "qualities 3, 4")
+    assert_one_line_error(run("encode", png, "-o", tmp_path / "x.aec", "--model", mid, "-q", "3.5"), "3, 4")
+    assert_one_line_error(run("encode", png, "-o", tmp_path / "x.aec", "--model", mid, "-q", "3", "--effort", "1"))
+    # the API, the size search over the qualities the model has, and the plugin
+    with Image.open(png) as im:
+        data = codec.encode(im, 4, model=mid)
+        fits = codec.encode(im, max_bytes=10**6, model=mid)
+        im.save(tmp_path / "p.aec", model=mid, quality=100)
+    assert codec.decode(data).size == (80, 48) and bytes(data) == (tmp_path / "4.aec").read_bytes()
+    assert bs.unpack(fits).quality == 4  # the size search picks among the qualities the model has
+    with Image.open(tmp_path / "p.aec") as im:
+        assert im.size == (80, 48)
+    assert (tmp_path / "p.aec").read_bytes() == data  # Pillow's 100 is the model's top quality
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_symbols_are_identical_across_threads_and_float64(arch, home, tmp_path):
+    net = load_codec(imported(home, tmp_path, arch)).model.at(4)
+    x = torch.from_numpy(_photo(128, 192)).permute(2, 0, 1)[None].float() / 255
+    y = net.analyze(x)
+    sent, streams = net.quantize(y), net.encode_latent(y, 4)
+    threads = torch.get_num_threads()
+    for name in ("threads1", "threads2", "float64"):
+        m = copy.deepcopy(net).double().prepare() if name == "float64" else net
+        torch.set_num_threads(2 if name == "threads2" else 1)
+        try:
+            got = m.decode_symbols(streams, tuple(y.shape[2:]), 4)
+            again = m.encode_latent(y.to(m.g_a[0].weight.dtype), 4)
+        finally:
+            torch.set_num_threads(threads)
+        for field in ("z_sym", "y_sym", "indexes", "means"):
+            assert torch.equal(getattr(got, field), getattr(sent, field)), (name, field)
+        if name != "float64":
+            assert again == streams, name
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_sizes_within_half_a_percent_of_compressai(arch, home, tmp_path, monkeypatch):
+    """Our streams against CompressAI's ``compress()`` strings, same network, same padded image."""
+    monkeypatch.setenv("AECODEC_CPU_FAST", "0")  # float32 analysis, as CompressAI's
+    net = load_codec(imported(home, tmp_path, arch)).model.at(4)
+    reference = CLASSES[arch](N, M).eval()
+    reference.load_state_dict(net.state_dict())
+    ours = theirs = 0
+    for h, w in ((128, 192), (192, 128), (64, 256)):
+        x = torch.from_numpy(_photo(h, w)).permute(2, 0, 1)[None].float() / 255
+        ours += sum(len(s) for s in net.encode_latent(net.analyze(x), 4)[0])
+        with torch.no_grad():
+            theirs += sum(len(s[0]) for s in reference.compress(x)["strings"])
+    assert abs(ours / theirs - 1) <= 0.005, (ours, theirs)
+
+
+def test_files_name_their_network_and_survive_more_imports(home, tmp_path, png, monkeypatch):
+    """A file carries its network's own hash: importing another quality later leaves it decodable; without the
+    model, decoding it is one line naming the command that brings it."""
+    one = save_training_checkpoint(network("mbt2018-mean", 1), tmp_path / "one.pth.tar")
+    assert run("import", "compressai", "mbt2018-mean", "-q", "1", "--from", one).exit_code == 0
+    mid = model_id("mbt2018-mean", "mse")
+    assert run("encode", png, "-o", tmp_path / "a.aec", "--model", mid, "-q", "3").exit_code == 0
+    two = save_training_checkpoint(network("mbt2018-mean", 2), tmp_path / "two.pth.tar")
+    assert run("import", "compressai", "mbt2018-mean", "-q", "2", "--from", two).exit_code == 0
+    assert run("decode", tmp_path / "a.aec", "-o", tmp_path / "a.png").exit_code == 0
+    listed = {row["id"]: row for row in json.loads(run("models", "--json").stdout)}
+    assert listed[mid]["levels"] == [3.0, 4.0]
+    monkeypatch.setenv("AECODEC_MODELS", str(tmp_path / "elsewhere"))
+    assert_one_line_error(
+        run("decode", tmp_path / "a.aec", "-o", tmp_path / "b.png"),
+        "aecodec import compressai mbt2018-mean --metric mse --quality 1",
+    )
+
+
+def test_bench_measures_the_qualities_an_imported_model_has(home, tmp_path, png):
+    mid = imported(home, tmp_path, "mbt2018-mean")
+    out = tmp_path / "bench"
+    result = run("bench", png.parent, "--model", mid, "--codecs", "jpeg", "--pillow-qualities", "50", "-o", out)
+    assert result.exit_code == 0, result.output
+    curves = json.loads((out / "rd.json").read_text())["codecs"]
+    (ours,) = [c for name, c in curves.items() if name.startswith("aecodec")]
+    assert len(ours["results"]["bpp"]) == 2  # qualities 3 and 4
+
+
+# -- hostile checkpoints: each refused in one line, exit 2, nothing written --------------------------------
+
+
+class _Writes:
+    """A pickled object whose ``__reduce__`` would create a file when unpickled."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (self.target,))
+
+
+def _hostile(kind: str, tmp_path: Path) -> tuple[Path, str]:
+    """A checkpoint of mbt2018-mean damaged as ``kind``, and a word its refusal must hold."""
+    sd = network("mbt2018-mean").state_dict()
+    path = tmp_path / f"{kind}.pth.tar"
+    words = {"pickle": "refused", "shape": "shape", "nan": "NaN", "inf": "infinite", "missing": "missing",
+             "extra": "unexpected", "arch": "shape", "text": "not a PyTorch checkpoint", "entry": "not a tensor",
+             "tails": "quantiles", "tables": "tables unusable"}  # fmt: skip
+    if kind == "pickle":
+        torch.save({"state_dict": sd, "extra": _Writes(tmp_path / "written")}, path)
+        return path, words[kind]
+    if kind == "shape":
+        sd["g_s.2.weight"] = torch.zeros(3, 3, 5, 5)
+    elif kind in ("nan", "inf"):
+        sd["h_s.2.weight"][0, 0, 0, 0] = float("nan" if kind == "nan" else "inf")
+    elif kind == "missing":
+        del sd["h_a.4.bias"]
+    elif kind == "extra":
+        sd["context_prediction.weight"] = torch.zeros(2)
+    elif kind == "arch":
+        sd = network("bmshj2018-hyperprior").state_dict()
+    elif kind == "text":
+        path.write_text("not a checkpoint")
+        return path, words[kind]
+    elif kind == "entry":
+        sd["g_a.0.weight"] = "code?"
+    elif kind == "tails":
+        sd["entropy_bottleneck.quantiles"][:, :, 2] = 1e9
+    elif kind == "tables":
+        net = network("mbt2018-mean")
+        net.update(force=True)
+        sd = net.state_dict()
+        sd["gaussian_conditional._quantized_cdf"][0, 1] = 70000
+    torch.save({"state_dict": sd}, path)
+    return path, words[kind]
+
+
+@pytest.mark.parametrize(
+    "kind", ["pickle", "shape", "nan", "inf", "missing", "extra", "arch", "text", "entry", "tails", "tables"]
+)
+def test_hostile_checkpoints_are_refused(kind, home, tmp_path):
+    path, word = _hostile(kind, tmp_path)
+    assert_one_line_error(run("import", "compressai", "mbt2018-mean", "-q", "1", "--from", path), word)
+    assert not (tmp_path / "written").exists(), "the pickle ran code"
+    assert not home.exists(), "nothing is written for a refused import"
+
+
+def test_refused_architectures_say_why(home):
+    for arch, word in (("mbt2018", "wavefront"), ("cheng2020-anchor", "wavefront"), ("mbt2018-mean-vbr", "float")):
+        assert_one_line_error(run("import", "compressai", arch), word)
+    assert_one_line_error(run("import", "compressai", "nosuch"), "importable: bmshj2018-factorized")
+    assert_one_line_error(run("import", "compressai", "mbt2018-mean", "--metric", "psnr"), "mse, ms-ssim")
+    assert_one_line_error(run("import", "compressai", "mbt2018-mean", "-q", "9"), "1 to 8")
+    assert not home.exists()
+
+
+# -- the zoo's download path: torch.hub from a server on this machine -----------------------------------------
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # no request lines on stderr
+        pass
+
+
+@pytest.fixture
+def served(tmp_path):
+    """An HTTP server of ``tmp_path/served`` on this machine: (folder, base URL)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(_Quiet, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _publish(monkeypatch, folder: Path, base: str, quality: int, content: Path) -> str:
+    """Serve ``content`` under the zoo's naming (its sha256 prefix in the name) and point the zoo's URL table at
+    it: the only thing the test replaces; torch.hub downloads, checks and caches it as for the real zoo."""
+    from compressai.zoo import image
+
+    name = f"mbt2018-mean-{quality}-{hashlib.sha256(content.read_bytes()).hexdigest()[:8]}.pth.tar"
+    (folder / name).write_bytes(content.read_bytes())
+    urls = copy.deepcopy(image.model_urls)
+    urls["mbt2018-mean"]["mse"][quality] = f"{base}/{name}"
+    monkeypatch.setattr(image, "model_urls", urls)
+    return name
+
+
+def test_the_zoo_path_downloads_checks_and_caches(home, tmp_path, served, monkeypatch, png):
+    folder, base = served
+    zoo = save_zoo_file(network("mbt2018-mean", 5), tmp_path / "zoo.pth.tar")
+    name = _publish(monkeypatch, folder, base, 1, zoo)
+    assert run("import", "compressai", "mbt2018-mean", "--quality", "1").exit_code == 0
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / name
+    assert cached.read_bytes() == zoo.read_bytes()  # torch.hub's cache, where the zoo's loader keeps it
+    (folder / name).unlink()  # a second import reads the cache
+    assert run("import", "compressai", "mbt2018-mean", "--quality", "1").exit_code == 0
+    mid = model_id("mbt2018-mean", "mse")
+    assert run("encode", png, "-o", tmp_path / "z.aec", "--model", mid, "-q", "3").exit_code == 0
+    # the zoo's file given with --from: its quality comes from its hash; as another quality it is refused
+    assert run("import", "compressai", "mbt2018-mean", "--from", cached).exit_code == 0
+    assert_one_line_error(run("import", "compressai", "mbt2018-mean", "-q", "2", "--from", cached), "quality 1")
+    cached.write_bytes(cached.read_bytes() + b"\0")  # damaged in the cache: torch does not check it, we do
+    assert_one_line_error(run("import", "compressai", "mbt2018-mean", "--quality", "1"), "delete it")
+    assert_one_line_error(run("import", "compressai", "mbt2018-mean", "-q", "1", "--from", cached), "its name")
+
+
+def test_the_zoo_path_refuses_a_download_of_another_hash_and_no_network(home, tmp_path, served, monkeypatch):
+    folder, base = served
+    name = _publish(monkeypatch, folder, base, 1, save_zoo_file(network("mbt2018-mean"), tmp_path / "a.pth.tar"))
+    (folder / name).write_bytes(save_zoo_file(network("mbt2018-mean", 9), tmp_path / "b.pth.tar").read_bytes())
+    assert_one_line_error(run("import", "compressai", "mbt2018-mean", "--quality", "1"), "hash")
+    from compressai.zoo import image
+
+    image.model_urls["mbt2018-mean"]["mse"][1] = "http://127.0.0.1:9/mbt2018-mean-1-00000000.pth.tar"
+    assert_one_line_error(run("import", "compressai", "mbt2018-mean", "--quality", "1"), "--from")
+    assert not home.exists()

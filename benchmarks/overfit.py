@@ -230,7 +230,8 @@ def report(kodak: Path, out: Path, md: Path) -> None:
         "points (a run paused by SIGSTOP counts its pause in that point's time), one thread each.",
         "The fit: `codec/models/overfit/fit.py` `PRESETS` with `--iterations`; what each part of its recipe is",
         "worth on validation crops: [overfit-recipe.md](overfit-recipe.md); the previous fit's figures:",
-        "[overfit-v1.md](overfit-v1.md).",
+        "[overfit-v1.md](overfit-v1.md). The records behind the tables: [overfit-runs.json](overfit-runs.json)",
+        "(copied from the run's `overfit.json`; copied back, `run` resumes where it stopped).",
         "",
         "| iterations | crops | vs default model (q1-10) | vs WebP m6 | vs AVIF | params bpp (mean) | encode s/crop "
         "| s/iteration | decode s/crop |",

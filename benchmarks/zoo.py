@@ -4,11 +4,13 @@ Per architecture and quality: our entropy-coded streams (and whole ``.aec`` file
 CompressAI's ``compress()`` on the same network and the same padded image, and our decode (the exact entropy
 path, then the synthesis) against its ``decompress()``. Weights: a model imported with ``aecodec import
 compressai`` (``--model cai-ARCH-METRIC``; the zoo's weights need a machine that reaches its servers), or with
-``--random`` networks at random initialisation at the zoo's sizes for each quality (their latents widened, as
-tests/test_zoo.py does, so that they are not all zero): their bits say what the exact path costs on such
-networks, not on trained ones.
+``--random`` networks at random initialisation at the zoo's sizes for each quality: their bits say what the exact
+path costs on such networks, not on trained ones. Where no zoo weights can be had, ``--from-ours ID`` gives trained
+ones: our own gained mean-scale hyperprior (kind ``gain-msh``, the architecture of ``mbt2018-mean`` plus gains)
+with each level's gains folded into the weights, one ``mbt2018-mean`` network per zoo quality at the same λ.
 
     python -m benchmarks.zoo --data ../shared/data/kodak --limit 4 --random
+    python -m benchmarks.zoo --data ../shared/data/kodak --limit 4 --from-ours aec-gain-msh-128-192-v4
     python -m benchmarks.zoo --data DIR --model cai-mbt2018-mean-mse
 """
 
@@ -46,6 +48,38 @@ def random_codec(arch: str, zoo_qualities: list[int], widen: float, seed: int = 
             net.g_a[-1].weight.mul_(widen)
     model.eval().build_tables()
     return Codec(model, f"random-{arch}")
+
+
+@torch.no_grad()
+def folded(sd: dict[str, torch.Tensor], level: int) -> dict[str, torch.Tensor]:
+    """A ``gain-msh`` state dict with the gains of ``level`` (0-based) folded in: the ``mbt2018-mean`` network
+    that codes as that level does (y·g_y out of g_a and into g_s, z·g_z out of h_a and into h_s, h_s's scales
+    and means times g_y)."""
+    gy, gz = sd["y_gain_table"][level].double(), sd["z_gain_table"][level].double()
+    out = {k: v.double().clone() if v.is_floating_point() else v.clone() for k, v in sd.items() if "gain" not in k}
+    out["g_a.6.weight"] *= gy.view(-1, 1, 1, 1)
+    out["g_a.6.bias"] *= gy
+    out["g_s.0.weight"] /= gy.view(-1, 1, 1, 1)  # transposed: (in, out, k, k)
+    out["h_a.0.weight"] /= gy.view(1, -1, 1, 1)
+    out["h_a.4.weight"] *= gz.view(-1, 1, 1, 1)
+    out["h_a.4.bias"] *= gz
+    out["h_s.0.weight"] /= gz.view(-1, 1, 1, 1)
+    out["h_s.4.weight"] *= gy.repeat(2).view(-1, 1, 1, 1)
+    out["h_s.4.bias"] *= gy.repeat(2)
+    return {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
+
+
+def ours_codec(model: str, zoo_qualities: list[int]) -> Codec:
+    """``mbt2018-mean`` networks from our gain-msh weights ``model``, one per zoo quality (see the module), through
+    the importer's own checks and conversion."""
+    from codec.weights.importer import convert
+
+    sd = load_codec(model, "cpu").model.state_dict()
+    nets = {Q.compressai_quality(k): None for k in zoo_qualities}
+    zoo = ZooModel(ZooArch("mbt2018-mean", "mse", {q: (128, 192) for q in nets}))
+    for q in nets:
+        zoo.add_module(f"{ZooModel.PREFIX}{q}", convert(folded(sd, q - 1), "mbt2018-mean", q, f"{model} level {q}"))
+    return Codec(zoo.eval(), f"folded-{model}")
 
 
 def reference_of(net: ZooNet) -> torch.nn.Module:
@@ -100,13 +134,16 @@ def main() -> None:
     p.add_argument("--archs", default=",".join(DEFAULT_ARCHS), help="With --random: architectures.")
     p.add_argument("--qualities", default="1,4,8", help="With --random: CompressAI's zoo qualities.")
     p.add_argument("--widen", type=float, default=1.0, help="With --random: scale of g_a's last layer.")
+    p.add_argument("--from-ours", help="Our gain-msh weights, each level's gains folded in (see above).")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    zoo = [int(q) for q in args.qualities.split(",")]
     if args.random:
-        zoo = [int(q) for q in args.qualities.split(",")]
         codecs = [(a, random_codec(a, zoo, args.widen)) for a in args.archs.split(",")]
+    elif args.from_ours:
+        codecs = [("mbt2018-mean", ours_codec(args.from_ours, zoo))]
     else:
         codecs = [(m, load_codec(m, "cpu")) for m in args.model]
     if not codecs:

@@ -354,6 +354,7 @@ def main() -> None:
       aecodec models                            the models this installation has
       aecodec compare photo.png -o page.html    side by side with JPEG, WebP, AVIF at equal bytes
       aecodec bench photos/ -o results/         rate-distortion curves and BD-rates on your images
+      aecodec import compressai mbt2018-mean    CompressAI's trained networks, then --model cai-mbt2018-mean-mse
     """
     warnings.showwarning = _show_warning
 

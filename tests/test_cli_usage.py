@@ -62,6 +62,8 @@ def _imported(args: list[str], cwd: Path) -> set[str]:
         ["encode", "x.png", "-q", "3", "--max-bytes", "9"],
         ["encode", "x.png", "-q", "11"],  # above the model's range, read from the manifest
         ["decode"],
+        ["import", "compressai", "mbt2018"],  # refused with its reason before the network stack loads
+        ["import", "compressai", "mbt2018-mean", "-q", "one"],
     ],
 )
 def test_light_commands_import_no_network(args, aec, tmp_path):

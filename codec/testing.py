@@ -77,3 +77,24 @@ def decoded_digests(data: bytes, codec) -> dict:
         "symbols_sha256": symbols.hexdigest(),
         "pixels_sha256": hashlib.sha256(image.tobytes()).hexdigest(),
     }
+
+
+def fitted_grid_digest(data: bytes) -> str:
+    """sha256 of the latent grids of a fitted (``overfit``) file, every tile's, as the torch reference decodes
+    them (int32 little-endian, tiles in raster order, grids finest first): what ``scripts/make_fixtures.py
+    --overfit`` records and the compiled decoder must reproduce."""
+    from .coding import tiling
+    from .format import bitstream as bs
+    from .models.overfit import coding
+    from .models.overfit.network import Arch, grid_sizes
+
+    f = bs.unpack(data)
+    arch = Arch.from_dict(OverfitModel.default_arch())
+    tiles = tiling.grid(f.height, f.width, f.tile or max(f.height, f.width), OverfitModel.stride)
+    digest = hashlib.sha256()
+    for t, (params, grids) in zip(tiles, f.streams, strict=True):
+        decoder = coding.decode_params(params, arch)
+        sizes = grid_sizes(t.y1 - t.y0, t.x1 - t.x0, arch.grids)
+        for g in coding.decode_grids(decoder, decoder.exact_arm(), grids, sizes):
+            digest.update(g.to(torch.int32).numpy().astype("<i4").tobytes())
+    return digest.hexdigest()

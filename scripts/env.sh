@@ -9,8 +9,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 STAMP="$VENV/.aecodec-installed"
-# Reinstall only when the pins or the project metadata changed.
-WANT="$(cat "$ROOT/constraints.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+# Reinstall only when the pins, the project metadata or the compiled extension's source changed.
+WANT="$(cat "$ROOT/constraints.txt" "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT"/codec/models/overfit/*.c | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c "$ROOT/constraints.txt" -e "$ROOT[test,ray]"
   echo "$WANT" > "$STAMP"

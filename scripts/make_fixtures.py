@@ -8,6 +8,10 @@ set is made once (the script refuses to overwrite one) and committed: the files 
 earlier versions wrote", which every later decoder must still read to the same latent symbols and
 pixels (``tests/test_fixtures.py``). Inputs are crops of ``scripts/sample.png``, so the script needs
 nothing outside the repository.
+
+``python scripts/make_fixtures.py --overfit`` writes ``tests/fixtures/overfit/``: fitted files (they carry
+their decoder, no weights) and ``digests.json``, the sha256 of the latent grids the torch reference decodes
+from each tile and of the decoded pixels (``tests/test_overfit_decode.py``).
 """
 
 from __future__ import annotations
@@ -58,7 +62,37 @@ def main(model_id: str | None = None) -> None:
     (out / "fixtures.json").write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
 
 
+def overfit() -> None:
+    """The fitted kind's fixtures: one tile, and three tiles of 32 px (fits of a few seconds)."""
+    import hashlib
+
+    from codec.testing import OVERFIT_ID, fitted_grid_digest
+
+    out = OUT / "overfit"
+    if (out / "digests.json").exists():
+        sys.exit(f"{out} already holds fixtures: they stand for files earlier versions wrote, keep them")
+    sample = Image.open(ROOT / "scripts" / "sample.png").convert("RGB")
+    cases = {
+        "fitted-48x40": (sample.crop((100, 80, 148, 120)), 6.0, 1024, 150),
+        "fitted-tiled-70x23": (sample.crop((150, 60, 220, 83)), 4.0, 32, 60),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    table = {}
+    for name, (image, quality, tile, iterations) in cases.items():
+        data = codec.encode(image, quality, model=OVERFIT_ID, tile=tile, iterations=iterations)
+        (out / f"{name}.aec").write_bytes(data)
+        decoded = codec.decode(data)
+        table[f"{name}.aec"] = {
+            "size": list(decoded.size),
+            "grids_sha256": fitted_grid_digest(data),
+            "pixels_sha256": hashlib.sha256(decoded.tobytes()).hexdigest(),
+        }
+    (out / "digests.json").write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Write decode fixtures of shipped weights (once per model).")
     parser.add_argument("--model", help="a shipped model id: writes tests/fixtures/ID/ [default: tests/fixtures/]")
-    main(parser.parse_args().model)
+    parser.add_argument("--overfit", action="store_true", help="write the fitted kind's: tests/fixtures/overfit/")
+    args = parser.parse_args()
+    overfit() if args.overfit else main(args.model)

@@ -226,6 +226,12 @@ def _synthesize_tile(model: Model, band: torch.Tensor, band_y0: int, t: Tile, w:
         return  # pure padding
     s = model.latent_stride
     x = model.synthesize(band[:, :, (w.y0 - band_y0) // s : (w.y1 - band_y0) // s, w.x0 // s : w.x1 // s])
+    _place(x, t, w, out)
+
+
+def _place(x: torch.Tensor, t: Tile, w: Tile, out: np.ndarray) -> None:
+    """Write tile ``t``'s pixels into ``out`` from ``x`` (1, 3, h, w) in [0, 1], the synthesis of window ``w``."""
+    height, width = out.shape[:2]
     top, left = t.y0 - w.y0, t.x0 - w.x0
     h_keep, w_keep = min(t.y1, height) - t.y0, min(t.x1, width) - t.x0
     patch = x[0, :, top : top + h_keep, left : left + w_keep].mul(255).round_().to(torch.uint8)
@@ -248,10 +254,13 @@ def decode(model: Model, streams: list[Streams], tiles: list[Tile], quality: flo
     Beside the output image only a row of tiles' latents and the margins of its neighbours that its
     synthesis windows reach into are held, so memory beyond the output is bounded by the width, not
     the image: a header claiming a huge image of empty tiles costs time in proportion to its pixels.
-    Pixels are those of ``synthesize`` on the whole latent: every window sees the same values.
+    Pixels are those of ``synthesize`` on the whole latent: every window sees the same values. A model
+    whose tiles need no context (``tile_margin`` 0) has each tile decoded and written out on its own.
     """
     if len(tiles) == 1:
         return synthesize(model, decode_latent(model, streams, tiles, quality), tiles, height, width)
+    if _margin(model) == 0:
+        return _decode_apart(model, streams, tiles, quality, height, width)
     hp, wp = tiles[-1].y1, tiles[-1].x1
     s, margin = model.latent_stride, _margin(model)
     starts = sorted({t.y0 for t in tiles})
@@ -270,5 +279,18 @@ def decode(model: Model, streams: list[Streams], tiles: list[Tile], quality: flo
             t = tiles[i]
             _synthesize_tile(model, band, band_y0, t, _window(t, hp, wp, margin), out)
         del band, parts
-        above, current = current[:, :, -(margin // s) :].clone(), below
+        above, current = current[:, :, current.shape[2] - margin // s :].clone(), below
+    return out
+
+
+def _decode_apart(
+    model: Model, streams: list[Streams], tiles: list[Tile], quality: float, height: int, width: int
+) -> np.ndarray:
+    """``decode`` for tiles without context: beside the output only the tile being decoded is held."""
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    s = model.latent_stride
+    for t, st in zip(progress.over(tiles, "decoding tiles", "tile"), streams, strict=True):
+        x = model.synthesize(model.decode_latent([st], t.latent_size(s), quality))  # every tile, padding too
+        if t.y0 < height and t.x0 < width:
+            _place(x, t, t, out)
     return out

@@ -19,6 +19,8 @@ from compressai import ans
 from compressai.entropy_models import EntropyBottleneck, EntropyModel
 from torch import Tensor
 
+from .rans import check_stream_length
+
 
 @dataclass
 class RansTables:
@@ -66,12 +68,11 @@ def guarded(data: bytes, symbols: int) -> bytes:
 
     A valid stream is consumed exactly, a damaged one can run past its end (in bypass mode ~15
     bytes per stream byte: found by scripts/fuzz.py as a SIGSEGV on a run of 0xFF). A valid stream
-    needs at most 52 bits per symbol plus an 8-byte flush, so longer is damage; zero padding keeps
+    has a bounded length (``rans.check_stream_length``), so longer is damage; zero padding keeps
     every over-read inside our buffer. Models that decode by parts (``RansDecoder.set_stream``)
     pass the total symbol count of the stream.
     """
-    if len(data) > 8 * symbols + 64:
-        raise ValueError(f"stream of {len(data)} bytes is longer than any coding of {symbols} symbols")
+    check_stream_length(len(data), symbols)
     return bytes(data) + bytes(16 * len(data) + 8 * symbols + 64)
 
 

@@ -28,16 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-#: Fixed-point precision, chosen by measurement on a trained checkpoint (scale-index agreement
-#: with the float hyper-synthesis on a validation image, q 1/4/8): input/activation/weight bits
-#: 10/8/12 → 63-80 %, 12/12/12 → 98 %, 16/16/14 → 99.9 % (the rest differ by one index step).
-INPUT_BITS = 16
-ACT_BITS = 16
-WEIGHT_BITS = 14
-#: Inputs and activations are clamped to ±2^CLAMP_BITS (±1024 in real units at 16 fractional
-#: bits, far beyond what real inputs give); it bounds partial sums for hostile files too.
-CLAMP_BITS = 26
-EXACT_LIMIT = 2.0**53
+# The constants are the format's, kept with the numpy form of these rules (``fixed``); re-exported here.
+from .fixed import ACT_BITS, CLAMP_BITS, EXACT_LIMIT, INPUT_BITS, WEIGHT_BITS  # noqa: F401
 
 
 @dataclass

@@ -19,13 +19,12 @@ import functools
 import torch
 from torch import Tensor
 
+from ...core.engine import intra_op_threads
 from ...core.exact import CLAMP_BITS, ExactNetwork
 from . import laplace
-from .network import RADIUS, Arch, Decoder, wave_slope
+from .arch import HEADER_BYTES, MAX_STEP_EXP, MIN_SYMBOLS
+from .network import RADIUS, Arch, Decoder, grid_sizes, wave_slope
 
-#: Parameter step exponents an encoder may choose (step 2^-e) and a decoder accepts.
-MAX_STEP_EXP = 16
-HEADER_BYTES = 2  # per tensor: e, k
 #: Estimated cost of a value outside its table beyond the escape symbol (the rANS bypass code).
 ESCAPE_BITS = 40
 
@@ -91,7 +90,7 @@ def decode_params(data: bytes, arch: Arch) -> Decoder:
     indexes = torch.cat(
         [torch.full((n,), k * laplace.FRACTIONS, dtype=torch.int32) for n, k in zip(counts, ks, strict=True)]
     )
-    values = laplace.tables().decoder(body, len(indexes) + _MIN_SYMBOLS)(indexes).double()
+    values = laplace.tables().decoder(body, len(indexes) + MIN_SYMBOLS)(indexes).double()
     with torch.no_grad():
         for (_, p), v, e in zip(tensors, values.split(counts), exps, strict=True):
             p.copy_((v * 2.0**-e).reshape(p.shape).float())
@@ -158,8 +157,19 @@ def encode_grids(decoder: Decoder, exact: ExactNetwork, grids: list[Tensor]) -> 
 
 def decode_grids(decoder: Decoder, exact: ExactNetwork, data: bytes, sizes: list[tuple[int, int]]) -> list[Tensor]:
     """The integer grids of stream 1, of the sizes given (finest first)."""
-    part = laplace.tables().decoder(data, sum(h * w for h, w in sizes) + _MIN_SYMBOLS)
+    part = laplace.tables().decoder(data, sum(h * w for h, w in sizes) + MIN_SYMBOLS)
     return [_decode_grid(decoder, exact, part, h, w) for h, w in sizes]
+
+
+def decode_image(streams: list[bytes], h: int, w: int, arch: Arch) -> Tensor:
+    """The reference decoder of one tile: float32 pixels (1, 3, h, w), unclamped (``fast.decode_tile``'s)."""
+    if len(streams) != 2:
+        raise ValueError(f"an overfit tile has 2 streams, got {len(streams)}")
+    decoder = decode_params(streams[0], arch)
+    with intra_op_threads(1):  # the wave walk is thousands of small steps (``engine.intra_op_threads``)
+        grids = decode_grids(decoder, decoder.exact_arm(), streams[1], grid_sizes(h, w, arch.grids))
+    with torch.inference_mode():
+        return decoder.image(grids).float()
 
 
 def _decode_grid(decoder: Decoder, exact: ExactNetwork, part, h: int, w: int) -> Tensor:
@@ -181,14 +191,8 @@ def _decode_grid(decoder: Decoder, exact: ExactNetwork, part, h: int, w: int) ->
     return (buf[RADIUS:, RADIUS : RADIUS + w] / scale).float()
 
 
-#: CompressAI's rANS encoder sizes its output buffer at 32 bits per coded symbol, but a symbol may take
-#: 16 bits and the flush 64: a stream of fewer than 4 symbols overflows the buffer (heap corruption,
-#: found on a 1×1 grid). Streams are padded with zero symbols up to this count; decoders stop before them.
-_MIN_SYMBOLS = 4
-
-
 def _encode(symbols: Tensor, indexes: Tensor) -> bytes:
-    pad = _MIN_SYMBOLS
+    pad = MIN_SYMBOLS
     symbols = torch.cat([symbols.long(), torch.zeros(pad, dtype=torch.long)])
     indexes = torch.cat([indexes.long(), torch.zeros(pad, dtype=torch.long)])
     return laplace.tables().encode(symbols.int(), indexes.int())

@@ -23,9 +23,9 @@ from torch import Tensor
 from ...core import progress
 from ...core.engine import intra_op_threads
 from ..base import DEFAULT_SETTINGS, EncodeSettings, Model, Streams, register
-from . import coding
+from . import coding, fast
 from .fit import fit, planned_iterations, preset_for
-from .network import Arch, grid_sizes, macs_per_pixel
+from .network import Arch, macs_per_pixel
 
 log = progress.effort_log  # the CLI shows this logger's lines with -v
 
@@ -139,17 +139,12 @@ class OverfitModel(Model):
         return out
 
     def decode_latent(self, streams: list[Streams], shape: tuple[int, int], quality: float) -> Tensor:
+        """Each tile's pixels (float32, unclamped) through the compiled decoder (``fast``), or the torch
+        reference (``coding.decode_image``) where it was not built; both give the same symbols."""
         h, w = shape
-        images = []
-        for st in streams:
-            if len(st) != 2:
-                raise ValueError(f"an overfit tile has 2 streams, got {len(st)}")
-            decoder = coding.decode_params(st[0], self.arch)
-            with intra_op_threads(1):  # the wave walk is thousands of small steps (``engine.intra_op_threads``)
-                grids = coding.decode_grids(decoder, decoder.exact_arm(), st[1], grid_sizes(h, w, self.arch.grids))
-            with torch.inference_mode():
-                images.append(decoder.image(grids).float())
-        return torch.cat(images)
+        if not fast.available():
+            return torch.cat([coding.decode_image(st, h, w, self.arch) for st in streams])
+        return torch.cat([torch.from_numpy(fast.decode_tile(st, h, w, self.arch))[None] for st in streams])
 
     def synthesize(self, y_hat: Tensor) -> Tensor:
         return torch.nan_to_num(y_hat.float(), nan=0.0, posinf=1.0, neginf=0.0).clamp_(0, 1)

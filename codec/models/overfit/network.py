@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,55 +27,8 @@ from torch import Tensor, nn
 
 from ...core.exact import ExactNetwork
 
-
-@dataclass(frozen=True)
-class Arch:
-    """Sizes of the per-image decoder (the manifest's ``arch`` of the ``overfit`` kind)."""
-
-    grids: int = 7  # latent grids at 1, 1/2, … 1/2^(grids-1) of the image size
-    context: int = 12  # causal neighbours the ARM sees (the nearest, ``causal_taps``)
-    arm_hidden: int = 16
-    syn_hidden: int = 16
-    levels: int = 12  # qualities 1..levels, the λ ladder of codec.core.quality
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Arch:
-        fields = {k: int(v) for k, v in d.items() if k in cls.__dataclass_fields__}
-        arch = cls(**fields)
-        if not (1 <= arch.grids <= 8 and 1 <= arch.context <= 24 and 1 <= arch.arm_hidden <= 64):
-            raise ValueError(f"overfit arch out of range: {d}")
-        if not 1 <= arch.syn_hidden <= 64:
-            raise ValueError(f"overfit arch out of range: {d}")
-        return arch
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-#: Radius of the ARM's causal window: taps (dy, dx) with -R ≤ dy ≤ 0, |dx| ≤ R.
-RADIUS = 3
-#: Upsampling kernel taps (a ×2 transposed convolution; bicubic at initialization).
-UP_TAPS = 8  # _up2 is written for these 8
-
-
-def causal_taps(count: int) -> list[tuple[int, int]]:
-    """The ``count`` causal neighbours (decoded before (0, 0) in raster order) nearest to it, as (dy, dx)."""
-    taps = [(dy, dx) for dy in range(-RADIUS, 1) for dx in range(-RADIUS, RADIUS + 1) if dy < 0 or dx < 0]
-    taps.sort(key=lambda t: (t[0] ** 2 + t[1] ** 2, t))
-    return taps[:count]
-
-
-def wave_slope(taps: list[tuple[int, int]]) -> int:
-    """Smallest integer a such that a·dy + dx < 0 for every tap: all of a position's context lies on
-    earlier waves ``a·i + j``, so a wave's positions decode together."""
-    a = 1
-    while any(a * dy + dx >= 0 for dy, dx in taps):
-        a += 1
-    return a
-
-
-def grid_sizes(height: int, width: int, grids: int) -> list[tuple[int, int]]:
-    return [(-(-height // 2**k), -(-width // 2**k)) for k in range(grids)]
+# Sizes and layout need no torch (the compiled decoder reads them too); re-exported for the encoder and tests.
+from .arch import RADIUS, UP_TAPS, Arch, causal_taps, grid_sizes, wave_slope  # noqa: F401
 
 
 def _bicubic_kernel() -> Tensor:

@@ -4,6 +4,7 @@
     python -m benchmarks.huge --compare 768 --tile 256       # tiled vs untiled PSNR/bpp (one tile: ≤ 960)
     python -m benchmarks.huge --hostile 4096 --tile 1024     # a crafted file of empty streams (issue 15)
     python -m benchmarks.huge --hostile 11584 --stored png+alpha --to webp   # a crafted lossless file (issue 28)
+    python -m benchmarks.huge --hostile 65536 --height 1 --fitted            # a fitted file of thin tiles (issue 34)
 
 The big image is a photo resized up (Lanczos) to ``size × size``: smooth, photo-like content at a
 size no training crop ever had. Encode and decode each run in a fresh process through the CLI, so
@@ -12,6 +13,10 @@ the peak resident memory reported (``ru_maxrss`` of the child) is the whole prog
 ``--hostile`` decodes what an attacker can send for free: a header claiming ``size × size`` pixels in
 tiles of ``--tile`` px with empty streams (a hundred bytes), built with ``codec.format.bitstream``. The decoder
 must stay within its documented memory bound and take time in proportion to the pixels it writes.
+With ``--fitted`` the file is of the fitted kind (``overfit``), whose streams cannot be empty: every tile
+carries the streams of a small real one (``tests/fixtures/overfit``), which decode to some image at any tile
+size (past its end a grid stream reads zeros), so the whole decoder runs on every tile. Its CPU seconds per
+megapixel compare tile shapes (``--hostile 1024 --fitted`` is the square reference).
 """
 
 from __future__ import annotations
@@ -42,16 +47,17 @@ def _photo(source: Path | None, height: int, width: int) -> np.ndarray:
     return np.asarray(src.resize((width, height), Image.Resampling.LANCZOS))
 
 
-def _run_child(args: list[str], check: bool = True) -> tuple[float, float]:
-    """(seconds, peak RSS in MB) of one CLI run in its own process (``wait4``: that child's own peak); with
-    ``check`` a failed run raises RuntimeError."""
+def _run_child(args: list[str], check: bool = True, cpu: bool = False) -> tuple[float, ...]:
+    """(seconds, peak RSS in MB) of one CLI run in its own process (``wait4``: that child's own peak), with its
+    CPU seconds (user + system) third if ``cpu``; with ``check`` a failed run raises RuntimeError."""
     t0 = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", "codec.cli", *args])
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - t0
     if check and os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"aecodec {args[0]} failed with status {os.waitstatus_to_exitcode(status)}")
-    return seconds, usage.ru_maxrss / 1024
+    found = (seconds, usage.ru_maxrss / 1024)
+    return (*found, usage.ru_utime + usage.ru_stime) if cpu else found
 
 
 def memory(size: int, quality: float, tile: int, source: Path | None) -> dict:
@@ -87,6 +93,59 @@ def hostile_file(
         f.tile = 0
     f.streams = [[b""] * streams for _ in range(f.tile_count())]
     return bs.pack(f)
+
+
+FITTED_SEED = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "overfit" / "fitted-48x40.aec"
+
+
+def fitted_file(width: int, height: int, tile: int) -> bytes:
+    """A fitted file claiming ``width × height`` in tiles of ``tile`` px, every tile with ``FITTED_SEED``'s
+    streams (a header rewritten, as an attacker would: 25 KB claim megapixels)."""
+    from codec.format import bitstream as bs
+
+    seed = bs.unpack(FITTED_SEED.read_bytes())
+    f = bs.AecFile(width, height, seed.quality, model_id=seed.model_id, weights_hash=seed.weights_hash, tile=tile)
+    if f.tile_count() == 1:
+        f.tile = 0
+    f.streams = [list(seed.streams[0]) for _ in range(f.tile_count())]
+    return bs.pack(f)
+
+
+#: Fitted files up to this many pixels are also decoded in this process (``codec.decode``): the time per pixel
+#: without the command's start-up (importing torch alone costs about 1.6 s of CPU), which small files are made of.
+IN_PROCESS_PIXELS = 1 << 24
+
+
+def hostile_fitted(size: int, tile: int, height: int | None = None) -> dict:
+    """Time, CPU time and peak RSS of ``aecodec decode`` on ``fitted_file``, written as PNG; for files up to
+    ``IN_PROCESS_PIXELS`` also the CPU time of the decode alone, in this process."""
+    height = height or size
+    with tempfile.TemporaryDirectory() as tmp:
+        aec, out = Path(tmp) / "fitted.aec", Path(tmp) / "out.png"
+        aec.write_bytes(fitted_file(size, height, tile))
+        seconds, peak_mb, cpu = _run_child(["decode", str(aec), "-o", str(out)], check=False, cpu=True)
+        megapixels = size * height / 1e6
+        found = {}
+        if size * height <= IN_PROCESS_PIXELS:  # the decode alone, without the command's start-up
+            import codec
+
+            data = aec.read_bytes()
+            codec.decode(fitted_file(48, 40, 0))  # warm: imports, tables
+            t, c = time.perf_counter(), time.process_time()
+            codec.decode(data)
+            found = {"in_process_s": time.perf_counter() - t, "in_process_cpu_s": time.process_time() - c}
+            found["in_process_cpu_us_per_pixel"] = round(found["in_process_cpu_s"] / megapixels, 3)
+        return found | {
+            "kind": "overfit",
+            "size": f"{size}x{height}",
+            "tile": tile,
+            "file_bytes": aec.stat().st_size,
+            "outcome": "decoded" if out.exists() else "refused",
+            "decode_s": round(seconds, 1),
+            "decode_cpu_s": round(cpu, 2),
+            "decode_peak_rss_mb": round(peak_mb),
+            "cpu_s_per_megapixel": round(cpu / megapixels, 3),
+        }
 
 
 def hostile(size: int, tile: int, height: int | None = None) -> dict:
@@ -201,6 +260,7 @@ def compare(size: int, tile: int, quality: float, source: Path | None) -> dict:
     help="With --hostile SIZE: decode a crafted lossless file of SIZE² flat pixels instead (exif: SIZE bytes of EXIF).",
 )
 @click.option("--height", type=int, default=None, help="With --hostile SIZE: the crafted file's height [SIZE].")
+@click.option("--fitted", is_flag=True, help="With --hostile SIZE: a fitted (overfit) file of real tile streams.")
 @click.option("--to", "to_format", type=click.Choice(["png", "webp"]), default="png", show_default=True)
 @click.option("--tile", type=int, default=1024, show_default=True)
 @click.option("--quality", type=float, default=DEFAULT_QUALITY, show_default=True)
@@ -212,13 +272,16 @@ def compare(size: int, tile: int, quality: float, source: Path | None) -> dict:
 )
 @click.option("--weights", default=None)
 def main(
-    size, compare_size, hostile_size, stored_kind, height, to_format, tile, quality, source, data, weights
+    size, compare_size, hostile_size, stored_kind, height, fitted, to_format, tile, quality, source, data, weights
 ) -> None:
     use_weights(weights)
     src = Path(source) if source else (image_files(data)[0] if data else None)
     if hostile_size and stored_kind:
         result = stored(hostile_size, stored_kind, to_format)
         name = f"huge-stored-{stored_kind}-{hostile_size}-{to_format}.json"
+    elif hostile_size and fitted:
+        result = hostile_fitted(hostile_size, tile, height)
+        name = f"huge-fitted-{hostile_size}{f'x{height}' if height else ''}-{tile}.json"
     elif hostile_size:
         result = hostile(hostile_size, tile, height)
         name = f"huge-hostile-{hostile_size}{f'x{height}' if height else ''}-{tile}.json"

@@ -4,6 +4,7 @@
     python -m benchmarks.overfit full [--image kodim23] [-q 4] [--iterations N]
     python -m benchmarks.overfit report [--out DIR] [--md benchmarks/results/overfit.md]
     python -m benchmarks.overfit tune --set RATE_WARMUP=0,0.1 [--images ...] [--iterations N]  (val crops)
+    python -m benchmarks.overfit decode [--iterations 200] [-q 4] [--reference]   (decode speed, issue 34)
 
 ``run`` fits the central 384×384 crops of the first four Kodak images (evaluation only) at each
 iteration count and quality, through the public API (``codec.encode(..., model="overfit")``), and
@@ -368,6 +369,123 @@ def tune(data: Path, images: str, crop: int, iterations: int, qualities: str, se
                         f"bpp {result.bpp_latents + result.bpp_params:.4f} PSNR {result.psnr:.2f} "
                         f"({time.perf_counter() - t0:.0f} s)"
                     )
+
+
+def _timed(fn, repeat: int) -> tuple[float, float]:
+    """(median wall seconds, median CPU seconds of this process) of ``fn()`` over ``repeat`` runs."""
+    walls, cpus = [], []
+    for _ in range(repeat):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+    return float(np.median(walls)), float(np.median(cpus))
+
+
+#: Runs ``aecodec decode`` and prints its wall seconds, CPU seconds and peak RSS (MB) as JSON. Started as a small
+#: process of its own: a child forked from this one (which holds torch and the models) would count this
+#: process's memory in its peak RSS, even across the exec.
+_LAUNCHER = """
+import json, os, subprocess, sys, time
+t = time.perf_counter()
+child = subprocess.Popen([sys.executable, "-m", "codec.cli", "decode", *sys.argv[1:]])
+_, status, usage = os.wait4(child.pid, 0)
+print(json.dumps([time.perf_counter() - t, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, status]))
+"""
+
+
+def _command(path: Path, repeat: int) -> dict:
+    """Median wall and CPU seconds (the child's user + system) and the peak RSS of ``aecodec decode`` on ``path``."""
+    import subprocess
+    import sys
+    import tempfile
+
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeat):
+            args = [sys.executable, "-c", _LAUNCHER, str(path), "-o", f"{tmp}/out.png", "--force"]
+            *found, status = json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
+            if status:
+                raise RuntimeError(f"aecodec decode {path} failed")
+            runs.append(found)
+    wall, cpu, rss = (float(np.median([r[i] for r in runs])) for i in range(3))
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss}
+
+
+def _decode_inputs(kodak: Path, out: Path, quality: int, iterations: int) -> dict[str, dict[str, Path]]:
+    """name → {kind: file}: the 384² crop of kodim01 and kodim23 (768×512), fitted and with the default model;
+    fitted files are kept in ``out`` (a fit takes minutes) and made again only when missing."""
+    import codec
+
+    rgb23 = np.asarray(Image.open(kodak / "kodim23.png").convert("RGB"))
+    images = {"kodim01 384² crop": crops(kodak)["kodim01"], "kodim23 768×512": rgb23}
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, dict[str, Path]] = {}
+    for name, rgb in images.items():
+        stem = name.split()[0] + ("-crop" if "crop" in name else "")
+        fitted, default = out / f"{stem}-q{quality}-{iterations}it.aec", out / f"{stem}-q{quality}-default.aec"
+        if not fitted.exists():
+            fitted.write_bytes(codec.encode(rgb, quality, model="overfit", iterations=iterations))
+        if not default.exists():
+            default.write_bytes(codec.encode(rgb, quality))
+        files[name] = {"overfit": fitted, "default": default}
+    return files
+
+
+@main.command()
+@click.option("--kodak", type=click.Path(path_type=Path), default=Path("../shared/data/kodak"))
+@click.option("-q", "--quality", type=int, default=4, show_default=True)
+@click.option("--iterations", type=int, default=200, show_default=True, help="Of the fitted files (made once).")
+@click.option("--repeat", type=int, default=3, show_default=True, help="Runs per measurement (the median).")
+@click.option("--reference", is_flag=True, help="Also time the torch reference decoder (seconds per image).")
+@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT / "decode", show_default=True)
+def decode(kodak: Path, quality: int, iterations: int, repeat: int, reference: bool, out: Path) -> None:
+    """Decode speed of fitted files against the default model on the same images: in process (``codec.decode``,
+    wall and CPU seconds, MP/s) and as whole ``aecodec decode`` commands (wall, CPU, peak RSS)."""
+    import codec
+    from codec.format import bitstream as bs
+    from codec.models.overfit import coding, fast
+    from codec.models.overfit.network import Arch
+
+    rows = []
+    for name, paths in _decode_inputs(kodak, out, quality, iterations).items():
+        for kind, path in paths.items():
+            data = path.read_bytes()
+            f = bs.unpack(data)
+            codec.decode(data)  # warm: the model and the tables are loaded once per process
+            wall, cpu = _timed(lambda data=data: codec.decode(data), repeat)
+            row = {"image": name, "kind": kind, "bytes": len(data), "in_process_wall_s": wall, "in_process_cpu_s": cpu}
+            row["megapixels_per_s"] = f.width * f.height / 1e6 / wall
+            if kind == "overfit" and reference and fast.available():
+                (st,) = f.streams
+                row["reference_wall_s"], row["reference_cpu_s"] = _timed(
+                    lambda st=st, f=f: coding.decode_image(st, f.height, f.width, Arch()), 1
+                )
+            row |= {f"command_{k}": v for k, v in _command(path, repeat).items()}
+            rows.append(row)
+            click.echo(json.dumps(row), err=True)
+    (out / "decode.json").write_text(json.dumps(rows, indent=1) + "\n")
+    click.echo(_decode_table(rows))
+
+
+def _decode_table(rows: list[dict]) -> str:
+    head = "| image | kind | bytes | in process s (CPU s) | MP/s | ×default | command s (CPU s) | ×default | RSS MB"
+    lines = [head + " |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    default = {r["image"]: r for r in rows if r["kind"] == "default"}
+    for r in rows:
+        d = default.get(r["image"], r)
+        wall, cmd = r["in_process_wall_s"], r["command_wall_s"]
+        lines.append(
+            f"| {r['image']} | {r['kind']} | {r['bytes']:,} | {wall:.3f} ({r['in_process_cpu_s']:.3f}) "
+            f"| {r['megapixels_per_s']:.2f} | {wall / d['in_process_wall_s']:.2f} "
+            f"| {cmd:.2f} ({r['command_cpu_s']:.2f}) | {cmd / d['command_wall_s']:.2f} "
+            f"| {r['command_peak_rss_mb']:.0f} |"
+        )
+    for r in rows:
+        if "reference_wall_s" in r:
+            ref = f"{r['reference_wall_s']:.2f} s ({r['reference_cpu_s']:.2f} s CPU)"
+            lines.append(f"torch reference, {r['image']}: {ref}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -506,12 +506,20 @@ def changed_chunks(before: bytes, after: bytes) -> set[bytes]:
     return {c.tag for c in chunks_of(after) if old.get(c.tag) != after[c.payload]}
 
 
+#: The fitted kind's streams (``STRM`` of a file whose model id is ``overfit``): a chunk kind of their own, as
+#: they go to another decoder (``codec.models.overfit.fast``) than the autoencoders' ``STRM``.
+FITTED_STRM = "STRM (overfit)"
 #: The chunk kinds the reach report names; any other tag counts as ``other``.
-CHUNK_KINDS = tuple(sorted(t.decode() for t in bs.KNOWN))
+CHUNK_KINDS = tuple(sorted([*(t.decode() for t in bs.KNOWN), FITTED_STRM]))
 
 
-def chunk_kind(tag: bytes) -> str:
+def chunk_kind(tag: bytes, model_id: str = "") -> str:
+    """The reach report's name of a chunk with tag ``tag`` in a file of model ``model_id``."""
+    from codec.testing import OVERFIT_ID
+
     name = tag.decode("latin-1")
+    if tag == bs.STREAMS and model_id == OVERFIT_ID:
+        return FITTED_STRM
     return name if name in CHUNK_KINDS else "other"
 
 
@@ -591,20 +599,22 @@ PLANE_STAGES = ("plane", "plane-decoded")
 def stages_reached() -> Iterator[set[str]]:
     """The ``STAGES`` and ``PLANE_STAGES`` that decoding inside the block reached, seen through hooks on
     ``codec.format.bitstream.unpack`` (on success), ``codec.core.engine.RansTables`` and
-    ``codec.core.engine.synthesize_with`` (on entry) and ``codec.format.stored.read_plane`` (on entry, and on
-    success); removed on exit.
+    ``codec.core.engine.synthesize_with`` (on entry; the fitted kind's decoders likewise: ``fast`` and the
+    reference's ``Decoder.image``) and ``codec.format.stored.read_plane`` (on entry, and on success); removed
+    on exit.
 
     A mutation that never gets past the parser tests the parser only: this says which ones go deeper.
     """
     from codec.core import engine
     from codec.format import stored
-    from codec.models.overfit import network
+    from codec.models.overfit import fast, network
 
     seen: set[str] = set()
     # (owner, attribute, stage on entry, stage on success)
     hooks = [(bs, "unpack", None, "parsed"), (engine, "synthesize_with", "network", None)]
-    hooks += [(network.Decoder, "image", "network", None)]  # the overfit kind's synthesis
+    hooks += [(network.Decoder, "image", "network", None), (fast, "image", "network", None)]  # the overfit kind's
     hooks += [(engine.RansTables, name, "rans", None) for name in ("decode", "decoder")]
+    hooks += [(fast, name, "rans", None) for name in ("decode_params", "decode_grids")]  # its compiled decoder
     hooks += [(stored, "read_plane", "plane", "plane-decoded")]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _, _ in hooks]
 
@@ -801,8 +811,10 @@ def _worker(opts: Options, start: int, current, began, results, crash_log: str) 
                 counts.update(f"reach:{stage}:{kind}" for stage in ("cases", *seen))
             if kind != name:  # CRC recomputed: the reach of each chunk kind the mutations changed
                 reached = ("cases", *seen, *(["decoded"] if outcome == "ok" else []))
-                for tag in changed_chunks(case_seed(seeds, opts.seed, i), data):
-                    counts.update(f"reach:chunk:{chunk_kind(tag)}:{stage}" for stage in reached)
+                before = case_seed(seeds, opts.seed, i)
+                model_id = bs.unpack(before, bs.NO_LIMIT).model_id
+                for tag in changed_chunks(before, data):
+                    counts.update(f"reach:chunk:{chunk_kind(tag, model_id)}:{stage}" for stage in reached)
             if opts.cli_every and i % opts.cli_every == 0:
                 suffix = CLI_SUFFIXES[(i // opts.cli_every) % len(CLI_SUFFIXES)]
                 counts[cli_case(data, folder, suffix, opts.max_pixels)] += 1

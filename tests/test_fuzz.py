@@ -143,6 +143,18 @@ def test_reach_table_names_every_chunk_kind():
     assert "75.0%" in table.split("\nPIXL")[1].splitlines()[0]
 
 
+def test_fitted_streams_are_their_own_chunk_kind(seed_files):
+    """A fitted file's ``STRM`` goes to another decoder than the autoencoders': the report names it apart."""
+    from codec.testing import OVERFIT_ID
+
+    by_model = {bs.unpack(d).model_id: d for d in seed_files}
+    assert fuzz.chunk_kind(bs.STREAMS, OVERFIT_ID) == fuzz.FITTED_STRM != fuzz.chunk_kind(bs.STREAMS, "x")
+    data = by_model[OVERFIT_ID]
+    f = bs.unpack(data)
+    f.streams = [[s[0], s[1][::-1]] for s in f.streams]
+    assert fuzz.changed_chunks(data, bs.pack(f)) == {bs.STREAMS}
+
+
 def test_stage_hooks_see_each_stage_and_are_removed(seed_files):
     """A valid file reaches every stage; a damaged one only the stages before its damage; no hook stays."""
     from codec.core import engine

@@ -8,6 +8,7 @@ with ``ExactNetwork`` on the same parameters).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,8 +27,8 @@ EXACT_LIMIT = 2.0**53
 
 def weight_frac(w: np.ndarray) -> int:
     """Fractional bits so that max|w| · 2^frac < 2^WEIGHT_BITS; exact (frexp reads the exponent)."""
-    _, exponent = np.frexp(np.abs(w.astype(np.float64)).max())
-    return WEIGHT_BITS - 1 - int(exponent)
+    _, exponent = math.frexp(float(np.abs(w).max()))
+    return WEIGHT_BITS - 1 - exponent
 
 
 @dataclass(frozen=True)

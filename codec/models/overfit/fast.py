@@ -57,27 +57,32 @@ def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return flat, starts.astype(np.int32), np.array(lengths, np.int32), np.array(offsets, np.int32)
 
 
+@functools.cache
+def _layout(arch: Arch) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...], np.ndarray]:
+    """(names, shapes, element counts) of ``param_layout``: per arch once (a thin tile's decode is short)."""
+    names, shapes = zip(*param_layout(arch), strict=True)
+    return names, shapes, np.array([int(np.prod(shape)) for shape in shapes])
+
+
 def decode_params(data: bytes, arch: Arch) -> Params:
     """The parameters a stream 0 describes, float32 by name (``coding.decode_params``'s values); ValueError
     when it cannot be a decoder's."""
-    layout = param_layout(arch)
-    head_size = HEADER_BYTES * len(layout)
+    names, shapes, counts = _layout(arch)
+    head_size = HEADER_BYTES * len(names)
     if len(data) < head_size:
         raise ValueError("decoder parameter stream is shorter than its header")
     head, body = data[:head_size], data[head_size:]
-    exps, ks = list(head[0::2]), list(head[1::2])
-    if max(exps) > MAX_STEP_EXP or max(ks) >= ladder.SCALE_COUNT:
+    exps, ks = np.frombuffer(head[0::2], np.uint8), np.frombuffer(head[1::2], np.uint8)
+    if exps.max() > MAX_STEP_EXP or ks.max() >= ladder.SCALE_COUNT:
         raise ValueError("decoder parameter header out of range")
-    counts = [int(np.prod(shape)) for _, shape in layout]
-    indexes = np.repeat(np.array(ks, np.int32) * ladder.FRACTIONS, counts).astype(np.int32)
+    indexes = np.repeat(ks.astype(np.int32) * ladder.FRACTIONS, counts)
     check_stream_length(len(body), len(indexes) + MIN_SYMBOLS)
     values = np.empty(len(indexes), np.int32)
     _wavefront.symbols(body, _tables(), indexes, values)
-    out, at = {}, 0
-    for (name, shape), n, e in zip(layout, counts, exps, strict=True):
-        out[name] = (values[at : at + n].astype(np.float64) * 2.0**-e).astype(np.float32).reshape(shape)
-        at += n
-    return out
+    # integers · 2^-e in float64 (exact), then float32: the reference's rounding
+    flat = (values * np.repeat(np.ldexp(1.0, -exps.astype(np.int64)), counts)).astype(np.float32)
+    parts = np.split(flat, np.cumsum(counts)[:-1])
+    return {name: part.reshape(shape) for name, shape, part in zip(names, shapes, parts, strict=True)}
 
 
 def _arm(params: Params) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -92,39 +97,32 @@ def _arm(params: Params) -> tuple[np.ndarray, tuple[float, float, float]]:
     return np.ascontiguousarray(packed, np.float64), scales  # type: ignore[return-value]
 
 
-def _rule() -> tuple[float, ...]:
-    """The clamp and ``laplace.table_index``'s constants, in the order ``_wavefront.grids`` takes them."""
-    one = float(1 << ladder.OUT_BITS)
-    return (
+@functools.cache
+def _walk(arch: Arch) -> tuple[np.ndarray, int, tuple[float, ...]]:
+    """(context taps as int32 (dy, dx) pairs, wave slope, the rule) for ``_wavefront.grids``; the rule is the
+    clamp and ``laplace.table_index``'s constants, in the order the extension takes them."""
+    taps = causal_taps(arch.context)
+    rule = (
         2.0**CLAMP_BITS,
         float(ladder.FRACTIONS),
         float(1 << (ladder.OUT_BITS - 1)),
-        one,
+        float(1 << ladder.OUT_BITS),
         float(ladder.LOG_B0_FIXED),
         float(ladder.LOG_STEP_FIXED // 2),
         float(ladder.LOG_STEP_FIXED),
         float(ladder.SCALE_COUNT - 1),
     )
+    return np.array(taps, np.int32).reshape(-1), wave_slope(taps), rule
 
 
 def decode_grids(params: Params, arch: Arch, data: bytes, sizes: list[tuple[int, int]]) -> np.ndarray:
     """Every grid of stream 1 (finest first), concatenated flat, float32 (integers within ±1024)."""
     check_stream_length(len(data), sum(h * w for h, w in sizes) + MIN_SYMBOLS)
     weights, scales = _arm(params)
-    taps = causal_taps(arch.context)
+    taps, slope, rule = _walk(arch)
     out = np.empty(sum(h * w for h, w in sizes), np.float32)
     _wavefront.grids(
-        data,
-        _tables(),
-        (arch.context, arch.arm_hidden),
-        weights,
-        scales,
-        _rule(),
-        np.array(taps, np.int32).reshape(-1),
-        RADIUS,
-        wave_slope(taps),
-        [(h, w) for h, w in sizes],
-        out,
+        data, _tables(), (arch.context, arch.arm_hidden), weights, scales, rule, taps, RADIUS, slope, sizes, out
     )
     return out
 
@@ -138,9 +136,9 @@ def split(flat: np.ndarray, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
 def image(params: Params, arch: Arch, grids: np.ndarray, sizes: list[tuple[int, int]]) -> np.ndarray:
     """Float32 pixels (3, h, w), not clamped, of the grids (``decode_grids``' flat output)."""
     h, w = sizes[0]
-    syn = np.concatenate([params[name].reshape(-1) for name, _ in param_layout(arch) if name.startswith("syn_")])
+    syn = np.concatenate([params[name].reshape(-1) for name in _layout(arch)[0] if name.startswith("syn_")])
     out = np.empty((3, h, w), np.float32)
-    _wavefront.image(grids, [(h, w) for h, w in sizes], params["up"], arch.syn_hidden, syn, out)
+    _wavefront.image(grids, sizes, params["up"], arch.syn_hidden, syn, out)
     return out
 
 

@@ -144,7 +144,8 @@ class OverfitModel(Model):
         h, w = shape
         if not fast.available():
             return torch.cat([coding.decode_image(st, h, w, self.arch) for st in streams])
-        return torch.cat([torch.from_numpy(fast.decode_tile(st, h, w, self.arch))[None] for st in streams])
+        tiles = [torch.from_numpy(fast.decode_tile(st, h, w, self.arch))[None] for st in streams]
+        return tiles[0] if len(tiles) == 1 else torch.cat(tiles)
 
     def synthesize(self, y_hat: Tensor) -> Tensor:
         return torch.nan_to_num(y_hat.float(), nan=0.0, posinf=1.0, neginf=0.0).clamp_(0, 1)

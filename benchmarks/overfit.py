@@ -1,7 +1,7 @@
 """The per-image (overfit) kind against the default model, WebP and AVIF on the same crops.
 
     python -m benchmarks.overfit run [--iterations 1000,3000] [--qualities 2,4,6,8] [--out DIR]
-    python -m benchmarks.overfit full [--image kodim23] [-q 4] [--iterations N]
+    python -m benchmarks.overfit full [--images kodim01,...] [--qualities 2,4,6,8] [--effort 2] [--out DIR]
     python -m benchmarks.overfit report [--out DIR] [--md benchmarks/results/overfit.md]
     python -m benchmarks.overfit tune --set RATE_WARMUP=0,0.1 [--images ...] [--iterations N]  (val crops)
     python -m benchmarks.overfit decode [--iterations 200] [-q 4] [--reference]   (decode speed, issue 34)
@@ -124,44 +124,56 @@ def run(kodak: Path, iterations: str, qualities: str, images: str, out: Path, th
 
 @main.command()
 @click.option("--kodak", type=click.Path(path_type=Path), default=Path("../shared/data/kodak"))
-@click.option("--image", default="kodim23", show_default=True)
-@click.option("-q", "--quality", type=int, default=4, show_default=True)
-@click.option("--iterations", type=int, default=1000, show_default=True)
+@click.option("--images", default=",".join(IMAGES), show_default=True, help="Whole images; one process per core.")
+@click.option("--qualities", default="2,4,6,8", show_default=True)
+@click.option("--effort", type=int, default=2, show_default=True, help="The preset (2: about ten minutes).")
+@click.option("--iterations", type=int, default=None, help="Instead of the preset's own.")
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True)
-def full(kodak: Path, image: str, quality: int, iterations: int, out: Path, threads: int) -> None:
-    """One whole Kodak image: encode and decode times, bpp, PSNR (appended to DIR/full.json)."""
+def full(
+    kodak: Path, images: str, qualities: str, effort: int, iterations: int | None, out: Path, threads: int
+) -> None:
+    """Whole Kodak images as a user of ``--effort`` gets them: bytes, PSNR, encode and decode times
+    (appended to DIR/full.json; resumable)."""
     import torch
 
     import codec
+    from codec.models.overfit.fit import preset_for
 
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
-    rgb = np.asarray(Image.open(kodak / f"{image}.png").convert("RGB"))
-    t0 = time.perf_counter()
-    data = codec.encode(rgb, quality, model="overfit", iterations=iterations)
-    t1 = time.perf_counter()
-    decoded = np.asarray(codec.decode(data))
-    t2 = time.perf_counter()
-    record = {
-        "image": image,
-        "size": f"{rgb.shape[1]}x{rgb.shape[0]}",
-        "quality": quality,
-        "iterations": iterations,
-        "threads": threads,
-        "bytes": len(data),
-        "bpp": len(data) * 8 / rgb.shape[0] / rgb.shape[1],
-        "psnr": _psnr(rgb, decoded),
-        "encode_s": t1 - t0,
-        "decode_s": t2 - t1,
-    }
-    _append(out / "full.json", record)
-    click.echo(json.dumps(record))
+    its = preset_for(effort, iterations).iterations
+    done = {(r["image"], r["iterations"], r["quality"]) for r in _load(out / "full.json")}
+    for image in images.split(","):
+        rgb = np.asarray(Image.open(kodak / f"{image}.png").convert("RGB"))
+        for q in _ints(qualities):
+            if (image, its, q) in done:
+                continue
+            t0 = time.perf_counter()
+            data = codec.encode(rgb, q, model="overfit", effort=effort, iterations=iterations)
+            t1 = time.perf_counter()
+            decoded = np.asarray(codec.decode(data))
+            t2 = time.perf_counter()
+            record = {
+                "image": image,
+                "size": f"{rgb.shape[1]}x{rgb.shape[0]}",
+                "quality": q,
+                "effort": effort,
+                "iterations": its,
+                "threads": threads,
+                "bytes": len(data),
+                "bpp": len(data) * 8 / rgb.shape[0] / rgb.shape[1],
+                "psnr": _psnr(rgb, decoded),
+                "encode_s": t1 - t0,
+                "decode_s": t2 - t1,
+            }
+            _append(out / "full.json", record)
+            click.echo(json.dumps(record), err=True)
 
 
-def _references(images: dict[str, np.ndarray], out: Path) -> dict[str, list[dict]]:
-    """Per codec, per image, the (bpp, psnr) points of the default model (q1-10), WebP and AVIF (cached)."""
-    path = out / "references.json"
+def _references(images: dict[str, np.ndarray], path: Path) -> dict[str, list[dict]]:
+    """Per codec, per image, the (bpp, psnr) points of the default model (q1-10), WebP and AVIF (cached in
+    ``path``)."""
     if path.exists():
         return json.loads(path.read_text())
     import codec
@@ -195,6 +207,50 @@ def _references(images: dict[str, np.ndarray], out: Path) -> dict[str, list[dict
     return refs
 
 
+def _full_table(kodak: Path, out: Path) -> list[str]:
+    """The whole-image section of the report: BD-rates against the same images' curves, then each point."""
+    from codec.bench.bdrate import bd_rate
+
+    fulls = _load(out / "full.json")
+    if not fulls:
+        return []
+    names = sorted({r["image"] for r in fulls})
+    images = {n: np.asarray(Image.open(kodak / f"{n}.png").convert("RGB")) for n in names}
+    refs = _references(images, out / "references-full.json")
+    lines = [
+        "",
+        "Whole images (`python -m benchmarks.overfit full`, one thread each; BD-rate over the images whose",
+        "qualities are all there, mean curves):",
+        "",
+        "| effort (iterations) | images | vs default model (q1-10) | vs WebP m6 | vs AVIF | encode s (median) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for its in sorted({r["iterations"] for r in fulls}):
+        rs = [r for r in fulls if r["iterations"] == its]
+        qualities = {r["quality"] for r in rs}
+        done = [n for n in names if {r["quality"] for r in rs if r["image"] == n} == qualities]
+        rs = [r for r in rs if r["image"] in done]
+        if len(qualities) < 2 or not done:
+            continue
+        rate, dist = _mean_curve(rs)
+        bd = {c: bd_rate(*_mean_curve([p for p in pts if p["image"] in done]), rate, dist) for c, pts in refs.items()}
+        lines.append(
+            f"| {rs[0].get('effort', '-')} ({its}) | {', '.join(done)} | {bd['default']:+.1f} % | {bd['webp']:+.1f} % "
+            f"| {bd['avif']:+.1f} % | {np.median([r['encode_s'] for r in rs]):.0f} |"
+        )
+    lines += [
+        "",
+        "| image | q | iterations | threads | bpp | PSNR dB | encode s | s/iteration | decode s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(fulls, key=lambda r: (r["iterations"], r["image"], r["quality"])):
+        lines.append(
+            f"| {r['image']} {r['size']} | {r['quality']} | {r['iterations']} | {r['threads']} | {r['bpp']:.4f} | "
+            f"{r['psnr']:.2f} | {r['encode_s']:.0f} | {r['encode_s'] / r['iterations']:.2f} | {r['decode_s']:.1f} |"
+        )
+    return lines
+
+
 def _mean_curve(points: list[dict], key: str = "quality") -> tuple[list[float], list[float]]:
     """Mean bpp and mean PSNR over the images, per setting (the BD-rate convention of codec.bench)."""
     by: dict = {}
@@ -217,7 +273,7 @@ def report(kodak: Path, out: Path, md: Path) -> None:
     from codec.weights.store import load_codec
 
     images = crops(kodak)
-    refs = _references(images, out)
+    refs = _references(images, out / "references.json")
     results = _load(out / "overfit.json")
     arch = Arch.from_dict(load_codec("overfit").model.arch_dict())
     lines = [
@@ -273,20 +329,7 @@ def report(kodak: Path, out: Path, md: Path) -> None:
             rate, dist = _mean_curve(rs)
             bd = [bd_rate(*_mean_curve([p for p in refs[c] if p["image"] == name]), rate, dist) for c in refs]
             lines.append(f"| {its} | {name} ({len(rs)} points) | " + " | ".join(f"{v:+.1f} %" for v in bd) + " |")
-    fulls = _load(out / "full.json")
-    if fulls:
-        lines += [
-            "",
-            "Whole images (`python -m benchmarks.overfit full`):",
-            "",
-            "| image | q | iterations | threads | bpp | PSNR dB | encode s | s/iteration | decode s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in fulls:
-            lines.append(
-                f"| {r['image']} {r['size']} | {r['quality']} | {r['iterations']} | {r['threads']} | {r['bpp']:.4f} | "
-                f"{r['psnr']:.2f} | {r['encode_s']:.0f} | {r['encode_s'] / r['iterations']:.2f} | {r['decode_s']:.1f} |"
-            )
+    lines += _full_table(kodak, out)
     lines += ["", "Points (mean over the crops):", "", "| codec | setting | bpp | PSNR dB |", "|---|---:|---:|---:|"]
     for its in sorted({r["iterations"] for r in results}):
         rs = [r for r in results if r["iterations"] == its]

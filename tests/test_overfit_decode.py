@@ -44,33 +44,34 @@ def _tiles(data: bytes) -> list[tuple[list[bytes], int, int]]:
     return [(st, t.y1 - t.y0, t.x1 - t.x0) for t, st in zip(tiles, f.streams, strict=True)]
 
 
-def _same_as_reference(streams: list[bytes], h: int, w: int) -> None:
+def _same_as_reference(streams: list[bytes], h: int, w: int, arch: Arch = ARCH) -> None:
     """Parameters and grids identical to the reference's, pixels within one level."""
-    ref = coding.decode_params(streams[0], ARCH)
-    params = fast.decode_params(streams[0], ARCH)
+    ref = coding.decode_params(streams[0], arch)
+    params = fast.decode_params(streams[0], arch)
     for name, p in ref.tensors():
         assert np.array_equal(p.detach().numpy(), params[name]), name
-    sizes = grid_sizes(h, w, ARCH.grids)
+    sizes = grid_sizes(h, w, arch.grids)
     want = coding.decode_grids(ref, ref.exact_arm(), streams[1], sizes)
-    got = fast.split(fast.decode_grids(params, ARCH, streams[1], sizes), sizes)
+    got = fast.split(fast.decode_grids(params, arch, streams[1], sizes), sizes)
     for a, b in zip(want, got, strict=True):
         assert np.array_equal(a.numpy(), b)
-    x_ref = coding.decode_image(streams, h, w, ARCH)[0].nan_to_num(0, 1, 0).clamp(0, 1).mul(255).round().numpy()
-    x = fast.to_uint8(fast.decode_tile(streams, h, w, ARCH)).transpose(2, 0, 1)
+    x_ref = coding.decode_image(streams, h, w, arch)[0].nan_to_num(0, 1, 0).clamp(0, 1).mul(255).round().numpy()
+    x = fast.to_uint8(fast.decode_tile(streams, h, w, arch)).transpose(2, 0, 1)
     assert np.abs(x_ref - x).max() <= 1
 
 
-def _random_streams(seed: int, h: int, w: int, spread: float, weights: float) -> list[bytes]:
+def _random_streams(seed: int, h: int, w: int, spread: float, weights: float, arch: Arch = ARCH) -> list[bytes]:
     """The two streams of a random decoder (parameters scaled by ``weights``) and random Laplace grids of
     scale ``spread`` (±1000 at most, as a fit keeps them), coded by the reference encoder."""
     rng = np.random.default_rng(seed)
-    dec = Decoder(ARCH, seed=seed)
+    dec = Decoder(arch, seed=seed)
     with torch.no_grad():
         for _, p in dec.tensors():
             p.add_(torch.from_numpy(rng.normal(0, weights, tuple(p.shape))).float())
     exps = [int(e) for e in rng.integers(0, 17, len(dec.tensors()))]
     q = coding.dequantized(dec, exps)
-    grids = [torch.from_numpy(np.round(rng.laplace(0, spread, s)).clip(-1000, 1000)) for s in grid_sizes(h, w, 7)]
+    sizes = grid_sizes(h, w, arch.grids)
+    grids = [torch.from_numpy(np.round(rng.laplace(0, spread, s)).clip(-1000, 1000)) for s in sizes]
     return [coding.encode_params(dec, exps), coding.encode_grids(q, q.exact_arm(), grids)]
 
 
@@ -100,6 +101,15 @@ def test_fixtures_decode_as_recorded(name):
 )
 def test_random_streams_decode_as_the_reference(seed, h, w, spread, weights):
     _same_as_reference(_random_streams(seed, h, w, spread, weights), h, w)
+
+
+@pytest.mark.parametrize(
+    "arch", [Arch(grids=1, context=5, arm_hidden=8, syn_hidden=4), Arch(grids=8, context=24, arm_hidden=64)]
+)
+def test_other_archs_decode_as_the_reference(arch):
+    """The sizes the manifest's ``arch`` may give (``Arch.from_dict``'s ranges), at their ends."""
+    for h, w in ((13, 29), (1, 5), (40, 3)):
+        _same_as_reference(_random_streams(10 + h, h, w, 3.0, 0.5, arch), h, w, arch)
 
 
 def test_fitted_files_decode_as_the_reference(photo_like):

@@ -207,6 +207,17 @@ def test_bench_measures_the_qualities_an_imported_model_has(home, tmp_path, png)
     assert len(ours["results"]["bpp"]) == 2  # qualities 3 and 4
 
 
+def test_a_safetensors_checkpoint_imports_too(home, tmp_path):
+    from safetensors.torch import save_file
+
+    net = network("bmshj2018-hyperprior")
+    net.update(force=True)
+    path = tmp_path / "net.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    assert run("import", "compressai", "bmshj2018-hyperprior", "-q", "3", "--from", path).exit_code == 0
+    assert load_codec(model_id("bmshj2018-hyperprior", "mse")).model.qualities == (5.0,)
+
+
 # -- hostile checkpoints: each refused in one line, exit 2, nothing written --------------------------------
 
 

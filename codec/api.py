@@ -524,7 +524,7 @@ def _array_to_image(arr: np.ndarray) -> Image.Image:
 
 def encode(
     image: Image.Image | np.ndarray,
-    quality: float = Q.DEFAULT_QUALITY,
+    quality: float | None = None,
     *,
     target_bpp: float | None = None,
     max_bytes: int | None = None,
@@ -538,7 +538,8 @@ def encode(
 ) -> bytes:
     """Compress a PIL image or uint8 array to ``.aec`` bytes.
 
-    ``quality`` in [1, L] with L the model's quality levels (``aecodec models``; fractions allowed);
+    ``quality`` in [1, L] with L the model's quality levels (``aecodec models``; fractions allowed), None for
+    the model's default (``quality.default_quality``: 6, or the nearest a model with one network per quality has);
     or ``target_bpp`` / ``max_bytes`` to search the model's range on real file sizes. ``model`` names an
     installed model (``aecodec models``) when ``codec`` is not given. ``max_bytes``
     that no quality meets raises AecError; a ``target_bpp`` below the lowest quality's rate gives that
@@ -554,6 +555,7 @@ def encode(
         raise AecError("give either target_bpp or max_bytes, not both")
     codec = resolve_codec(codec, device, model)
     checked_tile(tile, codec)
+    quality = Q.default_quality(codec.model.qualities) if quality is None else quality
     rgb, extra = to_planes(image)
     if target_bpp is None and max_bytes is None:
         return encode_array(rgb, quality, codec, tile, effort, iterations, on_fit, **extra)

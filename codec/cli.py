@@ -143,9 +143,10 @@ def _count_failures(failed: int, total: int) -> None:
 
 def _rate_choice(
     quality: float | None, target_bpp: float | None, max_bytes: int | None, flags: tuple[str, str]
-) -> float:
+) -> float | None:
     """The quality to code at, after checking the rate options: at most one of -q and the two targets
-    (named ``flags``; they choose the quality), each target positive and finite."""
+    (named ``flags``; they choose the quality), each target positive and finite. None when -q is not given:
+    the model's default (``check_installed_quality``), which a model imported without quality 6 lacks."""
     bpp_flag, bytes_flag = flags
     given = [f for f, v in (("-q", quality), (bpp_flag, target_bpp), (bytes_flag, max_bytes)) if v is not None]
     if len(given) > 1:
@@ -154,7 +155,7 @@ def _rate_choice(
         raise AecError(f"{bpp_flag} must be positive and finite, got {target_bpp:g}")
     if max_bytes is not None and max_bytes < 1:
         raise AecError(f"{bytes_flag} must be positive, got {max_bytes}")
-    return check_quality(DEFAULT_QUALITY if quality is None else quality)
+    return None if quality is None else check_quality(quality)
 
 
 def _check_aec_name(dest: str) -> None:
@@ -366,7 +367,8 @@ def main() -> None:
     "--quality",
     type=float,
     help=f"{Q_MIN:g} (fewest bits, ~0.1 bpp) to the model's top level (best quality; 'aecodec models' lists "
-    f"each model's range, {Q_MAX:g} at most); fractions interpolate. [default: {DEFAULT_QUALITY:g}]",
+    f"each model's range, {Q_MAX:g} at most); fractions interpolate. [default: {DEFAULT_QUALITY:g}, or the "
+    "nearest a model with one network per quality has]",
 )
 @click.option(
     "--target-bpp",
@@ -687,7 +689,9 @@ def _versus(codecs: str) -> tuple[tuple[str, ...], list[str]]:
 
 @main.command()
 @click.argument("image")
-@click.option("-q", "--quality", type=float, help=f"aecodec's quality [default: {DEFAULT_QUALITY:g}].")
+@click.option(
+    "-q", "--quality", type=float, help=f"aecodec's quality [default: {DEFAULT_QUALITY:g}, or a model's nearest]."
+)
 @click.option("--bpp", type=float, help="aecodec at the highest quality at or under this many bits per pixel.")
 @click.option("--bytes", "max_bytes", type=int, help="aecodec at the highest quality that fits in this many bytes.")
 @click.option("--codecs", default=DEFAULT_VERSUS, show_default=True, help="Classical codecs to compare (comma list).")

@@ -13,7 +13,7 @@ from typing import IO
 from PIL import Image, ImageFile
 
 from .core.errors import AecError
-from .core.quality import DEFAULT_QUALITY, Q_MIN
+from .core.quality import Q_MIN
 from .format import bitstream as bs
 from .weights.manifest import installed_qualities
 
@@ -102,7 +102,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     given = [k for k in ("quality", "aec_quality", "target_bpp", "max_bytes") if opts.get(k) is not None]
     if len(given) > 1:
         raise AecError(f"give one of quality, aec_quality, target_bpp or max_bytes, not {' and '.join(given)}")
-    quality = DEFAULT_QUALITY
+    quality = None  # the model's default (``api.encode``)
     if "quality" in given:
         _, levels, only = installed_qualities(opts.get("model"))  # the model encode() uses
         quality = pillow_quality(opts["quality"], levels, only)

@@ -207,6 +207,44 @@ def test_bench_measures_the_qualities_an_imported_model_has(home, tmp_path, png)
     assert len(ours["results"]["bpp"]) == 2  # qualities 3 and 4
 
 
+def test_the_default_quality_is_the_nearest_a_model_has():
+    assert Q.default_quality() == Q.DEFAULT_QUALITY == 6
+    assert Q.default_quality((3.0, 4.0)) == 4
+    assert Q.default_quality((3.0, 6.0, 10.0)) == 6
+    assert Q.default_quality((5.0, 7.0)) == 7  # as near: the higher, a default should not starve an image
+    assert Q.default_quality((9.0, 10.0)) == 9
+
+
+def test_without_a_quality_an_imported_model_codes_its_nearest(home, tmp_path, png):
+    """``aecodec encode --model ID`` without -q (and the API and the plugin without a quality) codes the quality
+    nearest the default 6 that a model lacking 6 has: what a user who did not choose expects; -q 6 is refused."""
+    mid = imported(home, tmp_path, "bmshj2018-factorized")  # qualities 3, 4
+    assert run("encode", png, "-o", tmp_path / "d.aec", "--model", mid).exit_code == 0
+    data = (tmp_path / "d.aec").read_bytes()
+    assert bs.unpack(data).quality == 4
+    with Image.open(png) as im:
+        assert codec.encode(im, model=mid) == data
+        im.save(tmp_path / "p.aec", model=mid)
+    assert (tmp_path / "p.aec").read_bytes() == data
+    assert_one_line_error(run("encode", png, "-o", tmp_path / "x.aec", "--model", mid, "-q", "6"), "qualities 3, 4")
+
+
+def test_models_lists_each_import_with_its_metric_and_levels(home, tmp_path):
+    one = save_zoo_file(network("bmshj2018-factorized", 1), tmp_path / "a.pth.tar")
+    two = save_zoo_file(network("bmshj2018-factorized", 2), tmp_path / "b.pth.tar")
+    arch = "bmshj2018-factorized"
+    assert run("import", "compressai", arch, "--metric", "ms-ssim", "-q", "8", "--from", one).exit_code == 0
+    assert run("import", "compressai", arch, "-q", "2,5", "--from", one, "--from", two).exit_code == 0
+    rows = {row["id"]: row for row in json.loads(run("models", "--json").stdout)}
+    mse, ssim = rows[model_id(arch, "mse")], rows[model_id(arch, "ms-ssim")]
+    assert (mse["metric"], mse["levels"], mse["qualities"], mse["imported"]) == ("mse", [4.0, 7.0], [4.0, 7.0], True)
+    assert (ssim["metric"], ssim["levels"], ssim["imported"], ssim["present"]) == ("ms-ssim", [10.0], True, True)
+    text = run("models").stdout.splitlines()
+    note = "(imported from CompressAI, {}-trained, one network per quality)"
+    assert f"{model_id(arch, 'mse')}  q 4,7  {note.format('mse')}" in text
+    assert f"{model_id(arch, 'ms-ssim')}  q 10  {note.format('ms-ssim')}" in text
+
+
 def test_a_safetensors_checkpoint_imports_too(home, tmp_path):
     from safetensors.torch import save_file
 
@@ -277,9 +315,31 @@ def test_hostile_checkpoints_are_refused(kind, home, tmp_path):
     assert not home.exists(), "nothing is written for a refused import"
 
 
-def test_refused_architectures_say_why(home):
-    for arch, word in (("mbt2018", "wavefront"), ("cheng2020-anchor", "wavefront"), ("mbt2018-mean-vbr", "float")):
-        assert_one_line_error(run("import", "compressai", arch), word)
+_CONTEXT = "its context model predicts each latent from the ones decoded before it with a float network"
+_VBR = "one network for every rate, whose hyper-latent is quantized with a step that a float network computes"
+
+
+@pytest.mark.parametrize(
+    "arch, why",
+    [
+        ("mbt2018", (_CONTEXT, "wavefront")),
+        ("cheng2020-anchor", (_CONTEXT, "wavefront")),
+        ("cheng2020-attn", (_CONTEXT, "wavefront")),
+        ("bmshj2018-hyperprior-vbr", (_VBR, "tables rebuilt in float for that step")),
+        ("mbt2018-mean-vbr", (_VBR, "tables rebuilt in float for that step")),
+        ("mbt2018-vbr", (_VBR, f"; and {_CONTEXT}")),
+    ],
+)
+def test_refused_architectures_say_why(arch, why, home, tmp_path):
+    """Each zoo architecture this version cannot code exactly is refused in one line that says why in plain
+    words (what differs on another machine, and what is missing), whether from the zoo or from a file."""
+    for args in ((), ("-q", "1", "--from", save_zoo_file(network("mbt2018-mean"), tmp_path / "any.pth.tar"))):
+        result = run("import", "compressai", arch, *args)
+        assert_one_line_error(result, f"{arch} is not importable: ", *why, "another machine", "not built yet")
+    assert not home.exists()
+
+
+def test_unknown_requests_are_refused_in_one_line(home):
     assert_one_line_error(run("import", "compressai", "nosuch"), "importable: bmshj2018-factorized")
     assert_one_line_error(run("import", "compressai", "mbt2018-mean", "--metric", "psnr"), "mse, ms-ssim")
     assert_one_line_error(run("import", "compressai", "mbt2018-mean", "-q", "9"), "1 to 8")

@@ -64,7 +64,7 @@ class Options:
 
 @dataclass(frozen=True)
 class EncodeOptions(Options):
-    quality: float = DEFAULT_QUALITY
+    quality: float | None = DEFAULT_QUALITY  # None: the model's default (``check_installed_quality``)
     target_bpp: float | None = None
     max_bytes: int | None = None
     model_id: str | None = None

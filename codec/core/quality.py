@@ -68,6 +68,14 @@ def check_quality(quality: float, levels: int = LEVELS, model: str = "", only: S
     return q
 
 
+def default_quality(only: Sequence[float] | None = None) -> float:
+    """The quality to code at when none is asked: ``DEFAULT_QUALITY``, or for a model with one network per
+    quality (``only``) the nearest one it has (the higher of two as near: a default should not starve an image)."""
+    if not only:
+        return DEFAULT_QUALITY
+    return float(min(only, key=lambda q: (abs(q - DEFAULT_QUALITY), -q)))
+
+
 def compressai_quality(zoo_quality: int) -> int:
     """Our quality of CompressAI zoo quality 1..8: the level of our ladder with its MSE λ (its 1 is our 3)."""
     return LAMBDAS.index(COMPRESSAI_LAMBDAS[zoo_quality - 1]) + 1

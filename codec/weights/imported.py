@@ -19,13 +19,14 @@ METRICS = ("mse", "ms-ssim")
 PREFIX = "cai-"
 
 _AUTOREGRESSIVE = (
-    "its context model decodes one latent after the other through a float network; an exact decode needs our "
-    "integer context model and a wavefront decode of this architecture, which are not built yet"
+    "its context model predicts each latent from the ones decoded before it with a float network, so another "
+    "machine can predict other tables and lose the rest of the image; coding it exactly needs an integer context "
+    "model of this architecture with a wavefront decode, which is not built yet"
 )
 _VBR = (
-    "its hyper-latent's quantization step comes from a float network of the rate (gayn2zqstep) and its tables "
-    "are rebuilt for that step in float at every rate (EntropyBottleneckVbr.update_variable), so another machine "
-    "may build other tables; an exact form of that is not built yet"
+    "one network for every rate, whose hyper-latent is quantized with a step that a float network computes from "
+    "the rate, and coded with tables rebuilt in float for that step (EntropyBottleneckVbr.update_variable), so "
+    "another machine can build other tables and lose the rest of the image; an exact form of that is not built yet"
 )
 #: CompressAI zoo architectures this version refuses, and why (one line each).
 REFUSED = {

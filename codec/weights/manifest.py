@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from ..core.errors import AecError
-from ..core.quality import LEVELS, check_levels, check_quality
+from ..core.quality import LEVELS, check_levels, check_quality, default_quality
 from .imported import user_models_dir
 from .shipping import COMPANION, COMPANION_MODULE, distribution_of
 
@@ -147,11 +147,12 @@ def installed_qualities(model_id: str | None = None) -> tuple[str, int, tuple[fl
     return model_id, levels_of(models[model_id]), qualities_of(models[model_id])
 
 
-def check_installed_quality(quality: float, model_id: str | None = None) -> tuple[str, float]:
-    """(id, quality) when the installed model ``model_id`` (None: the default) codes ``quality``, else
-    ValueError (AecError when the model is not installed); torch-free, so a bad -q fails before torch loads."""
+def check_installed_quality(quality: float | None, model_id: str | None = None) -> tuple[str, float]:
+    """(id, quality) when the installed model ``model_id`` (None: the default) codes ``quality`` (None: its
+    default, ``quality.default_quality``), else ValueError (AecError when the model is not installed);
+    torch-free, so a bad -q fails before torch loads."""
     model_id, levels, only = installed_qualities(model_id)
-    return model_id, check_quality(quality, levels, model_id, only)
+    return model_id, check_quality(default_quality(only) if quality is None else quality, levels, model_id, only)
 
 
 def write_manifest_entry(folder: Path, model_id: str, entry: dict, make_default: bool | None = True) -> None:

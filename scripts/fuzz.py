@@ -778,9 +778,8 @@ def replay(opts: Options, i: int) -> str:
     """The command that runs case ``i`` alone with the settings of ``opts`` (the CLI cases and the limits
     depend on them) and keeps its bytes in /tmp/case; ``options(parse_args(...))`` reads it back."""
     args = f"--seed {opts.seed} --start {i} --cases 1 --cli-every {opts.cli_every}"
-    default = Options(cases=1)
     for name in ("max_pixels", "slow", "timeout"):
-        if getattr(opts, name) != getattr(default, name):
+        if getattr(opts, name) != getattr(Options, name):  # the defaults
             args += f" --{name.replace('_', '-')} {getattr(opts, name)}"
     return f"python scripts/fuzz.py {args} --save /tmp/case"
 
@@ -934,10 +933,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cases", type=int, default=100_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start", type=int, default=0, help="First case index (to replay one: --start I --cases 1).")
-    p.add_argument("--max-pixels", type=int, default=FUZZ_MAX_PIXELS, help="Decoder pixel limit during fuzzing.")
-    p.add_argument("--slow", type=float, default=5.0, help="A case using more CPU seconds than this fails.")
-    p.add_argument("--timeout", type=float, default=30.0, help="Watchdog: kill a case after this many seconds.")
-    p.add_argument("--cli-every", type=int, default=50, help="Also run every N-th case through the CLI (0: never).")
+    p.add_argument("--max-pixels", type=int, default=Options.max_pixels, help="Decoder pixel limit during fuzzing.")
+    p.add_argument("--slow", type=float, default=Options.slow, help="A case using more CPU seconds than this fails.")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=Options.timeout,
+        help="Watchdog (hangs): kill a case after this many seconds of wall time.",
+    )
+    p.add_argument(
+        "--cli-every", type=int, default=Options.cli_every, help="Also run every N-th case through the CLI (0: never)."
+    )
     p.add_argument("--save", help="Write every case's bytes to this folder before running it.")
     p.add_argument("--weights", help="Weights folder to fuzz with (default: the seeded test network).")
     return p.parse_args(argv)

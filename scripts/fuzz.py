@@ -10,8 +10,10 @@ decoder and the network. Every ``--cli-every``-th case also goes through ``aecod
 ``aecodec info`` in-process.
 
 A case fails when decoding raises anything but ``AecError``, returns an image that does not match
-its header, takes longer than ``--slow`` seconds, or kills or hangs the worker process (a watchdog
-in this process kills a case after ``--timeout`` seconds and carries on with the next one).
+its header, uses more than ``--slow`` seconds of CPU time (CPU time, not wall time: other work on the
+machine does not make a case fail), or kills or hangs the worker process (a watchdog in this process kills a
+case after ``--timeout`` seconds of wall time and carries on with the next one). Every failure prints the
+command that replays that one case with the same settings.
 
     python scripts/fuzz.py --cases 100000 --seed 1                          # the long run
     python scripts/fuzz.py --seed 1 --start 4711 --cases 1 --save /tmp/c    # replay one case
@@ -752,8 +754,8 @@ class Options:
     seed: int = 0
     start: int = 0
     max_pixels: int = FUZZ_MAX_PIXELS
-    slow: float = 5.0  # a case slower than this fails
-    timeout: float = 30.0  # the watchdog kills a case after this long
+    slow: float = 5.0  # a case using more CPU seconds than this fails
+    timeout: float = 30.0  # the watchdog kills a case after this many wall-clock seconds (a hang)
     cli_every: int = 50  # also run every N-th case through the CLI (0: never)
     save: str | None = None  # write every case's bytes here before running it
 
@@ -770,6 +772,16 @@ class Report:
     def cases(self) -> int:
         """Cases whose outcome is counted (the worker reports every 1000 and at its end)."""
         return sum(n for k, n in self.outcomes.items() if not k.startswith(("cli", "reach:")))
+
+
+def replay(opts: Options, i: int) -> str:
+    """The command that runs case ``i`` alone with the settings of ``opts`` (the CLI cases and the limits
+    depend on them) and keeps its bytes in /tmp/case; ``options(parse_args(...))`` reads it back."""
+    args = f"--seed {opts.seed} --start {i} --cases 1 --cli-every {opts.cli_every}"
+    for name in ("max_pixels", "slow", "timeout"):
+        if getattr(opts, name) != getattr(Options, name):  # the defaults
+            args += f" --{name.replace('_', '-')} {getattr(opts, name)}"
+    return f"python scripts/fuzz.py {args} --save /tmp/case"
 
 
 def _worker(opts: Options, start: int, current, began, results, crash_log: str) -> None:
@@ -801,7 +813,7 @@ def _worker(opts: Options, start: int, current, began, results, crash_log: str) 
             Path(opts.save).mkdir(parents=True, exist_ok=True)
             (Path(opts.save) / f"case-{opts.seed}-{i}.aec").write_bytes(data)
         current.value, began.value = i, time.monotonic()
-        t0 = time.perf_counter()
+        t0 = time.process_time()  # this process's CPU time: the same on a busy machine as on an idle one
         try:
             with stages_reached() as seen:
                 outcome = decode_case(data, codec if i % 2 else None, opts.max_pixels)
@@ -821,11 +833,12 @@ def _worker(opts: Options, start: int, current, began, results, crash_log: str) 
                 counts[path_case(data, folder, i // opts.cli_every)] += 1
         except Exception as e:  # noqa: BLE001 - the harness reports every unexpected exception, then goes on
             tb = traceback.format_exc(limit=-3)
-            results.put(("fail", f"case {i} ({name}): {type(e).__name__}: {e}\n{tb}"))
+            results.put(("fail", f"case {i} ({name}): {type(e).__name__}: {e}\n{tb}replay: {replay(opts, i)}"))
             outcome = "FAIL"
-        took = time.perf_counter() - t0
+        took = time.process_time() - t0
         if took > opts.slow:
-            results.put(("fail", f"case {i} ({name}): slow, {took:.1f} s"))
+            why = f"slow, {took:.1f} s of CPU time (over {opts.slow:g} s)"
+            results.put(("fail", f"case {i} ({name}): {why}; replay: {replay(opts, i)}"))
         counts[outcome] += 1
         if (i + 1 - start) % 1000 == 0 or i + 1 == end:
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
@@ -880,10 +893,7 @@ def supervise(opts: Options, progress: Callable[[str], None] = lambda line: None
             break
         bad = current.value
         why = f"hung over {opts.timeout:g} s" if hung else f"worker died with exit code {child.exitcode}"
-        report.failures.append(
-            f"case {bad}: {why} (traceback in {crash_log}); replay: "
-            f"python scripts/fuzz.py --seed {opts.seed} --start {bad} --cases 1 --save /tmp/case"
-        )
+        report.failures.append(f"case {bad}: {why} (traceback in {crash_log}); replay: {replay(opts, bad)}")
         progress("FAIL " + report.failures[-1])
         if bad < 0:
             break  # died before its first case: nothing to skip past
@@ -918,21 +928,35 @@ def reach_table(counts: Counter, cases: int) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", type=int, default=100_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start", type=int, default=0, help="First case index (to replay one: --start I --cases 1).")
-    p.add_argument("--max-pixels", type=int, default=FUZZ_MAX_PIXELS, help="Decoder pixel limit during fuzzing.")
-    p.add_argument("--slow", type=float, default=5.0, help="A case slower than this many seconds fails.")
-    p.add_argument("--timeout", type=float, default=30.0, help="Watchdog: kill a case after this many seconds.")
-    p.add_argument("--cli-every", type=int, default=50, help="Also run every N-th case through the CLI (0: never).")
+    p.add_argument("--max-pixels", type=int, default=Options.max_pixels, help="Decoder pixel limit during fuzzing.")
+    p.add_argument("--slow", type=float, default=Options.slow, help="A case using more CPU seconds than this fails.")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=Options.timeout,
+        help="Watchdog (hangs): kill a case after this many seconds of wall time.",
+    )
+    p.add_argument(
+        "--cli-every", type=int, default=Options.cli_every, help="Also run every N-th case through the CLI (0: never)."
+    )
     p.add_argument("--save", help="Write every case's bytes to this folder before running it.")
     p.add_argument("--weights", help="Weights folder to fuzz with (default: the seeded test network).")
-    args = p.parse_args(argv)
-    opts = Options(
-        args.cases, args.seed, args.start, args.max_pixels, args.slow, args.timeout, args.cli_every, args.save
-    )
+    return p.parse_args(argv)
+
+
+def options(a: argparse.Namespace) -> Options:
+    """The run a command line asks for (``replay`` writes such a command line)."""
+    return Options(a.cases, a.seed, a.start, a.max_pixels, a.slow, a.timeout, a.cli_every, a.save)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    opts = options(args)
     with tempfile.TemporaryDirectory(prefix="aec-fuzz-weights-") as folder:
         if args.weights:
             os.environ["AECODEC_WEIGHTS"] = args.weights

@@ -16,6 +16,17 @@ from PIL import Image
 warnings.filterwarnings("ignore", category=FutureWarning)
 torch.set_num_threads(1)
 
+#: Fixtures that make every test using them long (marker ``slow``: ``bash scripts/test.sh --slow`` runs them):
+#: ``cluster`` starts a Ray cluster (tests/test_distributed.py).
+SLOW_FIXTURES = {"cluster"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` the tests that use a fixture of ``SLOW_FIXTURES``, directly or through another fixture."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def test_weights(tmp_path_factory) -> str:

@@ -62,6 +62,7 @@ def test_batched_decode_refuses_damaged_files(images):
         decode_arrays([good, good[:-9]], codec)
 
 
+@pytest.mark.slow
 def test_worker_processes_write_the_same_bytes(images):
     codec = load_codec()
     same_size = [images[0], images[2], images[3]]

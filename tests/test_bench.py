@@ -24,6 +24,7 @@ KODAK = REPO.parent / "shared" / "data" / "kodak"
 
 
 # -- RD benchmark ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_rd_smoke(tiny_dir, tmp_path):
     from benchmarks import rd
 
@@ -201,6 +202,7 @@ def test_reference_path_decodes_like_engine(photo_like):
     assert psnr(ours, np.asarray(api.decode(api.encode(rgb, 4.0, codec=codec), codec=codec))) > 35
 
 
+@pytest.mark.slow
 def test_speed_smoke(tiny_dir, tmp_path):
     from benchmarks import speed
 
@@ -297,6 +299,7 @@ def test_get_kodak_against_local_copy(tmp_path, script):
 
 
 # -- huge-image benchmark ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_huge_memory_and_tiling_smoke():
     from benchmarks import huge
 

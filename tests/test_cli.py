@@ -162,6 +162,7 @@ def test_text_file_named_png(tmp_path):
     assert not fake.with_suffix(".aec").exists()
 
 
+@pytest.mark.slow
 def test_stdin_stdout_subprocess(png, tmp_path):
     """Real process: bytes through pipes, exit codes as the shell sees them."""
     env = dict(os.environ)

@@ -74,6 +74,7 @@ def test_light_commands_import_no_network(args, aec, tmp_path):
     assert not names & {"torch", "compressai", "numpy", "tqdm"}, names & {"torch", "compressai", "numpy", "tqdm"}
 
 
+@pytest.mark.slow
 def test_plain_encode_and_decode_never_import_ray(png, tmp_path):
     """Ray (an optional extra) is loaded by --ray only."""
     aec = tmp_path / "x.aec"
@@ -94,6 +95,7 @@ def test_ray_options_without_ray_installed_or_without_ray(png, tmp_path):
     one_error_line(run("decode", png, "--workers", "2"), "--ray-address and --workers need --ray")
 
 
+@pytest.mark.slow
 def test_import_codec_is_light_until_used():
     code = (
         "import sys, codec; assert 'torch' not in sys.modules, 'torch at import'; "
@@ -314,6 +316,7 @@ def test_no_bar_and_no_empty_line_on_a_terminal_without_columns(tmp_path, mixed_
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["encode", "decode"])
 def test_one_tiled_image_shows_its_progress_on_a_terminal(tmp_path, photo_like, command):
     """A single large image: a bar over its tiles on a terminal (none in a log: see the redirected test)."""

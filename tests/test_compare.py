@@ -158,6 +158,7 @@ def test_large_image_views_overview_and_crops():
     assert len(page.views(rgb[:2048, :2048])) == 1  # up to WHOLE_SIDE: the whole image, full resolution
 
 
+@pytest.mark.slow
 def test_large_image_page_embeds_every_view(photo_like):
     rgb = np.tile(photo_like(64, 96), (40, 25, 1))[:2100, :2200]
     variants = [cmp.Variant(n, Image.fromarray(rgb), 1000) for n in ("original", "aecodec")]
@@ -213,6 +214,7 @@ def test_bench_bad_inputs(tiny_dir, tmp_path):
 
 
 # -- the page in a browser ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_page_in_chromium(tmp_path, photo_like, script):
     """Every picture loads, the slider moves the split, the selects swap the pictures; a screenshot is saved."""
     browser = script("browser")

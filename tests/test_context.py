@@ -252,6 +252,7 @@ def test_exact_path_tracks_the_float_context_networks(trained_like, latents, qua
     assert (torch.cat(means, 1).double() * gy.view(1, -1, 1, 1) - coded.means).abs().max() < 0.05
 
 
+@pytest.mark.slow
 def test_end_to_end_through_the_api(tmp_path, monkeypatch):
     """An exported context model is a weights entry like any other: encode, decode, tiles, info. Fresh
     from hyperprior weights it decodes to the hyperprior's pixels, from streams of its own order."""

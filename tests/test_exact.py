@@ -65,6 +65,7 @@ def images():
     return torch.cat([to_tensor(make_photo_like(128, 192, seed=s), 64) for s in range(4)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quality", QUALITIES)
 def test_files_decode_to_identical_latents_in_every_configuration(images, quality):
     codec = load_codec()

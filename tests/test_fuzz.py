@@ -1,12 +1,16 @@
 """Hostile .aec files: a seeded mutation fuzzer over real files, and property tests of the container parser.
 
-The fuzzer is scripts/fuzz.py (its long run does 100,000+ cases); here a fixed slice of it runs in CI.
+The fuzzer is scripts/fuzz.py (its long run does 100,000+ cases); here fixed slices of it run: a short one with
+the fast tests, the CI slice of 4,000 cases and its reach checks with the slow ones (``bash scripts/test.sh --slow``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import shlex
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,25 +20,36 @@ from codec.format import bitstream as bs
 from codec.weights.store import load_codec
 from scripts import fuzz
 
-CASES = 4000  # CI slice; `python scripts/fuzz.py --cases 100000` is the long run
+SHORT_CASES = 200  # the fast tests' slice: the first cases of the CI slice
+CASES = 4000  # the CI slice (slow tests); `python scripts/fuzz.py --cases 100000` is the long run
 SEED = 7
 CLI_EVERY = 10  # every 10th case also through `aecodec decode` / `aecodec info`
-SLOW_S = 5.0  # a case slower than this fails
-HANG_S = 30.0  # the watchdog kills a case after this long and reports it
+SLOW_CPU_S = 5.0  # a case using more CPU time than this fails (CPU time: a busy machine does not make it fail)
+HANG_S = 60.0  # the watchdog kills a case after this long (wall clock, generous: it is for hangs) and reports it
 NO_LIMIT = bs.NO_LIMIT
 
 
-def test_mutated_files_decode_or_fail_cleanly():
-    """Every case: an image matching its header, or AecError with one line; CLI exit 0, or 2 with one line.
-
-    The cases run in a child process under scripts/fuzz.py's watchdog, so a crash or a hang is a
-    reported failure (with the case to replay), not the end of the test run.
-    """
-    opts = fuzz.Options(cases=CASES, seed=SEED, cli_every=CLI_EVERY, slow=SLOW_S, timeout=HANG_S)
+def _fuzz(cases: int) -> Counter:
+    """Cases 0..cases-1 of seed SEED in a child process under scripts/fuzz.py's watchdog, so a crash or a hang
+    is a reported failure (with the command that replays the case), not the end of the test run."""
+    opts = fuzz.Options(cases=cases, seed=SEED, cli_every=CLI_EVERY, slow=SLOW_CPU_S, timeout=HANG_S)
     report = fuzz.supervise(opts)
     assert not report.failures, "\n".join(report.failures)
-    outcomes = report.outcomes
-    assert sum(n for k, n in outcomes.items() if not k.startswith(("cli", "reach:"))) == CASES, outcomes
+    assert report.cases == cases, report.outcomes
+    assert report.outcomes["cli-path-error"] == cases // CLI_EVERY, report.outcomes  # a hostile path per CLI case
+    return report.outcomes
+
+
+def test_mutated_files_decode_or_fail_cleanly():
+    """Every case: an image matching its header, or AecError with one line; CLI exit 0, or 2 with one line;
+    none over SLOW_CPU_S of CPU time."""
+    _fuzz(SHORT_CASES)
+
+
+@pytest.mark.slow
+def test_the_ci_slice_decodes_or_fails_cleanly_and_reaches_every_layer():
+    """As the short slice, over the CI slice, whose mutations reach every layer."""
+    outcomes = _fuzz(CASES)
     # The mutations must reach every layer, not just bounce off the CRC.
     assert outcomes["ok"] > CASES // 20, outcomes
     assert CASES // 4 < outcomes["error:CRC"] < 3 * CASES // 4, outcomes
@@ -42,7 +57,6 @@ def test_mutated_files_decode_or_fail_cleanly():
     for kind in (*kinds, "model"):
         assert outcomes[f"error:{kind}"] > 0, (kind, outcomes)
     assert outcomes["cli-ok"] > 0 and outcomes["cli-error"] > 0, outcomes
-    assert outcomes["cli-path-error"] == CASES // CLI_EVERY, outcomes  # a hostile path beside each CLI case
     # Damage to every kind of chunk the seeds hold gets past the parser (CRC recomputed) and, for the kinds
     # with a decoder behind them, into it: streams into rANS, stored planes into their checks.
     table = fuzz.reach_table(outcomes, CASES)
@@ -51,6 +65,37 @@ def test_mutated_files_decode_or_fail_cleanly():
     for kind, stage in (("STRM", "rans"), ("YSTR", "rans"), ("PIXL", "plane"), ("aLPH", "plane")):
         assert outcomes[f"reach:chunk:{kind}:{stage}"] > 0, (kind, stage, table)
     assert outcomes["reach:chunk:PIXL:plane-decoded"] > 0, table
+
+
+def test_the_replay_command_runs_the_case_with_the_same_settings():
+    """The CLI cases and the limits depend on the run's settings: the replay command carries them."""
+    opts = fuzz.Options(cases=50, seed=3, cli_every=7, max_pixels=4096, slow=2.5, timeout=9.0)
+    command = shlex.split(fuzz.replay(opts, 4711))
+    assert command[:2] == ["python", "scripts/fuzz.py"]
+    again = fuzz.options(fuzz.parse_args(command[2:]))
+    assert again == dataclasses.replace(opts, start=4711, cases=1, save="/tmp/case")
+
+
+def test_the_readme_states_the_slices_and_the_limits():
+    text = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    assert f"uses over {SLOW_CPU_S:g} s of CPU time" in text
+    assert f"after {fuzz.Options(cases=1).timeout:g} s of wall time, {HANG_S:g} s in the tests" in text
+    assert f"The fast tests run {SHORT_CASES} cases, the slow ones (CI) {CASES:,}" in text
+
+
+@pytest.mark.slow
+def test_every_failure_prints_the_command_that_replays_it():
+    """A slow case (here every case: no CPU time is under -1 s) is reported with the command that runs that one
+    case with the same settings; crashes, hangs and wrong results carry the same command (``fuzz.replay``)."""
+    opts = fuzz.Options(cases=2, seed=SEED, start=40, cli_every=CLI_EVERY, slow=-1.0, timeout=HANG_S)
+    report = fuzz.supervise(opts)
+    assert len(report.failures) == 2, report.failures
+    for i, failure in zip((40, 41), report.failures, strict=True):
+        assert failure.startswith(f"case {i} (") and "slow" in failure and "CPU time" in failure, failure
+        command = shlex.split(failure.split("replay: ")[1])
+        assert command[:2] == ["python", "scripts/fuzz.py"], failure
+        again = fuzz.options(fuzz.parse_args(command[2:]))
+        assert again == dataclasses.replace(opts, start=i, cases=1, save="/tmp/case"), failure
 
 
 #: Cases per mutation kind below; each applies that one mutation to a seed file and recomputes the CRC.
@@ -183,8 +228,8 @@ def test_chunks_are_found_in_every_seed(seed_files):
         assert {c.tag for c in chunks} <= bs.KNOWN
 
 
-def test_case_depends_only_on_seed_and_index():
-    seeds = fuzz.seed_files(load_codec())
+def test_case_depends_only_on_seed_and_index(seed_files):
+    seeds = seed_files
     assert fuzz.make_case(seeds, 3, 41) == fuzz.make_case(seeds, 3, 41)
     assert fuzz.make_case(seeds, 3, 41) != fuzz.make_case(seeds, 3, 42)
 
@@ -287,6 +332,7 @@ def test_pack_refuses_what_unpack_would_reject(width, height, quality, layout, m
 OVERFIT_REACH_FLOORS = {"stream_payload": (0.6, 0.3), "side_chunk": (0.6, 0.3)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(OVERFIT_REACH_FLOORS))
 def test_mutations_of_overfit_files_reach_its_decoder(name, seed_files):
     """The per-image kind's streams (decoder parameters, latent grids) are fuzzed past the parser too."""

@@ -87,6 +87,7 @@ def test_compare_on_a_symlink_loop_is_one_line(tmp_path):
     assert_one_line(run("compare", _loop(tmp_path / "loop.png"), "-o", tmp_path / "page.html"))
 
 
+@pytest.mark.slow
 def test_bench_skips_what_is_not_a_file_and_fails_only_the_damaged_image(tmp_path, photo_like):
     folder = tmp_path / "imgs"
     folder.mkdir()

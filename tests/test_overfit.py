@@ -146,6 +146,7 @@ def _preset(iterations: int) -> FitPreset:
     return dataclasses.replace(PRESETS[0], iterations=iterations)
 
 
+@pytest.mark.slow
 def test_fit_lowers_the_loss_and_rate_follows_quality():
     x = _photo(32, 32, seed=1)
     short = fit(x, 10.0, Arch(), _preset(12))
@@ -175,6 +176,7 @@ def test_a_preset_is_data():
     assert all(torch.equal(g, g.round()) for g in result.grids)
 
 
+@pytest.mark.slow
 def test_rate_on_a_second_thread_changes_nothing():
     """``fit.Stepper``: the rate computed beside the image (two threads) or after it gives the same fit."""
     x = _photo(24, 32, seed=4)
@@ -184,6 +186,7 @@ def test_rate_on_a_second_thread_changes_nothing():
     assert all(torch.equal(a, b) for (_, a), (_, b) in zip(one.decoder.tensors(), two.decoder.tensors(), strict=True))
 
 
+@pytest.mark.slow
 def test_one_cached_model_codes_each_call_with_its_own_settings(photo_like):
     """No call's settings stay on the cached model: a call after another equals the same call made first,
     and the bytes are the same whatever the thread count."""
@@ -271,6 +274,7 @@ def test_pillow_plugin_round_trip(tmp_path, photo_like):
     assert bs.unpack(path.read_bytes()).model_id == OVERFIT_ID
 
 
+@pytest.mark.slow
 def test_tiled_and_one_pixel_images(photo_like):
     rgb = photo_like(40, 70, seed=6)
     data = codec.encode(rgb, 6, model=OVERFIT_ID, iterations=ITERATIONS, tile=32)

@@ -104,7 +104,11 @@ def test_random_streams_decode_as_the_reference(seed, h, w, spread, weights):
 
 
 @pytest.mark.parametrize(
-    "arch", [Arch(grids=1, context=5, arm_hidden=8, syn_hidden=4), Arch(grids=8, context=24, arm_hidden=64)]
+    "arch",
+    [
+        Arch(grids=1, context=5, arm_hidden=8, syn_hidden=4),
+        pytest.param(Arch(grids=8, context=24, arm_hidden=64), marks=pytest.mark.slow),  # the reference takes long
+    ],
 )
 def test_other_archs_decode_as_the_reference(arch):
     """The sizes the manifest's ``arch`` may give (``Arch.from_dict``'s ranges), at their ends."""
@@ -112,6 +116,7 @@ def test_other_archs_decode_as_the_reference(arch):
         _same_as_reference(_random_streams(10 + h, h, w, 3.0, 0.5, arch), h, w, arch)
 
 
+@pytest.mark.slow  # two fits
 def test_fitted_files_decode_as_the_reference(photo_like):
     for (h, w), tile in (((20, 28), 1024), ((14, 40), 16)):
         data = codec.encode(photo_like(h, w, seed=h), 5, model=OVERFIT_ID, iterations=30, tile=tile)

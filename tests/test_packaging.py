@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "setup.py", "README.md", "_aecodec_start.py", "codec", "weights", "packaging")
 #: A file written with the v4 hyperprior (an earlier model, not the default): the companion's to decode.
 OLD_FILE = REPO / "tests" / "fixtures" / "rgb-48x40.aec"
+pytestmark = pytest.mark.slow  # wheel builds and fresh environments: the long tests
+
 #: The most the aecodec wheel may weigh (issue 28: PyPI's usual limit is 100 MB; one model is ~17 MB packed).
 LEAN_LIMIT_MB = 45
 

@@ -56,6 +56,7 @@ def test_readme_has_runnable_examples():
     assert langs.count("sh") >= 2 and "python" in langs
 
 
+@pytest.mark.slow
 def test_readme_examples_run(tmp_path, monkeypatch):
     monkeypatch.delenv("AECODEC_WEIGHTS")  # the shipped weights, as a reader has them
     bin_dir = tmp_path / "bin"

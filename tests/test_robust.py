@@ -100,10 +100,10 @@ def test_limits_are_checked_before_anything_is_allocated(aec, monkeypatch, size)
 
     monkeypatch.setattr(tiling, "decode", never)
     bad = rebuilt(aec, width=size[0], height=size[1])
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time (all threads): other work on the machine does not count
     with pytest.raises(codec.FormatError, match="limit"):
         codec.decode(bad)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.process_time() - t0 < 1.0  # no pass over the pixels it claims
 
 
 def test_cli_max_pixels(tmp_path, aec):
@@ -296,9 +296,9 @@ def test_png_claiming_huge_size_is_refused(tmp_path, side):
     """100000² is over Pillow's error threshold, 10000² only over its warning one: both refused, at once."""
     src = tmp_path / "bomb.png"
     src.write_bytes(png_header_only(side, side, color_type=2))
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time (all threads): other work on the machine does not count
     assert_one_line_error(run("encode", src), "bomb.png", "too large")
-    assert time.perf_counter() - t0 < 5
+    assert time.process_time() - t0 < 5  # its pixels never decoded
     assert not src.with_suffix(".aec").exists()
 
 
@@ -430,7 +430,7 @@ def _kill_mid_write(args: list[str], folder: Path, final: str) -> subprocess.Pop
     """Run the CLI with the test-only write delay, SIGKILL it once its temporary output is written."""
     env = {**os.environ, files.TEST_WRITE_DELAY: "120", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "codec.cli", *args], env=env, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a hang guard only: on a busy machine the start alone may take a minute
     while not any(p.stat().st_size for p in folder.glob(f".{final}.*.part")):  # created and written, not just created
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.monotonic() < deadline, "the temporary output never appeared"

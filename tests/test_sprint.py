@@ -110,6 +110,7 @@ def test_a_kill_at_any_moment_leaves_a_complete_generation(tmp_path, monkeypatch
     assert max(count for count, _ in seen) <= 2 * (n + 1) <= sprint.MAX_FILES
 
 
+@pytest.mark.slow
 def test_dry_run_prepare_run_collect_gives_a_model_that_codes(photos, tmp_path, test_weights):
     """The whole path on the CPU with the small test network: the CI version of a GPU sprint."""
     sp, out, w = tmp_path / "sp", tmp_path / "out", tmp_path / "w"

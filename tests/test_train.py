@@ -81,6 +81,7 @@ def test_lr_schedule_warms_up_and_decays():
     assert lr_at(cfg, 50, 0.75) < 1e-3
 
 
+@pytest.mark.slow
 def test_train_resume_and_export(folders, tmp_path, monkeypatch):
     run = tmp_path / "run"
     cfg = TrainConfig(train_dir=str(folders / "train"), val_dir=str(folders / "val"), run_dir=str(run), steps=3, **TINY)
@@ -144,6 +145,7 @@ def test_train_resume_and_export(folders, tmp_path, monkeypatch):
         train(TrainConfig(**{**paths, "run_dir": str(tmp_path / "run4")}, steps=1, entropy_only=True, **TINY))
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gloo(folders, tmp_path):
     run = tmp_path / "ddp"
     cmd = [
@@ -279,6 +281,7 @@ def test_resume_with_more_levels_extends_gains_and_resets_their_adam_state(folde
         train(TrainConfig(**base, steps=3, levels=10))
 
 
+@pytest.mark.slow
 def test_weight_average_is_kept_validated_and_exported(folders, tmp_path, monkeypatch):
     """--ema keeps a moving average beside the raw weights: in the checkpoint, under validation (the raw
     weights come back after it), and in the export unless --raw."""
@@ -316,6 +319,7 @@ def test_weight_average_is_kept_validated_and_exported(folders, tmp_path, monkey
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.slow
 def test_compiled_training_steps_match_eager_ones(folders, tmp_path):
     """--compile changes how the steps run, not what they compute: the same seed gives the same weights."""
     weights = {}

@@ -173,36 +173,27 @@ def full(
 
 def _references(images: dict[str, np.ndarray], path: Path) -> dict[str, list[dict]]:
     """Per codec, per image, the (bpp, psnr) points of the default model (q1-10), WebP and AVIF (cached in
-    ``path``)."""
-    if path.exists():
-        return json.loads(path.read_text())
+    ``path``; images not there yet are added)."""
+    refs: dict[str, list[dict]] = json.loads(path.read_text()) if path.exists() else {}
+    missing = {name: rgb for name, rgb in images.items() if name not in {p["image"] for p in refs.get("default", [])}}
+    if not missing:
+        return refs
     import codec
     from codec.bench.coders import pillow_decode, pillow_encode
 
-    refs: dict[str, list[dict]] = {"default": [], "webp": [], "avif": []}
-    for name, rgb in images.items():
-        pixels = rgb.shape[0] * rgb.shape[1]
+    def point(name: str, quality: int, data: bytes, decoded: np.ndarray) -> dict:
+        rgb = missing[name]
+        bpp = len(data) * 8 / rgb.shape[0] / rgb.shape[1]
+        return {"image": name, "quality": quality, "bpp": bpp, "psnr": _psnr(rgb, decoded)}
+
+    for name, rgb in missing.items():
         for q in range(1, 11):
             data = codec.encode(rgb, q)
-            refs["default"].append(
-                {
-                    "image": name,
-                    "quality": q,
-                    "bpp": len(data) * 8 / pixels,
-                    "psnr": _psnr(rgb, np.asarray(codec.decode(data))),
-                }
-            )
-        for fmt, qs, opts in (("webp", range(5, 100, 10), {"method": 6}), ("avif", range(5, 100, 10), {})):
-            for q in qs:
+            refs.setdefault("default", []).append(point(name, q, data, np.asarray(codec.decode(data))))
+        for fmt, opts in (("webp", {"method": 6}), ("avif", {})):
+            for q in range(5, 100, 10):
                 data = pillow_encode(rgb, fmt.upper(), q, **opts)
-                refs[fmt].append(
-                    {
-                        "image": name,
-                        "quality": q,
-                        "bpp": len(data) * 8 / pixels,
-                        "psnr": _psnr(rgb, pillow_decode(data)),
-                    }
-                )
+                refs.setdefault(fmt, []).append(point(name, q, data, pillow_decode(data)))
     path.write_text(json.dumps(refs, indent=1))
     return refs
 

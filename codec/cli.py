@@ -202,7 +202,7 @@ def _shared_options(output_help: str) -> Callable:
             is_flag=True,
             help="Run as a Ray Data job on the cluster of RAY_ADDRESS or --ray-address (else a local one); "
             "-o names a folder, inputs may be folders and globs, OUTDIR/aecodec-results.csv lists the results. "
-            "Needs pip install 'aecodec[ray]'.",
+            "Needs Ray (aecodec's [ray] extra; without it --ray says how to install it).",
         ),
         click.option("--ray-address", help="With --ray: the cluster to join [default: RAY_ADDRESS, else a new one]."),
         click.option(

@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import EXIT_OTHER, AecError
 from ..format import files
+from ..weights.shipping import MAIN
 from . import jobs
 
 if TYPE_CHECKING:
     import numpy as np
     import ray.data
 
-INSTALL_HINT = "pip install 'aecodec[ray]'"
 #: The results table a ``--ray`` job writes into its output folder (replaced by each run).
 RESULTS_NAME = "aecodec-results.csv"
 RESULT_COLUMNS = ("input", "output", "bytes", "bpp", "quality", "seconds", "error", "skipped", "status")
@@ -47,12 +47,31 @@ RESULT_COLUMNS = ("input", "output", "bytes", "bpp", "quality", "seconds", "erro
 TEST_KILL = "AECODEC_TEST_KILL_WORKER"
 
 
+def install_hint() -> str:
+    """How to install Ray for ``--ray``: the ``[ray]`` extra's own requirements, read from the installed
+    metadata (pyproject.toml is their one place), since ``pip install 'aecodec[ray]'`` finds no aecodec on any
+    package index; from a checkout, its editable install with the extra."""
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires(MAIN) or []
+    except metadata.PackageNotFoundError:
+        requires = []
+    extra = [
+        name.strip()
+        for name, _, marker in (req.partition(";") for req in requires)
+        if marker.replace(" ", "").replace("'", '"') == 'extra=="ray"'
+    ]
+    checkout = "in a checkout of aecodec: pip install -e '.[ray]'"
+    return f"pip install {' '.join(repr(req) for req in extra)} ({checkout})" if extra else checkout
+
+
 def require_ray() -> None:
     """AecError with the install line when Ray Data is not installed."""
     try:
         import ray.data  # noqa: F401
     except ImportError:
-        raise AecError(f"--ray needs Ray, which is not installed: {INSTALL_HINT}") from None
+        raise AecError(f"--ray needs Ray, which is not installed: {install_hint()}") from None
 
 
 # -- the plan: which files, written where (pure, no Ray) ------------------------------------------------

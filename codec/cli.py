@@ -237,9 +237,7 @@ def _console(verbose: bool, quiet: bool) -> _Console:
     return console
 
 
-def _code_here(
-    make: Callable[[], jobs.Coder], inputs: tuple[str, ...], dests: list[str], console: _Console
-) -> NoReturn:
+def _code_here(make: Callable[[], jobs.Coder], inputs: list[str], dests: list[str], console: _Console) -> NoReturn:
     """The local command: build the coder (its model loaded once; a failure there is a usage error, before
     any input is touched) and code every input in this process."""
     try:
@@ -430,7 +428,7 @@ def encode(
             **common,
         ).checked()  # torch-free: a bad -q fails before torch loads
         ray = _ray_args(on_ray, ray_address, workers)
-        dests = [] if ray else files.output_paths(inputs, output, ".aec", options.force)
+        srcs, dests = ([], []) if ray else jobs.plan_here(inputs, output, options)
         for dest in dests:
             _check_aec_name(dest)
     except (AecError, ValueError) as e:
@@ -439,7 +437,7 @@ def encode(
     if ray:
         _code_on_ray(inputs, output, options, ray, console)
     _effort_messages(console)
-    _code_here(partial(jobs.Encoder, options), inputs, dests, console)
+    _code_here(partial(jobs.Encoder, options), srcs, dests, console)
 
 
 class _SayHandler(logging.Handler):
@@ -501,7 +499,7 @@ def decode(
     )
     try:
         ray = _ray_args(on_ray, ray_address, workers)
-        dests = [] if ray else files.output_paths(inputs, output, options.suffix or ".png", options.force)
+        srcs, dests = ([], []) if ray else jobs.plan_here(inputs, output, options)
         for dest in dests:  # an unknown output format fails before any work
             files.output_format(dest, options.suffix)
     except AecError as e:
@@ -509,7 +507,7 @@ def decode(
     console = _console(verbose, quiet)
     if ray:
         _code_on_ray(inputs, output, options, ray, console)
-    _code_here(partial(jobs.Decoder, options), inputs, dests, console)
+    _code_here(partial(jobs.Decoder, options), srcs, dests, console)
 
 
 def _describe(file: str, size: int, f) -> dict:

@@ -263,7 +263,8 @@ def test_cli_refusals(png):
     from codec.core.quality import MAX_EFFORT
 
     assert result.stderr.strip() == (  # in the user's words: which model takes it, what this one takes instead
-        f"aecodec: --iterations applies only to --model overfit (a fit per image); this model takes --effort 0..{MAX_EFFORT}"
+        "aecodec: --iterations applies only to --model overfit (a fit per image); "
+        f"this model takes --effort 0..{MAX_EFFORT}"
     )
 
 

@@ -20,7 +20,6 @@ Ray is imported here only, inside functions: ``aecodec`` without ``--ray`` never
 from __future__ import annotations
 
 import csv
-import glob
 import io
 import logging
 import os
@@ -75,32 +74,6 @@ def require_ray() -> None:
 
 
 # -- the plan: which files, written where (pure, no Ray) ------------------------------------------------
-def expand(inputs: Iterable[str], wanted: set[str]) -> list[tuple[str, str]]:
-    """(file, output name without suffix, relative to the output folder) for each input: a file as itself
-    (its stem); a folder walked in sorted order, its files whose suffix is in ``wanted`` keeping their path
-    below it (hidden names skipped); a glob (``*``, ``?``, ``[``, ``**``) as its matches, files or folders."""
-    out: list[tuple[str, str]] = []
-    for pattern in inputs:
-        if pattern == files.STDIO:
-            raise AecError("--ray reads files, not stdin (-)")
-        roots = [pattern]
-        if not os.path.exists(pattern) and glob.has_magic(pattern):
-            roots = sorted(glob.glob(pattern, recursive=True))
-            if not roots:
-                raise AecError(f"{pattern}: no file matches")
-        for root in roots:
-            if not os.path.isdir(root):
-                out.append((root, Path(root).stem))
-                continue
-            for folder, subdirs, names in os.walk(root):
-                subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-                rel = Path(folder).relative_to(root)
-                for name in sorted(names):
-                    if not name.startswith(".") and Path(name).suffix.lower() in wanted:
-                        out.append((os.path.join(folder, name), str(rel / Path(name).stem)))
-    return out
-
-
 def plan(inputs: Sequence[str], output_dir: str | None, options: jobs.Options) -> list[tuple[str, str]]:
     """(input, output) of every file a job codes into ``output_dir``, decided before anything runs; outputs that
     two inputs would share are refused naming both, as the local command does."""
@@ -110,13 +83,10 @@ def plan(inputs: Sequence[str], output_dir: str | None, options: jobs.Options) -
         or not (output_dir.endswith(("/", os.sep)) or os.path.isdir(output_dir))
     ):
         raise AecError("--ray writes into a folder: give -o OUTDIR/ (an existing folder, or a name ending in /)")
-    encode = isinstance(options, jobs.EncodeOptions)
-    wanted = files.input_suffixes() if encode else {".aec"}
-    suffix = ".aec" if encode else (getattr(options, "suffix", None) or ".png")
-    found = expand(inputs, wanted)
-    if not found:
-        raise AecError(f"no {'images' if encode else '.aec files'} found in {' '.join(inputs)}")
-    pairs = [(src, os.path.join(output_dir, name + suffix)) for src, name in found]
+    if files.STDIO in inputs:
+        raise AecError("--ray reads files, not stdin (-)")
+    suffix = jobs.output_suffix(options)
+    pairs = [(src, os.path.join(output_dir, name + suffix)) for src, name in jobs.walk(inputs, options)]
     files.refuse_shared_outputs([s for s, _ in pairs], [d for _, d in pairs])
     return pairs
 

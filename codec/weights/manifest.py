@@ -51,7 +51,9 @@ def weights_path(manifest: dict, model_id: str, folder: Path) -> Path:
         if (place / name).exists():
             return place / name
     if distribution_of(manifest, model_id) == COMPANION:
-        raise AecError(f"model {model_id!r} is not installed: its weights are in the package {COMPANION}; {COMPANION_HINT}")
+        raise AecError(
+            f"model {model_id!r} is not installed: its weights are in the package {COMPANION}; {COMPANION_HINT}"
+        )
     raise AecError(f"weights file {folder / name} is missing")
 
 

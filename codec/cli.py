@@ -262,10 +262,11 @@ def _code_on_ray(
     try:
         distributed.require_ray()
         pairs = distributed.plan(inputs, output, options)
+        distributed.check_folder(output)  # before Ray starts: what would stop the job only at its end
     except AecError as e:
         _usage_error(e)
     try:
-        distributed.connect(ray["address"], progress=not console.quiet and sys.stderr.isatty())
+        distributed.connect(ray["address"], progress=not console.quiet and sys.stderr.isatty(), quiet=console.quiet)
     except Exception as e:  # noqa: BLE001 - no cluster to run on: a setup failure, before any input is touched
         _usage_error(AecError(f"cannot start or join the Ray cluster: {type(e).__name__}: {_first_line(e)}"))
     kept: list[jobs.Outcome] = []
@@ -280,14 +281,27 @@ def _code_on_ray(
         status, failed = _follow(keep(distributed.outcomes(results)), len(pairs), console, bar=False)
     except AecError as e:
         _usage_error(e)
+    except KeyboardInterrupt:  # Ctrl-C: the table of what finished, then "interrupted" (exit 130)
+        _write_table(kept, pairs, output)
+        raise
     except Exception as e:  # noqa: BLE001 - a job Ray could not finish: one line, and the table of what it did
         console.fail(f"the Ray job stopped: {type(e).__name__}: {_first_line(e)}")
         status, failed = EXIT_OTHER, len(pairs) - sum(1 for o in kept if not o.error)
-    table = distributed.write_table(kept, pairs, output)
+    table = _write_table(kept, pairs, output)
     if not console.quiet:
         written, skipped = sum(1 for o in kept if not o.error and not o.skipped), sum(1 for o in kept if o.skipped)
         console.line(f"aecodec: {written} written, {skipped} skipped, {failed} failed; results in {table}")
     _finish(status, failed, len(pairs), console, f"see {table}")
+
+
+def _write_table(kept: list[jobs.Outcome], pairs: list[tuple[str, str]], output: str) -> str:
+    """OUTDIR/aecodec-results.csv of the outcomes so far; a failed write is one line and exit 2."""
+    from .coding import distributed
+
+    try:
+        return distributed.write_table(kept, pairs, output)
+    except AecError as e:
+        _usage_error(e)
 
 
 #: click's wording for values of the wrong type, in the command's words.
@@ -363,8 +377,9 @@ def main() -> None:
     "-q",
     "--quality",
     type=float,
-    help=f"{Q_MIN:g} (fewest bits, ~0.1 bpp) to the model's top level (best quality; 'aecodec models' lists "
-    f"each model's range, {Q_MAX:g} at most); fractions interpolate. [default: {DEFAULT_QUALITY:g}]",
+    help=f"{Q_MIN:g} (fewest bits: 0.06 bpp on Kodak with the default model) to the model's top level "
+    f"(best quality; 'aecodec models' lists each model's range, {Q_MAX:g} at most); fractions interpolate. "
+    f"[default: {DEFAULT_QUALITY:g}]",
 )
 @click.option(
     "--target-bpp",

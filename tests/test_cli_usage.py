@@ -451,6 +451,17 @@ def test_install_hints_name_commands_that_work(monkeypatch):
     assert "pip install -e ." in COMPANION_HINT and f"pip install {COMPANION}" not in COMPANION_HINT
 
 
+def test_help_states_the_measured_rate_of_the_lowest_quality():
+    """``encode --help``'s bits at -q 1 are the Kodak mean of benchmarks/results/kodak/rd.csv (default model)."""
+    import csv
+
+    rd = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "kodak" / "rd.csv"
+    with open(rd, newline="") as f:
+        (row,) = [r for r in csv.DictReader(f) if r["codec"] == "aecodec" and float(r["quality"]) == 1]
+    text = " ".join(run("encode", "--help").stdout.split())
+    assert f"1 (fewest bits: {float(row['bpp']):.2f} bpp on Kodak with the default model)" in text
+
+
 def test_shell_completion_as_the_readme_says():
     """``_AECODEC_COMPLETE=bash_source aecodec`` prints the script; the script's requests complete commands."""
     script = CliRunner().invoke(main, [], prog_name="aecodec", env={"_AECODEC_COMPLETE": "bash_source"})

@@ -20,6 +20,7 @@ Ray is imported here only, inside functions: ``aecodec`` without ``--ray`` never
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import logging
 import os
@@ -91,6 +92,29 @@ def plan(inputs: Sequence[str], output_dir: str | None, options: jobs.Options) -
     return pairs
 
 
+def check_folder(output_dir: str) -> None:
+    """Create the output folder, and refuse what would stop the job only at its end, before Ray starts: a folder
+    that cannot be made or written into (a file's name, a symlink loop, ``/proc``) or a results table's name
+    taken by something that is not a file. One AecError line, as the local command gives."""
+    folder = Path(output_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        reason = files.os_reason(e)
+        if e.errno == errno.EEXIST:  # the name is taken: by a file, or by a link that leads nowhere
+            try:
+                os.stat(folder)
+                reason = "not a folder"
+            except OSError as why:
+                reason = files.os_reason(why)
+        raise AecError(f"-o {output_dir}: cannot make or use this output folder ({reason})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise AecError(f"-o {output_dir}: cannot write into it (permission denied)")
+    results = folder / RESULTS_NAME
+    if os.path.lexists(results) and not results.is_file():
+        raise AecError(f"{results}: not a file; the results table is written there (move it away)")
+
+
 # -- the workers ----------------------------------------------------------------------------------------
 class _Worker:
     """A Ray Data actor: the coder built once from the options (model loaded), then one results row per input
@@ -134,10 +158,17 @@ def _test_kill() -> None:
 
 
 # -- the job --------------------------------------------------------------------------------------------
-def connect(address: str | None = None, progress: bool | None = None) -> None:
+#: Ray's C++ core logs to this process's stderr at this level and above; ``connect(quiet=True)`` sets it to
+#: ``fatal`` unless the user did. Its error lines are Ray's, not the job's: e.g. ``core_worker.cc … E`` on every
+#: Ray Data actor (their arguments are in the object store and they restart: ray-project/ray#53727).
+BACKEND_LOG_LEVEL = "RAY_BACKEND_LOG_LEVEL"
+
+
+def connect(address: str | None = None, progress: bool | None = None, quiet: bool = False) -> None:
     """Join the cluster at ``address`` (else ``RAY_ADDRESS``; else start a local one, on the loopback, without
     dashboard), unless this process already has. ``progress`` False keeps Ray Data quiet (no bars, no
-    progress logs), True shows its bars; None leaves them as they are."""
+    progress logs), True shows its bars; None leaves them as they are. ``quiet``: nor Ray's C++ log lines (set
+    before this process's Ray starts, which reads it once)."""
     import ray
     import ray.data
 
@@ -146,6 +177,8 @@ def connect(address: str | None = None, progress: bool | None = None) -> None:
         logging.getLogger("ray.data").setLevel(logging.INFO if progress else logging.ERROR)
     if ray.is_initialized():
         return
+    if quiet:
+        os.environ.setdefault(BACKEND_LOG_LEVEL, "fatal")
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     else:
@@ -203,7 +236,9 @@ def encode_paths(
     fields of ``jobs.EncodeOptions`` (quality, target_bpp, max_bytes, model_id, tile, effort, iterations, device,
     batch, threads, force, skip_existing)."""
     checked = jobs.EncodeOptions(**options).checked()
-    return job(plan(inputs, output_dir, checked), checked, output_dir, workers)
+    pairs = plan(inputs, output_dir, checked)
+    check_folder(output_dir)
+    return job(pairs, checked, output_dir, workers)
 
 
 def decode_paths(
@@ -213,7 +248,9 @@ def decode_paths(
     of ``jobs.DecodeOptions`` (fmt, out_quality, drop_alpha, max_pixels, device, batch, threads, force,
     skip_existing)."""
     checked = jobs.DecodeOptions(**options)
-    return job(plan(inputs, output_dir, checked), checked, output_dir, workers)
+    pairs = plan(inputs, output_dir, checked)
+    check_folder(output_dir)
+    return job(pairs, checked, output_dir, workers)
 
 
 def outcomes(results: ray.data.Dataset) -> Iterator[jobs.Outcome]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -209,10 +210,19 @@ def check_dest(src: str, dest: str, force: bool) -> None:
     files.check_output(dest, force)
 
 
+def maybe_written_since(dest: str, since: float) -> bool:
+    """Whether ``dest`` is a regular file (not a link: this job writes none) modified at or after ``since``."""
+    try:
+        st = os.lstat(dest)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_mtime >= since
+
+
 def written_since(dest: str, data: bytes, since: float) -> bool:
     """Whether ``dest`` already holds exactly ``data`` and was modified at or after ``since``."""
     try:
-        if os.stat(dest).st_mtime < since or os.path.getsize(dest) != len(data):
+        if not maybe_written_since(dest, since) or os.path.getsize(dest) != len(data):
             return False
         with open(dest, "rb") as f:
             return f.read() == data
@@ -242,7 +252,7 @@ class Coder:
         then the write decides)."""
         check_not_input(src, dest)
         since = self.options.since
-        if since is None or not files.output_exists(dest) or os.stat(dest).st_mtime < since:
+        if since is None or not maybe_written_since(dest, since):  # a dangling link or a loop: "exists"
             files.check_output(dest, self.options.force)
 
     def write(self, dest: str, data: bytes) -> None:

@@ -256,7 +256,10 @@ def _code_on_ray(
     inputs: tuple[str, ...], output: str | None, options: jobs.Options, ray: dict, console: _Console
 ) -> NoReturn:
     """``--ray``: the same options run as a Ray Data job (``codec.coding.distributed``). Failures are reported as they
-    come back, then OUTDIR/aecodec-results.csv is written and the last line counts the failures."""
+    come back, then OUTDIR/aecodec-results.csv is written and the last line counts the failures. ``--quiet``
+    also keeps Ray's own C++ log lines off stderr."""
+    from contextlib import nullcontext
+
     from .coding import distributed
 
     try:
@@ -265,8 +268,19 @@ def _code_on_ray(
         distributed.check_folder(output)  # before Ray starts: what would stop the job only at its end
     except AecError as e:
         _usage_error(e)
+    with distributed.without_ray_lines() if console.quiet else nullcontext():
+        status, failed, table = _ray_job(pairs, output, options, ray, console)
+    _finish(status, failed, len(pairs), console, f"see {table}")
+
+
+def _ray_job(
+    pairs: list[tuple[str, str]], output: str, options: jobs.Options, ray: dict, console: _Console
+) -> tuple[int, int, str]:
+    """Join or start the cluster, run the job, write its table: (exit status, failures, the table's path)."""
+    from .coding import distributed
+
     try:
-        distributed.connect(ray["address"], progress=not console.quiet and sys.stderr.isatty(), quiet=console.quiet)
+        distributed.connect(ray["address"], progress=not console.quiet and sys.stderr.isatty())
     except Exception as e:  # noqa: BLE001 - no cluster to run on: a setup failure, before any input is touched
         _usage_error(AecError(f"cannot start or join the Ray cluster: {type(e).__name__}: {_first_line(e)}"))
     kept: list[jobs.Outcome] = []
@@ -291,7 +305,7 @@ def _code_on_ray(
     if not console.quiet:
         written, skipped = sum(1 for o in kept if not o.error and not o.skipped), sum(1 for o in kept if o.skipped)
         console.line(f"aecodec: {written} written, {skipped} skipped, {failed} failed; results in {table}")
-    _finish(status, failed, len(pairs), console, f"see {table}")
+    return status, failed, table
 
 
 def _write_table(kept: list[jobs.Outcome], pairs: list[tuple[str, str]], output: str) -> str:

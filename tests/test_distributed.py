@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -137,6 +139,21 @@ def test_ctrl_c_still_writes_the_table_of_what_finished(png, tmp_path, monkeypat
         (png.name, "99", ""),
         ("other.png", "0", f"{other}: not coded, the job stopped"),
     ]
+
+
+def test_without_ray_lines_drops_what_is_written_to_fd_2_and_keeps_our_lines(tmp_path):
+    """What ``--quiet`` does to Ray's C++ log lines (written to descriptor 2 directly): dropped, while the
+    command's own lines (``sys.stderr``) still reach stderr, and descriptor 2 is back afterwards."""
+    code = (
+        "import os, sys\n"
+        "from codec.coding.distributed import without_ray_lines\n"
+        "with without_ray_lines():\n"
+        "    os.write(2, b'[2026 E 1 1] core_worker.cc:2465: a line of Ray\\n')\n"
+        "    print('aecodec: ours', file=sys.stderr)\n"
+        "os.write(2, b'after\\n')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0 and proc.stderr == "aecodec: ours\nafter\n", proc.stderr
 
 
 # -- on a local cluster ----------------------------------------------------------------------------------
@@ -307,3 +324,18 @@ def test_link_outputs_exist_and_a_fifo_in_a_walked_folder_is_skipped(cluster, co
     for path in (dangling, loop):
         assert not path.is_symlink() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [Path(r["input"]).name for r in read_table(out)] == names and not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.slow
+def test_quiet_keeps_rays_own_lines_off_stderr(cluster, corpus, tmp_path, capfd):
+    """Ray's core prints ``core_worker.cc … E`` for every Ray Data actor it creates (past Python's logging);
+    ``--quiet`` keeps it, and every other line, off stderr."""
+    loud = run("encode", corpus[0], "--ray", "-o", f"{tmp_path}/loud/", "--tile", TILE)
+    assert loud.exit_code == 0, loud.stderr
+    assert "core_worker.cc" in capfd.readouterr().err  # the line --quiet is to keep off (Ray still prints it)
+    quiet = run("encode", corpus[0], "--ray", "-o", f"{tmp_path}/quiet/", "--tile", TILE, "--quiet")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert "core_worker.cc" not in capfd.readouterr().err
+    assert (tmp_path / "quiet" / f"{corpus[0].stem}.aec").read_bytes() == (
+        tmp_path / "loud" / f"{corpus[0].stem}.aec"
+    ).read_bytes()

@@ -25,7 +25,9 @@ import io
 import logging
 import os
 import secrets
+import sys
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,17 +160,38 @@ def _test_kill() -> None:
 
 
 # -- the job --------------------------------------------------------------------------------------------
-#: Ray's C++ core logs to this process's stderr at this level and above; ``connect(quiet=True)`` sets it to
-#: ``fatal`` unless the user did. Its error lines are Ray's, not the job's: e.g. ``core_worker.cc … E`` on every
-#: Ray Data actor (their arguments are in the object store and they restart: ray-project/ray#53727).
-BACKEND_LOG_LEVEL = "RAY_BACKEND_LOG_LEVEL"
+@contextmanager
+def without_ray_lines() -> Iterator[None]:
+    """Drop what Ray's C++ core writes to this process's stderr (file descriptor 2, past Python's logging), e.g.
+    ``core_worker.cc … E`` on every Ray Data actor (its arguments are in the object store and it restarts:
+    ray-project/ray#53727); Python's ``sys.stderr`` keeps writing to the real stderr. For ``--quiet``: setting
+    ``RAY_BACKEND_LOG_LEVEL`` instead makes the core print a line saying so."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    before = sys.stderr
+    try:
+        takes_fd2 = before.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # replaced by a stream without a descriptor (tests)
+        takes_fd2 = False
+    try:
+        if takes_fd2:
+            sys.stderr = open(
+                saved, "w", buffering=1, encoding=before.encoding, errors="backslashreplace", closefd=False
+            )
+        os.dup2(null, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr = before
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
-def connect(address: str | None = None, progress: bool | None = None, quiet: bool = False) -> None:
+def connect(address: str | None = None, progress: bool | None = None) -> None:
     """Join the cluster at ``address`` (else ``RAY_ADDRESS``; else start a local one, on the loopback, without
     dashboard), unless this process already has. ``progress`` False keeps Ray Data quiet (no bars, no
-    progress logs), True shows its bars; None leaves them as they are. ``quiet``: nor Ray's C++ log lines (set
-    before this process's Ray starts, which reads it once)."""
+    progress logs), True shows its bars; None leaves them as they are."""
     import ray
     import ray.data
 
@@ -177,8 +200,6 @@ def connect(address: str | None = None, progress: bool | None = None, quiet: boo
         logging.getLogger("ray.data").setLevel(logging.INFO if progress else logging.ERROR)
     if ray.is_initialized():
         return
-    if quiet:
-        os.environ.setdefault(BACKEND_LOG_LEVEL, "fatal")
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     else:

@@ -97,10 +97,15 @@ def plan(inputs: Sequence[str], output_dir: str | None, options: jobs.Options) -
 def check_folder(output_dir: str) -> None:
     """Create the output folder, and refuse what would stop the job only at its end, before Ray starts: a folder
     that cannot be made or written into (a file's name, a symlink loop, ``/proc``) or a results table's name
-    taken by something that is not a file. One AecError line, as the local command gives."""
+    taken by something that is not a file. One AecError line, as the local command gives. Folders it had to make
+    are removed again (the job makes them): a command that stops before the job leaves nothing behind."""
     folder = Path(output_dir)
+    missing = [p for p in [folder, *folder.parents] if not os.path.lexists(p)]
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        writable = os.access(folder, os.W_OK | os.X_OK)
+        for made in missing:  # deepest first
+            made.rmdir()
     except OSError as e:
         reason = files.os_reason(e)
         if e.errno == errno.EEXIST:  # the name is taken: by a file, or by a link that leads nowhere
@@ -110,7 +115,7 @@ def check_folder(output_dir: str) -> None:
             except OSError as why:
                 reason = files.os_reason(why)
         raise AecError(f"-o {output_dir}: cannot make or use this output folder ({reason})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if not writable:
         raise AecError(f"-o {output_dir}: cannot write into it (permission denied)")
     results = folder / RESULTS_NAME
     if os.path.lexists(results) and not results.is_file():

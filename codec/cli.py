@@ -203,7 +203,7 @@ def _shared_options(output_help: str) -> Callable:
             is_flag=True,
             help="Run as a Ray Data job on the cluster of RAY_ADDRESS or --ray-address (else a local one); "
             "-o names a folder, inputs may be folders and globs, OUTDIR/aecodec-results.csv lists the results. "
-            "Needs pip install 'aecodec[ray]'.",
+            "Needs Ray (aecodec's [ray] extra; without it --ray says how to install it).",
         ),
         click.option("--ray-address", help="With --ray: the cluster to join [default: RAY_ADDRESS, else a new one]."),
         click.option(
@@ -238,9 +238,7 @@ def _console(verbose: bool, quiet: bool) -> _Console:
     return console
 
 
-def _code_here(
-    make: Callable[[], jobs.Coder], inputs: tuple[str, ...], dests: list[str], console: _Console
-) -> NoReturn:
+def _code_here(make: Callable[[], jobs.Coder], inputs: list[str], dests: list[str], console: _Console) -> NoReturn:
     """The local command: build the coder (its model loaded once; a failure there is a usage error, before
     any input is touched) and code every input in this process."""
     try:
@@ -259,14 +257,29 @@ def _code_on_ray(
     inputs: tuple[str, ...], output: str | None, options: jobs.Options, ray: dict, console: _Console
 ) -> NoReturn:
     """``--ray``: the same options run as a Ray Data job (``codec.coding.distributed``). Failures are reported as they
-    come back, then OUTDIR/aecodec-results.csv is written and the last line counts the failures."""
+    come back, then OUTDIR/aecodec-results.csv is written and the last line counts the failures. ``--quiet``
+    also keeps Ray's own C++ log lines off stderr."""
+    from contextlib import nullcontext
+
     from .coding import distributed
 
     try:
         distributed.require_ray()
         pairs = distributed.plan(inputs, output, options)
+        distributed.check_folder(output)  # before Ray starts: what would stop the job only at its end
     except AecError as e:
         _usage_error(e)
+    with distributed.without_ray_lines() if console.quiet else nullcontext():
+        status, failed, table = _ray_job(pairs, output, options, ray, console)
+    _finish(status, failed, len(pairs), console, f"see {table}")
+
+
+def _ray_job(
+    pairs: list[tuple[str, str]], output: str, options: jobs.Options, ray: dict, console: _Console
+) -> tuple[int, int, str]:
+    """Join or start the cluster, run the job, write its table: (exit status, failures, the table's path)."""
+    from .coding import distributed
+
     try:
         distributed.connect(ray["address"], progress=not console.quiet and sys.stderr.isatty())
     except Exception as e:  # noqa: BLE001 - no cluster to run on: a setup failure, before any input is touched
@@ -283,14 +296,27 @@ def _code_on_ray(
         status, failed = _follow(keep(distributed.outcomes(results)), len(pairs), console, bar=False)
     except AecError as e:
         _usage_error(e)
+    except KeyboardInterrupt:  # Ctrl-C: the table of what finished, then "interrupted" (exit 130)
+        _write_table(kept, pairs, output)
+        raise
     except Exception as e:  # noqa: BLE001 - a job Ray could not finish: one line, and the table of what it did
         console.fail(f"the Ray job stopped: {type(e).__name__}: {_first_line(e)}")
         status, failed = EXIT_OTHER, len(pairs) - sum(1 for o in kept if not o.error)
-    table = distributed.write_table(kept, pairs, output)
+    table = _write_table(kept, pairs, output)
     if not console.quiet:
         written, skipped = sum(1 for o in kept if not o.error and not o.skipped), sum(1 for o in kept if o.skipped)
         console.line(f"aecodec: {written} written, {skipped} skipped, {failed} failed; results in {table}")
-    _finish(status, failed, len(pairs), console, f"see {table}")
+    return status, failed, table
+
+
+def _write_table(kept: list[jobs.Outcome], pairs: list[tuple[str, str]], output: str) -> str:
+    """OUTDIR/aecodec-results.csv of the outcomes so far; a failed write is one line and exit 2."""
+    from .coding import distributed
+
+    try:
+        return distributed.write_table(kept, pairs, output)
+    except AecError as e:
+        _usage_error(e)
 
 
 #: click's wording for values of the wrong type, in the command's words.
@@ -366,9 +392,9 @@ def main() -> None:
     "-q",
     "--quality",
     type=float,
-    help=f"{Q_MIN:g} (fewest bits, ~0.1 bpp) to the model's top level (best quality; 'aecodec models' lists "
-    f"each model's range, {Q_MAX:g} at most); fractions interpolate. [default: {DEFAULT_QUALITY:g}, or the "
-    "nearest a model with one network per quality has]",
+    help=f"{Q_MIN:g} (fewest bits: 0.06 bpp on Kodak with the default model) to the model's top level "
+    f"(best quality; 'aecodec models' lists each model's range, {Q_MAX:g} at most); fractions interpolate. "
+    f"[default: {DEFAULT_QUALITY:g}, or the nearest a model with one network per quality has]",
 )
 @click.option(
     "--target-bpp",
@@ -432,7 +458,7 @@ def encode(
             **common,
         ).checked()  # torch-free: a bad -q fails before torch loads
         ray = _ray_args(on_ray, ray_address, workers)
-        dests = [] if ray else files.output_paths(inputs, output, ".aec", options.force)
+        srcs, dests = ([], []) if ray else jobs.plan_here(inputs, output, options)
         for dest in dests:
             _check_aec_name(dest)
     except (AecError, ValueError) as e:
@@ -441,7 +467,7 @@ def encode(
     if ray:
         _code_on_ray(inputs, output, options, ray, console)
     _effort_messages(console)
-    _code_here(partial(jobs.Encoder, options), inputs, dests, console)
+    _code_here(partial(jobs.Encoder, options), srcs, dests, console)
 
 
 class _SayHandler(logging.Handler):
@@ -503,7 +529,7 @@ def decode(
     )
     try:
         ray = _ray_args(on_ray, ray_address, workers)
-        dests = [] if ray else files.output_paths(inputs, output, options.suffix or ".png", options.force)
+        srcs, dests = ([], []) if ray else jobs.plan_here(inputs, output, options)
         for dest in dests:  # an unknown output format fails before any work
             files.output_format(dest, options.suffix)
     except AecError as e:
@@ -511,7 +537,7 @@ def decode(
     console = _console(verbose, quiet)
     if ray:
         _code_on_ray(inputs, output, options, ray, console)
-    _code_here(partial(jobs.Decoder, options), inputs, dests, console)
+    _code_here(partial(jobs.Decoder, options), srcs, dests, console)
 
 
 def _describe(file: str, size: int, f) -> dict:

@@ -217,3 +217,34 @@ def test_skip_existing_resumes_a_stopped_run(tmp_path, mixed_inputs):
     assert run("decode", out / "two.aec", "-o", f"{decoded}/", "--skip-existing").exit_code == 0
     assert run("decode", out / "two.aec", "-o", f"{decoded}/", "--skip-existing").exit_code == 0
     assert run("decode", out / "two.aec", "-o", f"{decoded}/").exit_code == 2
+
+
+def test_folders_and_globs_are_walked_as_with_ray(tmp_path, photo_like):
+    """``encode FOLDER`` (or a quoted glob) codes the images below it without --ray, as --ray walks them: beside
+    each file, or under ``-o DIR/`` keeping subfolders; ``decode`` walks ``.aec`` files the same way. Names
+    that are not regular files (a FIFO, which a read would wait on forever) and hidden ones are skipped."""
+    from codec.coding import jobs
+
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    for name, seed in (("a.png", 1), ("sub/b.png", 2), (".hidden.png", 3)):
+        Image.fromarray(photo_like(16, 24, seed)).save(photos / name)
+    (photos / "notes.txt").write_text("not an image")
+    os.mkfifo(photos / "pipe.png")
+    os.mkfifo(photos / "sub" / "pipe.aec")
+    walked = [(os.path.relpath(s, photos), n) for s, n in jobs.walk([str(photos)], jobs.EncodeOptions())]
+    assert walked == [("a.png", "a"), ("sub/b.png", "sub/b")]  # the FIFO is not read: no hang below
+
+    assert run("encode", photos).exit_code == 0
+    assert (photos / "a.aec").read_bytes()[:4] == bs.MAGIC and (photos / "sub" / "b.aec").exists()
+    result = run("decode", photos, "-o", f"{tmp_path}/out/")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png")) == [
+        "a.png",
+        "sub/b.png",
+    ]
+    globbed = run("encode", photos / "*.png", "-o", f"{tmp_path}/g/")  # quoted: the command expands it
+    assert globbed.exit_code == 0 and os.listdir(tmp_path / "g") == ["a.aec"]
+    assert_one_line_error(run("encode", photos, "-o", tmp_path / "one.aec"))
+    assert "-o must be a folder" in run("encode", photos, "-o", tmp_path / "one.aec").stderr
+    assert_one_line_error(run("decode", tmp_path / "g" / "*.txt"))

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from codec.cli import main
+from codec.coding import distributed
 from codec.format import bitstream as bs
 
 CLI = [sys.executable, "-m", "codec.cli"]
@@ -90,7 +91,8 @@ def test_ray_options_without_ray_installed_or_without_ray(png, tmp_path):
     args = ["encode", str(png), "--ray", "-o", f"{tmp_path}/out/"]
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.splitlines() == ["aecodec: --ray needs Ray, which is not installed: pip install 'aecodec[ray]'"]
+    hint = distributed.install_hint()
+    assert proc.stderr.splitlines() == [f"aecodec: --ray needs Ray, which is not installed: {hint}"]
     assert not (tmp_path / "out").exists()
     one_error_line(run("decode", png, "--workers", "2"), "--ray-address and --workers need --ray")
 
@@ -397,7 +399,7 @@ def test_a_model_of_the_companion_is_named_with_its_package_and_found_once_insta
 ):
     """A non-default model whose file this installation lacks: one line naming the model and the package that
     has it; once that package (``aecodec_models``) is importable, the same loader finds the file there."""
-    from codec.weights.shipping import COMPANION, COMPANION_MODULE
+    from codec.weights.shipping import COMPANION, COMPANION_HINT, COMPANION_MODULE
     from codec.weights.store import _load
 
     manifest = json.loads((weights_copy / "manifest.json").read_text())
@@ -405,7 +407,7 @@ def test_a_model_of_the_companion_is_named_with_its_package_and_found_once_insta
     manifest["models"]["old-model"] = {**entry, "file": "old-model.safetensors"}
     (weights_copy / "manifest.json").write_text(json.dumps(manifest))
     line = one_error_line(run("encode", png, "--model", "old-model", "-o", tmp_path / "x.aec"), "'old-model'")
-    assert f"in the package {COMPANION} (pip install {COMPANION})" in line
+    assert line.endswith(f"in the package {COMPANION}; {COMPANION_HINT}")
     assert "not installed" in run("models").stdout
 
     package = tmp_path / "site" / COMPANION_MODULE
@@ -416,6 +418,51 @@ def test_a_model_of_the_companion_is_named_with_its_package_and_found_once_insta
     _load.cache_clear()
     assert run("encode", png, "--model", "old-model", "-o", tmp_path / "x.aec").exit_code == 0
     assert bs.unpack((tmp_path / "x.aec").read_bytes()).model_id == "old-model"
+
+
+def test_install_hints_name_commands_that_work(monkeypatch):
+    """No package index has aecodec nor aecodec-models: the hints name what works. Ray's: the [ray] extra's own
+    requirements (as pyproject.toml has them), or a checkout's editable install; the companion's: the checkout
+    folder its wheel is built from (tests/test_packaging.py builds it so)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    from codec.weights.shipping import COMPANION, COMPANION_HINT
+
+    root = Path(__file__).resolve().parents[1]
+    (line,) = re.findall(r"(?m)^ray = \[(.*)\]$", (root / "pyproject.toml").read_text())  # no tomllib on 3.10
+    extra = re.findall(r'"([^"]+)"', line)
+    hint = distributed.install_hint()
+    named = re.findall(r"'([^']+)'", hint.split(" (")[0])
+
+    def key(req: str) -> tuple:
+        r = Requirement(req)
+        return r.name, frozenset(r.extras), r.specifier
+
+    assert hint.startswith("pip install '") and sorted(map(key, named), key=str) == sorted(map(key, extra), key=str)
+    assert hint.endswith("(in a checkout of aecodec: pip install -e '.[ray]')")
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "requires", missing)
+    assert distributed.install_hint() == "in a checkout of aecodec: pip install -e '.[ray]'"
+    command = re.search(r"\((pip wheel --no-deps (\S+))\)", COMPANION_HINT)
+    assert command and (root / command.group(2) / "pyproject.toml").is_file()
+    assert f'name = "{COMPANION}"' in (root / command.group(2) / "pyproject.toml").read_text()
+    assert "pip install -e ." in COMPANION_HINT and f"pip install {COMPANION}" not in COMPANION_HINT
+
+
+def test_help_states_the_measured_rate_of_the_lowest_quality():
+    """``encode --help``'s bits at -q 1 are the Kodak mean of benchmarks/results/kodak/rd.csv (default model)."""
+    import csv
+
+    rd = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "kodak" / "rd.csv"
+    with open(rd, newline="") as f:
+        (row,) = [r for r in csv.DictReader(f) if r["codec"] == "aecodec" and float(r["quality"]) == 1]
+    text = " ".join(run("encode", "--help").stdout.split())
+    assert f"1 (fewest bits: {float(row['bpp']):.2f} bpp on Kodak with the default model)" in text
 
 
 def test_shell_completion_as_the_readme_says():

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -80,6 +82,78 @@ def test_a_cluster_that_cannot_be_joined_is_one_line(png, tmp_path, monkeypatch)
         "ConnectionError: Failed to connect to Ray cluster at 127.0.0.1:1"
     ]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def no_ray_start(monkeypatch):
+    """Ray importable, but a test that reaches ``connect`` fails: the refusals below come before Ray starts."""
+    pytest.importorskip("ray")
+
+    def started(*args, **kwargs):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(distributed, "connect", started)
+
+
+def test_output_folders_that_cannot_hold_the_results_are_one_line_before_ray_starts(png, tmp_path, no_ray_start):
+    """``-o afile/`` (a file), ``-o loop/`` (a symlink loop), ``-o /proc/x/``, or OUTDIR/aecodec-results.csv taken
+    by a folder: one line and exit 2, as the local command gives, not a stopped job and a traceback at its end."""
+    (tmp_path / "afile").write_bytes(b"a file")
+    os.symlink("loop", tmp_path / "loop")
+    (tmp_path / "out" / distributed.RESULTS_NAME).mkdir(parents=True)
+    cases = {
+        f"{tmp_path}/afile/": "cannot make or use this output folder (not a folder)",
+        f"{tmp_path}/loop/": "cannot make or use this output folder (too many levels of symbolic links",
+        "/proc/x/": "cannot make or use this output folder (",
+        f"{tmp_path}/out/": f"{tmp_path}/out/{distributed.RESULTS_NAME}: not a file",
+    }
+    for output, says in cases.items():
+        result = run("encode", png, "--ray", "-o", output)
+        assert result.exit_code == 2, (output, result.stderr)
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("aecodec: ") and says in line, (output, line)
+    assert (tmp_path / "afile").read_bytes() == b"a file" and not os.listdir(
+        tmp_path / "out" / distributed.RESULTS_NAME
+    )
+
+
+def test_ctrl_c_still_writes_the_table_of_what_finished(png, tmp_path, monkeypatch):
+    """Ctrl-C during a ``--ray`` job: "interrupted", exit 130, and OUTDIR/aecodec-results.csv with the rows that
+    came back (the others: not coded)."""
+    pytest.importorskip("ray")
+    other = tmp_path / "other.png"
+    other.write_bytes(png.read_bytes())
+    out = tmp_path / "out"
+
+    def interrupted(results):
+        yield jobs.Outcome(str(png), f"{out}/img.aec", bytes=99, summary="done")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "connect", lambda *args, **kwargs: None)
+    monkeypatch.setattr(distributed, "job", lambda *args: None)
+    monkeypatch.setattr(distributed, "outcomes", interrupted)
+    result = run("encode", png, other, "--ray", "-o", f"{out}/")
+    assert result.exit_code == 130 and aecodec_lines(result.stderr) == ["aecodec: interrupted"]
+    rows = read_table(out)
+    assert [(Path(r["input"]).name, r["bytes"], r["error"]) for r in rows] == [
+        (png.name, "99", ""),
+        ("other.png", "0", f"{other}: not coded, the job stopped"),
+    ]
+
+
+def test_without_ray_lines_drops_what_is_written_to_fd_2_and_keeps_our_lines(tmp_path):
+    """What ``--quiet`` does to Ray's C++ log lines (written to descriptor 2 directly): dropped, while the
+    command's own lines (``sys.stderr``) still reach stderr, and descriptor 2 is back afterwards."""
+    code = (
+        "import os, sys\n"
+        "from codec.coding.distributed import without_ray_lines\n"
+        "with without_ray_lines():\n"
+        "    os.write(2, b'[2026 E 1 1] core_worker.cc:2465: a line of Ray\\n')\n"
+        "    print('aecodec: ours', file=sys.stderr)\n"
+        "os.write(2, b'after\\n')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0 and proc.stderr == "aecodec: ours\nafter\n", proc.stderr
 
 
 # -- on a local cluster ----------------------------------------------------------------------------------
@@ -223,3 +297,45 @@ def test_a_corrupt_input_fails_alone(cluster, corpus, tmp_path):
     errors = {Path(r["input"]).name: r["error"] for r in read_table(out) if r["error"]}
     assert list(errors) == ["bad.png"] and errors["bad.png"].startswith(f"{bad}: damaged image")
     assert aecodec_lines(result.stderr)[-1] == f"aecodec: 1 of 4 inputs failed (see {out}/aecodec-results.csv)"
+
+
+@pytest.mark.slow
+def test_link_outputs_exist_and_a_fifo_in_a_walked_folder_is_skipped(cluster, corpus, local_out, tmp_path):
+    """Outputs that are a dangling symlink or a symlink loop "exist" (exit 2), as for the local command; with
+    --force the link itself is replaced. A FIFO named ``*.aec`` in the walked folder is skipped, not read
+    (which would wait forever)."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    names = aec_names(corpus)[:2]
+    for name in names:
+        (src / name).write_bytes((local_out / name).read_bytes())
+    os.mkfifo(src / "pipe.aec")
+    out.mkdir()
+    dangling, loop = (out / Path(name).with_suffix(".png") for name in names)
+    os.symlink(tmp_path / "nowhere", dangling)
+    os.symlink(loop.name, loop)
+    refused = run("decode", src, "--ray", "-o", f"{out}/")
+    assert refused.exit_code == 2, refused.stderr
+    errors = {Path(r["output"]).name: r["error"] for r in read_table(out)}
+    assert sorted(errors) == [dangling.name, loop.name]  # the FIFO is no row
+    assert all(errors[p.name].endswith(f"{p}: exists (use --force to overwrite)") for p in (dangling, loop)), errors
+    forced = run("decode", src, "--ray", "-o", f"{out}/", "--force")
+    assert forced.exit_code == 0, forced.stderr
+    for path in (dangling, loop):
+        assert not path.is_symlink() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [Path(r["input"]).name for r in read_table(out)] == names and not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.slow
+def test_quiet_keeps_rays_own_lines_off_stderr(cluster, corpus, tmp_path, test_weights):
+    """Ray's core prints ``core_worker.cc … E`` to stderr when it creates a Ray Data actor (once per process,
+    past Python's logging): a command of its own, joining this module's cluster, with ``--quiet`` prints nothing."""
+    import ray
+
+    code = "from codec.cli import main; main()"
+    args = ["encode", str(corpus[0]), "--ray", "-o", f"{tmp_path}/quiet/", "--tile", TILE, "--quiet"]
+    env = {**os.environ, "AECODEC_WEIGHTS": test_weights, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=root, env=env)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert (tmp_path / "quiet" / f"{corpus[0].stem}.aec").exists()

@@ -263,6 +263,28 @@ def test_cli_refusals(png):
         result = run("encode", png, "-o", png.with_suffix(".x.aec"), *args)
         assert result.exit_code == 2, result.output
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    from codec.core.quality import MAX_EFFORT
+
+    assert result.stderr.strip() == (  # in the user's words: which model takes it, what this one takes instead
+        "aecodec: --iterations applies only to --model overfit (a fit per image); "
+        f"this model takes --effort 0..{MAX_EFFORT}"
+    )
+
+
+def test_the_fit_progress_bar_is_labelled_fit(monkeypatch, photo_like):
+    """The bar over a fit's iterations says ``fit`` (an ``effort`` bar would suggest the latent search)."""
+    from codec.core import progress
+
+    labels = []
+    real = progress.bar
+
+    def recording(total, desc, unit, hidden=False):
+        labels.append(desc)
+        return real(total, desc, unit, hidden)
+
+    monkeypatch.setattr(progress, "bar", recording)
+    codec.encode(photo_like(8, 8, seed=2), 4, model=OVERFIT_ID, iterations=3)
+    assert "fit" in labels and "effort" not in labels
 
 
 def test_pillow_plugin_round_trip(tmp_path, photo_like):

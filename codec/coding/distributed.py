@@ -20,25 +20,27 @@ Ray is imported here only, inside functions: ``aecodec`` without ``--ray`` never
 from __future__ import annotations
 
 import csv
-import glob
+import errno
 import io
 import logging
 import os
 import secrets
+import sys
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import EXIT_OTHER, AecError
 from ..format import files
+from ..weights.shipping import MAIN
 from . import jobs
 
 if TYPE_CHECKING:
     import numpy as np
     import ray.data
 
-INSTALL_HINT = "pip install 'aecodec[ray]'"
 #: The results table a ``--ray`` job writes into its output folder (replaced by each run).
 RESULTS_NAME = "aecodec-results.csv"
 RESULT_COLUMNS = ("input", "output", "bytes", "bpp", "quality", "seconds", "error", "skipped", "status")
@@ -47,41 +49,34 @@ RESULT_COLUMNS = ("input", "output", "bytes", "bpp", "quality", "seconds", "erro
 TEST_KILL = "AECODEC_TEST_KILL_WORKER"
 
 
+def install_hint() -> str:
+    """How to install Ray for ``--ray``: the ``[ray]`` extra's own requirements, read from the installed
+    metadata (pyproject.toml is their one place), since ``pip install 'aecodec[ray]'`` finds no aecodec on any
+    package index; from a checkout, its editable install with the extra."""
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires(MAIN) or []
+    except metadata.PackageNotFoundError:
+        requires = []
+    extra = [
+        name.strip()
+        for name, _, marker in (req.partition(";") for req in requires)
+        if marker.replace(" ", "").replace("'", '"') == 'extra=="ray"'
+    ]
+    checkout = "in a checkout of aecodec: pip install -e '.[ray]'"
+    return f"pip install {' '.join(repr(req) for req in extra)} ({checkout})" if extra else checkout
+
+
 def require_ray() -> None:
     """AecError with the install line when Ray Data is not installed."""
     try:
         import ray.data  # noqa: F401
     except ImportError:
-        raise AecError(f"--ray needs Ray, which is not installed: {INSTALL_HINT}") from None
+        raise AecError(f"--ray needs Ray, which is not installed: {install_hint()}") from None
 
 
 # -- the plan: which files, written where (pure, no Ray) ------------------------------------------------
-def expand(inputs: Iterable[str], wanted: set[str]) -> list[tuple[str, str]]:
-    """(file, output name without suffix, relative to the output folder) for each input: a file as itself
-    (its stem); a folder walked in sorted order, its files whose suffix is in ``wanted`` keeping their path
-    below it (hidden names skipped); a glob (``*``, ``?``, ``[``, ``**``) as its matches, files or folders."""
-    out: list[tuple[str, str]] = []
-    for pattern in inputs:
-        if pattern == files.STDIO:
-            raise AecError("--ray reads files, not stdin (-)")
-        roots = [pattern]
-        if not os.path.exists(pattern) and glob.has_magic(pattern):
-            roots = sorted(glob.glob(pattern, recursive=True))
-            if not roots:
-                raise AecError(f"{pattern}: no file matches")
-        for root in roots:
-            if not os.path.isdir(root):
-                out.append((root, Path(root).stem))
-                continue
-            for folder, subdirs, names in os.walk(root):
-                subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-                rel = Path(folder).relative_to(root)
-                for name in sorted(names):
-                    if not name.startswith(".") and Path(name).suffix.lower() in wanted:
-                        out.append((os.path.join(folder, name), str(rel / Path(name).stem)))
-    return out
-
-
 def plan(inputs: Sequence[str], output_dir: str | None, options: jobs.Options) -> list[tuple[str, str]]:
     """(input, output) of every file a job codes into ``output_dir``, decided before anything runs; outputs that
     two inputs would share are refused naming both, as the local command does."""
@@ -91,15 +86,40 @@ def plan(inputs: Sequence[str], output_dir: str | None, options: jobs.Options) -
         or not (output_dir.endswith(("/", os.sep)) or os.path.isdir(output_dir))
     ):
         raise AecError("--ray writes into a folder: give -o OUTDIR/ (an existing folder, or a name ending in /)")
-    encode = isinstance(options, jobs.EncodeOptions)
-    wanted = files.input_suffixes() if encode else {".aec"}
-    suffix = ".aec" if encode else (getattr(options, "suffix", None) or ".png")
-    found = expand(inputs, wanted)
-    if not found:
-        raise AecError(f"no {'images' if encode else '.aec files'} found in {' '.join(inputs)}")
-    pairs = [(src, os.path.join(output_dir, name + suffix)) for src, name in found]
+    if files.STDIO in inputs:
+        raise AecError("--ray reads files, not stdin (-)")
+    suffix = jobs.output_suffix(options)
+    pairs = [(src, os.path.join(output_dir, name + suffix)) for src, name in jobs.walk(inputs, options)]
     files.refuse_shared_outputs([s for s, _ in pairs], [d for _, d in pairs])
     return pairs
+
+
+def check_folder(output_dir: str) -> None:
+    """Create the output folder, and refuse what would stop the job only at its end, before Ray starts: a folder
+    that cannot be made or written into (a file's name, a symlink loop, ``/proc``) or a results table's name
+    taken by something that is not a file. One AecError line, as the local command gives. Folders it had to make
+    are removed again (the job makes them): a command that stops before the job leaves nothing behind."""
+    folder = Path(output_dir)
+    missing = [p for p in [folder, *folder.parents] if not os.path.lexists(p)]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        writable = os.access(folder, os.W_OK | os.X_OK)
+        for made in missing:  # deepest first
+            made.rmdir()
+    except OSError as e:
+        reason = files.os_reason(e)
+        if e.errno == errno.EEXIST:  # the name is taken: by a file, or by a link that leads nowhere
+            try:
+                os.stat(folder)
+                reason = "not a folder"
+            except OSError as why:
+                reason = files.os_reason(why)
+        raise AecError(f"-o {output_dir}: cannot make or use this output folder ({reason})") from None
+    if not writable:
+        raise AecError(f"-o {output_dir}: cannot write into it (permission denied)")
+    results = folder / RESULTS_NAME
+    if os.path.lexists(results) and not results.is_file():
+        raise AecError(f"{results}: not a file; the results table is written there (move it away)")
 
 
 # -- the workers ----------------------------------------------------------------------------------------
@@ -145,6 +165,34 @@ def _test_kill() -> None:
 
 
 # -- the job --------------------------------------------------------------------------------------------
+@contextmanager
+def without_ray_lines() -> Iterator[None]:
+    """Drop what Ray's C++ core writes to this process's stderr (file descriptor 2, past Python's logging), e.g.
+    ``core_worker.cc … E`` on every Ray Data actor (its arguments are in the object store and it restarts:
+    ray-project/ray#53727); Python's ``sys.stderr`` keeps writing to the real stderr. For ``--quiet``: setting
+    ``RAY_BACKEND_LOG_LEVEL`` instead makes the core print a line saying so."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    before = sys.stderr
+    try:
+        takes_fd2 = before.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # replaced by a stream without a descriptor (tests)
+        takes_fd2 = False
+    try:
+        if takes_fd2:
+            sys.stderr = open(
+                saved, "w", buffering=1, encoding=before.encoding, errors="backslashreplace", closefd=False
+            )
+        os.dup2(null, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr = before
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def connect(address: str | None = None, progress: bool | None = None) -> None:
     """Join the cluster at ``address`` (else ``RAY_ADDRESS``; else start a local one, on the loopback, without
     dashboard), unless this process already has. ``progress`` False keeps Ray Data quiet (no bars, no
@@ -214,7 +262,9 @@ def encode_paths(
     fields of ``jobs.EncodeOptions`` (quality, target_bpp, max_bytes, model_id, tile, effort, iterations, device,
     batch, threads, force, skip_existing)."""
     checked = jobs.EncodeOptions(**options).checked()
-    return job(plan(inputs, output_dir, checked), checked, output_dir, workers)
+    pairs = plan(inputs, output_dir, checked)
+    check_folder(output_dir)
+    return job(pairs, checked, output_dir, workers)
 
 
 def decode_paths(
@@ -224,7 +274,9 @@ def decode_paths(
     of ``jobs.DecodeOptions`` (fmt, out_quality, drop_alpha, max_pixels, device, batch, threads, force,
     skip_existing)."""
     checked = jobs.DecodeOptions(**options)
-    return job(plan(inputs, output_dir, checked), checked, output_dir, workers)
+    pairs = plan(inputs, output_dir, checked)
+    check_folder(output_dir)
+    return job(pairs, checked, output_dir, workers)
 
 
 def outcomes(results: ray.data.Dataset) -> Iterator[jobs.Outcome]:

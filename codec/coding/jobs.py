@@ -11,13 +11,16 @@ Importing this module costs no torch: the coders import the network stack when t
 
 from __future__ import annotations
 
+import glob
 import os
+import stat
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core.errors import EXIT_BAD_INPUT, EXIT_OTHER, AecError
@@ -118,6 +121,69 @@ class Outcome:
         return dict(self.__dict__)
 
 
+# -- which files: folders and globs walked (the local command and ``--ray`` alike) ----------------------------
+def output_suffix(options: Options) -> str:
+    """The suffix of the outputs that ``options`` write: ``.aec`` for encode, the decoded image's for decode."""
+    if isinstance(options, EncodeOptions):
+        return ".aec"
+    return getattr(options, "suffix", None) or ".png"
+
+
+def is_walked(pattern: str) -> bool:
+    """Whether an input names several files: a folder, or a glob (``*``, ``?``, ``[``, ``**``) no file is named."""
+    return os.path.isdir(pattern) or (not os.path.lexists(pattern) and glob.has_magic(pattern))
+
+
+def walk(inputs: Iterable[str], options: Options) -> list[tuple[str, str]]:
+    """(file, output name without suffix, relative to an output folder) for each input: a file as itself (its
+    stem; stdin ``stdin``); a folder walked in sorted order, its files whose suffix the job reads (images for
+    encode, ``.aec`` for decode) keeping their path below it (hidden names skipped); a glob as its matches,
+    files or folders. Walked names that are not regular files (a FIFO, a dangling link) are skipped: reading
+    one could wait forever. AecError when a glob matches nothing or nothing is found at all."""
+    wanted = files.input_suffixes() if isinstance(options, EncodeOptions) else {".aec"}
+    out: list[tuple[str, str]] = []
+    for pattern in inputs:
+        roots = [pattern]
+        if is_walked(pattern) and not os.path.isdir(pattern):
+            roots = [p for p in sorted(glob.glob(pattern, recursive=True)) if os.path.isdir(p) or os.path.isfile(p)]
+            if not roots:
+                raise AecError(f"{pattern}: no file matches")
+        for root in roots:
+            if not os.path.isdir(root):
+                out.append((root, "stdin" if root == files.STDIO else Path(root).stem))
+                continue
+            for folder, subdirs, names in os.walk(root):
+                subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+                rel = Path(folder).relative_to(root)
+                for name in sorted(names):
+                    path = os.path.join(folder, name)
+                    if not name.startswith(".") and Path(name).suffix.lower() in wanted and os.path.isfile(path):
+                        out.append((path, str(rel / Path(name).stem)))
+    if not out:
+        what = "images" if isinstance(options, EncodeOptions) else ".aec files"
+        raise AecError(f"no {what} found in {' '.join(inputs)}")
+    return out
+
+
+def plan_here(inputs: Sequence[str], out: str | None, options: Options) -> tuple[list[str], list[str]]:
+    """The local command's (inputs, outputs), decided before any work. Named files as ``files.output_paths``
+    places them; with a folder or a glob among the inputs, each file ``walk`` finds goes beside itself, or
+    under ``-o FOLDER/`` keeping its path below the walked folder, as ``--ray`` places them."""
+    suffix = output_suffix(options)
+    if not any(map(is_walked, inputs)):
+        return list(inputs), files.output_paths(inputs, out, suffix, options.force)
+    folder = out is not None and out != files.STDIO and (os.path.isdir(out) or out.endswith(("/", os.sep)))
+    if out is not None and not folder:
+        raise AecError(f"-o {out}: with a folder or a glob as input, -o must be a folder (existing, or ending in /)")
+    found = walk(inputs, options)
+    srcs = [src for src, _ in found]
+    dests = [os.path.join(out, name + suffix) if folder else files.default_output(src, suffix) for src, name in found]
+    files.refuse_shared_outputs(srcs, dests)
+    if files.STDIO in dests:
+        files.check_output(files.STDIO, options.force)
+    return srcs, dests
+
+
 def failure(src: str, dest: str, e: Exception) -> Outcome:
     """The outcome of an input whose step raised: AecError is the input's fault (exit 2), anything else ours (1)."""
     if isinstance(e, AecError):
@@ -144,10 +210,19 @@ def check_dest(src: str, dest: str, force: bool) -> None:
     files.check_output(dest, force)
 
 
+def maybe_written_since(dest: str, since: float) -> bool:
+    """Whether ``dest`` is a regular file (not a link: this job writes none) modified at or after ``since``."""
+    try:
+        st = os.lstat(dest)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_mtime >= since
+
+
 def written_since(dest: str, data: bytes, since: float) -> bool:
     """Whether ``dest`` already holds exactly ``data`` and was modified at or after ``since``."""
     try:
-        if os.stat(dest).st_mtime < since or os.path.getsize(dest) != len(data):
+        if not maybe_written_since(dest, since) or os.path.getsize(dest) != len(data):
             return False
         with open(dest, "rb") as f:
             return f.read() == data
@@ -177,7 +252,7 @@ class Coder:
         then the write decides)."""
         check_not_input(src, dest)
         since = self.options.since
-        if since is None or not files.output_exists(dest) or os.stat(dest).st_mtime < since:
+        if since is None or not maybe_written_since(dest, since):  # a dangling link or a loop: "exists"
             files.check_output(dest, self.options.force)
 
     def write(self, dest: str, data: bytes) -> None:

@@ -499,11 +499,16 @@ def input_suffixes() -> set[str]:
     return {ext for ext, fmt in Image.registered_extensions().items() if fmt in formats}
 
 
+def default_output(src: str, suffix: str) -> str:
+    """An input's output without ``-o``: beside it, named with ``suffix``; stdout for stdin."""
+    return STDIO if src == STDIO else str(Path(src).with_suffix(suffix))
+
+
 def _output_path(src: str, out: str | None, suffix: str, folder: bool) -> str:
-    if out == STDIO or (out is None and src == STDIO):
+    if out == STDIO:
         return STDIO
     if folder:
         return str(Path(out) / f"{'stdin' if src == STDIO else Path(src).stem}{suffix}")
     if out is not None:
         return out
-    return str(Path(src).with_suffix(suffix))
+    return default_output(src, suffix)

@@ -54,6 +54,14 @@ class EncodeSettings:
 
 DEFAULT_SETTINGS = EncodeSettings()
 
+
+def iterations_refused(top_effort: int) -> str:
+    """What ``--iterations`` given to a kind that does not fit per image is told, in the user's words: the one
+    message of every such kind (``encoder_steps``), ``top_effort`` its highest ``--effort``."""
+    efforts = "--effort 0 only" if top_effort == 0 else f"--effort 0..{top_effort}"
+    return f"--iterations applies only to --model overfit (a fit per image); this model takes {efforts}"
+
+
 #: Manifest ``kind`` → the class that runs it, filled by ``register`` as each kind's module is imported
 #: (``registry`` imports the shipped kinds; a kind defined elsewhere, a test's, registers the same way).
 KINDS: dict[str, type[Model]] = {}
@@ -187,7 +195,7 @@ class Model(nn.Module, ABC):
         reads both from its ``settings``); others refuse it (ValueError).
         """
         if iterations is not None:
-            raise ValueError(f"model kind {self.kind!r} takes --effort, not --iterations")
+            raise ValueError(iterations_refused(Q.MAX_EFFORT))
         return Q.effort_iterations(effort)
 
     def gains(self, quality: float) -> tuple[Tensor, Tensor]:

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from ..core import engine
 from ..core import quality as Q
-from .base import DEFAULT_SETTINGS, EncodeSettings, Model, Streams, register
+from .base import DEFAULT_SETTINGS, EncodeSettings, Model, Streams, iterations_refused, register
 from .hyperprior import HyperpriorCoder, Latents
 
 #: The architectures this kind codes: CompressAI's name → its class (``compressai.zoo.image``'s names).
@@ -232,7 +232,7 @@ class ZooNet(Model):
 def effort_zero(effort: int, iterations: int | None) -> int:
     """``Model.encoder_steps`` of these kinds: effort 0 only (no relaxed rate model of them here yet)."""
     if iterations is not None:
-        raise ValueError("models imported from CompressAI take --effort, not --iterations")
+        raise ValueError(iterations_refused(0))
     if Q.effort_iterations(effort):
         raise ValueError("models imported from CompressAI code at --effort 0 only")
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..core.errors import AecError
 from ..core.quality import LEVELS, check_levels, check_quality, default_quality
 from .imported import user_models_dir
-from .shipping import COMPANION, COMPANION_MODULE, distribution_of
+from .shipping import COMPANION, COMPANION_HINT, COMPANION_MODULE, distribution_of
 
 #: Kind of manifest entries written before kinds existed (v2-v4 weights: the gained hyperprior).
 LEGACY_KIND = "gain-msh"
@@ -45,14 +45,14 @@ def companion_dirs() -> list[Path]:
 def weights_path(manifest: dict, model_id: str, folder: Path) -> Path:
     """Where ``model_id``'s weights file is: in ``folder`` (the manifest's), else in the companion's folder, else
     in the user's models folder (imported models). AecError when none has it, naming the distribution that
-    carries it (``pip install aecodec-models``)."""
+    carries it and how to get it (``shipping.COMPANION_HINT``)."""
     name = str(manifest["models"][model_id]["file"])
     for place in (folder, *companion_dirs(), user_models_dir()):
         if (place / name).exists():
             return place / name
     if distribution_of(manifest, model_id) == COMPANION:
         raise AecError(
-            f"model {model_id!r} is not installed: its weights are in the package {COMPANION} (pip install {COMPANION})"
+            f"model {model_id!r} is not installed: its weights are in the package {COMPANION}; {COMPANION_HINT}"
         )
     raise AecError(f"weights file {folder / name} is missing")
 

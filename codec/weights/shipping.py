@@ -13,6 +13,12 @@ from __future__ import annotations
 MAIN = "aecodec"
 COMPANION = "aecodec-models"
 COMPANION_MODULE = "aecodec_models"
+#: How to get the companion: no package index has it (nor ``aecodec``), so ``pip install aecodec-models`` fails.
+COMPANION_HINT = (
+    f"no package index has {COMPANION}: build its wheel in a checkout of aecodec "
+    f"(pip wheel --no-deps packaging/{COMPANION}) and pip install the .whl it writes, "
+    "or install the checkout itself (pip install -e .), which has every model"
+)
 
 
 def distribution_of(manifest: dict, model_id: str) -> str:

@@ -22,10 +22,11 @@ FITTED = Path(__file__).parent / "fixtures" / "overfit"
 HEAVY = {"torch", "compressai", "torchvision"}
 
 
-@pytest.mark.parametrize("name", ["fitted-48x40.aec", "fitted-tiled-70x23.aec"])
-def test_fitted_file_decodes_without_torch(name, tmp_path):
+@pytest.mark.parametrize("name, device", [("fitted-48x40.aec", "auto"), ("fitted-tiled-70x23.aec", "cuda")])
+def test_fitted_file_decodes_without_torch(name, device, tmp_path):
+    """Pixels identical to the kind's torch model's; on the CPU whatever ``--device`` says (CUDA or not)."""
     src, out = FITTED / name, tmp_path / "out.png"
-    proc, names = _imported_run(["decode", str(src), "-o", str(out)], tmp_path)
+    proc, names = _imported_run(["decode", str(src), "-o", str(out), "--device", device], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "numpy" in names and not names & HEAVY, names & HEAVY  # the listing worked; no torch on the way
     import torch

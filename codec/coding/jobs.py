@@ -6,7 +6,8 @@ pairs through it ``batch`` at a time, the next inputs read ahead in threads, and
 input: written, skipped (``skip_existing``) or failed, with the one-line error that names the input. A failure
 concerns its inputs alone; the caller decides how to report (lines on the console, a results table).
 
-Importing this module costs no torch: the coders import the network stack when they are built.
+Importing this module costs no torch: the encoder imports the network stack when it is built, the decoder only
+when a file's model needs it (a fitted file's does not: ``codec.coding.decoding``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import math
@@ -14,16 +13,23 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from .coding import decoding, tiling
 from .coding import effort as effort_mod
-from .coding import tiling
+from .coding.decoding import (  # noqa: F401  (re-exported: the API's names for them)
+    alpha_plane,
+    check_fits_model,
+    check_work_area,
+    image_from_planes,
+    stored_image,
+)
 from .core import quality as Q
 from .core.errors import AecError
-from .core.tensors import padded_size, psnr
+from .core.tensors import psnr
 from .format import bitstream as bs
 from .format import stored
 from .models.base import DEFAULT_SETTINGS, EncodeSettings
 from .weights.handle import Codec
-from .weights.store import load_codec, load_codec_for
+from .weights.store import load_codec
 
 
 def resolve_codec(codec: Codec | None, device: str | torch.device | None = None, model: str | None = None) -> Codec:
@@ -248,97 +254,20 @@ def _search_size(rgb: np.ndarray, max_bytes: int, codec: Codec, tile: int, effor
     return best
 
 
-def check_work_area(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) -> None:
-    """Refuse a file whose padded working area exceeds ``max_pixels``, before anything is allocated.
-
-    ``unpack`` limits width × height; the network works on both sides rounded up to its stride,
-    so a 1 × 2^27 header would otherwise cost 64 times the limit.
-    """
-    hp, wp = padded_size(f.height, f.width, codec.model.stride)
-    if hp * wp > max_pixels:
-        raise bs.FormatError(
-            f"image of {f.width}x{f.height} needs a working area of {wp}x{hp}, over the limit of {max_pixels} pixels"
-        )
-
-
-def check_fits_model(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) -> None:
-    """The checks of a parsed file against its model that come before any work: the quality within the
-    model's levels (the header allows the longest ladder's) and the working area (``check_work_area``)."""
-    if f.quality > codec.model.levels:
-        raise bs.FormatError(
-            f"quality {f.quality:g} is above the range of model {codec.model_id} (1 to {codec.model.levels})"
-        )
-    only = codec.model.qualities
-    if only is not None and f.quality not in only:
-        have = ", ".join(f"{q:g}" for q in only)
-        raise bs.FormatError(f"quality {f.quality:g} is none of model {codec.model_id}'s qualities ({have})")
-    check_work_area(f, codec, max_pixels)
-
-
-def _tiles(f: bs.AecFile, codec: Codec, max_pixels: int) -> list[tiling.Tile]:
-    """The tile grid of a parsed file, after every check that needs the model (``check_fits_model``, tile side)."""
-    check_fits_model(f, codec, max_pixels)
-    stride = codec.model.stride
-    hp, wp = padded_size(f.height, f.width, stride)
-    side = f.tile or max(hp, wp)
-    if side % stride or side > tiling.MAX_TILE:
-        raise bs.FormatError(
-            f"tile side {side} must be a multiple of the model's stride {stride} within the limit of {tiling.MAX_TILE}"
-        )
-    try:
-        tiling.check_tile_count(f.height, f.width, side, stride)
-    except ValueError as e:
-        raise bs.FormatError(str(e)) from None
-    tiles = tiling.grid(f.height, f.width, side, stride)
-    if len(tiles) != f.tile_count():
-        raise bs.FormatError("tile grid does not match the header")
-    return tiles
-
-
-@contextlib.contextmanager
-def _stream_errors():
-    """rANS and shape errors on damaged streams → FormatError."""
-    try:
-        yield
-    except (RuntimeError, ValueError) as e:
-        raise bs.FormatError(f"corrupt entropy-coded data ({e})") from None
-
-
-def decode_latent(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) -> torch.Tensor:
-    """ŷ of a whole parsed file, all checks first (``decode_file`` holds less: a band of tiles at a time)."""
-    tiles = _tiles(f, codec, max_pixels)
-    with _stream_errors():
-        return tiling.decode_latent(codec.model.at(f.quality), f.streams, tiles, f.quality)
-
-
-def decode_file(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) -> np.ndarray:
-    """Decode the RGB planes of a parsed file to an (H, W, 3) uint8 array, tile by tile."""
-    tiles = _tiles(f, codec, max_pixels)
-    with _stream_errors():
-        return tiling.decode(codec.model.at(f.quality), f.streams, tiles, f.quality, f.height, f.width)
-
-
 def decode_planes(f: bs.AecFile, codec: Codec | None, max_pixels: int = bs.MAX_PIXELS) -> np.ndarray:
-    """(H, W, 3) uint8 planes of a parsed file: a lossless one (``PIXL``) needs no network, nor its weights."""
-    if f.pixels is not None:
-        return np.asarray(stored_image(f).convert("RGB"))
-    return decode_file(f, codec_for(f, codec), max_pixels)
-
-
-def stored_image(f: bs.AecFile) -> Image.Image:
-    """The planes of a lossless file (``PIXL``) as the image they are, in the file's base mode (RGB or L):
-    no array copy, so a stored plane at the pixel limit costs one image's memory."""
-    mode = bs.LAYOUTS[f.layout]
-    return stored.read_plane(f.pixels, (f.width, f.height), mode, "stored pixels", stored.PIXL_FORMATS)
+    """(H, W, 3) uint8 planes of a parsed file (``codec.coding.decoding``): a lossless one (``PIXL``) needs no
+    network, nor its weights."""
+    return decoding.as_rgb(decoding.decode_one(decoding.opened(f, codec, max_pixels)))
 
 
 def decode_array(data: bytes, codec: Codec | None = None, max_pixels: int = bs.MAX_PIXELS) -> np.ndarray:
-    return decode_planes(bs.unpack(data, max_pixels), codec, max_pixels)
+    """(H, W, 3) uint8 RGB planes of an ``.aec`` file (alpha, ICC and EXIF not applied): a batch of one."""
+    return decoding.as_rgb(decoding.decode_planes([decoding.open_file(data, max_pixels, codec)])[0])
 
 
-def codec_for(f: bs.AecFile, codec: Codec | None, device: str | torch.device | None = None) -> Codec:
-    """``codec``, or the one a parsed file names (AecError when this installation lacks it)."""
-    return codec if codec is not None else load_codec_for(f.model_id, f.weights_hash, device, f.quality)
+def decode_latent(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXELS) -> torch.Tensor:
+    """ŷ of a whole parsed file, all checks first."""
+    return decoding.decode_latent(decoding.opened(f, codec, max_pixels))
 
 
 # -- PIL images ------------------------------------------------------------------------------
@@ -578,26 +507,6 @@ def decode(data: bytes, *, codec: Codec | None = None, max_pixels: int = bs.MAX_
 
     Files larger than ``max_pixels`` (width × height, and the padded area the network works on) are
     refused with FormatError before anything is allocated for them; raise it for very large images.
+    The one decode path (``codec.coding.decoding``), as a batch of one.
     """
-    f = bs.unpack(data, max_pixels)
-    return image_from_planes(f, stored_image(f) if f.pixels is not None else decode_planes(f, codec, max_pixels))
-
-
-def image_from_planes(f: bs.AecFile, rgb: np.ndarray | Image.Image) -> Image.Image:
-    """The PIL image a file describes from its decoded RGB planes (or its stored image, ``stored_image``):
-    mode, alpha, ICC and EXIF applied."""
-    image = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb, "RGB")
-    if f.layout == bs.LAYOUT_GRAY and image.mode != "L":
-        image = image.convert("L")
-    if f.alpha is not None:
-        image.putalpha(alpha_plane(f.alpha, image.size))
-    if f.icc:
-        image.info["icc_profile"] = f.icc
-    if f.exif:
-        image.info["exif"] = f.exif
-    return image
-
-
-def alpha_plane(png: bytes, size: tuple[int, int]) -> Image.Image:
-    """The lossless alpha plane of an ``aLPH`` chunk as mode L."""
-    return stored.read_plane(png, size, "L", "alpha plane")
+    return decoding.decode_images([data], codec, 1, max_pixels)[0]

@@ -17,6 +17,7 @@ from PIL import Image
 
 import codec
 from codec import api
+from codec.coding import decoding
 from codec.format import bitstream as bs
 from tests.test_hostile import assert_one_line, run
 
@@ -160,7 +161,7 @@ def test_image_over_the_format_limit_is_refused_up_front(tmp_path, suffix, monke
     wide = bs.pack(bs.AecFile(65535, 1, 4.0, pixels=b"\x89PNG\r\n\x1a\n", streams=[]))
     src = tmp_path / "wide.aec"
     src.write_bytes(wide)
-    monkeypatch.setattr(api, "decode_planes", lambda *a, **k: pytest.fail("decoded before the size check"))
+    monkeypatch.setattr(decoding, "decode_planes", lambda *a, **k: pytest.fail("decoded before the size check"))
     assert_one_line(run("decode", src, "-o", tmp_path / f"out{suffix}"), 2, "at most", "65535x1")
     assert not (tmp_path / f"out{suffix}").exists()
 

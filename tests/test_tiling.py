@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import codec
-from codec import api
-from codec.coding import tiling
+from codec.coding import decoding, tiling
 from codec.core.tensors import psnr
 from codec.format import bitstream as bs
 from codec.weights.store import load_codec
@@ -108,7 +107,7 @@ def test_thin_image_in_tiny_tiles_is_refused(tile, refused, monkeypatch):
     f = bs.AecFile(16384, 1, 4.0, model_id=c.model_id, weights_hash=c.weights_hash, tile=tile)
     f.streams = [[b"", b""]] * f.tile_count()
     monkeypatch.setattr(tiling, "decode", lambda *a: "decoded")
-    monkeypatch.setattr(api, "image_from_planes", lambda f, rgb: rgb)
+    monkeypatch.setattr(decoding, "image_from_planes", lambda f, rgb: rgb)
     if refused:
         with pytest.raises(codec.FormatError, match="over the limit of 64 for 16384x1"):
             codec.decode(bs.pack(f), codec=c)

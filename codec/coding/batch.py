@@ -27,47 +27,26 @@ from PIL import Image
 from ..api import (
     checked_quality,
     checked_tile,
-    codec_for,
-    decode_latent,
-    decode_planes,
     effort_steps,
     encode_array,
     encoder_steps,
-    image_from_planes,
     pack_latent,
     resolve_codec,
     smallest,
-    stored_image,
     to_planes,
 )
 from ..core import progress
 from ..core.devices import BATCH
-from ..core.tensors import padded_size, to_tensor, to_uint8
+from ..core.tensors import to_tensor
 from ..format import bitstream as bs
-from ..models.base import EncodeSettings, Model
+from ..models.base import EncodeSettings
 from ..weights.handle import Codec
 from ..weights.imported import ENV as IMPORTED_ENV
 from ..weights.imported import user_models_dir
 from ..weights.store import load_codec, weights_dir
-from . import effort, tiling
-
-
-def _one_tile_size(
-    height: int, width: int, stride: int, tiled: bool = False, tile: int = tiling.TILE
-) -> tuple[int, int] | None:
-    """The padded size an image shares a batch by; None when it is coded in tiles (never batched)."""
-    hp, wp = padded_size(height, width, stride)
-    return None if tiled or max(hp, wp) > tile else (hp, wp)
-
-
-def _groups(keys: Sequence[tuple[int, int] | None], batch: int) -> tuple[list[list[int]], list[int]]:
-    """Indexes of equal keys in chunks of ``batch``, and the indexes whose key is None."""
-    by_key: dict[tuple[int, int], list[int]] = {}
-    for i, key in enumerate(keys):
-        if key is not None:
-            by_key.setdefault(key, []).append(i)
-    chunks = [idx[k : k + batch] for idx in by_key.values() for k in range(0, len(idx), batch)]
-    return chunks, [i for i, key in enumerate(keys) if key is None]
+from . import decoding, effort, tiling
+from .decoding import groups as _groups
+from .decoding import one_tile_size as _one_tile_size
 
 
 def encode_arrays(
@@ -190,7 +169,8 @@ def decode_arrays(
     device: str | torch.device | None = None,
 ) -> list[np.ndarray]:
     """(H, W, 3) uint8 RGB planes of each ``.aec`` file, in order (alpha, ICC and EXIF are not applied)."""
-    return _decode_files([bs.unpack(d, max_pixels) for d in datas], codec, batch, max_pixels, device)
+    items = [decoding.open_file(d, max_pixels, codec, device) for d in datas]
+    return [decoding.as_rgb(p) for p in decoding.decode_planes(items, batch)]
 
 
 def decode_images(
@@ -200,43 +180,6 @@ def decode_images(
     max_pixels: int = bs.MAX_PIXELS,
     device: str | torch.device | None = None,
 ) -> list[Image.Image]:
-    """``api.decode`` of each ``.aec`` file (mode, alpha, ICC, EXIF), the network run ``batch`` at a time."""
-    files = [bs.unpack(d, max_pixels) for d in datas]
-    coded = [i for i, f in enumerate(files) if f.pixels is None]  # stored ones are images already
-    planes = dict(zip(coded, _decode_files([files[i] for i in coded], codec, batch, max_pixels, device), strict=True))
-    return [image_from_planes(f, planes[i] if i in planes else stored_image(f)) for i, f in enumerate(files)]
-
-
-def _network(codec: Codec, f: bs.AecFile) -> Model:
-    """The network that decodes ``f``; the model itself for a quality it lacks (``decode_latent`` then refuses
-    the file in its own words)."""
-    try:
-        return codec.model.at(f.quality)
-    except ValueError:
-        return codec.model
-
-
-def _decode_files(
-    files: list[bs.AecFile], codec: Codec | None, batch: int, max_pixels: int, device: str | torch.device | None
-) -> list[np.ndarray]:
-    codecs = [None if f.pixels is not None else codec_for(f, codec, device) for f in files]  # lossless: none
-    out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(files)
-    # Only one-tile files of the same model can share a synthesis pass.
-    keys = [
-        None if c is None else _one_tile_size(f.height, f.width, c.model.stride, f.tile != 0)
-        for f, c in zip(files, codecs, strict=True)
-    ]
-    chunks, alone = _groups(keys, max(1, batch))
-    for chunk in chunks:
-        by_model: dict[int, list[int]] = {}  # by network: a model with one network per quality has several
-        for i in chunk:
-            by_model.setdefault(id(_network(codecs[i], files[i])), []).append(i)
-        for same in by_model.values():
-            c = codecs[same[0]]
-            y_hat = torch.cat([decode_latent(files[i], c, max_pixels) for i in same])
-            x = _network(c, files[same[0]]).synthesize(y_hat)
-            for j, i in enumerate(same):
-                out[i] = to_uint8(x[j : j + 1], files[i].height, files[i].width)
-    for i in alone:
-        out[i] = decode_planes(files[i], codecs[i], max_pixels)
-    return out
+    """``api.decode`` of each ``.aec`` file (mode, alpha, ICC, EXIF), the network run ``batch`` at a time
+    (``codec.coding.decoding``, the one decode path)."""
+    return decoding.decode_images(datas, codec, batch, max_pixels, device)

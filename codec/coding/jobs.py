@@ -6,14 +6,17 @@ pairs through it ``batch`` at a time, the next inputs read ahead in threads, and
 input: written, skipped (``skip_existing``) or failed, with the one-line error that names the input. A failure
 concerns its inputs alone; the caller decides how to report (lines on the console, a results table).
 
-Importing this module costs no torch: the coders import the network stack when they are built.
+Importing this module costs no torch: the encoder imports the network stack when it is built, the decoder only
+when a file's model needs it (a fitted file's does not: ``codec.coding.decoding``).
 """
 
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import stat
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -193,7 +196,7 @@ def failure(src: str, dest: str, e: Exception) -> Outcome:
 
 def batch_size(batch: int, on_gpu: bool) -> int:
     """``--batch 0`` (auto): a GPU gets ``BATCH`` images per network pass, a CPU one (batching measured no faster)."""
-    from ..core.devices import BATCH  # torch: not at import (the command's --help and info stay light)
+    from ..core.devices import BATCH
 
     if batch < 0:
         raise AecError(f"--batch must be 0 (auto) or positive, got {batch}")
@@ -235,17 +238,31 @@ class Coder:
     ``prepare`` it (check its output, take the data), ``code`` a batch of prepared inputs into write steps."""
 
     def __init__(self, options: Options) -> None:
+        from ..core.devices import check_device_name
         from ..core.lean import import_compressai_lean
 
         import_compressai_lean()
-        from ..core.devices import resolve_device
-
+        check_device_name(options.device)
+        batch_size(options.batch, on_gpu=False)  # a bad --batch fails before any work
         self.options = options
-        self.batch = batch_size(options.batch, resolve_device(options.device).startswith("cuda"))
-        if options.threads:
+
+    @property
+    def batch(self) -> int:
+        """Inputs per ``code`` call (``run`` reads it as each batch fills, after its first input is prepared)."""
+        raise NotImplementedError
+
+    @property
+    def read_ahead(self) -> int:
+        """Inputs ``run`` loads ahead in threads."""
+        return max(2, self.options.batch)
+
+    def torch_ready(self) -> None:
+        """``--threads`` for torch, once a model that needs torch is loaded (a fitted file's decoder runs
+        without it, on one thread)."""
+        if self.options.threads and "torch" in sys.modules:
             import torch
 
-            torch.set_num_threads(options.threads)
+            torch.set_num_threads(self.options.threads)
 
     def prepare_dest(self, src: str, dest: str) -> None:
         """Refuse an input whose output exists before any work, unless this job may have written it (``since``:
@@ -284,10 +301,20 @@ class Encoder(Coder):
         from .tiling import TILE
 
         self.codec = load_codec(options.model_id, options.device)
+        self._batch = batch_size(options.batch, self.codec.device.type == "cuda")
+        self.torch_ready()
         self.tile = checked_tile(options.tile or TILE, self.codec)
         encoder_steps(self.codec, options.effort, options.iterations)  # the kind takes them, or says why not
         if options.searching:
             check_searchable(self.codec)
+
+    @property
+    def batch(self) -> int:
+        return self._batch
+
+    @property
+    def read_ahead(self) -> int:
+        return max(2, self._batch)
 
     def load(self, src: str) -> Any:
         return files.open_image(files.read_bytes(src), files.label(src))
@@ -346,27 +373,37 @@ class Encoder(Coder):
 
 
 class Decoder(Coder):
+    """Each input opened once (``decoding.open_file``: parsed, its model loaded, checked) in ``prepare``, the
+    opened files of a batch decoded together in ``code``: the path ``api.decode`` runs, ``batch`` at a time."""
+
     options: DecodeOptions
 
+    def __init__(self, options: DecodeOptions) -> None:
+        super().__init__(options)
+        self.on_gpu = False  # known once a torch model is loaded: files of a torch-free decoder need no device
+
+    @property
+    def batch(self) -> int:
+        return batch_size(self.options.batch, self.on_gpu)
+
     def load(self, src: str) -> bytes:
-        return files.read_bytes(src)
+        return files.read_aec(src)
 
     def prepare(self, src: str, dest: str, get: Callable[[], bytes]) -> tuple:
-        from ..api import check_fits_model
-        from ..format import bitstream as bs
-        from ..weights.store import load_codec_for
+        from .decoding import open_file
 
+        data = get()  # first: an input that is no .aec file is that, before its output is looked at
         self.prepare_dest(src, dest)
-        data = get()
         o = self.options
-        header = bs.unpack(data, o.max_pixels)
-        files.check_fits_format(dest, files.output_format(dest, o.suffix), header.width, header.height)
-        if header.pixels is None:  # a missing model fails this file alone; a lossless one needs none
-            codec = load_codec_for(header.model_id, header.weights_hash, o.device, header.quality)
-            check_fits_model(header, codec, o.max_pixels)
-        return src, dest, data, header
+        item = open_file(data, o.max_pixels, device=o.device)
+        f = item.file
+        files.check_fits_format(dest, files.output_format(dest, o.suffix), f.width, f.height)
+        if item.codec is not None and not isinstance(item.codec.device, str):  # a torch model's
+            self.on_gpu = self.on_gpu or item.codec.device.type == "cuda"
+            self.torch_ready()
+        return src, dest, item, len(data)
 
-    def _writer(self, src: str, dest: str, image, data: bytes, header) -> Callable[[], Outcome]:
+    def _writer(self, src: str, dest: str, image, size: int, header) -> Callable[[], Outcome]:
         o = self.options
 
         def write() -> Outcome:
@@ -379,18 +416,17 @@ class Decoder(Coder):
                 f"{fmt}{lossy}"
             )
             pixels = image.width * image.height
-            return Outcome(src, dest, len(out), len(data) * 8 / pixels, header.quality, pixels, summary=summary)
+            return Outcome(src, dest, len(out), size * 8 / pixels, header.quality, pixels, summary=summary)
 
         return write
 
     def code(self, items: list) -> list[Callable[[], Outcome]]:
-        from .batch import decode_images
+        from .decoding import decode_planes, image_from_planes
 
-        o = self.options
-        images = decode_images([data for _, _, data, _ in items], None, self.batch, o.max_pixels, o.device)
+        planes = decode_planes([item for _, _, item, _ in items], self.batch)
         return [
-            self._writer(src, dest, image, data, header)
-            for (src, dest, data, header), image in zip(items, images, strict=True)
+            self._writer(src, dest, image_from_planes(item.file, p), size, item.file)
+            for (src, dest, item, size), p in zip(items, planes, strict=True)
         ]
 
 
@@ -415,17 +451,6 @@ def _prefetched(srcs: Iterable[str], load: Callable[[str], T], depth: int) -> It
             yield src, future.result
 
 
-def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    chunk: list[T] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def run(coder: Coder, pairs: Iterable[tuple[str, str]]) -> Iterator[Outcome]:
     """Code each (input, output) pair, ``coder.batch`` at a time; one ``Outcome`` per input, in order.
 
@@ -440,27 +465,35 @@ def run(coder: Coder, pairs: Iterable[tuple[str, str]]) -> Iterator[Outcome]:
             yield Outcome(src, dest, skipped=True, summary=f"{arrow(src, dest)}: skipped, the output exists")
         else:
             todo.append((src, dest))
-    loaded = _prefetched((src for src, _ in todo), coder.load, depth=max(2, coder.batch))
-    for group in _chunks(zip(loaded, (dest for _, dest in todo), strict=True), coder.batch):
+    dests = (dest for _, dest in todo)
+    loaded = iter(zip(_prefetched((src for src, _ in todo), coder.load, coder.read_ahead), dests, strict=True))
+    for first in loaded:
         started = time.perf_counter()
-        ready = []
-        for (src, get), dest in group:
+        ready, taken = [], 0
+        for (src, get), dest in itertools.chain([first], loaded):
+            taken += 1
             try:
                 ready.append((src, dest, coder.prepare(src, dest, get)))
             except Exception as e:  # noqa: BLE001 - one input's failure is its outcome
                 yield failure(src, dest, e)
-        if not ready:
-            continue
+            if taken >= coder.batch:  # read once an input is prepared: a decoder's depends on the model loaded
+                break
+        if ready:
+            yield from _code(coder, ready, started)
+
+
+def _code(coder: Coder, ready: list[tuple[str, str, Any]], started: float) -> Iterator[Outcome]:
+    """The outcomes of a batch of prepared inputs: coded together, each written on its own."""
+    try:
+        writes = coder.code([item for _, _, item in ready])
+    except Exception as e:  # noqa: BLE001 - the batch's inputs fail together, the next batch still runs
+        for src, dest, _ in ready:
+            yield failure(src, dest, e)
+        return
+    for (src, dest, _), write in zip(ready, writes, strict=True):
         try:
-            writes = coder.code([item for _, _, item in ready])
-        except Exception as e:  # noqa: BLE001 - the batch's inputs fail together, the next batch still runs
-            for src, dest, _ in ready:
-                yield failure(src, dest, e)
+            done = write()
+        except Exception as e:  # noqa: BLE001
+            yield failure(src, dest, e)
             continue
-        for (src, dest, _), write in zip(ready, writes, strict=True):
-            try:
-                done = write()
-            except Exception as e:  # noqa: BLE001
-                yield failure(src, dest, e)
-                continue
-            yield Outcome(**{**done.row(), "seconds": time.perf_counter() - started})
+        yield Outcome(**{**done.row(), "seconds": time.perf_counter() - started})

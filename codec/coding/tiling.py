@@ -16,14 +16,21 @@ floats: 192 MB for 8000×8000 with the hyperprior), the network only ever sees o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..core import progress
 from ..core.tensors import padded_size
-from ..models.base import DEFAULT_SETTINGS, EncodeSettings, Model, Streams
-from . import effort
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models.base import EncodeSettings, Model, Streams
+    from . import effort
+
+# torch is imported by the functions that run a torch model: a fitted file's tiles decode without it
+# (``codec.models.light``: its model gives numpy arrays, which ``decode`` places as it does tensors).
 
 #: Default tile side in pixels; images up to this size are coded as one tile (no margins at all).
 TILE = 1024
@@ -107,6 +114,8 @@ def _window(t: Tile, hp: int, wp: int, margin: int) -> Tile:
 
 def _pixels(rgb: np.ndarray, w: Tile) -> torch.Tensor:
     """Window of the edge-replicated padded image as (1, 3, h, w) in [0, 1], built without padding the whole image."""
+    import torch
+
     rows = np.minimum(np.arange(w.y0, w.y1), rgb.shape[0] - 1)
     cols = np.minimum(np.arange(w.x0, w.x1), rgb.shape[1] - 1)
     patch = rgb[rows[:, None], cols[None, :]]
@@ -115,6 +124,8 @@ def _pixels(rgb: np.ndarray, w: Tile) -> torch.Tensor:
 
 def analyze(model: Model, rgb: np.ndarray, tile: int, device: torch.device) -> torch.Tensor:
     """Latent of the whole image (1, C, Hp/s, Wp/s) on the CPU, computed tile by tile with context."""
+    import torch
+
     hp, wp = padded_size(*rgb.shape[:2], model.stride)
     tiles = grid(*rgb.shape[:2], tile, model.stride)
     if len(tiles) == 1:
@@ -134,6 +145,8 @@ def analyze(model: Model, rgb: np.ndarray, tile: int, device: torch.device) -> t
 
 def mask(w: Tile, height: int, width: int) -> torch.Tensor:
     """(1, 1, h, w) weights of a window's pixels: 1 inside the image, 0 on its padding."""
+    import torch
+
     m = torch.zeros(1, 1, w.y1 - w.y0, w.x1 - w.x0)
     m[:, :, : max(0, height - w.y0), : max(0, width - w.x0)] = 1
     return m
@@ -150,6 +163,10 @@ def optimize(
     decoder), synthesized from a latent window reaching a margin further: memory stays bounded by
     the tile size as in ``analyze``.
     """
+    import torch
+
+    from . import effort
+
     height, width = rgb.shape[:2]
     hp, wp = padded_size(height, width, model.stride)
     tiles = grid(height, width, tile, model.stride)
@@ -189,13 +206,15 @@ def code(
     tiles: list[Tile],
     quality: float,
     zs: list[torch.Tensor] | None = None,
-    settings: EncodeSettings = DEFAULT_SETTINGS,
+    settings: EncodeSettings | None = None,
 ) -> list[Streams]:
     """Entropy-code each tile's latent independently; one list of streams per tile, in raster order.
 
     ``zs`` holds each tile's side latent where the encoder effort chose them (default ``side_analysis``);
-    ``settings`` go to every tile's ``encode_latent``.
+    ``settings`` go to every tile's ``encode_latent`` (None: the defaults).
     """
+    if settings is None:
+        from ..models.base import DEFAULT_SETTINGS as settings
     out = []
     for i, t in enumerate(progress.over(tiles, "coding", "tile")):
         rows, cols = t.latent(model.latent_stride)
@@ -206,8 +225,13 @@ def code(
 
 
 def decode_latent(model: Model, streams: list[Streams], tiles: list[Tile], quality: float) -> torch.Tensor:
-    """ŷ (1, C, h/s, w/s), float32 on the CPU, of the rectangle of whole tiles ``tiles`` covers (in raster order)."""
+    """ŷ (1, C, h/s, w/s), float32 on the CPU, of the rectangle of whole tiles ``tiles`` covers (in raster order);
+    one tile's as its model gives it (a torch-free model's: an array)."""
     s = model.latent_stride
+    if len(tiles) == 1:
+        return model.decode_latent([streams[0]], tiles[0].latent_size(s), quality)
+    import torch
+
     y0, x0 = tiles[0].y0, tiles[0].x0
     y_hat = None
     for t, st in zip(tiles, streams, strict=True):
@@ -237,7 +261,9 @@ def _place(x: torch.Tensor, t: Tile, w: Tile, out: np.ndarray) -> None:
     height, width = out.shape[:2]
     top, left = t.y0 - w.y0, t.x0 - w.x0
     h_keep, w_keep = min(t.y1, height) - t.y0, min(t.x1, width) - t.x0
-    patch = x[0, :, top : top + h_keep, left : left + w_keep].float().cpu().numpy()
+    patch = x[0, :, top : top + h_keep, left : left + w_keep]
+    if not isinstance(patch, np.ndarray):  # a torch model's tensor; a torch-free model gives float32 arrays
+        patch = patch.float().cpu().numpy()
     levels = np.rint(patch * np.float32(255)).astype(np.uint8)
     out[t.y0 : t.y0 + h_keep, t.x0 : t.x0 + w_keep] = levels.transpose(1, 2, 0)
 
@@ -265,6 +291,8 @@ def decode(model: Model, streams: list[Streams], tiles: list[Tile], quality: flo
         return synthesize(model, decode_latent(model, streams, tiles, quality), tiles, height, width)
     if _margin(model) == 0:
         return _decode_apart(model, streams, tiles, quality, height, width)
+    import torch
+
     hp, wp = tiles[-1].y1, tiles[-1].x1
     s, margin = model.latent_stride, _margin(model)
     starts = sorted({t.y0 for t in tiles})

@@ -1,10 +1,16 @@
-"""Pure conversions between uint8 images and padded network tensors, and small tensor helpers."""
+"""Pure conversions between uint8 images and padded network tensors, and small tensor helpers.
+
+Torch is imported by the functions that take or give tensors: ``padded_size`` and ``psnr`` serve the decode of
+a fitted file, which runs without it."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 
 def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
@@ -14,6 +20,9 @@ def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
 
 def to_tensor(rgb: np.ndarray, multiple: int) -> torch.Tensor:
     """(H, W, 3) uint8 → (1, 3, Hp, Wp) float in [0, 1], edges replicated up to ``multiple``."""
+    import torch
+    import torch.nn.functional as F
+
     x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float().div_(255)
     h, w = rgb.shape[:2]
     hp, wp = padded_size(h, w, multiple)
@@ -30,6 +39,8 @@ def to_uint8(x: torch.Tensor, height: int, width: int) -> np.ndarray:
 
     Damaged streams can drive the network to NaN/inf; those map to 0/255 so a decode still yields an image.
     """
+    import torch
+
     x = torch.nan_to_num(x[0, :, :height, :width], nan=0.0, posinf=1.0, neginf=0.0)
     x = x.clamp(0, 1).mul(255).round_().to(torch.uint8)
     return x.permute(1, 2, 0).cpu().numpy()
@@ -37,6 +48,8 @@ def to_uint8(x: torch.Tensor, height: int, width: int) -> np.ndarray:
 
 def ste_round(x: torch.Tensor) -> torch.Tensor:
     """Round in the forward pass, identity gradient in the backward pass."""
+    import torch
+
     return x + (torch.round(x) - x).detach()
 
 

@@ -54,6 +54,15 @@ def read_bytes(src: str) -> bytes:
     return data
 
 
+def read_aec(src: str) -> bytes:
+    """``read_bytes`` of an input to decode: refused in one line when its first bytes are not an ``.aec`` file's
+    (an image given to ``decode`` by mistake), before anything else is looked at."""
+    data = read_bytes(src)
+    if data[: len(bs.MAGIC)] != bs.MAGIC:
+        raise AecError(f"{label(src)}: not an .aec file")
+    return data
+
+
 #: How input errors name the common OS refusals; any other is its strerror.
 _OS_REASONS = {
     errno.ENOENT: "no such file",

@@ -98,6 +98,9 @@ class Model(nn.Module, ABC):
     fits_per_image: ClassVar[bool] = False
     #: False for kinds whose manifest entry is an ``arch`` only (no weights file: files carry their decoder).
     needs_weights: ClassVar[bool] = True
+    #: Whether same-size files share a synthesis pass when decoded in batches (``codec.coding.decoding``); False
+    #: for kinds whose files share nothing (each carries its own decoder).
+    batches: ClassVar[bool] = True
     #: Parameter-name prefixes trained by ``aux_loss`` alone (CompressAI's quantiles): training gives them
     #: their own optimizer group at a fixed LR and leaves them out of the weight average.
     aux_params: ClassVar[tuple[str, ...]] = ()

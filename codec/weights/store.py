@@ -13,18 +13,22 @@ import hashlib
 import json
 import os
 from pathlib import Path
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
 
 from ..core.devices import resolve_device
 from ..core.errors import AecError
-from ..models.base import TABLE_BUFFERS, Model
-from ..models.registry import model_class
+from ..models.light import light_decoder
 from .handle import Codec
 from .imported import import_command, user_models_dir
 from .manifest import kind_of, model_kind, read_manifest, weights_dir, weights_path  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models.base import Model
+
+# torch, safetensors and the model kinds are imported where a network is built: a fitted file's decoder needs
+# none of them (``load_decoder_for``).
 
 
 def sha256_file(path: Path) -> str:
@@ -42,6 +46,11 @@ def state_dict_for_model(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Te
 
 def model_from_state(entry: dict, sd: dict[str, torch.Tensor]) -> Model:
     """The model a manifest entry describes (its ``kind`` and ``arch``), loaded from a state dict."""
+    import torch
+
+    from ..models.base import TABLE_BUFFERS
+    from ..models.registry import model_class
+
     model = model_class(kind_of(entry)).from_arch(entry["arch"])
     # The CDF buffers are empty in a fresh model: give them the stored shapes before loading.
     for name, _ in model.named_buffers():
@@ -56,6 +65,10 @@ def model_from_state(entry: dict, sd: dict[str, torch.Tensor]) -> Model:
 def _load(model_id: str | None, device: str, folder: str, user: str) -> Codec:
     """The codec of ``model_id`` from the shipped weights in ``folder`` and the imported ones in ``user`` (the
     folders are the cache key: they are what the environment chose)."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     manifest = read_manifest()
     model_id = model_id or manifest.get("default")
     entry = manifest.get("models", {}).get(model_id)
@@ -95,7 +108,13 @@ def network_hashes(entry: dict) -> dict[float, bytes]:
 
 def needs_weights(entry: dict) -> bool:
     """Whether a manifest entry's kind needs a weights file (the overfitted kind's files carry their decoder)."""
-    return model_class(kind_of(entry)).needs_weights
+    kind = kind_of(entry)
+    light = light_decoder(kind)
+    if light is not None:
+        return light.needs_weights
+    from ..models.registry import model_class
+
+    return model_class(kind).needs_weights
 
 
 def identity(entry: dict) -> str:
@@ -108,6 +127,10 @@ def identity(entry: dict) -> str:
 
 
 def _weightless(model_id: str, entry: dict, device: str) -> Codec:
+    import torch
+
+    from ..models.registry import model_class
+
     try:
         model = model_class(kind_of(entry)).from_arch(entry.get("arch") or {}).to(device).prepare()
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
@@ -125,15 +148,42 @@ def load_codec_for(
 ) -> Codec:
     """The codec a file (coded at ``quality``) names; a clear error when this installation lacks those weights,
     naming the ``aecodec import`` command that brings an imported model's."""
-    manifest = read_manifest()
-    entry = manifest.get("models", {}).get(model_id)
+    _entry_for(model_id, weights_hash, quality)
+    return load_codec(model_id, device)
+
+
+def load_decoder_for(
+    model_id: str, weights_hash: bytes, device: str | torch.device | None = None, quality: float | None = None
+) -> Codec:
+    """``load_codec_for``, for decoding: a kind with a torch-free decoder (``codec.models.light``) gets that
+    one, on the CPU whatever ``device`` says, so its files decode without importing torch."""
+    light = light_decoder(kind_of(_entry_for(model_id, weights_hash, quality)))
+    if light is None:
+        return load_codec_for(model_id, weights_hash, device, quality)
+    return _light(model_id, str(weights_dir()), str(user_models_dir()))
+
+
+def _entry_for(model_id: str, weights_hash: bytes, quality: float | None) -> dict:
+    """The manifest entry of the model a file names, or AecError when this installation lacks its weights."""
+    entry = read_manifest().get("models", {}).get(model_id)
     if not isinstance(entry, dict) or weights_hash.hex() not in _hashes(entry, quality):
         hint = import_command(model_id, quality)
         raise AecError(
             f"this file needs model {model_id!r} with weights {weights_hash.hex()}, "
             "which this installation does not have" + (f": {hint} brings them" if hint else "")
         )
-    return load_codec(model_id, device)
+    return entry
+
+
+@functools.lru_cache(maxsize=8)
+def _light(model_id: str, folder: str, user: str) -> Codec:
+    """The torch-free decoder of ``model_id`` (cached as ``_load``'s codecs are, by the folders too)."""
+    entry = read_manifest()["models"][model_id]
+    try:
+        model = light_decoder(kind_of(entry)).from_arch(entry.get("arch") or {})
+    except (ValueError, KeyError, TypeError) as e:
+        raise AecError(f"model {model_id!r}: bad arch in the manifest: {e}") from None
+    return Codec(model, model_id, bytes.fromhex(identity(entry)[:16]), "cpu")
 
 
 def _hashes(entry: dict, quality: float | None) -> set[str]:
@@ -150,6 +200,8 @@ def save_weights(model: Model, path: Path, half: bool) -> str:
     With ``half`` the parameters under the model's ``half_stored`` prefixes (its transforms) are
     stored as fp16; gains, quantiles and tables stay float32.
     """
+    from safetensors.torch import save_file
+
     params = {name for name, _ in model.named_parameters()}  # buffers (GDN pedestals, bounds) stay float32
     sd = {}
     for k, v in model.state_dict().items():

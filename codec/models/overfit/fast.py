@@ -154,6 +154,44 @@ def decode_tile(streams: list[bytes], height: int, width: int, arch: Arch) -> np
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
     """(h, w, 3) uint8 of float pixels (3, h, w): NaN to 0, clamped to [0, 1], rounded (``tiling``'s rule)."""
-    x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0)
-    np.clip(x, 0, 1, out=x)
-    return np.rint(x * np.float32(255)).astype(np.uint8).transpose(1, 2, 0)
+    return np.rint(clamped(x) * np.float32(255)).astype(np.uint8).transpose(1, 2, 0)
+
+
+def clamped(x: np.ndarray) -> np.ndarray:
+    """Pixels in [0, 1] of float ones: NaN to 0, ±inf to 1 and 0 (damaged data still gives an image)."""
+    return np.clip(np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0), 0, 1)
+
+
+class FastModel:
+    """The fitted kind as the decode path sees a model (``codec.coding.decoding``: the checks, ``tiling.decode``),
+    without torch: what ``OverfitModel`` says of its geometry, and its ``decode_latent`` / ``synthesize`` on numpy
+    arrays. ``OverfitModel`` decodes through one of these, so both give the same pixels."""
+
+    kind = "overfit"
+    stride = 1  # the "latent" of this kind is the image itself
+    latent_stride = 1
+    tile_margin = 0  # each tile carries its own decoder: no context across tiles
+    needs_weights = False  # the manifest entry is an arch; files carry their decoder
+    batches = False  # nor do they share a synthesis pass
+    qualities = None  # every quality of [1, levels]
+
+    def __init__(self, arch: Arch) -> None:
+        self.arch = arch
+
+    @classmethod
+    def from_arch(cls, arch: dict) -> FastModel:
+        return cls(Arch.from_dict(arch))
+
+    @property
+    def levels(self) -> int:
+        return self.arch.levels
+
+    def at(self, quality: float) -> FastModel:
+        return self
+
+    def decode_latent(self, streams: list[list[bytes]], shape: tuple[int, int], quality: float) -> np.ndarray:
+        """Each tile's float32 pixels (B, 3, h, w), unclamped (``decode_tile``)."""
+        return np.stack([decode_tile(st, *shape, self.arch) for st in streams])
+
+    def synthesize(self, y_hat: np.ndarray) -> np.ndarray:
+        return clamped(y_hat)

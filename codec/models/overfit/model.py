@@ -34,13 +34,15 @@ log = progress.effort_log  # the CLI shows this logger's lines with -v
 class OverfitModel(Model):
     """A per-image codec: the 'weights' are an architecture; every tile is fitted when it is coded."""
 
-    kind: ClassVar[str] = "overfit"
-    stride: ClassVar[int] = 1
-    latent_stride: ClassVar[int] = 1
-    needs_weights: ClassVar[bool] = False
+    # The geometry is the torch-free decoder's (``fast.FastModel``): tiles are fitted and decoded on their own,
+    # the decoded "latent" is the tile's pixels, no context needed.
+    kind: ClassVar[str] = fast.FastModel.kind
+    stride: ClassVar[int] = fast.FastModel.stride
+    latent_stride: ClassVar[int] = fast.FastModel.latent_stride
+    needs_weights: ClassVar[bool] = fast.FastModel.needs_weights
+    tile_margin: ClassVar[int] = fast.FastModel.tile_margin
+    batches: ClassVar[bool] = fast.FastModel.batches
     fits_per_image: ClassVar[bool] = True
-    #: Tiles are fitted and decoded on their own: the decoded "latent" is the tile's pixels, no context needed.
-    tile_margin: ClassVar[int] = 0
 
     def __init__(self, arch: Arch):
         super().__init__()
@@ -144,8 +146,7 @@ class OverfitModel(Model):
         h, w = shape
         if not fast.available():
             return torch.cat([coding.decode_image(st, h, w, self.arch) for st in streams])
-        tiles = [torch.from_numpy(fast.decode_tile(st, h, w, self.arch))[None] for st in streams]
-        return tiles[0] if len(tiles) == 1 else torch.cat(tiles)
+        return torch.from_numpy(fast.FastModel(self.arch).decode_latent(streams, shape, quality))
 
     def synthesize(self, y_hat: Tensor) -> Tensor:
         return torch.nan_to_num(y_hat.float(), nan=0.0, posinf=1.0, neginf=0.0).clamp_(0, 1)

@@ -257,12 +257,12 @@ def test_models_and_unknown_model(png, test_weights):
     result = run("models")
     assert result.exit_code == 0
     assert result.stdout.strip().splitlines() == [
-        "overfit  q 1-12  (per image: no weights, each file carries its decoder, experimental)",
+        "overfit  q 1-12  (per image: no weights, each file carries its decoder)",
         "test-model  q 1-10  (default)",
     ]
     fitted, row = json.loads(run("models", "--json").stdout)
     assert row["id"] == "test-model" and row["default"] and row["present"]
-    assert fitted["id"] == "overfit" and fitted["file"] is None and fitted["present"] and fitted["experimental"]
+    assert fitted["id"] == "overfit" and fitted["file"] is None and fitted["present"] and not fitted["experimental"]
     one_error_line(run("encode", png, "--model", "nope"), "'nope'", "test-model")
     assert run("encode", png, "--model", "test-model", "--threads", "1").exit_code == 0
 

@@ -55,7 +55,6 @@ class OverfitModel(Model):
         return {
             "kind": OverfitModel.kind,
             "arch": OverfitModel.default_arch(),
-            "experimental": True,
             "note": "per-image (overfitted) codec: no weights file, each .aec carries its own decoder; "
             "encoding fits it (minutes per image on a CPU)",
         }

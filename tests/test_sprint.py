@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from codec.testing import TEST_MODEL_ID
 from codec.training import sprint
+from tests.support import TEST_MODEL_ID
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"

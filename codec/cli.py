@@ -32,6 +32,7 @@ from .core.quality import (
 )
 from .format import files
 from .format.bitstream import MAX_PIXELS, NO_LIMIT
+from .training.config import RUNS
 from .weights.manifest import check_installed_quality, installed_qualities
 
 BATCH_HELP = (
@@ -922,7 +923,7 @@ def train_options(command: Callable) -> Callable:
 @main.command()
 @click.argument("train_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--val", "val_dir", type=click.Path(exists=True, file_okay=False), help="Validation folder.")
-@click.option("--run-dir", default=None, help="Checkpoints and logs (default ~/.cache/aecodec/runs/default).")
+@click.option("--run-dir", default=None, help=f"Checkpoints and logs (default {RUNS / 'default'}).")
 @train_options
 def train(train_dir, val_dir, run_dir, **kw) -> None:
     """Train (or resume) the variable-rate network on a folder of photos.

@@ -19,20 +19,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..core.devices import resolve_device
+from ..core.digest import sha256_file
 from ..core.errors import AecError
 from ..models.base import TABLE_BUFFERS, Model
 from ..models.registry import model_class
 from .handle import Codec
 from .imported import import_command, user_models_dir
 from .manifest import kind_of, model_kind, read_manifest, weights_dir, weights_path  # noqa: F401  (re-exported)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def state_dict_for_model(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -32,6 +32,7 @@ from .core.quality import (
 )
 from .format import files
 from .format.bitstream import MAX_PIXELS, NO_LIMIT
+from .training.config import RUNS
 from .weights.manifest import check_installed_quality, installed_qualities
 
 BATCH_HELP = (
@@ -797,20 +798,7 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
         model_id, aec_qualities = _bench_qualities(qualities, model_id)
         sweep = parse_floats(pillow_qualities, "--pillow-qualities") if pillow_qualities else list(BENCH_QUALITIES)
         names, notes = _versus(codecs)
-        from .training.data import image_files
-
-        skipped: list[str] = []
-        try:
-            paths = image_files(folder, skipped)
-        except FileNotFoundError as e:
-            raise AecError(str(e)) from None
-        out = Path(output or f"bench-{Path(files.resolved(folder)).name}")
-        from .bench.rd import REPORT_FILES
-
-        for name in REPORT_FILES.values():
-            if files.resolved(str(out / name)) in {files.resolved(str(p)) for p in paths}:
-                raise AecError(f"{out / name}: output would overwrite an input")
-            files.check_output(str(out / name), force)
+        paths, skipped, out = _bench_inputs(folder, output, force)
     except (AecError, ValueError) as e:
         _usage_error(e)
     for note in notes + skipped:
@@ -819,7 +807,7 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
     from tqdm import tqdm
 
     from .bench import report
-    from .bench.rd import build_coders, measure_images, report_files
+    from .bench.rd import REPORT_FILES, build_coders, measure_images, report_files
 
     try:
         todo, descriptions, more = build_coders(
@@ -850,6 +838,25 @@ def bench(folder, codecs, qualities, pillow_qualities, output, model_id, device,
     if failed:
         console.fail(f"{len(failed)} of {len(paths)} images failed (see above)")
         sys.exit(EXIT_BAD_INPUT)
+
+
+def _bench_inputs(folder: str, output: str | None, force: bool) -> tuple[list[Path], list[str], Path]:
+    """The images of ``folder`` (and a note for each file skipped) and the report folder, refused up front
+    where a report file would overwrite an input or, without ``force``, an earlier report."""
+    from .bench.rd import REPORT_FILES
+    from .training.data import image_files
+
+    skipped: list[str] = []
+    try:
+        paths = image_files(folder, skipped)
+    except FileNotFoundError as e:
+        raise AecError(str(e)) from None
+    out = Path(output or f"bench-{Path(files.resolved(folder)).name}")
+    for name in REPORT_FILES.values():
+        if files.resolved(str(out / name)) in {files.resolved(str(p)) for p in paths}:
+            raise AecError(f"{out / name}: output would overwrite an input")
+        files.check_output(str(out / name), force)
+    return paths, skipped, out
 
 
 @main.command("import")
@@ -946,7 +953,7 @@ def train_options(command: Callable) -> Callable:
 @main.command()
 @click.argument("train_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--val", "val_dir", type=click.Path(exists=True, file_okay=False), help="Validation folder.")
-@click.option("--run-dir", default=None, help="Checkpoints and logs (default ~/.cache/aecodec/runs/default).")
+@click.option("--run-dir", default=None, help=f"Checkpoints and logs (default {RUNS / 'default'}).")
 @train_options
 def train(train_dir, val_dir, run_dir, **kw) -> None:
     """Train (or resume) the variable-rate network on a folder of photos.

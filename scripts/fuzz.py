@@ -517,7 +517,7 @@ CHUNK_KINDS = tuple(sorted([*(t.decode() for t in bs.KNOWN), FITTED_STRM]))
 
 def chunk_kind(tag: bytes, model_id: str = "") -> str:
     """The reach report's name of a chunk with tag ``tag`` in a file of model ``model_id``."""
-    from codec.testing import OVERFIT_ID
+    from tests.support import OVERFIT_ID
 
     name = tag.decode("latin-1")
     if tag == bs.STREAMS and model_id == OVERFIT_ID:
@@ -576,7 +576,7 @@ def overfit_seeds(rng: np.random.Generator) -> list[bytes]:
     """Files of the per-image kind (``--model overfit``: the decoder's parameters and latent grids in its two
     streams per tile), one tile and four tiles; decoded through the production path (their model id)."""
     from codec.api import encode
-    from codec.testing import OVERFIT_ID
+    from tests.support import OVERFIT_ID
 
     def img(h: int, w: int) -> np.ndarray:
         return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -961,7 +961,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.weights:
             os.environ["AECODEC_WEIGHTS"] = args.weights
         else:
-            from codec.testing import make_test_weights
+            from tests.support import make_test_weights
 
             make_test_weights(Path(folder), note="seeded random network, fuzzing only")
             os.environ["AECODEC_WEIGHTS"] = folder  # inherited by the spawned worker

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import os
 import sys
 import urllib.request
@@ -48,12 +49,16 @@ SHA256 = {
 }
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _digest_module():
+    """``codec/core/digest.py`` loaded by its path: the package's ``__init__`` needs Pillow, this script nothing."""
+    path = Path(__file__).resolve().parent.parent / "codec" / "core" / "digest.py"
+    spec = importlib.util.spec_from_file_location("aecodec_digest", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sha256_file = _digest_module().sha256_file
 
 
 def is_valid(path: Path, name: str) -> bool:

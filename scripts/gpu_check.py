@@ -35,7 +35,7 @@ def fixture_checks(dev, cpu, table: dict, folder: Path) -> list[dict]:
 
     from codec import api
     from codec.format import bitstream as bs
-    from codec.testing import decoded_digests
+    from tests.support import decoded_digests
 
     out = []
     for name, want in sorted(table["files"].items()):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from codec.training.config import TrainConfig  # noqa: E402  (light: no torch, no CompressAI)
+from codec.training.config import RUNS, TrainConfig  # noqa: E402  (light: no torch, no CompressAI)
 
 #: What the GPU image lacks (the device tool's KINDS.md, outside this repository, lists what it has), pinned as in
 #: constraints.txt.
@@ -210,6 +210,54 @@ def ensure_packages(sprint_dir: Path) -> None:
     import_compressai_lean()
 
 
+def starting_point(sprint_dir: Path, start: dict, run_dir: Path) -> tuple[Path | None, int]:
+    """(the checkpoint to start from, written into ``run_dir``, or None; the step the sprint starts at): the
+    pack's checkpoint, else its ``init`` weights, whose manifest entry counts the steps they were trained for."""
+    import torch
+
+    from codec.training import sprint
+
+    if "checkpoint" in start:
+        from_checkpoint = run_dir / "start.pt"
+        ck = sprint.expand(sprint.deserialize((sprint_dir / start["checkpoint"]).read_bytes()))
+        torch.save(ck, from_checkpoint)
+        return from_checkpoint, ck["state"]["step"]
+    os.environ["AECODEC_WEIGHTS"] = str(sprint_dir / "weights")
+    entry = json.loads((sprint_dir / "weights" / "manifest.json").read_text())["models"][start["init"]]
+    return None, int(entry.get("training", {}).get("steps") or 0)
+
+
+def sprint_config(
+    args: argparse.Namespace, sprint_dir: Path, start: dict, run_dir: Path, device: str, t_start: float
+) -> tuple[TrainConfig, int]:
+    """The training run of this sprint (from the pack's ``start`` and the options; until the whole command,
+    begun at ``t_start``, has ``RESERVE_S`` of ``--minutes`` left), and the step it starts at."""
+    from_checkpoint, first_step = starting_point(sprint_dir, start, run_dir)
+    minutes = (args.minutes * 60 - (time.time() - t_start) - RESERVE_S) / 60
+    arch = dict(start["arch"])
+    cfg = TrainConfig(
+        train_dir="",
+        kind=start["kind"],
+        arch={k: v for k, v in arch.items() if k != "levels"},
+        levels=arch.get("levels", TrainConfig.levels),
+        run_dir=str(run_dir),
+        crop=args.crop,
+        batch=args.batch,
+        lr=args.lr,
+        steps=first_step + args.steps,
+        max_minutes=max(minutes, 0.01),
+        ckpt_minutes=args.every,
+        device=device,
+        init=start.get("init"),
+        from_checkpoint=str(from_checkpoint) if from_checkpoint else None,
+        compile_step=args.compile,
+        level_norm=args.level_norm,
+        log_every=args.log_every,
+        seed=args.seed,
+    )
+    return cfg, first_step
+
+
 def run(args: argparse.Namespace) -> None:
     t_start = time.time()
     sprint_dir = Path(args.sprint).resolve()
@@ -231,38 +279,7 @@ def run(args: argparse.Namespace) -> None:
     sampler = CropSampler.from_images(images, args.crop, args.seed, device)
     start = info["start"]
     run_dir = Path(tempfile.mkdtemp(prefix="aec-sprint-"))
-    from_checkpoint = None
-    if "checkpoint" in start:
-        from_checkpoint = run_dir / "start.pt"
-        ck = sprint.expand(sprint.deserialize((sprint_dir / start["checkpoint"]).read_bytes()))
-        torch.save(ck, from_checkpoint)
-        first_step = ck["state"]["step"]
-    else:
-        os.environ["AECODEC_WEIGHTS"] = str(sprint_dir / "weights")
-        entry = json.loads((sprint_dir / "weights" / "manifest.json").read_text())["models"][start["init"]]
-        first_step = int(entry.get("training", {}).get("steps") or 0)
-    arch = dict(start["arch"])
-    minutes = (args.minutes * 60 - (time.time() - t_start) - RESERVE_S) / 60
-    cfg = TrainConfig(
-        train_dir="",
-        kind=start["kind"],
-        arch={k: v for k, v in arch.items() if k != "levels"},
-        levels=arch.get("levels", TrainConfig.levels),
-        run_dir=str(run_dir),
-        crop=args.crop,
-        batch=args.batch,
-        lr=args.lr,
-        steps=first_step + args.steps,
-        max_minutes=max(minutes, 0.01),
-        ckpt_minutes=args.every,
-        device=str(device),
-        init=start.get("init"),
-        from_checkpoint=str(from_checkpoint) if from_checkpoint else None,
-        compile_step=args.compile,
-        level_norm=args.level_norm,
-        log_every=args.log_every,
-        seed=args.seed,
-    )
+    cfg, first_step = sprint_config(args, sprint_dir, start, run_dir, str(device), t_start)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     t_train = time.time()
 
@@ -314,7 +331,7 @@ def collect(args: argparse.Namespace) -> None:
     name = args.name or next_model_id(manifest, ck["kind"], ck["arch"])
     if name in manifest["models"]:
         fail(f"{weights} already holds a model {name!r}")
-    run_dir = Path(args.run_dir or Path.home() / ".cache" / "aecodec" / "runs" / name)
+    run_dir = Path(args.run_dir or RUNS.expanduser() / name)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = run_dir / "last.pt"
     tmp = ckpt.with_suffix(".tmp")
@@ -385,13 +402,15 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto")
     r.add_argument("--batch", type=int, default=32)
     r.add_argument("--crop", type=int, default=256)
-    r.add_argument("--lr", type=float, default=5e-4)
+    r.add_argument("--lr", type=float, default=TrainConfig.lr)
     r.add_argument("--steps", type=int, default=10**9, help="stop after this many steps too (dry runs)")
     r.add_argument("--every", type=float, default=2.0, help="minutes between checkpoint generations")
-    r.add_argument("--compile", action="store_true", help="torch.compile the forward (not measured on CUDA)")
+    r.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=TrainConfig.compile_step, help="see `train --help`"
+    )
     r.add_argument("--level-norm", action=argparse.BooleanOptionalAction, default=TrainConfig.level_norm)
-    r.add_argument("--log-every", type=int, default=200)
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--log-every", type=int, default=TrainConfig.log_every)
+    r.add_argument("--seed", type=int, default=TrainConfig.seed)
     c = sub.add_parser("collect", help="reassemble, export, measure against the default, ship if better")
     c.add_argument("dirs", nargs="+", help="folders holding a run's pieces (several calls' outputs allowed)")
     c.add_argument("--name", default=None, help="model id (default: the next version of the kind)")

@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import codec  # noqa: E402
-from codec.testing import decoded_digests  # noqa: E402
 from codec.weights.store import load_codec  # noqa: E402
+from tests.support import decoded_digests  # noqa: E402
 
 OUT = ROOT / "tests" / "fixtures"
 
@@ -66,7 +66,7 @@ def overfit() -> None:
     """The fitted kind's fixtures: one tile, and three tiles of 32 px (fits of a few seconds)."""
     import hashlib
 
-    from codec.testing import OVERFIT_ID, fitted_grid_digest
+    from tests.support import OVERFIT_ID, fitted_grid_digest
 
     out = OUT / "overfit"
     if (out / "digests.json").exists():

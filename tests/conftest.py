@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def test_weights(tmp_path_factory) -> str:
     """A weights folder holding a small seeded network, exported the way real weights are."""
-    from codec.testing import make_test_weights
+    from tests.support import make_test_weights
 
     folder = tmp_path_factory.mktemp("weights")
     make_test_weights(folder)
@@ -67,6 +67,29 @@ def png(tmp_path, photo_like) -> Path:
     path = tmp_path / "img.png"
     Image.fromarray(photo_like(48, 80)).save(path)
     return path
+
+
+@pytest.fixture
+def aec_file(tmp_path, photo_like) -> Path:
+    """A 16x16 photo-like image coded at quality 4: ``a.aec``."""
+    import codec
+
+    path = tmp_path / "a.aec"
+    path.write_bytes(codec.encode(photo_like(16, 16), quality=4))
+    return path
+
+
+def one_error_line(result, *fragments: str, code: int = 2) -> str:
+    """The one ``aecodec:`` line a failed command printed, after checking there is exactly one, that it holds
+    every fragment and that the exit status is ``code`` (a CliRunner result or a finished subprocess)."""
+    status = getattr(result, "exit_code", getattr(result, "returncode", None))
+    stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
+    assert status == code, (status, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aecodec: "), stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
 
 
 @pytest.fixture

@@ -14,17 +14,11 @@ from PIL import Image
 
 from codec.cli import main
 from codec.format import bitstream as bs
+from tests.conftest import one_error_line
 
 
 def run(*args, input=None):
     return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
-
-
-def assert_one_line_error(result, code=2):
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("aecodec: "), result.stderr
-    assert "Traceback" not in result.stderr
 
 
 def test_encode_decode_default_names(png):
@@ -44,20 +38,20 @@ def test_output_option_and_formats(png, tmp_path):
         assert run("decode", aec, "-o", tmp_path / name).exit_code == 0
         with Image.open(tmp_path / name) as im:
             assert im.size == (80, 48)
-    assert_one_line_error(run("decode", aec, "-o", tmp_path / "e.xyz"))
+    one_error_line(run("decode", aec, "-o", tmp_path / "e.xyz"))
 
 
 def test_no_overwrite_without_force(png):
     out = png.with_suffix(".aec")
     out.write_bytes(b"precious")
-    assert_one_line_error(run("encode", png))
+    one_error_line(run("encode", png))
     assert out.read_bytes() == b"precious"
     assert run("encode", png, "--force").exit_code == 0
     assert out.read_bytes()[:4] == bs.MAGIC
 
 
 def test_never_overwrites_input(tmp_path, png):
-    assert_one_line_error(run("encode", png, "-o", png, "--force"))
+    one_error_line(run("encode", png, "-o", png, "--force"))
     with Image.open(png) as im:
         assert im.size == (80, 48)
 
@@ -103,7 +97,7 @@ def test_batched_folder_run_matches_one_at_a_time(tmp_path, png, photo_like, bat
 
 
 def test_bad_batch_size(png):
-    assert_one_line_error(run("encode", png, "--batch", "-1"))
+    one_error_line(run("encode", png, "--batch", "-1"))
 
 
 def test_info(png, tmp_path):
@@ -117,7 +111,7 @@ def test_info(png, tmp_path):
 
 @pytest.mark.parametrize("q", ["0.5", "10.5"])
 def test_quality_out_of_range(png, q):
-    assert_one_line_error(run("encode", png, "-q", q))
+    one_error_line(run("encode", png, "-q", q))
 
 
 @pytest.mark.parametrize("kind", ["magic", "version", "truncated", "crc", "weights", "empty", "missing"])
@@ -148,17 +142,17 @@ def test_malformed_files_exit_2(tmp_path, png, kind):
     else:
         bad = tmp_path / "nope.aec"
     result = run("decode", bad, "-o", tmp_path / "out.png")
-    assert_one_line_error(result)
+    one_error_line(result)
     assert not (tmp_path / "out.png").exists()
     if kind == "weights":
         assert "does not have" in result.stderr
-    assert_one_line_error(run("info", bad)) if kind not in ("weights",) else None
+    one_error_line(run("info", bad)) if kind not in ("weights",) else None
 
 
 def test_text_file_named_png(tmp_path):
     fake = tmp_path / "fake.png"
     fake.write_text("hello")
-    assert_one_line_error(run("encode", fake))
+    one_error_line(run("encode", fake))
     assert not fake.with_suffix(".aec").exists()
 
 
@@ -245,6 +239,6 @@ def test_folders_and_globs_are_walked_as_with_ray(tmp_path, photo_like):
     ]
     globbed = run("encode", photos / "*.png", "-o", f"{tmp_path}/g/")  # quoted: the command expands it
     assert globbed.exit_code == 0 and os.listdir(tmp_path / "g") == ["a.aec"]
-    assert_one_line_error(run("encode", photos, "-o", tmp_path / "one.aec"))
+    one_error_line(run("encode", photos, "-o", tmp_path / "one.aec"))
     assert "-o must be a folder" in run("encode", photos, "-o", tmp_path / "one.aec").stderr
-    assert_one_line_error(run("decode", tmp_path / "g" / "*.txt"))
+    one_error_line(run("decode", tmp_path / "g" / "*.txt"))

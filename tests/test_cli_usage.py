@@ -20,20 +20,13 @@ from PIL import Image
 from codec.cli import main
 from codec.coding import distributed
 from codec.format import bitstream as bs
+from tests.conftest import one_error_line
 
 CLI = [sys.executable, "-m", "codec.cli"]
 
 
 def run(*args, input=None):
     return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
-
-
-def one_error_line(result, *needles: str, code: int = 2) -> str:
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("aecodec: "), result.stderr
-    assert all(n in lines[0] for n in needles), lines[0]
-    return lines[0]
 
 
 @pytest.fixture

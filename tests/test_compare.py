@@ -17,19 +17,13 @@ from PIL import Image
 from codec.bench import compare as cmp
 from codec.bench import page
 from codec.cli import main
+from tests.conftest import one_error_line
 
 SOURCE_IMG = re.compile(r'<img data-view="(\d+)" data-variant="([\w-]+)" alt="" src="data:image/png;base64,([^"]+)">')
 
 
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def one_error_line(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("aecodec: "), result.stderr
-    assert all(n in lines[0] for n in needles), lines[0]
 
 
 def page_images(html: str) -> list[tuple[int, str, Image.Image, int]]:

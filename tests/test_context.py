@@ -17,9 +17,9 @@ from codec.core.tensors import to_tensor
 from codec.models import model_class
 from codec.models.context import ContextCoder, ContextModel, anchor_mask
 from codec.models.hyperprior import GainHyperprior, HyperpriorCoder, Latents
-from codec.testing import make_test_weights, seeded_model
 from codec.weights.store import _load, load_codec
 from tests.conftest import make_photo_like
+from tests.support import make_test_weights, seeded_model
 from tests.test_exact import perturb_hooks
 
 QUALITIES = (1.0, 4.5, 9.0)

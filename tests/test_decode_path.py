@@ -15,7 +15,8 @@ import codec
 from codec.coding import batch, decoding
 from codec.format import bitstream as bs
 from codec.weights.store import load_codec
-from tests.test_hostile import assert_one_line, run
+from tests.conftest import one_error_line
+from tests.test_hostile import run
 
 FITTED = Path(__file__).parent / "fixtures" / "overfit"
 #: What a fitted file's command must not import: each costs a second or more of start-up.
@@ -41,7 +42,7 @@ def test_fitted_file_decodes_without_torch(name, device, tmp_path):
 def test_decoding_an_image_says_it_is_not_an_aec_file(png, tmp_path):
     """``decode photo.png`` (whose default output is the input itself) is told what it is, without torch."""
     proc, names = _imported_run(["decode", str(png)], tmp_path)
-    assert_one_line(proc, 2, f"{png.name}: not an .aec file")
+    one_error_line(proc, f"{png.name}: not an .aec file")
     assert "click" in names and not names & HEAVY, names & HEAVY
 
 

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -158,15 +157,12 @@ def test_without_ray_lines_drops_what_is_written_to_fd_2_and_keeps_our_lines(tmp
 
 # -- on a local cluster ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, test_weights):
+def cluster(test_weights):
     """A 2-CPU Ray cluster on the loopback. Its workers inherit this environment as it is at start: the test
-    weights, and the kill hook's marker, created here so the hook stays disarmed until a test removes it."""
+    weights."""
     ray = pytest.importorskip("ray")
-    marker = tmp_path_factory.mktemp("hook") / "killed"
-    marker.touch()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AECODEC_WEIGHTS", test_weights)
-        mp.setenv(distributed.TEST_KILL, str(marker))
         mp.setenv("OMP_NUM_THREADS", "1")
         ray.init(
             num_cpus=2,
@@ -176,7 +172,7 @@ def cluster(tmp_path_factory, test_weights):
             log_to_driver=False,
         )
     distributed.connect(progress=False)
-    yield SimpleNamespace(marker=marker)
+    yield
     ray.shutdown()
 
 
@@ -252,15 +248,34 @@ def test_ray_outputs_are_the_local_commands_bytes_and_pixels(corpus, local_out, 
     assert len(read_table(there)) == len(corpus)
 
 
-def test_a_killed_worker_is_retried_and_no_output_is_lost_or_partial(cluster, corpus, local_out, tmp_path):
-    """The first worker to write an output exits at once, before its batch returns (the test hook): Ray
-    restarts it and retries the batch, whose output the dead worker had already written. The Python entry
-    point returns the Ray Dataset of results."""
-    out = tmp_path / "out"
-    cluster.marker.unlink()  # arm the hook
+def killing_worker(marker: Path) -> type:
+    """An ``EncodeWorker`` whose coder exits its process at once after its first written output, before the
+    batch returns, as a killed worker would; only the first (the one that creates ``marker``) dies. Defined
+    here, so Ray ships the class to its workers by value; the write and everything else is the real code."""
+
+    class KillingEncoder(jobs.Encoder):
+        def write(self, dest: str, data: bytes) -> None:
+            super().write(dest, data)
+            try:
+                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            except FileExistsError:
+                return
+            os._exit(1)
+
+    class KillingWorker(distributed._Worker):
+        coder_class = KillingEncoder
+
+    return KillingWorker
+
+
+def test_a_killed_worker_is_retried_and_no_output_is_lost_or_partial(cluster, corpus, local_out, tmp_path, monkeypatch):
+    """The first worker to write an output dies: Ray restarts it and retries the batch, whose output the dead
+    worker had already written. The Python entry point returns the Ray Dataset of results."""
+    out, marker = tmp_path / "out", tmp_path / "killed"
+    monkeypatch.setattr(distributed, "EncodeWorker", killing_worker(marker))
     results = distributed.encode_paths([str(p) for p in corpus], f"{out}/", tile=int(TILE), workers=2)
     rows = results.take_all()
-    assert cluster.marker.exists()  # a worker did die
+    assert marker.exists()  # a worker did die
     assert sorted(Path(r["output"]).name for r in rows) == aec_names(corpus)
     assert all(r["error"] == "" and not r["skipped"] for r in rows), rows
     assert sorted(os.listdir(out)) == aec_names(corpus)  # each once, and no .part left behind

@@ -22,9 +22,9 @@ from PIL import Image
 
 import codec
 from codec.core import engine
-from codec.testing import decoded_digests
 from codec.weights.handle import Codec
 from codec.weights.store import load_codec
+from tests.support import decoded_digests
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHIPPED = Path(__file__).parent.parent / "weights"

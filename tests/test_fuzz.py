@@ -143,7 +143,7 @@ def test_each_mutation_kind_changes_the_file(name, seed_files):
 @pytest.mark.parametrize("name", sorted(REACH_FLOORS))
 def test_chunk_and_stream_mutations_reach_the_decoder_and_the_network(name, seed_files):
     """The floors were measured on the autoencoder's seeds; the overfit seeds have their own test below."""
-    from codec.testing import OVERFIT_ID
+    from tests.support import OVERFIT_ID
 
     seeds = [d for d in seed_files if bs.unpack(d).model_id != OVERFIT_ID]
     reached: Counter = Counter()
@@ -190,7 +190,7 @@ def test_reach_table_names_every_chunk_kind():
 
 def test_fitted_streams_are_their_own_chunk_kind(seed_files):
     """A fitted file's ``STRM`` goes to another decoder than the autoencoders': the report names it apart."""
-    from codec.testing import OVERFIT_ID
+    from tests.support import OVERFIT_ID
 
     by_model = {bs.unpack(d).model_id: d for d in seed_files}
     assert fuzz.chunk_kind(bs.STREAMS, OVERFIT_ID) == fuzz.FITTED_STRM != fuzz.chunk_kind(bs.STREAMS, "x")
@@ -336,7 +336,7 @@ OVERFIT_REACH_FLOORS = {"stream_payload": (0.6, 0.3), "side_chunk": (0.6, 0.3)}
 @pytest.mark.parametrize("name", sorted(OVERFIT_REACH_FLOORS))
 def test_mutations_of_overfit_files_reach_its_decoder(name, seed_files):
     """The per-image kind's streams (decoder parameters, latent grids) are fuzzed past the parser too."""
-    from codec.testing import OVERFIT_ID
+    from tests.support import OVERFIT_ID
 
     seeds = [d for d in seed_files if bs.unpack(d).model_id == OVERFIT_ID]
     assert len(seeds) == 2

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from codec.cli import main
 from codec.core.errors import AecError
 from codec.format import bitstream as bs
 from codec.format import files
+from tests.conftest import one_error_line
 
 CLI = [sys.executable, "-m", "codec.cli"]
 
@@ -32,33 +34,20 @@ def run(*args, input=None):
     return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
 
 
-def assert_one_line(result, code: int = 2, *fragments: str) -> str:
-    """One ``aecodec:`` line on stderr and exit ``code`` (works for CliRunner results and subprocesses)."""
-    status = getattr(result, "exit_code", getattr(result, "returncode", None))
-    stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
-    assert status == code, (status, stderr)
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("aecodec: "), stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
-
-
-@pytest.fixture
-def aec_file(tmp_path, photo_like) -> Path:
-    path = tmp_path / "a.aec"
-    path.write_bytes(codec.encode(photo_like(16, 16), quality=4))
-    return path
-
-
 # -- item 3: never-overwrite is atomic; streams are written into --------------------------------
 @pytest.mark.parametrize("mechanism", ["renameat2", "link"])
 def test_two_racing_writers_one_wins_each_file(tmp_path, monkeypatch, mechanism):
-    """Both writers pass any early check (the delay holds them between writing and moving into place):
+    """Both writers pass any early check (a delay holds them between writing and moving into place):
     exactly one of them writes each destination and the other is told it exists."""
     if mechanism == "link":
         monkeypatch.setattr(files, "_renameat2", lambda: None)
-    monkeypatch.setenv(files.TEST_WRITE_DELAY, "0.05")
+    move = files._move_into_place
+
+    def slow_move(*args) -> None:
+        time.sleep(0.05)
+        move(*args)
+
+    monkeypatch.setattr(files, "_move_into_place", slow_move)
     dests = [tmp_path / "out" / f"t{i}.png" for i in range(8)]
     wins: dict[int, list[Path]] = {0: [], 1: []}
     refusals: dict[int, list[str]] = {0: [], 1: []}
@@ -149,13 +138,13 @@ def test_closed_stdout_and_broken_pipe_exit_2(aec_file):
         stderr=subprocess.PIPE,
         preexec_fn=lambda: os.close(1),
     )
-    assert_one_line(closed, 2, "stdout: cannot write", "Bad file descriptor")
+    one_error_line(closed, "stdout: cannot write", "Bad file descriptor")
     proc = subprocess.Popen([*CLI, "decode", str(aec_file), "-o", "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # the reader leaves before anything is written, as `| head -c 0` would
     proc.wait(timeout=120)
     proc.stdout = None
     result = subprocess.CompletedProcess(proc.args, proc.returncode, None, proc.stderr.read())
-    assert_one_line(result, 2, "stdout: cannot write", "Broken pipe")
+    one_error_line(result, "stdout: cannot write", "Broken pipe")
 
 
 def test_reader_that_leaves_early_is_a_failed_write(tmp_path, photo_like):
@@ -170,7 +159,7 @@ def test_reader_that_leaves_early_is_a_failed_write(tmp_path, photo_like):
     proc.wait(timeout=120)
     proc.stdout = None
     result = subprocess.CompletedProcess(proc.args, proc.returncode, None, proc.stderr.read())
-    assert_one_line(result, 2, "stdout: cannot write", "Broken pipe")
+    one_error_line(result, "stdout: cannot write", "Broken pipe")
 
 
 @pytest.mark.parametrize("command", ["info", "models"])
@@ -178,16 +167,16 @@ def test_text_output_to_a_closed_or_full_stdout_is_one_line(aec_file, command):
     """``info`` and ``models`` print text: lost output is an error too (it was exit 0, or a traceback)."""
     args = [*CLI, command, *([str(aec_file)] if command == "info" else [])]
     closed = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1))
-    assert_one_line(closed, 2, "stdout: cannot write", "Bad file descriptor")
+    one_error_line(closed, "stdout: cannot write", "Bad file descriptor")
     if Path("/dev/full").exists():
         with open("/dev/full", "wb") as full:
-            assert_one_line(subprocess.run(args, stdout=full, stderr=subprocess.PIPE), 2, "No space left")
+            one_error_line(subprocess.run(args, stdout=full, stderr=subprocess.PIPE), "No space left")
 
 
 def test_binary_is_not_written_to_a_terminal(aec_file, monkeypatch):
     monkeypatch.setattr(os, "isatty", lambda fd: fd == 1)
-    assert_one_line(run("decode", aec_file, "-o", "-"), 2, "terminal")
-    assert_one_line(run("decode", "-", input=aec_file.read_bytes()), 2, "terminal")
+    one_error_line(run("decode", aec_file, "-o", "-"), "terminal")
+    one_error_line(run("decode", "-", input=aec_file.read_bytes()), "terminal")
     assert run("decode", aec_file, "-o", "-", "--force").exit_code == 0
 
 
@@ -246,13 +235,13 @@ def test_broken_weights_setup_is_one_line(weights_copy, png, tmp_path, damage):
         weights = weights_copy / entry["models"][entry["default"]]["file"]
         weights.unlink()
         weights.mkdir()
-    assert_one_line(
-        run("encode", png, "-o", tmp_path / "x.aec"), 2, "manifest" if damage != "weights folder" else "not a file"
+    one_error_line(
+        run("encode", png, "-o", tmp_path / "x.aec"), "manifest" if damage != "weights folder" else "not a file"
     )
 
 
 def test_infinite_target_bpp(png, tmp_path):
-    assert_one_line(run("encode", png, "--target-bpp", "inf", "-o", tmp_path / "x.aec"), 2, "finite")
+    one_error_line(run("encode", png, "--target-bpp", "inf", "-o", tmp_path / "x.aec"), "finite")
     with pytest.raises(AecError, match="finite"):
         codec.encode(Image.open(png), target_bpp=float("inf"))
 
@@ -268,20 +257,20 @@ def test_unwritable_folder_names_the_output_not_the_temporary(aec_file, tmp_path
 
     monkeypatch.setattr(os, "open", refusing_open)
     dest = tmp_path / "ro" / "x.png"
-    line = assert_one_line(run("decode", aec_file, "-o", dest), 2, f"{dest}: cannot write (Permission denied)")
+    line = one_error_line(run("decode", aec_file, "-o", dest), f"{dest}: cannot write (Permission denied)")
     assert ".part" not in line
 
 
 def test_overlong_name(aec_file, tmp_path):
     dest = tmp_path / ("x" * 300 + ".png")
-    line = assert_one_line(run("decode", aec_file, "-o", dest), 2, "File name too long")
+    line = one_error_line(run("decode", aec_file, "-o", dest), "File name too long")
     assert ".part" not in line and str(dest) in line
 
 
 def test_output_under_a_file_is_one_line(aec_file, tmp_path):
     blocker = tmp_path / "file.png"
     blocker.write_bytes(b"x")
-    assert_one_line(run("decode", aec_file, "-o", f"{blocker}/"), 2, f"cannot write ({blocker} is not a folder)")
+    one_error_line(run("decode", aec_file, "-o", f"{blocker}/"), f"cannot write ({blocker} is not a folder)")
     assert blocker.read_bytes() == b"x"
 
 
@@ -290,7 +279,7 @@ def test_ctrl_c_while_loading_is_130(png, tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("codec.weights.store.load_codec", interrupted)
-    assert_one_line(run("encode", png, "-o", tmp_path / "x.aec"), 130, "interrupted")
+    one_error_line(run("encode", png, "-o", tmp_path / "x.aec"), "interrupted", code=130)
 
 
 #: A fresh interpreter that starts the command as its console script does, with a SIGINT arriving while

@@ -17,8 +17,8 @@ from codec.cli import main
 from codec.core import quality as Q
 from codec.format import bitstream as bs
 from codec.models.hyperprior import GainHyperprior
-from codec.testing import OVERFIT_ID, TEST_LEVELS, TEST_MODEL_ID, seeded_model
 from codec.weights.handle import Codec
+from tests.support import OVERFIT_ID, TEST_LEVELS, TEST_MODEL_ID, seeded_model
 
 SHIPPED = Path(__file__).parent.parent / "weights" / "manifest.json"
 

@@ -6,7 +6,8 @@ Layers, lowest first (a module may import its own layer and those below it)::
 
     core < format < models < weights < coding, training < top
 
-``top`` is the package itself (``codec/__init__.py``), ``api``, ``cli``, ``plugin``, ``testing`` and ``bench/``.
+``top`` is the package itself (``codec/__init__.py``), ``api``, ``cli``, ``plugin`` and ``bench/``. What only tests
+use (the seeded test network, hooks that kill a worker or slow a write) lives in ``tests/``, not in the wheel.
 ``coding`` and ``training`` share a level and do not import each other. An import of the package root
 (``import codec``, ``from .. import __version__``) from below the top counts as an import of the top.
 """
@@ -138,7 +139,19 @@ def test_the_layers_are_the_folders():
     names = set(modules())
     assert {f"codec.{name}" for name in LAYERS} <= names
     top = sorted(m for m in names if layer(m) == "top" and m.split(".")[1:2] not in (["bench"], []))
-    assert top == ["codec.api", "codec.cli", "codec.plugin", "codec.testing"], top
+    assert top == ["codec.api", "codec.cli", "codec.plugin"], top
+
+
+def test_no_test_hook_ships():
+    """No module of the package names a test-only environment variable (``AECODEC_TEST_...``) or a testing
+    module: tests bring their hooks themselves (monkeypatch, a subclass), so users' runs carry none."""
+    found = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "AECODEC_TEST" in node.value:
+                found.append((name, node.value))
+    assert found == []
+    assert not [name for name in modules() if name.split(".")[-1] in ("testing", "conftest")]
 
 
 def test_every_import_names_a_module_that_exists():

@@ -24,7 +24,7 @@ def test_registry_maps_kinds_and_defaults_old_entries():
 
 
 def test_export_writes_the_kind():
-    from codec.testing import TEST_MODEL_ID
+    from tests.support import TEST_MODEL_ID
 
     entry = read_manifest()["models"][TEST_MODEL_ID]
     assert entry["kind"] == "gain-msh"

@@ -22,7 +22,8 @@ from codec.models.overfit.coding import waves
 from codec.models.overfit.fit import PRESETS, FitPhase, FitPreset, fit, phase_steps, planned_iterations
 from codec.models.overfit.model import OverfitModel
 from codec.models.overfit.network import Arch, Decoder, causal_taps, grid_sizes, macs_per_pixel, wave_slope
-from codec.testing import OVERFIT_ID
+from tests.conftest import one_error_line
+from tests.support import OVERFIT_ID
 
 ITERATIONS = 150  # latents leave zero and a hard-rounded iterate is kept; seconds on a tiny image
 
@@ -260,12 +261,10 @@ def test_cli_refusals(png):
         ["--model", OVERFIT_ID, "--max-bytes", "900"],
         ["--iterations", "10"],  # the default kind has no fitting iterations
     ):
-        result = run("encode", png, "-o", png.with_suffix(".x.aec"), *args)
-        assert result.exit_code == 2, result.output
-        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+        line = one_error_line(run("encode", png, "-o", png.with_suffix(".x.aec"), *args))
     from codec.core.quality import MAX_EFFORT
 
-    assert result.stderr.strip() == (  # in the user's words: which model takes it, what this one takes instead
+    assert line == (  # in the user's words: which model takes it, what this one takes instead
         "aecodec: --iterations applies only to --model overfit (a fit per image); "
         f"this model takes --effort 0..{MAX_EFFORT}"
     )
@@ -335,8 +334,7 @@ def test_damaged_streams_are_one_clear_error(coded, damage, tmp_path):
         out = np.asarray(codec.decode(bad))  # damage the format cannot detect still decodes to an image
         assert out.shape == (40, 48, 3)
     except (AecError, bs.FormatError):
-        result = run("decode", path, "-o", tmp_path / "bad.png")
-        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+        one_error_line(run("decode", path, "-o", tmp_path / "bad.png"))
 
 
 def test_structural_damage_is_refused(coded):

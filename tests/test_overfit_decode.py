@@ -26,7 +26,7 @@ from codec.format import bitstream as bs
 from codec.models.overfit import coding, fast
 from codec.models.overfit.arch import param_layout
 from codec.models.overfit.network import Arch, Decoder, grid_sizes
-from codec.testing import OVERFIT_ID, fitted_grid_digest
+from tests.support import OVERFIT_ID, fitted_grid_digest
 
 pytestmark = pytest.mark.skipif(not fast.available(), reason="the compiled decoder was not built")
 

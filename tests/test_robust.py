@@ -36,20 +36,12 @@ from codec.format import bitstream as bs
 from codec.format import files
 from codec.weights.store import _load, load_codec, sha256_file
 from scripts.fuzz import png_chunk, png_header_only
+from tests.conftest import one_error_line
 
 
 # -- helpers ------------------------------------------------------------------------------------
 def run(*args, input=None):
     return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("aecodec: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 @pytest.fixture
@@ -109,7 +101,7 @@ def test_limits_are_checked_before_anything_is_allocated(aec, monkeypatch, size)
 def test_cli_max_pixels(tmp_path, aec):
     src = tmp_path / "a.aec"
     src.write_bytes(aec)
-    assert_one_line_error(run("decode", src, "-o", tmp_path / "a.png", "--max-pixels", "4095"), "a.aec", "limit")
+    one_error_line(run("decode", src, "-o", tmp_path / "a.png", "--max-pixels", "4095"), "a.aec", "limit")
     assert not (tmp_path / "a.png").exists()
     assert run("decode", src, "-o", tmp_path / "a.png", "--max-pixels", "4096").exit_code == 0
 
@@ -120,7 +112,7 @@ def test_info_describes_files_over_the_limit(tmp_path, aec):
     big.write_bytes(rebuilt(aec, width=70000, height=70000))
     result = run("info", big)
     assert result.exit_code == 0 and "70000x70000" in result.output
-    assert_one_line_error(run("decode", big, "-o", tmp_path / "big.png"), "exceeds the limit")
+    one_error_line(run("decode", big, "-o", tmp_path / "big.png"), "exceeds the limit")
 
 
 def test_entropy_decoder_never_reads_past_its_buffer(tmp_path, aec):
@@ -183,7 +175,7 @@ def test_metadata_an_output_format_cannot_hold_is_an_error_not_a_loss(tmp_path, 
     exif = b"Exif\0\0" + bytes(70_000) if suffix == ".jpg" else b"\x13\x37 not a TIFF header"
     src = tmp_path / "m.aec"
     src.write_bytes(rebuilt(aec, exif=exif))
-    assert_one_line_error(run("decode", src, "-o", tmp_path / f"m{suffix}"), "EXIF", ".png")
+    one_error_line(run("decode", src, "-o", tmp_path / f"m{suffix}"), "EXIF", ".png")
     assert not (tmp_path / f"m{suffix}").exists()
     assert run("decode", src, "-o", tmp_path / "m.png").exit_code == 0
     with Image.open(tmp_path / "m.png") as im:
@@ -194,10 +186,10 @@ def test_metadata_an_output_format_cannot_hold_is_an_error_not_a_loss(tmp_path, 
 def test_empty_file_and_empty_stdin(tmp_path):
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
-    assert_one_line_error(run("encode", empty), "empty.png", "empty input")
+    one_error_line(run("encode", empty), "empty.png", "empty input")
     assert not empty.with_suffix(".aec").exists()
     result = run("encode", "-", input=b"")
-    assert_one_line_error(result, "stdin: empty input")
+    one_error_line(result, "stdin: empty input")
     assert result.stdout_bytes == b""
 
 
@@ -207,7 +199,7 @@ def test_truncated_png_and_jpeg(tmp_path, photo_like, fmt, keep):
     whole = _image_bytes(photo_like(64, 64), fmt)
     cut = tmp_path / f"cut.{fmt.lower()}"
     cut.write_bytes(whole[: int(len(whole) * keep)])
-    line = assert_one_line_error(run("encode", cut), cut.name)
+    line = one_error_line(run("encode", cut), cut.name)
     assert "damaged image" in line or "not a readable image" in line
     assert not cut.with_suffix(".aec").exists()
 
@@ -297,7 +289,7 @@ def test_png_claiming_huge_size_is_refused(tmp_path, side):
     src = tmp_path / "bomb.png"
     src.write_bytes(png_header_only(side, side, color_type=2))
     t0 = time.process_time()  # CPU time (all threads): other work on the machine does not count
-    assert_one_line_error(run("encode", src), "bomb.png", "too large")
+    one_error_line(run("encode", src), "bomb.png", "too large")
     assert time.process_time() - t0 < 5  # its pixels never decoded
     assert not src.with_suffix(".aec").exists()
 
@@ -306,13 +298,13 @@ def test_eps_is_not_handed_to_ghostscript(tmp_path, monkeypatch):
     src = tmp_path / "x.png"
     src.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
     monkeypatch.setattr(subprocess, "Popen", None)  # nothing may spawn a process for this input
-    assert_one_line_error(run("encode", src), "not a readable image")
+    one_error_line(run("encode", src), "not a readable image")
 
 
 def test_aec_given_to_encode(tmp_path, aec):
     src = tmp_path / "x.png"
     src.write_bytes(aec)
-    assert_one_line_error(run("encode", src), "already an .aec file")
+    one_error_line(run("encode", src), "already an .aec file")
 
 
 MODES = ["1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"]
@@ -336,7 +328,7 @@ def test_empty_image_is_refused(image):
 def test_error_for_a_file_name_with_a_newline_is_one_line(tmp_path):
     odd = tmp_path / "two\nlines.png"
     odd.write_text("not an image")
-    assert_one_line_error(run("encode", odd), "not a readable image")
+    one_error_line(run("encode", odd), "not a readable image")
 
 
 def test_library_warnings_become_one_line_each(tmp_path, photo_like):
@@ -396,8 +388,8 @@ def test_damaged_weights_are_one_line_errors(tmp_path, photo_like, weights_copy,
         (weights_copy / "manifest.json").unlink()
         expected = "no weights manifest"
     _load.cache_clear()  # the codec loaded above is cached per process; a new process would load afresh
-    assert_one_line_error(run("encode", png, "-o", tmp_path / "out.aec"), expected)
-    assert_one_line_error(run("decode", aec, "-o", tmp_path / "out.png"))
+    one_error_line(run("encode", png, "-o", tmp_path / "out.aec"), expected)
+    one_error_line(run("decode", aec, "-o", tmp_path / "out.png"))
     assert not (tmp_path / "out.aec").exists() and not (tmp_path / "out.png").exists()
 
 
@@ -422,14 +414,23 @@ def test_loading_weights_never_unpickles(tmp_path, weights_copy, monkeypatch, ph
     monkeypatch.setenv("AECODEC_WEIGHTS", str(pickled))
     png = tmp_path / "in.png"
     Image.fromarray(photo_like(8, 8)).save(png)
-    assert_one_line_error(run("encode", png), "cannot read weights")
+    one_error_line(run("encode", png), "cannot read weights")
 
 
 # -- no data loss -----------------------------------------------------------------------------------
+#: The command, in a process whose atomic writes wait two minutes between the written temporary and the move
+#: into place (``files._move_into_place``), long enough for a test to kill it there.
+SLOW_WRITES_CLI = (
+    "import time; from codec.format import files; move = files._move_into_place; "
+    "files._move_into_place = lambda *args: (time.sleep(120), move(*args)); "
+    "from codec.cli import main; main()"
+)
+
+
 def _kill_mid_write(args: list[str], folder: Path, final: str) -> subprocess.Popen:
-    """Run the CLI with the test-only write delay, SIGKILL it once its temporary output is written."""
-    env = {**os.environ, files.TEST_WRITE_DELAY: "120", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "codec.cli", *args], env=env, stderr=subprocess.PIPE)
+    """Run the CLI with its writes held before the move into place; SIGKILL it once its temporary is written."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITES_CLI, *args], env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300  # a hang guard only: on a busy machine the start alone may take a minute
     while not any(p.stat().st_size for p in folder.glob(f".{final}.*.part")):  # created and written, not just created
         assert proc.poll() is None, proc.stderr.read().decode()

@@ -239,9 +239,9 @@ def test_quality_sampling_covers_the_models_range():
 def test_init_from_ten_level_weights_extends_the_gains():
     """The test weights have 10 levels: a full-ladder model starting from them keeps those 10 rows."""
     from codec.models.hyperprior import Arch, GainHyperprior
-    from codec.testing import TEST_MODEL_ID
     from codec.training.train import init_from_weights
     from codec.weights.store import load_codec
+    from tests.support import TEST_MODEL_ID
 
     old = load_codec(TEST_MODEL_ID, "cpu").model
     assert old.levels == 10

@@ -28,6 +28,7 @@ from codec.format import bitstream as bs
 from codec.models.zoo import CLASSES
 from codec.weights.imported import model_id
 from codec.weights.store import load_codec
+from tests.conftest import one_error_line
 
 ARCHS = tuple(CLASSES)
 N, M = 16, 24  # small networks: the tests take seconds
@@ -35,14 +36,6 @@ N, M = 16, 24  # small networks: the tests take seconds
 
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_one_line_error(result, *words: str):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("aecodec: "), result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 @pytest.fixture
@@ -126,9 +119,9 @@ def test_import_and_code_everywhere(arch, home, tmp_path, png):
     assert run("encode", png, "-o", tmp_path / "t.aec", "--model", mid, "-q", "4", "--tile", "64").exit_code == 0
     assert bs.unpack((tmp_path / "t.aec").read_bytes()).tile_count() == 2  # tiles, each with its margins
     assert run("decode", tmp_path / "t.aec", "-o", tmp_path / "t.png").exit_code == 0
-    assert_one_line_error(run("encode", png, "-o", tmp_path / "x.aec", "--model", mid, "-q", "5"), "qualities 3, 4")
-    assert_one_line_error(run("encode", png, "-o", tmp_path / "x.aec", "--model", mid, "-q", "3.5"), "3, 4")
-    assert_one_line_error(run("encode", png, "-o", tmp_path / "x.aec", "--model", mid, "-q", "3", "--effort", "1"))
+    one_error_line(run("encode", png, "-o", tmp_path / "x.aec", "--model", mid, "-q", "5"), "qualities 3, 4")
+    one_error_line(run("encode", png, "-o", tmp_path / "x.aec", "--model", mid, "-q", "3.5"), "3, 4")
+    one_error_line(run("encode", png, "-o", tmp_path / "x.aec", "--model", mid, "-q", "3", "--effort", "1"))
     # the API, the size search over the qualities the model has, and the plugin
     with Image.open(png) as im:
         data = codec.encode(im, 4, model=mid)
@@ -191,7 +184,7 @@ def test_files_name_their_network_and_survive_more_imports(home, tmp_path, png, 
     listed = {row["id"]: row for row in json.loads(run("models", "--json").stdout)}
     assert listed[mid]["levels"] == [3.0, 4.0]
     monkeypatch.setenv("AECODEC_MODELS", str(tmp_path / "elsewhere"))
-    assert_one_line_error(
+    one_error_line(
         run("decode", tmp_path / "a.aec", "-o", tmp_path / "b.png"),
         "aecodec import compressai mbt2018-mean --metric mse --quality 1",
     )
@@ -226,7 +219,7 @@ def test_without_a_quality_an_imported_model_codes_its_nearest(home, tmp_path, p
         assert codec.encode(im, model=mid) == data
         im.save(tmp_path / "p.aec", model=mid)
     assert (tmp_path / "p.aec").read_bytes() == data
-    assert_one_line_error(run("encode", png, "-o", tmp_path / "x.aec", "--model", mid, "-q", "6"), "qualities 3, 4")
+    one_error_line(run("encode", png, "-o", tmp_path / "x.aec", "--model", mid, "-q", "6"), "qualities 3, 4")
 
 
 def test_models_lists_each_import_with_its_metric_and_levels(home, tmp_path):
@@ -310,7 +303,7 @@ def _hostile(kind: str, tmp_path: Path) -> tuple[Path, str]:
 )
 def test_hostile_checkpoints_are_refused(kind, home, tmp_path):
     path, word = _hostile(kind, tmp_path)
-    assert_one_line_error(run("import", "compressai", "mbt2018-mean", "-q", "1", "--from", path), word)
+    one_error_line(run("import", "compressai", "mbt2018-mean", "-q", "1", "--from", path), word)
     assert not (tmp_path / "written").exists(), "the pickle ran code"
     assert not home.exists(), "nothing is written for a refused import"
 
@@ -335,14 +328,14 @@ def test_refused_architectures_say_why(arch, why, home, tmp_path):
     words (what differs on another machine, and what is missing), whether from the zoo or from a file."""
     for args in ((), ("-q", "1", "--from", save_zoo_file(network("mbt2018-mean"), tmp_path / "any.pth.tar"))):
         result = run("import", "compressai", arch, *args)
-        assert_one_line_error(result, f"{arch} is not importable: ", *why, "another machine", "not built yet")
+        one_error_line(result, f"{arch} is not importable: ", *why, "another machine", "not built yet")
     assert not home.exists()
 
 
 def test_unknown_requests_are_refused_in_one_line(home):
-    assert_one_line_error(run("import", "compressai", "nosuch"), "importable: bmshj2018-factorized")
-    assert_one_line_error(run("import", "compressai", "mbt2018-mean", "--metric", "psnr"), "mse, ms-ssim")
-    assert_one_line_error(run("import", "compressai", "mbt2018-mean", "-q", "9"), "1 to 8")
+    one_error_line(run("import", "compressai", "nosuch"), "importable: bmshj2018-factorized")
+    one_error_line(run("import", "compressai", "mbt2018-mean", "--metric", "psnr"), "mse, ms-ssim")
+    one_error_line(run("import", "compressai", "mbt2018-mean", "-q", "9"), "1 to 8")
     assert not home.exists()
 
 
@@ -392,19 +385,19 @@ def test_the_zoo_path_downloads_checks_and_caches(home, tmp_path, served, monkey
     assert run("encode", png, "-o", tmp_path / "z.aec", "--model", mid, "-q", "3").exit_code == 0
     # the zoo's file given with --from: its quality comes from its hash; as another quality it is refused
     assert run("import", "compressai", "mbt2018-mean", "--from", cached).exit_code == 0
-    assert_one_line_error(run("import", "compressai", "mbt2018-mean", "-q", "2", "--from", cached), "quality 1")
+    one_error_line(run("import", "compressai", "mbt2018-mean", "-q", "2", "--from", cached), "quality 1")
     cached.write_bytes(cached.read_bytes() + b"\0")  # damaged in the cache: torch does not check it, we do
-    assert_one_line_error(run("import", "compressai", "mbt2018-mean", "--quality", "1"), "delete it")
-    assert_one_line_error(run("import", "compressai", "mbt2018-mean", "-q", "1", "--from", cached), "its name")
+    one_error_line(run("import", "compressai", "mbt2018-mean", "--quality", "1"), "delete it")
+    one_error_line(run("import", "compressai", "mbt2018-mean", "-q", "1", "--from", cached), "its name")
 
 
 def test_the_zoo_path_refuses_a_download_of_another_hash_and_no_network(home, tmp_path, served, monkeypatch):
     folder, base = served
     name = _publish(monkeypatch, folder, base, 1, save_zoo_file(network("mbt2018-mean"), tmp_path / "a.pth.tar"))
     (folder / name).write_bytes(save_zoo_file(network("mbt2018-mean", 9), tmp_path / "b.pth.tar").read_bytes())
-    assert_one_line_error(run("import", "compressai", "mbt2018-mean", "--quality", "1"), "hash")
+    one_error_line(run("import", "compressai", "mbt2018-mean", "--quality", "1"), "hash")
     from compressai.zoo import image
 
     image.model_urls["mbt2018-mean"]["mse"][1] = "http://127.0.0.1:9/mbt2018-mean-1-00000000.pth.tar"
-    assert_one_line_error(run("import", "compressai", "mbt2018-mean", "--quality", "1"), "--from")
+    one_error_line(run("import", "compressai", "mbt2018-mean", "--quality", "1"), "--from")
     assert not home.exists()

@@ -44,9 +44,6 @@ if TYPE_CHECKING:
 #: The results table a ``--ray`` job writes into its output folder (replaced by each run).
 RESULTS_NAME = "aecodec-results.csv"
 RESULT_COLUMNS = ("input", "output", "bytes", "bpp", "quality", "seconds", "error", "skipped", "status")
-#: Test-only hook: a path; the first worker that creates it (after writing an output) exits at once, as a killed
-#: worker would (tests/test_distributed.py).
-TEST_KILL = "AECODEC_TEST_KILL_WORKER"
 
 
 def install_hint() -> str:
@@ -136,8 +133,6 @@ class _Worker:
         rows = []
         for outcome in jobs.run(self.coder, zip(map(str, batch["input"]), map(str, batch["output"]), strict=True)):
             rows.append(outcome.row())
-            if outcome.bytes:
-                _test_kill()
         return {key: [row[key] for row in rows] for key in jobs.Outcome.__dataclass_fields__}
 
 
@@ -151,17 +146,6 @@ class DecodeWorker(_Worker):
     """``map_batches(DecodeWorker, fn_constructor_kwargs={"options": jobs.DecodeOptions(...)}, ...)``."""
 
     coder_class = jobs.Decoder
-
-
-def _test_kill() -> None:
-    marker = os.environ.get(TEST_KILL)
-    if not marker:
-        return
-    try:
-        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-    except FileExistsError:
-        return
-    os._exit(1)
 
 
 # -- the job --------------------------------------------------------------------------------------------

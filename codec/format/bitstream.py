@@ -10,6 +10,7 @@ import math
 import mmap
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..core.errors import FormatError
@@ -236,56 +237,12 @@ def unpack(data: bytes | memoryview | mmap.mmap, max_pixels: int = MAX_PIXELS, v
     while it is), so ``info`` on a mapped file allocates nothing the size of the file.
     """
     keep = (lambda payload: payload) if views else bytes
-    data = memoryview(data).cast("B")
-    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
-        raise FormatError("not an .aec file (wrong magic bytes)")
-    if len(data) < len(MAGIC) + 1:
-        raise FormatError("truncated .aec file (header incomplete)")
-    version = data[len(MAGIC)]
-    if version not in VERSIONS:
-        raise FormatError(f"unsupported .aec format version {version} (this decoder reads versions 2 and 3)")
-    if len(data) < len(MAGIC) + _FIXED[version].size + _CRC.size:
-        raise FormatError("truncated .aec file (header incomplete)")
-    body, (crc,) = data[: -_CRC.size], _CRC.unpack(data[-_CRC.size :])
-    if zlib.crc32(body) != crc:
-        raise FormatError("corrupt .aec file (CRC mismatch: truncated or damaged)")
-    version, layout, q, width, height, tile_field, whash, mlen = _FIXED[version].unpack_from(body, len(MAGIC))
-    pos = len(MAGIC) + _FIXED[version].size
-    if layout not in LAYOUTS:
-        raise FormatError(f"unknown channel layout {layout}")
-    if width < 1 or height < 1:
-        raise FormatError("image dimensions must be at least 1x1")
-    if width * height > max_pixels:
-        raise FormatError(f"image of {width}x{height} exceeds the limit of {max_pixels} pixels")
-    quality = q / QUALITY_SCALE
-    if not (Q_MIN <= quality <= Q_MAX):
-        raise FormatError(f"quality {quality:g} out of range")
-    if pos + mlen > len(body):
-        raise FormatError("truncated .aec file (model id)")
-    model_bytes = bytes(body[pos : pos + mlen])
-    if not _printable(model_bytes):
-        raise FormatError("model id is not printable ASCII")
-    model_id = model_bytes.decode("ascii")
-    pos += mlen
-    f = AecFile(width, height, quality, layout, model_id, whash, tile=tile_field * _tile_unit(version), version=version)
+    body, version = _checked_body(data)
+    f, pos = _header(body, version, max_pixels)
     payloads: dict[bytes, memoryview] = {}
     seen: set[bytes] = set()
-    while pos < len(body):
-        if pos + _CHUNK.size > len(body):
-            raise FormatError("truncated .aec file (chunk header)")
-        tag, length = _CHUNK.unpack_from(body, pos)
-        pos += _CHUNK.size
-        if not _valid_tag(tag):
-            raise FormatError(f"invalid chunk tag {tag!r} (damaged file)")
-        if length > len(body) - pos:
-            raise FormatError(f"chunk {tag!r} claims {length} bytes past the end of the file")
-        if tag in seen:
-            raise FormatError(f"duplicate chunk {tag!r}")
+    for tag, payload in _chunks(body, pos):
         seen.add(tag)
-        if tag in (ICC, EXIF) and length > MAX_METADATA:
-            raise FormatError(f"chunk {tag!r} of {length} bytes is over the metadata limit of {MAX_METADATA}")
-        payload = body[pos : pos + length]
-        pos += length
         if tag in _STREAM_CHUNKS[version]:
             payloads[tag] = payload
         elif tag == PIXELS and version == 3:
@@ -312,6 +269,69 @@ def unpack(data: bytes | memoryview | mmap.mmap, max_pixels: int = MAX_PIXELS, v
     if not views:
         f.streams = [[bytes(s) for s in tile] for tile in f.streams]
     return f
+
+
+def _checked_body(data: bytes | memoryview | mmap.mmap) -> tuple[memoryview, int]:
+    """The file without its CRC, and its version, once the magic, the version, the size and the CRC hold."""
+    data = memoryview(data).cast("B")
+    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+        raise FormatError("not an .aec file (wrong magic bytes)")
+    if len(data) < len(MAGIC) + 1:
+        raise FormatError("truncated .aec file (header incomplete)")
+    version = data[len(MAGIC)]
+    if version not in VERSIONS:
+        raise FormatError(f"unsupported .aec format version {version} (this decoder reads versions 2 and 3)")
+    if len(data) < len(MAGIC) + _FIXED[version].size + _CRC.size:
+        raise FormatError("truncated .aec file (header incomplete)")
+    body, (crc,) = data[: -_CRC.size], _CRC.unpack(data[-_CRC.size :])
+    if zlib.crc32(body) != crc:
+        raise FormatError("corrupt .aec file (CRC mismatch: truncated or damaged)")
+    return body, version
+
+
+def _header(body: memoryview, version: int, max_pixels: int) -> tuple[AecFile, int]:
+    """The file's fixed fields and model id, checked, as an AecFile without payloads; and where the chunks start."""
+    version, layout, q, width, height, tile_field, whash, mlen = _FIXED[version].unpack_from(body, len(MAGIC))
+    pos = len(MAGIC) + _FIXED[version].size
+    if layout not in LAYOUTS:
+        raise FormatError(f"unknown channel layout {layout}")
+    if width < 1 or height < 1:
+        raise FormatError("image dimensions must be at least 1x1")
+    if width * height > max_pixels:
+        raise FormatError(f"image of {width}x{height} exceeds the limit of {max_pixels} pixels")
+    quality = q / QUALITY_SCALE
+    if not (Q_MIN <= quality <= Q_MAX):
+        raise FormatError(f"quality {quality:g} out of range")
+    if pos + mlen > len(body):
+        raise FormatError("truncated .aec file (model id)")
+    model_bytes = bytes(body[pos : pos + mlen])
+    if not _printable(model_bytes):
+        raise FormatError("model id is not printable ASCII")
+    model_id = model_bytes.decode("ascii")
+    f = AecFile(width, height, quality, layout, model_id, whash, tile=tile_field * _tile_unit(version), version=version)
+    return f, pos + mlen
+
+
+def _chunks(body: memoryview, pos: int) -> Iterator[tuple[bytes, memoryview]]:
+    """(tag, payload view) of each chunk from ``pos`` on, each checked for framing: a valid tag, its length
+    within the file, no tag twice, metadata within ``MAX_METADATA``."""
+    seen: set[bytes] = set()
+    while pos < len(body):
+        if pos + _CHUNK.size > len(body):
+            raise FormatError("truncated .aec file (chunk header)")
+        tag, length = _CHUNK.unpack_from(body, pos)
+        pos += _CHUNK.size
+        if not _valid_tag(tag):
+            raise FormatError(f"invalid chunk tag {tag!r} (damaged file)")
+        if length > len(body) - pos:
+            raise FormatError(f"chunk {tag!r} claims {length} bytes past the end of the file")
+        if tag in seen:
+            raise FormatError(f"duplicate chunk {tag!r}")
+        seen.add(tag)
+        if tag in (ICC, EXIF) and length > MAX_METADATA:
+            raise FormatError(f"chunk {tag!r} of {length} bytes is over the metadata limit of {MAX_METADATA}")
+        yield tag, body[pos : pos + length]
+        pos += length
 
 
 #: Stream chunks each version reads; another version's stream chunk is an unknown critical chunk.

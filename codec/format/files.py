@@ -15,7 +15,6 @@ import signal
 import stat
 import struct
 import sys
-import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterable
@@ -186,10 +185,6 @@ def open_image(data: bytes, name: str) -> Image.Image:
         raise AecError(f"{name}: damaged image ({type(e).__name__}: {e})") from None
 
 
-#: Test-only hook: seconds to sleep between writing the temporary file and renaming it, so a test can
-#: kill the process mid-write or race two writers (tests/test_robust.py, tests/test_hostile.py).
-TEST_WRITE_DELAY = "AECODEC_TEST_WRITE_DELAY"
-
 #: Names of this process's own descriptors: ``/dev/stdout``, ``/dev/fd/N``, ``/proc/self/fd/N``.
 _DESCRIPTOR = re.compile(r"^/(?:dev/(?:std(in|out|err)|fd/(\d+))|proc/(?:self|\d+)/fd/(\d+))$")
 _STD_FDS = {"in": 0, "out": 1, "err": 2}
@@ -270,18 +265,20 @@ def write_atomic(path: str | Path, data: bytes, force: bool) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        delay = os.environ.get(TEST_WRITE_DELAY)
-        if delay:
-            time.sleep(float(delay))
-        if force:
-            os.replace(tmp, path)
-        else:
-            _move_no_replace(tmp, path)
+        _move_into_place(tmp, path, force)
     except FileExistsError:
         raise AecError(f"{path}: exists (use --force to overwrite)") from None
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+def _move_into_place(tmp: Path, path: Path, force: bool) -> None:
+    """The step that makes the written temporary ``path``: replacing it with ``force``, else only if absent."""
+    if force:
+        os.replace(tmp, path)
+    else:
+        _move_no_replace(tmp, path)
 
 
 _RENAME_NOREPLACE = 1

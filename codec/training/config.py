@@ -17,6 +17,9 @@ from typing import Any
 from ..core.quality import LEVELS, MIN_LEVELS
 from ..weights.manifest import LEGACY_KIND
 
+#: Where runs live unless told otherwise: ``run_dir``'s default is its ``default`` (``~`` as written in help texts).
+RUNS = Path("~/.cache/aecodec/runs")
+
 
 def _opt(default: Any, help: str, **more: Any) -> Any:
     return field(default=default, metadata={"help": help, **more})
@@ -31,7 +34,7 @@ class TrainConfig:
         "Registered model kind to train (codec.models); e.g. gain-ctx, which can --init from gain-msh weights.",
         flag="--model-kind",
     )
-    run_dir: str = field(default=str(Path.home() / ".cache" / "aecodec" / "runs" / "default"), metadata={"cli": False})
+    run_dir: str = field(default=str(RUNS.expanduser() / "default"), metadata={"cli": False})
     arch: dict = field(
         default_factory=dict,
         metadata={
@@ -51,6 +54,8 @@ class TrainConfig:
     context_lr: float | None = _opt(
         None, "Peak LR of the entropy model's context networks (default: --lr); they start untrained.", type=float
     )
+    aux_lr: float = _opt(1e-3, "Fixed LR of the entropy bottleneck's quantiles (the model's aux_params).")
+    clip: float = _opt(1.0, "Norm at which the gradient of the main and context parameters is clipped.")
     final_lr_fraction: float = _opt(0.05, "Where the cosine decay ends, as a fraction of --lr.")
     decay_start: float = _opt(
         0.7,

@@ -124,7 +124,7 @@ class LevelNorm:
     (18 % of the draws) carry about half of the loss and q1-4 under 5 %. Dividing each sample's loss by a
     running mean of its level's loss (level = the rounded quality) makes every level weigh alike; the
     result is multiplied by the mean of those running means so that the loss keeps its scale (the
-    gradient clip at norm 1 and the learning rate stay meaningful). Kept in the checkpoint's state.
+    gradient clip (``TrainConfig.clip``) and the learning rate stay meaningful). Kept in the checkpoint's state.
     """
 
     def __init__(self, levels: int, saved: list[float | None] | None = None, decay: float = 0.99) -> None:
@@ -142,12 +142,18 @@ class LevelNorm:
         return torch.tensor([scale / max(self.means[k], 1e-9) for k in levels], dtype=torch.float32)
 
 
-def apply_gradients(losses: dict[str, Tensor], opt: torch.optim.Optimizer, main_params: list[Tensor], scaler) -> None:
-    """One optimizer step on rate-distortion plus auxiliary loss, main gradients clipped at norm 1."""
+def apply_gradients(
+    losses: dict[str, Tensor],
+    opt: torch.optim.Optimizer,
+    main_params: list[Tensor],
+    scaler,
+    clip: float = TrainConfig.clip,
+) -> None:
+    """One optimizer step on rate-distortion plus auxiliary loss, main gradients clipped at norm ``clip``."""
     opt.zero_grad(set_to_none=True)
     scaler.scale(losses["loss"] + losses["aux"]).backward()
     scaler.unscale_(opt)
-    torch.nn.utils.clip_grad_norm_(main_params, 1.0)
+    torch.nn.utils.clip_grad_norm_(main_params, clip)
     scaler.step(opt)
     scaler.update()
 
@@ -275,7 +281,7 @@ def make_optimizer(model: Model, cfg: TrainConfig) -> tuple[torch.optim.Optimize
         [
             {"params": groups["main"]},
             {"params": groups["context"], "lr_scale": scale},
-            {"params": groups["aux"], "lr": 1e-3, "aux": True},
+            {"params": groups["aux"], "lr": cfg.aux_lr, "aux": True},
         ],
         lr=cfg.lr,
     )
@@ -470,7 +476,7 @@ def train_step(run: Run) -> dict[str, Tensor]:
             weights = run.norm.weights(q, losses["per_sample"].detach()).to(device)
             losses["loss"] = (losses["per_sample"] * weights).mean()
             run.state["level_means"] = run.norm.means
-    apply_gradients(losses, run.opt, run.main_params, run.scaler)
+    apply_gradients(losses, run.opt, run.main_params, run.scaler, cfg.clip)
     if run.average is not None:
         run.average.update(run.model)
     run.state["step"] += 1

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.devices import resolve_device
+from ..core.digest import sha256_file
 from ..core.errors import AecError
 from ..models.light import light_decoder
 from .handle import Codec
@@ -29,14 +30,6 @@ if TYPE_CHECKING:
 
 # torch, safetensors and the model kinds are imported where a network is built: a fitted file's decoder needs
 # none of them (``load_decoder_for``).
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def state_dict_for_model(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""A seeded random network for tests and the fuzzer; never shipped (the real weights live in weights/)."""
+"""A seeded random network for the tests, the fuzzer and the fixture scripts (``from tests.support import ...``):
+outside ``codec/``, so the wheel never ships it (the real weights live in weights/)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import TypeVar
 
 import torch
 
-from .models.hyperprior import Arch, GainHyperprior
-from .models.overfit.model import OverfitModel
-from .training.export import export, write_manifest_entry
+from codec.models.hyperprior import Arch, GainHyperprior
+from codec.models.overfit.model import OverfitModel
+from codec.training.export import export, write_manifest_entry
 
 TEST_MODEL_ID = "test-model"
 #: The id of the overfitted kind in the shipped manifest (and in test weights folders).
@@ -56,10 +57,10 @@ def decoded_digests(data: bytes, codec) -> dict:
     Shared by ``scripts/make_fixtures.py``, which records them, and ``tests/test_fixtures.py``,
     which checks that files written by earlier versions still decode to the same thing.
     """
-    from . import api
-    from .coding import tiling
-    from .core.tensors import padded_size
-    from .format import bitstream as bs
+    from codec import api
+    from codec.coding import tiling
+    from codec.core.tensors import padded_size
+    from codec.format import bitstream as bs
 
     f = bs.unpack(data)
     model = codec.model
@@ -83,10 +84,10 @@ def fitted_grid_digest(data: bytes) -> str:
     """sha256 of the latent grids of a fitted (``overfit``) file, every tile's, as the torch reference decodes
     them (int32 little-endian, tiles in raster order, grids finest first): what ``scripts/make_fixtures.py
     --overfit`` records and the compiled decoder must reproduce."""
-    from .coding import tiling
-    from .format import bitstream as bs
-    from .models.overfit import coding
-    from .models.overfit.network import Arch, grid_sizes
+    from codec.coding import tiling
+    from codec.format import bitstream as bs
+    from codec.models.overfit import coding
+    from codec.models.overfit.network import Arch, grid_sizes
 
     f = bs.unpack(data)
     arch = Arch.from_dict(OverfitModel.default_arch())

@@ -1,4 +1,4 @@
-"""Hostile inputs, round three (issue 28): OS errors on paths, symlink loops, FIFOs in bench folders, odd EXIF,
+"""Hostile paths and sizes (issue 28, round three): OS errors on paths, symlink loops, FIFOs in bench folders, odd EXIF,
 output format limits, stored planes and metadata that lie about their size, shrinking files, the Pillow
 plugin's descriptors, and what is promised across thread counts."""
 
@@ -19,16 +19,10 @@ import codec
 from codec import api
 from codec.coding import decoding
 from codec.format import bitstream as bs
-from tests.test_hostile import assert_one_line, run
+from tests.conftest import one_error_line
+from tests.test_hostile import run
 
 CLI = [sys.executable, "-m", "codec.cli"]
-
-
-@pytest.fixture
-def aec_file(tmp_path, photo_like) -> Path:
-    path = tmp_path / "a.aec"
-    path.write_bytes(codec.encode(photo_like(16, 16), quality=4))
-    return path
 
 
 def _loop(path: Path) -> Path:
@@ -54,7 +48,7 @@ def test_os_errors_on_inputs_are_one_line(tmp_path, command, kind):
     src = _bad_inputs(tmp_path)[kind]
     out = str(tmp_path / "out" / ("x.png" if command == "decode" else "x.aec"))
     args = [command, src] + ([] if command == "info" else ["-o", out])
-    line = assert_one_line(run(*args))
+    line = one_error_line(run(*args))
     assert "internal error" not in line
 
 
@@ -65,7 +59,7 @@ def test_closed_stdin_is_one_line(tmp_path, command):
     result = subprocess.run(
         CLI + args, stdin=subprocess.DEVNULL, capture_output=True, close_fds=True, preexec_fn=lambda: os.close(0)
     )
-    line = assert_one_line(result)
+    line = one_error_line(result)
     assert "stdin" in line
 
 
@@ -79,13 +73,13 @@ def test_output_symlink_loop_is_one_line_or_replaced(aec_file, png, tmp_path, fo
             assert result.exit_code == 0, result.stderr
             assert not dest.is_symlink() and dest.stat().st_size > 0
         else:
-            assert_one_line(result, 2, "exists")
+            one_error_line(result, "exists")
             assert dest.is_symlink()
 
 
 # -- item 3: compare and bench on symlink loops, FIFOs, folders and damaged images --------------
 def test_compare_on_a_symlink_loop_is_one_line(tmp_path):
-    assert_one_line(run("compare", _loop(tmp_path / "loop.png"), "-o", tmp_path / "page.html"))
+    one_error_line(run("compare", _loop(tmp_path / "loop.png"), "-o", tmp_path / "page.html"))
 
 
 @pytest.mark.slow
@@ -162,7 +156,7 @@ def test_image_over_the_format_limit_is_refused_up_front(tmp_path, suffix, monke
     src = tmp_path / "wide.aec"
     src.write_bytes(wide)
     monkeypatch.setattr(decoding, "decode_planes", lambda *a, **k: pytest.fail("decoded before the size check"))
-    assert_one_line(run("decode", src, "-o", tmp_path / f"out{suffix}"), 2, "at most", "65535x1")
+    one_error_line(run("decode", src, "-o", tmp_path / f"out{suffix}"), "at most", "65535x1")
     assert not (tmp_path / f"out{suffix}").exists()
 
 
@@ -303,7 +297,7 @@ def test_input_with_metadata_over_the_limit_is_one_line(tmp_path, photo_like, mo
     exif = Image.Exif()
     exif[0x010E] = "d" * 300  # ImageDescription
     Image.fromarray(photo_like(16, 16)).save(src, exif=exif)
-    assert_one_line(run("encode", src, "-o", tmp_path / "x.aec"), 2, "EXIF", "over the 100 bytes")
+    one_error_line(run("encode", src, "-o", tmp_path / "x.aec"), "EXIF", "over the 100 bytes")
 
 
 # -- item 10: a file truncated while info maps it ---------------------------------------------------

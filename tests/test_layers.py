@@ -30,10 +30,10 @@ FORBIDDEN_ROOTS = {"_aecodec_start", "benchmarks", "tests", "scripts"}
 #: no longer has fails the test, so it cannot outlive its import).
 ALLOWED_UPWARD = {
     # models -> weights: the registry's default kind is the manifest's LEGACY_KIND, and it re-exports kind_of
-    # (reading a manifest entry's kind needs no torch). Goes when kinds register themselves (issue 36).
+    # (reading a manifest entry's kind needs no torch, so it lives with the manifest reader).
     ("codec.models.registry", "codec.weights.manifest"),
-    # coding -> api: batch takes 14 private pieces of api.py, jobs its checks and encode. Go when the one-image
-    # API becomes a batch of one (issue 36; docs in layout.md).
+    # coding -> api: the encode half only (decoding is coding/decoding.py): batch takes 9 pieces of api.py's
+    # encoder, jobs its checks and encode. Go when the one-image encode becomes a batch of one (layout.md).
     ("codec.coding.batch", "codec.api"),
     ("codec.coding.jobs", "codec.api"),
     # training -> api: validation codes real files with api.encode_array / decode_array.

@@ -211,7 +211,8 @@ def _full_table(kodak: Path, out: Path) -> list[str]:
     lines = [
         "",
         "Whole images (`python -m benchmarks.overfit full`, one thread each; BD-rate over the images whose",
-        "qualities are all there, mean curves):",
+        "qualities are all there, mean curves; records: [overfit-full-runs.json](overfit-full-runs.json), a copy of",
+        "the run's `full.json`):",
         "",
         "| effort (iterations) | images | vs default model (q1-10) | vs WebP m6 | vs AVIF | encode s (median) |",
         "|---|---|---:|---:|---:|---:|",

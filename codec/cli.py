@@ -989,8 +989,11 @@ def export(checkpoint, model_id, weights_dir, half, train_data, device_used, raw
     from .training.export import checkpoint_meta, model_from_checkpoint
     from .training.export import export as do_export
 
-    model, state = model_from_checkpoint(checkpoint, raw)
-    entry = do_export(model, model_id, Path(weights_dir), half, checkpoint_meta(state, train_data, device_used))
+    try:
+        model, state = model_from_checkpoint(checkpoint, raw)
+        entry = do_export(model, model_id, Path(weights_dir), half, checkpoint_meta(state, train_data, device_used))
+    except (AecError, ValueError) as e:  # a kind that only trains, a bad checkpoint: one line
+        _usage_error(e)
     _print(f"wrote {Path(weights_dir) / entry['file']} (sha256 {entry['sha256'][:16]}...)")
 
 

@@ -7,7 +7,7 @@ Mandt, NeurIPS 2020). Only the encoder changes: the result is coded by the model
 path (``encode_latent(y, quality, side=z)``), so every file decodes, bit-exactly, with the
 unchanged decoder.
 
-Method (Yang et al. 2020, shortened to a CPU budget): Adam over the scaled latents (``Model.gains``:
+Method (Yang et al. 2020, shortened to a CPU budget): Adam over the scaled latents (``Effortful.gains``:
 one unit is one quantization step, so one step size serves every quality) with a cosine-decayed
 learning rate; rounding relaxed as in their stochastic Gumbel annealing (SGA), the temperature
 annealed from ``tau_start`` to ``tau_end`` — by default without the Gumbel noise, which needs far

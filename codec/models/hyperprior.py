@@ -364,7 +364,7 @@ class GainHyperprior(Model, Trainable, Effortful):
 
     # -- encoder effort (the Effortful interface; used by codec.coding.effort) ----------------------------
     def relaxed_rd(self, y: Tensor, z: Tensor, quality: float, rounding: Callable[[Tensor], Tensor]) -> dict:
-        """See ``Model.relaxed_rd``: ``rounding`` sees ``z·g_z - median`` and ``y·g_y - mean``."""
+        """See ``Effortful.relaxed_rd``: ``rounding`` sees ``z·g_z - median`` and ``y·g_y - mean``."""
         y_gain, z_gain = self.gains(quality)
         eb = self.entropy_bottleneck
         medians = eb._get_medians()

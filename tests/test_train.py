@@ -22,6 +22,7 @@ from codec.models.base import Model, Trainable, register
 from codec.models.registry import KINDS, model_class, trainable_class
 from codec.training.export import model_from_checkpoint
 from codec.training.train import TrainConfig, lr_at, pick_precision, train
+from codec.weights import store
 from tests.conftest import one_error_line
 
 TINY = dict(
@@ -451,6 +452,7 @@ def test_coding_refuses_a_kind_that_only_trains(folders, tmp_path, tiny_kind, we
     manifest = json.loads((weights_copy / "manifest.json").read_text())
     manifest["models"][manifest["default"]]["kind"] = "tiny-test"
     (weights_copy / "manifest.json").write_text(json.dumps(manifest))
+    store._load.cache_clear()  # aec_file's encode cached this folder's default model as the manifest was before
     for command in (["decode", str(aec_file), "-o", str(tmp_path / "a.png")], ["encode", str(png), "-f"]):
         one_error_line(CliRunner().invoke(main, command), "'tiny-test' only trains")
 

@@ -502,9 +502,10 @@ def test_variable_rate_symbols_are_identical_across_threads_and_float64(arch, ho
 @pytest.mark.parametrize("arch, variable_z", [(a, v) for a in VBR for v in (True, False)])
 def test_variable_rate_sizes_and_pixels_match_compressai(arch, variable_z, home, tmp_path, monkeypatch):
     """At each of CompressAI's levels s (our quality s+3): our streams within 0.5 % of its ``compress(x,
-    stage=2, s=s)`` after its ``update(force=True, scale=Gain[s])``, and our decoded latent (quantization offsets
-    included) its ``decompress``'s, to float precision: the same network, tables of the same step."""
-    from codec.models.zoo_vbr import reference
+    stage=2, s=s)`` after its ``update(force=True, scale=Gain[s])``, and our decoded image (quantization offsets
+    included) its ``decompress``'s, to float precision: the same network, tables of the same step. Between levels,
+    the same against its ``compress(x, stage=2, inputscale=scale)`` at the scale our grid stored."""
+    from codec.models.zoo_vbr import GRID, reference
 
     monkeypatch.setenv("AECODEC_CPU_FAST", "0")  # float32 analysis, as CompressAI's
     model = load_codec(imported_vbr(tmp_path, arch, variable_z, training=not variable_z)).model
@@ -514,13 +515,15 @@ def test_variable_rate_sizes_and_pixels_match_compressai(arch, variable_z, home,
     sd = {k: v for k, v in model.state_dict().items() if not k.startswith(("grid.", *eb))}
     assert set(ref.load_state_dict(sd, strict=False).missing_keys) <= set(eb)
     x = torch.from_numpy(_photo(128, 192)).permute(2, 0, 1)[None].float() / 255
-    for s in range(8):
-        q = float(Q.compressai_quality(s + 1))
+    for q in [*range(3, 11), 4.25, 8.5]:  # and between levels: CompressAI's own arbitrary step, the grid's scale
+        s = Q.zoo_quality(q) - 1 if q == int(q) else 0
+        scale = ref.Gain[s] if q == int(q) else model.grid.scale[GRID.index(q)]
+        kwargs = {"s": s} if q == int(q) else {"inputscale": scale}
         streams = model.encode_latent(model.analyze(x), q)
         with torch.no_grad():
-            ref.update(force=True, scale=ref.Gain[s])
-            out = ref.compress(x, stage=2, s=s)
-            x_ref = ref.decompress(out["strings"], out["shape"], stage=2, s=s)["x_hat"]
+            ref.update(force=True, scale=scale)
+            out = ref.compress(x, stage=2, **kwargs)
+            x_ref = ref.decompress(out["strings"], out["shape"], stage=2, **kwargs)["x_hat"]
         ours, theirs = sum(len(b) for b in streams[0]), sum(len(b[0]) for b in out["strings"])
         assert abs(ours / theirs - 1) <= 0.005, (q, ours, theirs)
         x_hat = model.synthesize(model.decode_latent(streams, (8, 12), q)).clamp(0, 1)
@@ -551,10 +554,21 @@ def test_hostile_variable_rate_checkpoints_are_refused(kind, word, home, tmp_pat
 
 
 def test_a_variable_rate_file_without_its_model_names_the_import(home, tmp_path, png, monkeypatch):
+    """A file names its weights' hash: other weights under the same id (another import: its grid computed from
+    another checkpoint) refuse it, as does an installation without the model, in one line naming the import."""
     mid = imported_vbr(tmp_path, "bmshj2018-hyperprior-vbr")
     assert run("encode", png, "-o", tmp_path / "a.aec", "--model", mid, "-q", "5.5").exit_code == 0
+    other = save_vbr_zoo_file(vbr_network("bmshj2018-hyperprior-vbr", 7), tmp_path / "other.pth.tar")
+    copy_of = tmp_path / "kept"
+    copy_of.mkdir()
+    for f in home.iterdir():
+        (copy_of / f.name).write_bytes(f.read_bytes())
+    assert run("import", "compressai", "bmshj2018-hyperprior-vbr", "--from", other).exit_code == 0
+    one_error_line(run("decode", tmp_path / "a.aec", "-o", tmp_path / "b.png"), "does not have")
+    monkeypatch.setenv("AECODEC_MODELS", str(copy_of))  # the models folder copied: the file decodes
+    assert run("decode", tmp_path / "a.aec", "-o", tmp_path / "b.png").exit_code == 0
     monkeypatch.setenv("AECODEC_MODELS", str(tmp_path / "elsewhere"))
-    line = one_error_line(run("decode", tmp_path / "a.aec", "-o", tmp_path / "b.png"))
+    line = one_error_line(run("decode", tmp_path / "a.aec", "-o", tmp_path / "c.png"))
     assert "aecodec import compressai bmshj2018-hyperprior-vbr --metric mse" in line and "--quality" not in line, line
 
 
@@ -574,3 +588,16 @@ def test_the_zoo_path_brings_a_variable_rate_model(home, tmp_path, served, monke
     mid = model_id("mbt2018-mean-vbr", "mse")
     assert run("encode", png, "-o", tmp_path / "z.aec", "--model", mid, "-q", "7.75").exit_code == 0
     assert run("decode", tmp_path / "z.aec", "-o", tmp_path / "z.png").exit_code == 0
+
+
+def test_bench_measures_a_variable_rate_models_levels(home, tmp_path, png):
+    """``bench`` without -q measures a variable-rate model at its trained levels (3..10), -q at any grid quality."""
+    mid = imported_vbr(tmp_path, "mbt2018-mean-vbr")
+    for qualities, count in ((), 8), (("-q", "3.5,9.75"), 2):
+        out = tmp_path / f"bench{count}"
+        args = ("--codecs", "jpeg", "--pillow-qualities", "50", "-o", out, *qualities)
+        result = run("bench", png.parent, "--model", mid, *args)
+        assert result.exit_code == 0, result.output
+        curves = json.loads((out / "rd.json").read_text())["codecs"]
+        (ours,) = [c for name, c in curves.items() if name.startswith("aecodec")]
+        assert len(ours["results"]["bpp"]) == count

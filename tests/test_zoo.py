@@ -588,6 +588,12 @@ def test_the_zoo_path_brings_a_variable_rate_model(home, tmp_path, served, monke
     mid = model_id("mbt2018-mean-vbr", "mse")
     assert run("encode", png, "-o", tmp_path / "z.aec", "--model", mid, "-q", "7.75").exit_code == 0
     assert run("decode", tmp_path / "z.aec", "-o", tmp_path / "z.png").exit_code == 0
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / name  # the zoo's file, known by its hash
+    assert run("import", "compressai", "mbt2018-mean-vbr", "--from", cached).exit_code == 0
+    one_error_line(
+        run("import", "compressai", "bmshj2018-hyperprior-vbr", "--from", cached),
+        "this is CompressAI's mbt2018-mean-vbr (mse), not bmshj2018-hyperprior-vbr (mse)",
+    )
 
 
 def test_bench_measures_a_variable_rate_models_levels(home, tmp_path, png):

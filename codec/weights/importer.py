@@ -302,7 +302,8 @@ def from_file(path: Path, arch: str, metric: str, quality: int) -> tuple[object,
     published = published_as(digest)
     if published is not None and published != (arch, metric, quality):
         a, m, q = published
-        raise AecError(f"{path}: this is CompressAI's {a} ({m}) at quality {q}, not {arch} ({metric}) at {quality}")
+        at = lambda k: f" at quality {k}" if k else ""  # noqa: E731 - quality 0: a variable-rate model's one file
+        raise AecError(f"{path}: this is CompressAI's {a} ({m}){at(q)}, not {arch} ({metric}){at(quality)}")
     named = [key for key, url in zoo_urls().items() if url.rsplit("/", 1)[1] == path.name]
     if named and published is None:
         raise AecError(f"{path}: named as a file of CompressAI's zoo, but its sha256 is not the one its name carries")

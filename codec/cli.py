@@ -6,6 +6,7 @@ Errors are one line on stderr, never a traceback. With several inputs each failu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -13,7 +14,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -21,25 +22,19 @@ from . import __version__
 from .coding import jobs
 from .coding.jobs import labelled as _labelled
 from .coding.jobs import one_line as _one_line
+from .coding.options import check_targets, own_fields
 from .core import quality as Q
 from .core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OTHER, AecError
 from .core.lean import import_compressai_lean
 from .core.quality import (
     DEFAULT_QUALITY,
-    MAX_EFFORT,
-    Q_MAX,
     Q_MIN,
     check_quality,
 )
 from .format import files
-from .format.bitstream import MAX_PIXELS, NO_LIMIT
+from .format.bitstream import NO_LIMIT
 from .training.config import RUNS
 from .weights.manifest import check_installed_quality, installed_qualities
-
-BATCH_HELP = (
-    "Images per network pass (same-size images share it); 0 = auto: 16 on CUDA, 1 on CPU, "
-    "where batching measured no faster."
-)
 
 
 class _Console:
@@ -143,21 +138,14 @@ def _count_failures(failed: int, total: int) -> None:
         _fail(f"{failed} of {total} inputs failed (see above)")
 
 
-def _rate_choice(
-    quality: float | None, target_bpp: float | None, max_bytes: int | None, flags: tuple[str, str]
-) -> float | None:
-    """The quality to code at, after checking the rate options: at most one of -q and the two targets
-    (named ``flags``; they choose the quality), each target positive and finite. None when -q is not given:
-    the model's default (``check_installed_quality``), which a model imported without quality 6 lacks."""
+def _one_rate(quality: float | None, target_bpp: float | None, max_bytes: int | None, flags: tuple[str, str]) -> None:
+    """At most one of -q and the two targets (named ``flags``: each chooses the quality), the targets positive;
+    the quality is checked once, with the model (``EncodeOptions.checked``)."""
     bpp_flag, bytes_flag = flags
     given = [f for f, v in (("-q", quality), (bpp_flag, target_bpp), (bytes_flag, max_bytes)) if v is not None]
     if len(given) > 1:
         raise AecError(f"give one of -q, {bpp_flag} or {bytes_flag}, not {' and '.join(given)}")
-    if target_bpp is not None and not 0 < target_bpp < float("inf"):
-        raise AecError(f"{bpp_flag} must be positive and finite, got {target_bpp:g}")
-    if max_bytes is not None and max_bytes < 1:
-        raise AecError(f"{bytes_flag} must be positive, got {max_bytes}")
-    return None if quality is None else check_quality(quality)
+    check_targets(target_bpp, max_bytes, flags)
 
 
 def _check_aec_name(dest: str) -> None:
@@ -183,22 +171,15 @@ def _named(ctx: click.Context, param: click.Parameter, value: str | None) -> str
 
 
 def _shared_options(output_help: str) -> Callable:
-    """The options encode and decode share, in one place."""
+    """The options encode and decode share, in one place: those of ``jobs.Options`` (generated from its fields)
+    and the command's own (the output, what the console shows, ``--ray``)."""
     options = [
         click.option("-o", "--output", callback=_named, help=output_help),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
-        click.option(
-            "-f", "--force", is_flag=True, help="Overwrite existing outputs; write binary data to a terminal too."
-        ),
-        click.option("--batch", type=int, default=0, show_default=True, help=BATCH_HELP),
-        click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the network [default: torch's]."),
+        options_from(own_fields(jobs.Options)),
         click.option(
             "-v", "--verbose", is_flag=True, help="Print a summary line per file (sizes, bpp, quality, time)."
         ),
         click.option("--quiet", is_flag=True, help="No progress bar and no warnings; errors are still printed."),
-        click.option(
-            "--skip-existing", is_flag=True, help="Skip inputs whose output exists (resume a job that stopped)."
-        ),
         click.option(
             "--ray",
             "on_ray",
@@ -221,6 +202,47 @@ def _shared_options(output_help: str) -> Callable:
         return f
 
     return decorate
+
+
+def options_from(fields: list[dataclasses.Field]) -> Callable:
+    """A decorator adding one option per dataclass field, in the fields' order (``train``'s from ``TrainConfig``,
+    encode's and decode's from the coding jobs' options): flag, type, default and help as the field declares
+    them (its ``metadata``: ``codec.training.config``, ``codec.coding.options``), so each is written once."""
+
+    def decorate(command: Callable) -> Callable:
+        for f in reversed(fields):
+            command = _field_option(f)(command)
+        return command
+
+    return decorate
+
+
+def _field_option(f: dataclasses.Field) -> Callable:
+    """The click option of one field: a bool is a flag (``switch``: a ``--x/--no-x`` pair), ``multiple`` a
+    repeated ``KEY=VALUE``, anything else a value of the field's type (``_click_type``)."""
+    meta = f.metadata
+    name = meta.get("flag", "--" + f.name.replace("_", "-"))
+    flags = [meta["short"], name] if "short" in meta else [name]
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    kw: dict = {"help": meta["help"], "show_default": default is not None and default is not False and default != {}}
+    if meta.get("switch"):
+        return click.option(f"{name}/--no-{name[2:]}", f.name, default=default, **kw)
+    if isinstance(default, bool):
+        return click.option(*flags, f.name, is_flag=True, **kw)
+    if meta.get("multiple"):
+        return click.option(*flags, f.name, multiple=True, metavar="KEY=VALUE", **{**kw, "show_default": False})
+    return click.option(*flags, f.name, default=default, type=_click_type(meta, default), **kw)
+
+
+def _click_type(meta: Any, default: Any) -> Any:
+    """``choices``, a ``range`` of the field's type (or its ``type``), else that type (str for a None default)."""
+    if "choices" in meta:
+        return click.Choice(meta["choices"], case_sensitive=meta.get("case_sensitive", True))
+    kind = meta.get("type", str if default is None else type(default))
+    if "range" in meta:
+        ranged = click.IntRange if kind is int else click.FloatRange
+        return ranged(*meta["range"], max_open=meta.get("open", False))
+    return kind
 
 
 def _ray_args(on_ray: bool, address: str | None, workers: int | None) -> dict | None:
@@ -390,75 +412,16 @@ def main() -> None:
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option(
-    "-q",
-    "--quality",
-    type=float,
-    help=f"{Q_MIN:g} (fewest bits: 0.06 bpp on Kodak with the default model) to the model's top level "
-    f"(best quality; 'aecodec models' lists each model's range, {Q_MAX:g} at most); fractions interpolate. "
-    f"[default: {DEFAULT_QUALITY:g}, or the nearest a model with one network per quality has]",
-)
-@click.option(
-    "--target-bpp",
-    type=float,
-    help="Highest quality whose file is at most this many bits per pixel; exit 2 if even the lowest is above.",
-)
-@click.option("--max-bytes", type=int, help="Highest quality whose file fits in this many bytes; exit 2 if none does.")
-@click.option("--model", "model_id", help="Model id (see 'aecodec models'; default: the installation's default).")
-@click.option(
-    "--tile",
-    type=int,
-    default=1024,
-    show_default=True,
-    help="Tile side in pixels (a multiple of the model's stride, 64): larger images are coded in tiles.",
-)
-@click.option(
-    "--effort",
-    type=int,
-    default=0,
-    show_default=True,
-    help=f"Encoder search, 0 to {MAX_EFFORT}: 0 is one pass; higher optimizes each image's latents longer "
-    "(slower, smaller files, same decoder; -v prints the gain). --model overfit: a preset of --iterations.",
-)
-@click.option(
-    "--iterations",
-    type=click.IntRange(min=1),
-    default=None,
-    help="--model overfit: fitting iterations per image (tile); default: the --effort preset.",
-)
+@options_from(own_fields(jobs.EncodeOptions))
 @_shared_options(
     "Output file, folder (existing, or ending in /; required form for several inputs), or - for stdout. "
     "Default: beside each input, as NAME.aec."
 )
-def encode(
-    inputs,
-    output,
-    quality,
-    target_bpp,
-    max_bytes,
-    model_id,
-    tile,
-    effort,
-    iterations,
-    verbose,
-    quiet,
-    on_ray,
-    ray_address,
-    workers,
-    **common,
-) -> None:
+def encode(inputs, output, verbose, quiet, on_ray, ray_address, workers, **fields) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) to .aec. Use - to read stdin."""
     try:
-        options = jobs.EncodeOptions(
-            quality=_rate_choice(quality, target_bpp, max_bytes, ("--target-bpp", "--max-bytes")),
-            target_bpp=target_bpp,
-            max_bytes=max_bytes,
-            model_id=model_id,
-            tile=tile,
-            effort=effort,
-            iterations=iterations,
-            **common,
-        ).checked()  # torch-free: a bad -q fails before torch loads
+        _one_rate(fields["quality"], fields["target_bpp"], fields["max_bytes"], ("--target-bpp", "--max-bytes"))
+        options = jobs.EncodeOptions(**fields).checked()  # torch-free: a bad -q fails before torch loads
         ray = _ray_args(on_ray, ray_address, workers)
         srcs, dests = ([], []) if ray else jobs.plan_here(inputs, output, options)
         for dest in dests:
@@ -492,43 +455,16 @@ def _effort_messages(console: _Console) -> None:
     logger.propagate = False
 
 
-FORMAT_CHOICES = sorted({suffix[1:] for suffix in files.OUTPUT_FORMATS})
-
-
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMAT_CHOICES, case_sensitive=False),
-    help="Output format, whatever the name says; for -o - (stdout, PNG otherwise) and default names.",
-)
-@click.option(
-    "--out-quality",
-    type=click.IntRange(0, 100),
-    default=files.DEFAULT_OUT_QUALITY,
-    show_default=True,
-    help="Quality of lossy outputs (.jpg, .webp), on Pillow's 0-100 scale.",
-)
-@click.option("--drop-alpha", is_flag=True, help="Allow writing an image with alpha to a format without it.")
-@click.option(
-    "--max-pixels",
-    type=click.IntRange(min=1),
-    default=MAX_PIXELS,
-    show_default=True,
-    help="Refuse larger images (width x height, padded to the model's stride) before allocating anything for them.",
-)
+@options_from(own_fields(jobs.DecodeOptions))
 @_shared_options(
     "Output file (.png .jpg .webp .tif .ppm .bmp), folder (existing, or ending in /; required form for several "
     "inputs), or - for stdout. Default: beside each input, as NAME.png."
 )
-def decode(
-    inputs, output, fmt, out_quality, drop_alpha, max_pixels, verbose, quiet, on_ray, ray_address, workers, **common
-) -> None:
+def decode(inputs, output, verbose, quiet, on_ray, ray_address, workers, **fields) -> None:
     """Decompress .aec files to PNG (or the format the output name or --format asks for). Use - to read stdin."""
-    options = jobs.DecodeOptions(
-        fmt=fmt, out_quality=out_quality, drop_alpha=drop_alpha, max_pixels=max_pixels, **common
-    )
+    options = jobs.DecodeOptions(**fields)
     try:
         ray = _ray_args(on_ray, ray_address, workers)
         srcs, dests = ([], []) if ray else jobs.plan_here(inputs, output, options)
@@ -742,7 +678,7 @@ def compare(image, quality, bpp, max_bytes, codecs, output, model_id, device, fo
 
     Each classical codec gets the quality whose file is the largest at or under aecodec's bytes."""
     try:
-        quality = _rate_choice(quality, bpp, max_bytes, ("--bpp", "--bytes"))
+        _one_rate(quality, bpp, max_bytes, ("--bpp", "--bytes"))
         dest = output or str(Path(image).with_suffix(".compare.html"))
         if dest == files.STDIO:
             raise AecError("-o - is not supported: the page goes to a file (stdout gets the table)")
@@ -931,33 +867,9 @@ def _bench_qualities(qualities: str | None, model_id: str | None) -> tuple[str, 
 
 def train_options(command: Callable) -> Callable:
     """The ``train`` command's options, one per field of ``TrainConfig`` (its defaults and help: one place)."""
-    import dataclasses
-
     from .training.config import cli_fields
 
-    for f in reversed(cli_fields()):
-        meta = f.metadata
-        name = meta.get("flag", "--" + f.name.replace("_", "-"))
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        kw: dict = {"help": meta["help"], "show_default": default not in (None, False, {})}
-        if meta.get("switch"):
-            decl = [f"{name}/--no-{name[2:]}", f.name]
-            kw["default"] = default
-        elif meta.get("multiple"):
-            decl = [name, f.name]
-            kw.update(multiple=True, metavar="KEY=VALUE", show_default=False)
-        else:
-            decl = [name, f.name]
-            kw["default"] = default
-            if "choices" in meta:
-                kw["type"] = click.Choice(meta["choices"])
-            elif "range" in meta:
-                ranged = click.IntRange if isinstance(default, int) else click.FloatRange
-                kw["type"] = ranged(*meta["range"], max_open=meta.get("open", False))
-            else:
-                kw["type"] = meta.get("type", str if default is None else type(default))
-        command = click.option(*decl, **kw)(command)
-    return command
+    return options_from(cli_fields())(command)
 
 
 @main.command()
@@ -999,8 +911,11 @@ def export(checkpoint, model_id, weights_dir, half, train_data, device_used, raw
     from .training.export import checkpoint_meta, model_from_checkpoint
     from .training.export import export as do_export
 
-    model, state = model_from_checkpoint(checkpoint, raw)
-    entry = do_export(model, model_id, Path(weights_dir), half, checkpoint_meta(state, train_data, device_used))
+    try:
+        model, state = model_from_checkpoint(checkpoint, raw)
+        entry = do_export(model, model_id, Path(weights_dir), half, checkpoint_meta(state, train_data, device_used))
+    except (AecError, ValueError) as e:  # a kind that only trains, a bad checkpoint: one line
+        _usage_error(e)
     _print(f"wrote {Path(weights_dir) / entry['file']} (sha256 {entry['sha256'][:16]}...)")
 
 

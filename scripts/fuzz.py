@@ -542,8 +542,8 @@ def make_case(seeds: list[bytes], seed: int, index: int) -> tuple[str, bytes]:
 # -- seeds and the network ------------------------------------------------------------------
 def seed_files(codec) -> list[bytes]:
     """Valid tiny files covering each layout and chunk: RGB, grey, RGBA, ICC + EXIF, four tiles, version 2, and a
-    1×1 image, stored losslessly (``PIXL``). The others are at least ``api.THIN`` px on each side, so they
-    keep their entropy-coded streams for the mutations to reach the rANS decoder through."""
+    1×1 image, stored losslessly (``PIXL``). The others are at least ``codec.coding.encoding.THIN`` px on each side,
+    so they keep their entropy-coded streams for the mutations to reach the rANS decoder through."""
     from codec.api import encode
 
     rng = np.random.default_rng(7)

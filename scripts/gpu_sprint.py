@@ -68,13 +68,13 @@ def copy_start(start: str | None, dest: Path) -> dict:
     checkpoint (compact form, ``start.pt``). Returns the sprint's ``start`` entry."""
     import torch
 
-    from codec.models.registry import model_class
+    from codec.models.registry import kind_class
     from codec.training import sprint
     from codec.weights.store import read_manifest, weights_dir
 
     if start and start.endswith(".pt"):
         ck = torch.load(start, map_location="cpu", weights_only=True)
-        blob, _ = sprint.compact_blob(ck, model_class(ck["kind"]).half_stored)
+        blob, _ = sprint.compact_blob(ck, kind_class(ck["kind"]).half_stored)
         (dest / "start.pt").write_bytes(blob)
         return {"checkpoint": "start.pt", "kind": ck["kind"], "arch": ck["arch"]}
     manifest = read_manifest()
@@ -234,12 +234,13 @@ def sprint_config(
     begun at ``t_start``, has ``RESERVE_S`` of ``--minutes`` left), and the step it starts at."""
     from_checkpoint, first_step = starting_point(sprint_dir, start, run_dir)
     minutes = (args.minutes * 60 - (time.time() - t_start) - RESERVE_S) / 60
-    arch = dict(start["arch"])
+    from codec.models.registry import trainable_class
+
     cfg = TrainConfig(
         train_dir="",
         kind=start["kind"],
-        arch={k: v for k, v in arch.items() if k != "levels"},
-        levels=arch.get("levels", TrainConfig.levels),
+        arch=dict(start["arch"]),
+        levels=trainable_class(start["kind"]).from_arch(start["arch"]).levels,  # the start's own count
         run_dir=str(run_dir),
         crop=args.crop,
         batch=args.batch,
@@ -267,7 +268,7 @@ def run(args: argparse.Namespace) -> None:
 
     import torch
 
-    from codec.models.registry import model_class
+    from codec.models.registry import kind_class
     from codec.training import sprint
     from codec.training.data import CropSampler
     from codec.training.train import pick_device, train
@@ -298,7 +299,7 @@ def run(args: argparse.Namespace) -> None:
         }
 
     out = Path(args.out or os.environ.get("OUT") or "sprint-out")
-    shipper = sprint.Shipper(out, model_class(start["kind"]).half_stored, stats)
+    shipper = sprint.Shipper(out, kind_class(start["kind"]).half_stored, stats)
     state = train(cfg, sampler=sampler, on_checkpoint=shipper)
     print(f"sprint stopped at step {state['step']} after {time.time() - t_start:.0f} s; pieces in {out}")
 

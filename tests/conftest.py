@@ -92,6 +92,23 @@ def one_error_line(result, *fragments: str, code: int = 2) -> str:
     return lines[0]
 
 
+def count_calls(monkeypatch, targets: dict[str, tuple[object, str]]) -> dict[str, int]:
+    """Calls of each ``getattr(owner, name)`` of ``targets`` (key: (owner, name)), counted by key while the test
+    runs: what the one-path tests (test_decode_path, test_encode_path) count."""
+    counts = dict.fromkeys(targets, 0)
+
+    def counting(key: str, fn):
+        def wrapper(*args, **kwargs):
+            counts[key] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    for key, (owner, name) in targets.items():
+        monkeypatch.setattr(owner, name, counting(key, getattr(owner, name)))
+    return counts
+
+
 @pytest.fixture
 def mixed_inputs(png, tmp_path, photo_like) -> tuple[Path, Path, Path]:
     """A batch with a bad input in the middle: (img.png, bad.png that is text, two.png)."""

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from codec.api import decode_array, encode_array
-from codec.coding.batch import _groups, _one_tile_size, decode_arrays, encode_arrays
+from codec.coding.batch import decode_arrays, encode_arrays
+from codec.coding.decoding import groups, one_tile_size
 from codec.core.tensors import psnr
 from codec.format import bitstream as bs
 from codec.weights.store import load_codec
@@ -25,8 +26,8 @@ def images(photo_like):
 
 
 def test_groups_batch_same_padded_size_and_keep_big_images_alone():
-    keys = [_one_tile_size(h, w, 64) for h, w in [(64, 96), (40, 40), (60, 128), (64, 100), (1100, 40)]]
-    chunks, alone = _groups(keys, batch=2)
+    keys = [one_tile_size(h, w, 64) for h, w in [(64, 96), (40, 40), (60, 128), (64, 100), (1100, 40)]]
+    chunks, alone = groups(keys, batch=2)
     assert sorted(map(sorted, chunks)) == [[0, 2], [1], [3]]
     assert alone == [4]
 

@@ -15,7 +15,7 @@ import codec
 from codec.coding import batch, decoding
 from codec.format import bitstream as bs
 from codec.weights.store import load_codec
-from tests.conftest import one_error_line
+from tests.conftest import count_calls, one_error_line
 from tests.test_hostile import run
 
 FITTED = Path(__file__).parent / "fixtures" / "overfit"
@@ -61,19 +61,12 @@ def _imported_run(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProce
 @pytest.fixture
 def counted(monkeypatch) -> dict[str, int]:
     """Calls of the three steps that happen once per file: parse, model load, check against the model."""
-    counts = {"unpack": 0, "load": 0, "check": 0}
-
-    def counting(key, fn):
-        def wrapper(*args, **kwargs):
-            counts[key] += 1
-            return fn(*args, **kwargs)
-
-        return wrapper
-
-    monkeypatch.setattr(bs, "unpack", counting("unpack", bs.unpack))
-    monkeypatch.setattr(decoding, "load_decoder_for", counting("load", decoding.load_decoder_for))
-    monkeypatch.setattr(decoding, "check_fits_model", counting("check", decoding.check_fits_model))
-    return counts
+    targets = {
+        "unpack": (bs, "unpack"),
+        "load": (decoding, "load_decoder_for"),
+        "check": (decoding, "check_fits_model"),
+    }
+    return count_calls(monkeypatch, targets)
 
 
 @pytest.fixture

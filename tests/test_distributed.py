@@ -236,7 +236,7 @@ def test_ray_outputs_are_the_local_commands_bytes_and_pixels(corpus, local_out, 
     rows = read_table(ray_out)
     assert [Path(r["input"]).name for r in rows] == [p.name for p in corpus]
     assert all(r["error"] == "" and int(r["bytes"]) == (ray_out / Path(r["output"]).name).stat().st_size for r in rows)
-    assert {float(r["quality"]) for r in rows} == {jobs.EncodeOptions().quality}
+    assert {float(r["quality"]) for r in rows} == {jobs.EncodeOptions().checked().quality}
     # decode: the local command on the local files, --ray on the folder of the cluster's files
     here, there = tmp_path / "here", tmp_path / "there"
     assert run("decode", *sorted(local_out.glob("*.aec")), "-o", f"{here}/").exit_code == 0

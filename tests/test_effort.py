@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 
 import numpy as np
@@ -19,7 +20,7 @@ from codec.core import quality as Q
 from codec.core.errors import AecError
 from codec.core.tensors import psnr, to_tensor
 from codec.format import bitstream as bs
-from codec.models.base import Model
+from codec.models.base import Effortful, Model
 from codec.models.hyperprior import GainHyperprior
 from codec.weights.store import load_codec
 
@@ -121,14 +122,54 @@ def test_bad_effort_is_refused(image, bad):
         api.encode(image, QUALITY, effort=bad)
 
 
-def test_a_model_without_effort_refuses_it_cleanly(image, monkeypatch):
-    """The effort methods are optional in the interface: without them effort 0 still codes, effort 1 is an AecError."""
-    monkeypatch.setattr(GainHyperprior, "relaxed_rd", Model.relaxed_rd)
-    assert api.encode(image, QUALITY, effort=0) == api.encode(image, QUALITY)
+def _delegated(name: str):
+    return lambda self, *args, **kwargs: getattr(self.inner, name)(*args, **kwargs)
+
+
+class WithoutEffort(Model):
+    """A kind that codes as the test model does, but is not ``Effortful`` (no effort methods at all)."""
+
+    kind = "test-without-effort"
+    stride, latent_stride, tile_margin = GainHyperprior.stride, GainHyperprior.latent_stride, GainHyperprior.tile_margin
+
+    def __init__(self, inner: GainHyperprior):
+        super().__init__()
+        self.inner = inner
+
+    @classmethod
+    def from_arch(cls, arch: dict) -> WithoutEffort:
+        return cls(GainHyperprior.from_arch(arch))
+
+    def arch_dict(self) -> dict:
+        return self.inner.arch_dict()
+
+    @property
+    def levels(self) -> int:
+        return self.inner.levels
+
+    def prepare(self) -> WithoutEffort:
+        self.inner.prepare()
+        return self
+
+    build_tables, analyze, side_analysis = (_delegated(n) for n in ("build_tables", "analyze", "side_analysis"))
+    encode_latent, decode_latent, synthesize = (_delegated(n) for n in ("encode_latent", "decode_latent", "synthesize"))
+
+
+def test_a_model_without_effort_refuses_it_cleanly(image):
+    """Effort is its own part of the interface: a kind without it codes at effort 0 (the same bytes), and effort 1
+    or ``iterations`` is an AecError, before any optimization starts."""
+    loaded = load_codec()
+    plain = dataclasses.replace(loaded, model=WithoutEffort(loaded.model))
+    assert not isinstance(plain.model, Effortful) and isinstance(loaded.model, Effortful)
+    assert api.encode(image, QUALITY, effort=0, codec=plain) == api.encode(image, QUALITY, codec=loaded)
     with pytest.raises(AecError, match="no encoder effort"):
-        api.encode(image, QUALITY, effort=1)
+        api.encode(image, QUALITY, effort=1, codec=plain)
     with pytest.raises(AecError, match="no encoder effort"):
-        batch.encode_arrays([image, image], QUALITY, effort=1)
+        batch.encode_arrays([image, image], QUALITY, codec=plain, effort=1)
+    with pytest.raises(AecError, match="--iterations applies only to --model overfit"):
+        api.encode(image, QUALITY, iterations=3, codec=plain)
+    with pytest.raises(AecError, match="no encoder effort"):  # a direct caller of the optimizer is told too
+        effort.optimize(plain.model, torch.zeros(1, 192, 4, 4), None, QUALITY, 1)
 
 
 def test_cli_effort(tmp_path, image):

@@ -278,7 +278,7 @@ def test_ctrl_c_while_loading_is_130(png, tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("codec.weights.store.load_codec", interrupted)
+    monkeypatch.setattr("codec.coding.encoding.load_codec", interrupted)  # the encode path's loader
     one_error_line(run("encode", png, "-o", tmp_path / "x.aec"), "interrupted", code=130)
 
 

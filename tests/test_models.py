@@ -12,6 +12,7 @@ import codec
 from codec.core.errors import AecError
 from codec.core.tensors import to_tensor
 from codec.models import DEFAULT_KIND, KINDS, kind_of, model_class
+from codec.models.base import Effortful, Kind, Model, Trainable, register
 from codec.models.hyperprior import GainHyperprior
 from codec.weights.store import _load, load_codec, read_manifest, weights_dir
 
@@ -21,6 +22,25 @@ def test_registry_maps_kinds_and_defaults_old_entries():
     assert kind_of({"file": "x"}) == DEFAULT_KIND  # entries written before kinds existed
     with pytest.raises(AecError, match="unknown model kind 'elic'"):
         model_class("elic")
+
+
+def test_each_kind_implements_only_its_parts():
+    """The shipped networks code, train and optimize latents; the imported and fitted kinds only code (no stubs of
+    training); a class that neither codes nor trains is not a kind."""
+    parts = {k: {p.__name__ for p in (Model, Trainable, Effortful) if issubclass(KINDS[k], p)} for k in KINDS}
+    everything = {"Model", "Trainable", "Effortful"}
+    assert {k: parts[k] for k in ("gain-msh", "gain-ctx", "compressai", "compressai-vbr", "overfit")} == {
+        "gain-msh": everything,
+        "gain-ctx": everything,
+        "compressai": {"Model"},
+        "compressai-vbr": {"Model"},
+        "overfit": {"Model"},
+    }
+    with pytest.raises(TypeError, match="neither codes"):
+        register(type("Nothing", (Kind,), {"kind": "nothing"}))
+    with pytest.raises(ValueError, match="registered twice"):
+        register(type("Again", (GainHyperprior,), {}))
+    assert "nothing" not in KINDS
 
 
 def test_export_writes_the_kind():

@@ -15,7 +15,7 @@ from PIL import Image
 import codec
 from codec import api
 from codec.cli import main
-from codec.coding import tiling
+from codec.coding import encoding, tiling
 from codec.coding.batch import decode_images, encode_arrays
 from codec.core.tensors import psnr
 from codec.format import bitstream as bs
@@ -79,8 +79,9 @@ def test_thin_image_keeps_the_smallest_file_at_the_coded_quality():
     rgb = textured_column()
     y = tiling.analyze(c.model, rgb, tiling.TILE, c.device)
     for quality in (2, 6):
-        coded = api.pack_latent(c, y, 500, 1, tiling.TILE, quality, {})
-        data = api.smallest(coded, rgb, c)
+        f = encoding.latent_file(c, y, 500, 1, tiling.TILE, quality, {})
+        coded = bs.pack(f)
+        data = encoding.smallest(f, coded, rgb, c)
         assert len(data) < len(coded)
         f = bs.unpack(data)
         assert f.pixels is not None and f.model_id == "" and f.weights_hash == bytes(8)

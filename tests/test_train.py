@@ -17,10 +17,12 @@ import codec
 from codec.cli import main
 from codec.core import engine
 from codec.core import quality as Q
-from codec.models.base import Model
-from codec.models.registry import KINDS
+from codec.core.errors import AecError
+from codec.models.base import Model, Trainable, register
+from codec.models.registry import KINDS, model_class, trainable_class
 from codec.training.export import model_from_checkpoint
 from codec.training.train import TrainConfig, lr_at, pick_precision, train
+from tests.conftest import one_error_line
 
 TINY = dict(
     arch={"N": 16, "M": 24},
@@ -338,36 +340,39 @@ def test_compiled_training_steps_match_eager_ones(folders, tmp_path):
         assert torch.allclose(weights[True][name], value, rtol=1e-4, atol=1e-5), name
 
 
-class TinyKind(Model):
-    """A model kind that exists only in this test: what a new kind must write to train (no coding path)."""
+class TinyKind(Trainable):
+    """A model kind that exists only in this test: all a new kind must write to train. It only trains (no coding
+    method), and its level count sits under an arch key of its own (``L``): training assumes neither."""
 
     kind = "tiny-test"
-    stride = latent_stride = 4
-    tile_margin = 0
     level_params = ("log_gain",)
 
-    def __init__(self, C: int = 4, levels: int = Q.LEVELS):
+    def __init__(self, C: int = 4, L: int = Q.LEVELS):
         super().__init__()
-        self.C, self._levels = C, levels
+        self.C, self.L = C, L
         self.g_a = torch.nn.Conv2d(3, C, 4, stride=4)
         self.g_s = torch.nn.ConvTranspose2d(C, 3, 4, stride=4)
-        self.log_gain = torch.nn.Parameter(torch.linspace(-1, 1, levels)[:, None])
+        self.log_gain = torch.nn.Parameter(torch.linspace(-1, 1, L)[:, None])
         self.log_scale = torch.nn.Parameter(torch.zeros(C))
 
     @classmethod
     def default_arch(cls) -> dict:
-        return {"C": 4, "levels": Q.LEVELS}
+        return {"C": 4, "L": Q.LEVELS}
+
+    @classmethod
+    def with_levels(cls, arch: dict, levels: int) -> dict:
+        return {**arch, "L": levels}
 
     @classmethod
     def from_arch(cls, arch: dict) -> TinyKind:
         return cls(**arch)
 
     def arch_dict(self) -> dict:
-        return {"C": self.C, "levels": self._levels}
+        return {"C": self.C, "L": self.L}
 
     @property
     def levels(self) -> int:
-        return self._levels
+        return self.L
 
     def forward(self, x, quality, autocast_dtype=None) -> dict:
         gain = torch.stack([Q.interpolate(self.log_gain.exp(), float(q)) for q in quality])[:, :, None, None]
@@ -378,58 +383,76 @@ class TinyKind(Model):
         y_hat = (torch.round(y) - y).detach() + y
         return {"x_hat": self.g_s(y_hat / gain), "likelihoods": {"y": lik}, "aux": 0.0}
 
-    def build_tables(self): ...
 
-    def prepare(self):
-        raise NotImplementedError
-
-    def analyze(self, x):
-        raise NotImplementedError
-
-    def side_analysis(self, y):
-        raise NotImplementedError
-
-    def encode_latent(self, y, quality, side=None):
-        raise NotImplementedError
-
-    def decode_latent(self, streams, shape, quality):
-        raise NotImplementedError
-
-    def synthesize(self, y_hat):
-        raise NotImplementedError
+@pytest.fixture
+def tiny_kind():
+    """``TinyKind`` registered (by the decorator every kind uses) for one test."""
+    register(TinyKind)
+    yield TinyKind
+    del KINDS[TinyKind.kind]
 
 
-def test_a_new_kind_trains_by_registering_one_class(folders, tmp_path, monkeypatch):
+def test_a_new_kind_trains_by_registering_one_class(folders, tmp_path, tiny_kind):
     """No edit to train.py or cli.py: the kind's default_arch, --arch overrides, its level parameters (resume),
-    the average and the per-level loss all come through the Model interface."""
-    monkeypatch.setitem(KINDS, TinyKind.kind, TinyKind)
+    the average and the per-level loss all come through the training interface (``Trainable``)."""
     run = tmp_path / "run"
     args = ["train", str(folders / "train"), "--run-dir", str(run), "--model-kind", "tiny-test", "--arch", "C=6"]
     args += ["--steps", "3", "--crop", "32", "--batch", "2", "--no-compile", "--level-norm", "--levels", "6"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     ck = torch.load(run / "last.pt", weights_only=True)
-    assert ck["kind"] == "tiny-test" and ck["arch"] == {"C": 6, "levels": 6} and ck["state"]["step"] == 3
+    assert ck["kind"] == "tiny-test" and ck["arch"] == {"C": 6, "L": 6} and ck["state"]["step"] == 3
     assert set(ck["ema"]) == {n for n, _ in TinyKind(6, 6).named_parameters()}  # the default --ema 0.999
     assert len(ck["state"]["level_means"]) == 6 and any(m is not None for m in ck["state"]["level_means"])
     start = TinyKind(6, 6).state_dict()["g_a.weight"]
     assert not torch.equal(ck["model"]["g_a.weight"], start)
     tiny = dict(kind="tiny-test", arch={"C": 6}, levels=6, crop=32, batch=2, compile_step=False)
     assert train(TrainConfig(train_dir=str(folders / "train"), run_dir=str(run), steps=4, **tiny))["step"] == 4
+    # More levels than the checkpoint's: its per-level rows move to the longer ladder (``level_params``).
+    more = TrainConfig(train_dir=str(folders / "train"), run_dir=str(run), steps=5, **{**tiny, "levels": 8})
+    assert train(more)["step"] == 5
+    ck = torch.load(run / "last.pt", weights_only=True)
+    assert ck["arch"] == {"C": 6, "L": 8} and ck["model"]["log_gain"].shape == (8, 1)
     # A cool-down branch of that trunk: starts from its checkpoint in a folder of its own, the trunk untouched.
     branch = TrainConfig(
         train_dir=str(folders / "train"),
         run_dir=str(tmp_path / "branch"),
-        steps=6,
+        steps=7,
         from_checkpoint=str(run / "last.pt"),
         decay_start=0.0,
         warmup_steps=0,
-        **tiny,
+        **{**tiny, "levels": 8},
     )
-    assert train(branch)["step"] == 6
-    assert torch.load(run / "last.pt", weights_only=True)["state"]["step"] == 4
+    assert train(branch)["step"] == 7
+    assert torch.load(run / "last.pt", weights_only=True)["state"]["step"] == 5
     bad = CliRunner().invoke(main, [*args[:6], "--arch", "width=3", "--steps", "1"])
-    assert bad.exit_code == 2 and "no architecture key width (has C, levels)" in bad.output
+    assert bad.exit_code == 2 and "no architecture key width (has C, L)" in bad.output
+
+
+def test_coding_refuses_a_kind_that_only_trains(folders, tmp_path, tiny_kind, weights_copy, aec_file, png):
+    """The registry tells a kind that only trains from one that codes: validating, exporting, encoding or
+    decoding with it is one error line, and a kind that only codes is not trained."""
+    with pytest.raises(AecError, match="'tiny-test' only trains"):
+        model_class("tiny-test")
+    assert trainable_class("tiny-test") is TinyKind and issubclass(model_class("compressai"), Model)
+    with pytest.raises(AecError, match="'compressai' is not trained here"):
+        trainable_class("compressai")
+    run = tmp_path / "run"
+    args = ["train", str(folders / "train"), "--run-dir", str(run), "--model-kind", "tiny-test", "--steps", "1"]
+    args += ["--crop", "32", "--batch", "2", "--no-compile"]
+    one_error_line(CliRunner().invoke(main, [*args, "--val", str(folders / "train")]), "--val", "only trains")
+    with pytest.MonkeyPatch.context() as mp:  # context networks to fit, but no coder's latents to fit them to
+        mp.setattr(TinyKind, "context_params", ("g_a.",))
+        one_error_line(CliRunner().invoke(main, [*args, "--entropy-only"]), "--entropy-only", "only trains")
+    assert CliRunner().invoke(main, args).exit_code == 0
+    export = CliRunner().invoke(main, ["export", str(run / "last.pt"), "--name", "t", "--weights-dir", str(tmp_path)])
+    one_error_line(export, "'tiny-test' only trains")
+    # A manifest entry of that kind: the file that names it does not decode, and nothing encodes with it.
+    manifest = json.loads((weights_copy / "manifest.json").read_text())
+    manifest["models"][manifest["default"]]["kind"] = "tiny-test"
+    (weights_copy / "manifest.json").write_text(json.dumps(manifest))
+    for command in (["decode", str(aec_file), "-o", str(tmp_path / "a.png")], ["encode", str(png), "-f"]):
+        one_error_line(CliRunner().invoke(main, command), "'tiny-test' only trains")
 
 
 def test_train_options_are_the_config_fields():

@@ -465,6 +465,7 @@ def test_variable_rate_import_and_code_everywhere(arch, home, tmp_path, png):
     for q in ("4.3", "2.5", "11"):
         one_error_line(run("encode", png, "-o", tmp_path / "x.aec", "--model", mid, "-q", q), "in steps of 0.25")
     one_error_line(run("import", "compressai", arch, "-q", "1", "--from", tmp_path / f"{arch}.pth.tar"), "no --quality")
+    one_error_line(run("encode", png, "-o", tmp_path / "x.aec", "--model", mid, "-q", "4", "--effort", "1"), "effort")
     assert run("encode", png, "-o", tmp_path / "d.aec", "--model", mid).exit_code == 0
     assert bs.unpack((tmp_path / "d.aec").read_bytes()).quality == Q.DEFAULT_QUALITY  # on the grid
     with Image.open(png) as im:

@@ -7,14 +7,14 @@ Mandt, NeurIPS 2020). Only the encoder changes: the result is coded by the model
 path (``encode_latent(y, quality, side=z)``), so every file decodes, bit-exactly, with the
 unchanged decoder.
 
-Method (Yang et al. 2020, shortened to a CPU budget): Adam over the scaled latents (``Model.gains``:
+Method (Yang et al. 2020, shortened to a CPU budget): Adam over the scaled latents (``Effortful.gains``:
 one unit is one quantization step, so one step size serves every quality) with a cosine-decayed
 learning rate; rounding relaxed as in their stochastic Gumbel annealing (SGA), the temperature
 annealed from ``tau_start`` to ``tau_end`` — by default without the Gumbel noise, which needs far
 more iterations than we can afford (see ``Settings``); every ``eval_every`` iterations the
 hard-rounded latent is scored (float rate model + real synthesis) and the best one, never worse
 than the analysis's own by that score, is what gets coded. The model is touched only through its
-interface (``codec.models.base``): ``side_analysis``, ``gains``, ``relaxed_rd`` and
+interface (``codec.models.base``): ``side_analysis``, and ``Effortful``'s ``gains``, ``relaxed_rd`` and
 ``differentiable_synthesis``. The levels (iterations per effort) are in ``codec.core.quality``.
 """
 
@@ -34,7 +34,7 @@ from ..core import quality as Q
 from ..core.errors import AecError
 from ..core.tensors import ste_round
 from ..format.bitstream import quantize_quality
-from ..models.base import Model
+from ..models.base import Effortful, Model, no_effort
 
 #: Where each optimization's gain is reported (``aecodec encode -v`` prints it; ``--quiet`` raises its
 #: level above WARNING, which also hides the progress bar): the logger ``codec.effort``.
@@ -169,10 +169,9 @@ def optimize(
     (whose means may differ from the float model's in the last bits) writes exactly these symbols.
     ``progress`` is called with the number of iterations done since its last call.
     """
-    try:
-        return _search(model, y, target, quality, steps, settings, progress)
-    except NotImplementedError as e:  # a model without the optional effort methods
-        raise AecError(str(e)) from None
+    if not isinstance(model, Effortful):  # ``Model.encoder_steps`` refuses it first; a direct caller is told too
+        raise AecError(no_effort(model.kind))
+    return _search(model, y, target, quality, steps, settings, progress)
 
 
 def _annealed(settings: Settings, frac: float) -> tuple[float, float]:
@@ -190,7 +189,7 @@ def _search(
     settings: Settings,
     progress: Callable[[int], None] | None,
 ) -> tuple[Tensor, Tensor, Gain]:
-    """``optimize`` itself; the model's effort methods may raise NotImplementedError anywhere in it."""
+    """``optimize`` itself, on an ``Effortful`` model."""
     t0 = time.perf_counter()
     quality = quantize_quality(quality)  # what the file will carry
     lam = Q.lmbda(quality) * 255**2 / 3  # MSE averages 3 channels; the cost is per pixel

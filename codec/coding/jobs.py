@@ -24,13 +24,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.errors import EXIT_BAD_INPUT, EXIT_OTHER, AecError
-from ..core.quality import DEFAULT_QUALITY, effort_iterations
 from ..format import files
-from ..format.bitstream import MAX_PIXELS, NO_LIMIT
-from ..weights.manifest import check_installed_quality
+from .options import DecodeOptions, EncodeOptions, Options  # noqa: F401  (re-exported: the jobs' options)
+
+if TYPE_CHECKING:
+    from .encoding import Encoded
 
 T = TypeVar("T")
 
@@ -48,58 +49,6 @@ def labelled(src: str, msg: str) -> str:
 
 def arrow(src: str, dest: str) -> str:
     return f"{files.label(src)} -> {'stdout' if dest == files.STDIO else dest}"
-
-
-@dataclass(frozen=True)
-class Options:
-    """What every coding job takes; picklable, so a cluster's workers build the same coder from it.
-
-    ``batch`` 0 is auto (``devices.BATCH`` on CUDA, 1 on CPU: resolved where the coder runs); ``threads``
-    None leaves torch's default. ``since``: outputs that already hold exactly the bytes to be written and were
-    modified at or after this time (the output filesystem's clock) count as written, not as existing: a batch
-    that Ray retries after its worker died finds its own earlier writes. None (the local command) refuses them.
-    """
-
-    device: str = "auto"
-    batch: int = 0
-    threads: int | None = None
-    force: bool = False
-    skip_existing: bool = False
-    since: float | None = None
-
-
-@dataclass(frozen=True)
-class EncodeOptions(Options):
-    quality: float | None = DEFAULT_QUALITY  # None: the model's default (``check_installed_quality``)
-    target_bpp: float | None = None
-    max_bytes: int | None = None
-    model_id: str | None = None
-    tile: int | None = None  # None: ``codec.coding.tiling.TILE``
-    effort: int = 0
-    iterations: int | None = None  # fitting iterations of a kind that fits per image (``--model overfit``)
-
-    def checked(self) -> EncodeOptions:
-        """These options with the model resolved (the installation's default for None) and the quality and
-        effort checked against it, without loading torch: a bad option fails before any work."""
-        effort_iterations(self.effort)
-        model_id, quality = check_installed_quality(self.quality, self.model_id)
-        return EncodeOptions(**{**self.__dict__, "model_id": model_id, "quality": quality})
-
-    @property
-    def searching(self) -> bool:
-        return self.target_bpp is not None or self.max_bytes is not None
-
-
-@dataclass(frozen=True)
-class DecodeOptions(Options):
-    fmt: str | None = None  # "png", "jpg"...: the output format whatever the name says
-    out_quality: int = files.DEFAULT_OUT_QUALITY
-    drop_alpha: bool = False
-    max_pixels: int = MAX_PIXELS
-
-    @property
-    def suffix(self) -> str | None:
-        return f".{self.fmt.lower()}" if self.fmt else None
 
 
 @dataclass(frozen=True)
@@ -292,21 +241,20 @@ class Coder:
 
 
 class Encoder(Coder):
+    """The options checked (unless they are) and the model loaded once (``encoding.setup``); each batch of inputs
+    coded together on the one encode path (``encoding.encode_images``), each written with what the encoder knew
+    of its file (``encoding.Encoded``: nothing is read back for ``-v``)."""
+
     options: EncodeOptions
 
     def __init__(self, options: EncodeOptions) -> None:
         super().__init__(options)
-        from ..api import check_searchable, checked_tile, encoder_steps
-        from ..weights.store import load_codec
-        from .tiling import TILE
+        from .encoding import setup
 
-        self.codec = load_codec(options.model_id, options.device)
+        self.setup = setup(options)
+        self.codec = self.setup.codec
         self._batch = batch_size(options.batch, self.codec.device.type == "cuda")
         self.torch_ready()
-        self.tile = checked_tile(options.tile or TILE, self.codec)
-        encoder_steps(self.codec, options.effort, options.iterations)  # the kind takes them, or says why not
-        if options.searching:
-            check_searchable(self.codec)
 
     @property
     def batch(self) -> int:
@@ -323,53 +271,40 @@ class Encoder(Coder):
         self.prepare_dest(src, dest)
         return src, dest, get()
 
-    def _writer(self, src: str, dest: str, image, make: Callable[[], bytes]) -> Callable[[], Outcome]:
-        from ..format import bitstream as bs
-
-        target_bpp = self.options.target_bpp
+    def _writer(self, src: str, dest: str, make: Callable[[], Encoded]) -> Callable[[], Outcome]:
+        o = self.options
 
         def write() -> Outcome:
-            data = make()
-            pixels = image.width * image.height
-            bpp = len(data) * 8 / pixels
-            if target_bpp is not None and bpp > target_bpp:
+            done = make()
+            size, pixels = len(done.data), done.width * done.height
+            bpp = size * 8 / pixels
+            if o.max_bytes is not None and not done.fits:
+                raise AecError(f"cannot fit the image in {o.max_bytes} bytes: the lowest quality needs {size} bytes")
+            if o.target_bpp is not None and bpp > o.target_bpp:
                 raise AecError(
-                    f"--target-bpp {target_bpp:g} not reached: the lowest quality gives {bpp:.4f} bpp "
-                    f"({len(data)} bytes); nothing written"
+                    f"--target-bpp {o.target_bpp:g} not reached: the lowest quality gives {bpp:.4f} bpp "
+                    f"({size} bytes); nothing written"
                 )
-            self.write(dest, data)
-            coded = bs.unpack(data, max_pixels=NO_LIMIT)  # its size is after EXIF rotation, as decode gives it
-            summary = (
-                f"{arrow(src, dest)}: {coded.width}x{coded.height}, {len(data)} bytes, {bpp:.4f} bpp, "
-                f"quality {coded.quality:g}"
+            self.write(dest, done.data)
+            summary = (  # the size is after EXIF rotation, as decode gives it
+                f"{arrow(src, dest)}: {done.width}x{done.height}, {size} bytes, {bpp:.4f} bpp, quality {done.quality:g}"
             )
-            return Outcome(src, dest, len(data), bpp, coded.quality, pixels, summary=summary)
+            return Outcome(src, dest, size, bpp, done.quality, pixels, summary=summary)
 
         return write
 
     def code(self, items: list) -> list[Callable[[], Outcome]]:
-        from ..api import encode as encode_image
-        from .batch import encode_images
+        from .encoding import encode_images
 
-        o = self.options
-        if o.searching:  # a search per image, inside its own step so a miss fails that input alone
-            search = partial(
-                encode_image,
-                target_bpp=o.target_bpp,
-                max_bytes=o.max_bytes,
-                codec=self.codec,
-                tile=self.tile,
-                effort=o.effort,
-            )
-            return [self._writer(src, dest, image, partial(search, image)) for src, dest, image in items]
-        images = [image for _, _, image in items]
-        datas = encode_images(
-            images, o.quality, self.codec, self.batch, tile=self.tile, effort=o.effort, iterations=o.iterations
-        )
-        return [
-            self._writer(src, dest, image, partial(bytes, data))
-            for (src, dest, image), data in zip(items, datas, strict=True)
-        ]
+        if self.options.searching:  # a search per image, inside its own step so a miss fails that input alone
+            return [self._writer(src, dest, partial(self._one, image)) for src, dest, image in items]
+        done = encode_images(self.setup, [image for _, _, image in items], self.batch)
+        return [self._writer(src, dest, lambda e=e: e) for (src, dest, _), e in zip(items, done, strict=True)]
+
+    def _one(self, image: Any) -> Encoded:
+        from .encoding import encode_images
+
+        return encode_images(self.setup, [image])[0]
 
 
 class Decoder(Coder):

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..core import progress
 from ..core.tensors import padded_size
+from .options import TILE  # noqa: F401  (the default tile side: the encode option's, ``EncodeOptions.tile``)
 
 if TYPE_CHECKING:
     import torch
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
 # torch is imported by the functions that run a torch model: a fitted file's tiles decode without it
 # (``codec.models.light``: its model gives numpy arrays, which ``decode`` places as it does tensors).
 
-#: Default tile side in pixels; images up to this size are coded as one tile (no margins at all).
-TILE = 1024
 #: Largest tile side an encoder writes and a decoder accepts: the network works on one tile (plus
 #: margins) at a time, so this bounds the decoder's memory whatever a header claims. Measured with
 #: the hyperprior: decoding one 1024² tile peaks at 1.3 GB RSS; a 2048² tile would need about 4x.

@@ -4,8 +4,8 @@ Reading: a chunk holds a PNG (``aLPH``, ``PIXL``) or a lossless WebP in its simp
 (``PIXL`` only). Its size is read from the header and checked against the image before Pillow
 allocates anything, and only the named decoders are allowed to see the bytes.
 
-Writing, for images the network codes poorly (``codec.api.smallest``): a flat colour is stored exactly;
-an image under ``codec.api.THIN`` px on a side is padded to the network's stride (64 px), so a 1-px
+Writing, for images the network codes poorly (``codec.coding.encoding.smallest``): a flat colour is stored exactly;
+an image under ``codec.coding.encoding.THIN`` px on a side is padded to the network's stride (64 px), so a 1-px
 column costs as much as a 64-px strip. For those the encoder also tries the planes *simplified* along
 their long axis — smoothed (``SIGMAS``), then each line held from the previous one while no value moves
 by more than a threshold (``HOLDS``), otherwise rounded to a multiple of a step (``STEPS``) — and keeps

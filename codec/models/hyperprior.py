@@ -40,7 +40,7 @@ from ..core import engine
 from ..core import quality as Q
 from ..core.exact import ExactNetwork
 from ..core.tensors import ste_round
-from .base import DEFAULT_SETTINGS, EncodeSettings, Model, Streams, register
+from .base import DEFAULT_SETTINGS, Effortful, EncodeSettings, Model, Streams, Trainable, register
 
 #: CompressAI's default scale table: 64 log-spaced scales in [0.11, 256].
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
@@ -234,8 +234,8 @@ class HyperpriorCoder:
 
 
 @register
-class GainHyperprior(Model):
-    """Variable-rate mean-scale hyperprior; see the module docstring."""
+class GainHyperprior(Model, Trainable, Effortful):
+    """Variable-rate mean-scale hyperprior; see the module docstring. It codes, trains and optimizes its latents."""
 
     kind = "gain-msh"
     stride = 64  # 4 stride-2 layers in g_a, 2 more in h_a
@@ -277,6 +277,10 @@ class GainHyperprior(Model):
     @classmethod
     def from_arch(cls, arch: dict[str, Any]) -> GainHyperprior:
         return cls(Arch(**arch))
+
+    @classmethod
+    def with_levels(cls, arch: dict[str, Any], levels: int) -> dict[str, Any]:
+        return {**arch, "levels": levels}
 
     def arch_dict(self) -> dict[str, Any]:
         return asdict(self.arch)
@@ -358,9 +362,9 @@ class GainHyperprior(Model):
     def aux_loss(self) -> Tensor:
         return self.entropy_bottleneck.loss()
 
-    # -- encoder effort (the Model interface; used by codec.coding.effort) ----------------------------
+    # -- encoder effort (the Effortful interface; used by codec.coding.effort) ----------------------------
     def relaxed_rd(self, y: Tensor, z: Tensor, quality: float, rounding: Callable[[Tensor], Tensor]) -> dict:
-        """See ``Model.relaxed_rd``: ``rounding`` sees ``z·g_z - median`` and ``y·g_y - mean``."""
+        """See ``Effortful.relaxed_rd``: ``rounding`` sees ``z·g_z - median`` and ``y·g_y - mean``."""
         y_gain, z_gain = self.gains(quality)
         eb = self.entropy_bottleneck
         medians = eb._get_medians()

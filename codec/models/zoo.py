@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from ..core import engine
 from ..core import quality as Q
-from .base import DEFAULT_SETTINGS, EncodeSettings, Model, Streams, iterations_refused, register
+from .base import DEFAULT_SETTINGS, EncodeSettings, Model, Streams, register
 from .hyperprior import HyperpriorCoder, Latents
 
 #: The architectures this kind codes: CompressAI's name → its class (``compressai.zoo.image``'s names).
@@ -145,10 +145,6 @@ class ZooNet(Model):
         self._coder: FactorizedCoder | ZooHyperCoder | None = None
 
     @classmethod
-    def default_arch(cls) -> dict[str, Any]:
-        raise NotImplementedError("a network of a ZooModel is built by it")
-
-    @classmethod
     def from_arch(cls, arch: dict[str, Any]) -> ZooNet:
         raise NotImplementedError("a network of a ZooModel is built by it")
 
@@ -222,21 +218,6 @@ class ZooNet(Model):
     def synthesize(self, y_hat: Tensor) -> Tensor:
         return engine.synthesize_with(self.g_s, y_hat, self.device, self._dtype())
 
-    def forward(self, x: Tensor, quality: Tensor, autocast_dtype=None) -> dict:
-        raise NotImplementedError("networks trained elsewhere are not trained here")
-
-    def encoder_steps(self, effort: int, iterations: int | None = None) -> int:
-        return effort_zero(effort, iterations)
-
-
-def effort_zero(effort: int, iterations: int | None) -> int:
-    """``Model.encoder_steps`` of these kinds: effort 0 only (no relaxed rate model of them here yet)."""
-    if iterations is not None:
-        raise ValueError(iterations_refused(0))
-    if Q.effort_iterations(effort):
-        raise ValueError("models imported from CompressAI code at --effort 0 only")
-    return 0
-
 
 @register
 class ZooModel(Model):
@@ -254,10 +235,6 @@ class ZooModel(Model):
         self.arch = arch
         for q, (N, M) in sorted(arch.channels.items()):
             self.add_module(f"{self.PREFIX}{q}", ZooNet(arch.arch, N, M, q))
-
-    @classmethod
-    def default_arch(cls) -> dict[str, Any]:
-        raise NotImplementedError("models of kind compressai are imported (aecodec import compressai), not trained")
 
     @classmethod
     def from_arch(cls, arch: dict[str, Any]) -> ZooModel:
@@ -305,9 +282,3 @@ class ZooModel(Model):
 
     def decode_symbols(self, streams: list[Streams], shape: tuple[int, int], quality: float) -> Latents:
         return self.at(quality).decode_symbols(streams, shape, quality)
-
-    def encoder_steps(self, effort: int, iterations: int | None = None) -> int:
-        return effort_zero(effort, iterations)
-
-    def forward(self, x: Tensor, quality: Tensor, autocast_dtype=None) -> dict:
-        raise NotImplementedError("networks trained elsewhere are not trained here")

@@ -36,7 +36,7 @@ from ..core import engine
 from ..core import quality as Q
 from .base import DEFAULT_SETTINGS, EncodeSettings, Model, Streams, register
 from .hyperprior import ExactHyperSynthesis, HyperpriorCoder, Latents
-from .zoo import ZooNet, effort_zero
+from .zoo import ZooNet
 
 #: The architectures this kind codes: CompressAI's name → its class (``compressai.zoo.image_vbr``'s names).
 VBR_CLASSES: dict[str, type[nn.Module]] = {
@@ -190,10 +190,6 @@ class ZooVbrModel(Model):
         self._coders: dict[int, VbrLevelCoder] = {}
 
     @classmethod
-    def default_arch(cls) -> dict[str, Any]:
-        raise NotImplementedError("models of kind compressai-vbr are imported (aecodec import compressai)")
-
-    @classmethod
     def from_arch(cls, arch: dict[str, Any]) -> ZooVbrModel:
         return cls(VbrArch.from_dict(arch))
 
@@ -315,9 +311,3 @@ class ZooVbrModel(Model):
 
     def synthesize(self, y_hat: Tensor) -> Tensor:
         return engine.synthesize_with(self.g_s, y_hat, self.device, self._dtype())
-
-    def forward(self, x: Tensor, quality: Tensor, autocast_dtype=None) -> dict:
-        raise NotImplementedError("networks trained elsewhere are not trained here")
-
-    def encoder_steps(self, effort: int, iterations: int | None = None) -> int:
-        return effort_zero(effort, iterations)

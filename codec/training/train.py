@@ -34,8 +34,8 @@ from ..core import engine
 from ..core import quality as Q
 from ..core.devices import resolve_device
 from ..core.tensors import psnr
-from ..models.base import TABLE_BUFFERS, Model
-from ..models.registry import DEFAULT_KIND, model_class
+from ..models.base import TABLE_BUFFERS, Model, Trainable
+from ..models.registry import DEFAULT_KIND, trainable_class
 from ..weights.handle import Codec
 from .config import TrainConfig
 from .data import CropSampler, image_files, load_rgb
@@ -59,7 +59,7 @@ def sample_qualities(n: int, levels: int, generator: torch.Generator) -> Tensor:
     return Q.Q_MIN + (levels - Q.Q_MIN) * torch.rand(n, generator=generator)
 
 
-def fit_levels(model: Model, sd: dict[str, Tensor], old: tuple[float, ...]) -> list[str]:
+def fit_levels(model: Trainable, sd: dict[str, Tensor], old: tuple[float, ...]) -> list[str]:
     """Move a state dict's per-level parameters (``model.level_params``) from ladder ``old`` onto the
     model's (``quality.remap_levels``: shared levels kept exactly, others interpolated or extrapolated
     in log λ) and drop the tables frozen from them, which ``build_tables`` rebuilds. Returns the
@@ -74,9 +74,13 @@ def fit_levels(model: Model, sd: dict[str, Tensor], old: tuple[float, ...]) -> l
     return list(model.level_params)
 
 
-def stored_levels(model: Model, sd: dict[str, Tensor]) -> int:
-    """Quality levels of a state dict of ``model``'s kind: the rows of its per-level parameters."""
-    return sd[model.level_params[0]].shape[0]
+def stored_levels(model: Trainable, sd: dict[str, Tensor]) -> int:
+    """Quality levels of a state dict of ``model``'s kind: the rows of its per-level parameters (they must
+    agree), the model's own count for a kind with none."""
+    rows = {sd[name].shape[0] for name in model.level_params if name in sd}
+    if len(rows) > 1:
+        raise ValueError(f"the per-level parameters {', '.join(model.level_params)} disagree on the level count")
+    return rows.pop() if rows else model.levels
 
 
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -209,7 +213,7 @@ class WeightAverage:
     small batches (``TrainConfig.batch``) leaves the raw weights noisy. The model's ``aux_params``
     (quantiles) stay raw (they track the density the tables are built from)."""
 
-    def __init__(self, model: Model, decay: float, saved: dict[str, Tensor] | None = None) -> None:
+    def __init__(self, model: Trainable, decay: float, saved: dict[str, Tensor] | None = None) -> None:
         self.decay = decay
         self.names = [
             n for n, p in model.named_parameters() if p.is_floating_point() and not n.startswith(model.aux_params)
@@ -223,7 +227,7 @@ class WeightAverage:
         }
 
     @torch.no_grad()
-    def update(self, model: Model) -> None:
+    def update(self, model: Trainable) -> None:
         params = dict(model.named_parameters())
         torch._foreach_lerp_(
             [self.values[n] for n in self.names], [params[n].detach().float() for n in self.names], 1 - self.decay
@@ -233,7 +237,7 @@ class WeightAverage:
         return self.values
 
     @contextmanager
-    def applied(self, model: Model) -> Iterator[None]:
+    def applied(self, model: Trainable) -> Iterator[None]:
         """The averaged weights in ``model`` inside the block (validation), the raw ones after it."""
         params = dict(model.named_parameters())
         raw = {n: params[n].detach().clone() for n in self.names}
@@ -249,7 +253,7 @@ class WeightAverage:
 
 
 # -- checkpoints ----------------------------------------------------------------------------
-def save_checkpoint(path: Path, model: Model, opt, state: dict, average: WeightAverage | None = None) -> None:
+def save_checkpoint(path: Path, model: Trainable, opt, state: dict, average: WeightAverage | None = None) -> None:
     tmp = path.with_suffix(".tmp")
     ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state}
     if average is not None:
@@ -262,7 +266,7 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def make_optimizer(model: Model, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, list[Tensor]]:
+def make_optimizer(model: Trainable, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, list[Tensor]]:
     """Adam over three groups: the main parameters, the model's context networks (at ``context_lr``,
     as a multiple of the scheduled LR) and the model's ``aux_params`` (CompressAI's quantiles; fixed LR).
     Returns the optimizer and the parameters whose gradient norm is clipped."""
@@ -321,7 +325,7 @@ class LatentCache:
         return self.latents[torch.randint(len(self.latents), (size,), generator=generator)].float()
 
 
-def entropy_loss(model: Model, y: Tensor, quality: Tensor, pixels: int) -> dict[str, Tensor]:
+def entropy_loss(model: Trainable, y: Tensor, quality: Tensor, pixels: int) -> dict[str, Tensor]:
     """Bits per pixel of cached latents under the model's entropy path (the rate alone: the
     transforms are frozen, so the distortion does not depend on what is trained)."""
     lik = model.latent_rate(y, quality)
@@ -330,22 +334,31 @@ def entropy_loss(model: Model, y: Tensor, quality: Tensor, pixels: int) -> dict[
     return {"loss": bpp.mean(), "bpp": bpp.mean().detach(), "mse": zero, "aux": zero.sum()}
 
 
-def freeze_all_but_context(model: Model) -> None:
+def freeze_all_but_context(model: Trainable) -> None:
     if not model.context_params:
         raise ValueError(f"a {model.kind} model has no context networks to fit (--entropy-only)")
+    coding(model, "--entropy-only (it fits to the latents the coder sees)")
     for name, p in model.named_parameters():  # quantiles stay: build_tables fits them (validation, export)
         p.requires_grad_(name.startswith(model.context_params + model.aux_params))
 
 
+def coding(model: Trainable, what: str) -> Model:
+    """``model`` where ``what`` codes with it (validation, ``--entropy-only``): ValueError for a kind that only
+    trains."""
+    if not isinstance(model, Model):
+        raise ValueError(f"{what} needs a model that codes; a {model.kind} model only trains")
+    return model
+
+
 # -- the loop -----------------------------------------------------------------------------
-def build_model(cfg: TrainConfig) -> Model:
+def build_model(cfg: TrainConfig) -> Trainable:
     """The kind's ``default_arch()`` with the run's overrides (``--arch``) and level count."""
-    cls = model_class(cfg.kind)
+    cls = trainable_class(cfg.kind)
     default = cls.default_arch()
     unknown = sorted(set(cfg.arch) - set(default))
     if unknown:
         raise ValueError(f"a {cfg.kind} model has no architecture key {', '.join(unknown)} (has {', '.join(default)})")
-    return cls.from_arch({**default, **cfg.arch, "levels": cfg.levels})
+    return cls.from_arch(cls.with_levels({**default, **cfg.arch}, cfg.levels))
 
 
 @dataclass
@@ -357,7 +370,7 @@ class Run:
     amp: torch.dtype | None
     rank: int
     world: int
-    model: Model
+    model: Trainable
     net: torch.nn.Module
     opt: torch.optim.Optimizer
     main_params: list[Tensor]
@@ -389,6 +402,8 @@ def setup(cfg: TrainConfig, sampler: Any = None) -> Run:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     model = build_model(cfg).to(device)
+    if cfg.val_dir:
+        coding(model, "--val (validation codes images)")
     opt, main_params = make_optimizer(model, cfg)
     state, saved_average = start_state(cfg, model, opt, run_dir / "last.pt", device, rank)
     model = model.to(memory_format=torch.channels_last)
@@ -435,7 +450,7 @@ def say(run: Run, text: str) -> None:
 
 
 def start_state(
-    cfg: TrainConfig, model: Model, opt: torch.optim.Optimizer, ckpt_path: Path, device: torch.device, rank: int
+    cfg: TrainConfig, model: Trainable, opt: torch.optim.Optimizer, ckpt_path: Path, device: torch.device, rank: int
 ) -> tuple[dict, dict | None]:
     """Where the run starts: the run folder's checkpoint, else ``--from-checkpoint``, else ``--init``'s
     shipped weights, else fresh. Returns the training state and the saved weight average, if any."""
@@ -586,15 +601,15 @@ def train(cfg: TrainConfig, sampler: Any = None, on_checkpoint: Callable[[Path, 
     return state
 
 
-def resume(model: Model, opt: torch.optim.Optimizer, ck: dict, path: Path) -> tuple[dict, str]:
+def resume(model: Trainable, opt: torch.optim.Optimizer, ck: dict, path: Path) -> tuple[dict, str]:
     """Load a checkpoint into ``model`` and ``opt``; returns its training state and a note for the log.
 
     A checkpoint with fewer quality levels than the model is extended upward (``fit_levels``); the
     moved parameters' Adam moments, shaped for the old level count, start afresh.
     """
-    found = ck.get("kind", DEFAULT_KIND), {k: v for k, v in ck["arch"].items() if k != "levels"}
-    asked = model.kind, {k: v for k, v in model.arch_dict().items() if k != "levels"}
-    if found != asked:
+    found = ck.get("kind", DEFAULT_KIND), type(model).with_levels(ck["arch"], model.levels)
+    asked = model.kind, model.arch_dict()
+    if found != asked:  # another kind or architecture (a level count of its own is extended below)
         raise ValueError(f"{path} holds a {found[0]} model {ck['arch']}, asked for a {asked[0]} {model.arch_dict()}")
     sd = _without_tables(ck["model"])
     levels = stored_levels(model, sd)
@@ -618,7 +633,7 @@ def resume(model: Model, opt: torch.optim.Optimizer, ck: dict, path: Path) -> tu
     return ck["state"], note
 
 
-def init_from_weights(model: Model, model_id: str) -> dict:
+def init_from_weights(model: Trainable, model_id: str) -> dict:
     """Start a run from shipped weights (no optimizer state): training continues across sessions
     even when the checkpoint folder did not survive. Returns the training state to continue from."""
     from safetensors.torch import load_file
@@ -627,8 +642,7 @@ def init_from_weights(model: Model, model_id: str) -> dict:
 
     manifest = read_manifest()
     entry = manifest["models"][model_id]
-    arch = {**entry["arch"], "levels": model.arch_dict()["levels"]}
-    if arch != model.arch_dict():
+    if type(model).with_levels(entry["arch"], model.levels) != model.arch_dict():
         raise ValueError(f"model {model_id} has architecture {entry['arch']}, asked for {model.arch_dict()}")
     path = weights_path(manifest, model_id, weights_dir())
     if sha256_file(path) != entry["sha256"]:
@@ -639,7 +653,7 @@ def init_from_weights(model: Model, model_id: str) -> dict:
     old = training.get("lambdas")
     if not isinstance(old, list):  # entries before the key: v1 (CompressAI's 8 levels), else this ladder
         old = Q.COMPRESSAI_LAMBDAS if rows == len(Q.COMPRESSAI_LAMBDAS) else Q.ladder(rows)
-    if len(old) != rows:
+    if model.level_params and len(old) != rows:
         raise ValueError(f"model {model_id} has {rows} gain levels for a {len(old)}-level ladder")
     fit_levels(model, sd, tuple(old))  # another ladder or fewer levels: move the gains
     # strict=False: parameters the weights lack (a context model's nets on hyperprior weights) start fresh

@@ -61,6 +61,7 @@ class OverfitModel(Model):
 
     @classmethod
     def default_arch(cls) -> dict[str, Any]:
+        """The arch of the shipped ``overfit`` id (the kind is fitted per image, never trained)."""
         return Arch().as_dict()
 
     @classmethod
@@ -149,6 +150,3 @@ class OverfitModel(Model):
 
     def synthesize(self, y_hat: Tensor) -> Tensor:
         return torch.nan_to_num(y_hat.float(), nan=0.0, posinf=1.0, neginf=0.0).clamp_(0, 1)
-
-    def forward(self, x: Tensor, quality: Tensor, autocast_dtype=None) -> dict:
-        raise NotImplementedError("the overfit kind is fitted per image, not trained")

@@ -23,6 +23,7 @@ from .coding import jobs
 from .coding.jobs import labelled as _labelled
 from .coding.jobs import one_line as _one_line
 from .coding.options import check_targets, own_fields
+from .core import quality as Q
 from .core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OTHER, AecError
 from .core.lean import import_compressai_lean
 from .core.quality import (
@@ -597,7 +598,7 @@ def _model_row(manifest: dict, model_id: str, entry: dict) -> dict:
         "qualities": _quality_range(entry),
         "levels": None if only is None else list(only),
         "metric": arch.get("metric") if isinstance(arch, dict) and only is not None else None,
-        "imported": entry.get("kind") == "compressai",
+        "imported": entry.get("kind") in ("compressai", "compressai-vbr"),
         "experimental": bool(entry.get("experimental")),
     }
 
@@ -610,17 +611,24 @@ def _model_line(row: dict) -> str:
         ("default", row["default"]),
         (absent or "weights file missing", not row["present"]),
         ("per image: no weights, each file carries its decoder", row["file"] is None),
-        (f"imported from CompressAI, {row['metric']}-trained, one network per quality", row["imported"]),
+        (f"imported from CompressAI, {row['metric']}-trained, {_networks(row['levels'])}", row["imported"]),
         ("experimental", row["experimental"]),
     )
     notes = [n for n, on in flags if on]
-    if row["levels"] is not None:
+    step = None if row["levels"] is None else Q.grid_step(row["levels"])
+    if step is not None:
+        span = f"q {min(row['levels']):g}-{max(row['levels']):g} step {step:g}"
+    elif row["levels"] is not None:
         span = "q " + ",".join(f"{q:g}" for q in row["levels"])
     elif row["qualities"]:
         span = f"q {row['qualities'][0]:g}-{row['qualities'][1]:g}"
     else:
         span = "q unknown (bad arch)"
     return f"{row['id']}  {span}" + (f"  ({', '.join(notes)})" if notes else "")
+
+
+def _networks(levels: list[float] | None) -> str:
+    return "one network per quality" if levels is None or Q.grid_step(levels) is None else "one variable-rate network"
 
 
 def _quality_range(entry: dict) -> list[float] | None:
@@ -815,8 +823,9 @@ def _bench_inputs(folder: str, output: str | None, force: bool) -> tuple[list[Pa
 )
 def import_(source, arch, metric, qualities, files) -> None:
     """Bring in networks trained elsewhere: CompressAI's ARCH (bmshj2018-factorized, bmshj2018-hyperprior,
-    mbt2018-mean), converted to aecodec's weights in your models folder ($AECODEC_MODELS, else
-    $XDG_DATA_HOME/aecodec/models). Every command then takes them with --model cai-ARCH-METRIC.
+    mbt2018-mean; the variable-rate bmshj2018-hyperprior-vbr and mbt2018-mean-vbr, one network for qualities 3 to
+    10 in steps of 0.25, imported without --quality), converted to aecodec's weights in your models folder
+    ($AECODEC_MODELS, else $XDG_DATA_HOME/aecodec/models). Every command then takes them with --model cai-ARCH-METRIC.
 
     A checkpoint is read without running code and every tensor is checked; anything else is refused."""
     from .weights.imported import REFUSED, user_models_dir
@@ -834,8 +843,8 @@ def import_(source, arch, metric, qualities, files) -> None:
     except Exception as e:  # noqa: BLE001 - the CLI promises one line, never a traceback
         _fail(f"internal error: {type(e).__name__}: {e}")
         sys.exit(EXIT_OTHER)
-    have = ",".join(str(q) for q in entry["arch"]["qualities"])
-    _print(f"{model_id}: qualities {have} ({metric}) in {user_models_dir() / entry['file']}; use --model {model_id}")
+    have = Q.describe(entry["arch"]["qualities"])
+    _print(f"{model_id}: {have} ({metric}) in {user_models_dir() / entry['file']}; use --model {model_id}")
 
 
 def _whole_numbers(text: str, flag: str) -> list[int]:
@@ -851,7 +860,8 @@ def _bench_qualities(qualities: str | None, model_id: str | None) -> tuple[str, 
     from .bench import parse_floats
 
     model_id, levels, only = installed_qualities(model_id)
-    asked = parse_floats(qualities or DEFAULT_BENCH_QUALITIES, "-q") if qualities or only is None else list(only)
+    asked = parse_floats(qualities or DEFAULT_BENCH_QUALITIES, "-q") if qualities or only is None else None
+    asked = Q.integer_qualities(levels, only) if asked is None else asked
     return model_id, [check_quality(q, levels, model_id, only) for q in asked]
 
 

@@ -29,10 +29,11 @@ def test_each_kind_implements_only_its_parts():
     training); a class that neither codes nor trains is not a kind."""
     parts = {k: {p.__name__ for p in (Model, Trainable, Effortful) if issubclass(KINDS[k], p)} for k in KINDS}
     everything = {"Model", "Trainable", "Effortful"}
-    assert {k: parts[k] for k in ("gain-msh", "gain-ctx", "compressai", "overfit")} == {
+    assert {k: parts[k] for k in ("gain-msh", "gain-ctx", "compressai", "compressai-vbr", "overfit")} == {
         "gain-msh": everything,
         "gain-ctx": everything,
         "compressai": {"Model"},
+        "compressai-vbr": {"Model"},
         "overfit": {"Model"},
     }
     with pytest.raises(TypeError, match="neither codes"):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from ..core import quality as Q
 from ..core.tensors import padded_size
 from ..format import bitstream as bs
 from ..format import stored
@@ -84,8 +85,7 @@ def check_fits_model(f: bs.AecFile, codec: Codec, max_pixels: int = bs.MAX_PIXEL
         )
     only = codec.model.qualities
     if only is not None and f.quality not in only:
-        have = ", ".join(f"{q:g}" for q in only)
-        raise bs.FormatError(f"quality {f.quality:g} is none of model {codec.model_id}'s qualities ({have})")
+        raise bs.FormatError(f"quality {f.quality:g} is none of model {codec.model_id}'s ({Q.describe(only)})")
     check_work_area(f, codec, max_pixels)
 
 

@@ -58,14 +58,35 @@ def check_quality(quality: float, levels: int = LEVELS, model: str = "", only: S
     q = float(quality)
     if only is not None:
         if q not in only:  # NaN is in no list
-            have = ", ".join(f"{v:g}" for v in sorted(only))
             name = f"model {model}" if model else "this model"
-            raise ValueError(f"{name} has no quality {q:g}: it has one network for each of qualities {have}")
+            raise ValueError(f"{name} has no quality {q:g}: it {describe(only, True)}")
         return q
     if not (Q_MIN <= q <= levels) or math.isnan(q):
         of = f" for model {model}" if model else ""
         raise ValueError(f"quality must be between {Q_MIN:g} and {levels:g}{of}, got {quality!r}")
     return q
+
+
+def grid_step(only: Sequence[float]) -> float | None:
+    """The step of qualities that form a grid with a fractional step (a variable-rate model imported from
+    CompressAI: 3 to 10 in steps of 0.25), None for any other list (one network per quality)."""
+    qs = sorted(only)
+    steps = {round((b - a) * QUALITY_SCALE) for a, b in zip(qs, qs[1:], strict=False)}
+    if len(qs) < 3 or len(steps) != 1 or next(iter(steps)) % QUALITY_SCALE == 0:
+        return None
+    return next(iter(steps)) / QUALITY_SCALE
+
+
+def describe(only: Sequence[float], verb: bool = False) -> str:
+    """The qualities a model with a list of them codes, in a few words: "qualities 3 to 10 in steps of 0.25", or
+    each ("qualities 3, 4"); with ``verb``, as the end of "it ...": "codes qualities 3 to 10 in steps of 0.25",
+    "has one network for each of qualities 3, 4"."""
+    step = grid_step(only)
+    if step is not None:
+        words = f"qualities {min(only):g} to {max(only):g} in steps of {step:g}"
+        return f"codes {words}" if verb else words
+    words = "qualities " + ", ".join(f"{v:g}" for v in sorted(only))
+    return f"has one network for each of {words}" if verb else words
 
 
 def default_quality(only: Sequence[float] | None = None) -> float:
@@ -90,10 +111,10 @@ def zoo_quality(quality: float) -> int:
 
 
 def integer_qualities(levels: int, only: Sequence[float] | None = None) -> list[float]:
-    """Every integer quality of a model with ``levels`` quality levels, or its ``only`` qualities (benchmarks'
-    default sweep)."""
+    """Every integer quality of a model with ``levels`` quality levels, or the integer ones of its ``only``
+    qualities (benchmarks' default sweep; a variable-rate model's: its trained levels)."""
     if only is not None:
-        return sorted(float(q) for q in only)
+        return sorted(float(q) for q in only if float(q).is_integer())
     return [float(q) for q in range(int(Q_MIN), levels + 1)]
 
 

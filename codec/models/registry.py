@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..core.errors import AecError
 from ..weights.manifest import LEGACY_KIND, kind_of  # noqa: F401  (kind_of re-exported: reading kinds needs no torch)
-from . import context, hyperprior, zoo  # noqa: F401  (they register their kinds)
+from . import context, hyperprior, zoo, zoo_vbr  # noqa: F401  (they register their kinds)
 from .base import KINDS, Kind, Model, Trainable
 from .overfit import model  # noqa: F401  (registers the fitted kind)
 

@@ -23,20 +23,15 @@ _AUTOREGRESSIVE = (
     "machine can predict other tables and lose the rest of the image; coding it exactly needs an integer context "
     "model of this architecture with a wavefront decode, which is not built yet"
 )
-_VBR = (
-    "one network for every rate, whose hyper-latent is quantized with a step that a float network computes from "
-    "the rate, and coded with tables rebuilt in float for that step (EntropyBottleneckVbr.update_variable), so "
-    "another machine can build other tables and lose the rest of the image; an exact form of that is not built yet"
-)
 #: CompressAI zoo architectures this version refuses, and why (one line each).
 REFUSED = {
     "mbt2018": _AUTOREGRESSIVE,
     "cheng2020-anchor": _AUTOREGRESSIVE,
     "cheng2020-attn": _AUTOREGRESSIVE,
-    "bmshj2018-hyperprior-vbr": _VBR,
-    "mbt2018-mean-vbr": _VBR,
-    "mbt2018-vbr": f"{_VBR}; and {_AUTOREGRESSIVE}",
+    "mbt2018-vbr": _AUTOREGRESSIVE,
 }
+#: The variable-rate architectures (one network for every quality: imported without --quality).
+VARIABLE_RATE = ("bmshj2018-hyperprior-vbr", "mbt2018-mean-vbr")
 
 
 def user_models_dir() -> Path:
@@ -72,6 +67,8 @@ def import_command(model: str, quality: float | None = None) -> str | None:
         return None
     arch, metric = parsed
     command = f"aecodec import compressai {arch} --metric {metric}"
+    if arch in VARIABLE_RATE:
+        return command
     try:
         return command + ("" if quality is None else f" --quality {Q.zoo_quality(quality)}")
     except ValueError:

@@ -30,8 +30,10 @@ from safetensors.torch import load_file
 
 from ..core import quality as Q
 from ..core.errors import AecError
+from ..models import zoo_vbr
 from ..models.zoo import CLASSES, HYPER, TABLES, ZooArch, ZooModel, ZooNet
-from .imported import METRICS, REFUSED, model_id, user_models_dir
+from ..models.zoo_vbr import VBR_CLASSES, VbrArch, ZooVbrModel
+from .imported import METRICS, REFUSED, VARIABLE_RATE, model_id, user_models_dir
 from .manifest import read_manifest, write_manifest_entry
 from .store import _load, model_from_state, save_weights, sha256_file, state_dict_for_model
 
@@ -39,11 +41,14 @@ from .store import _load, model_from_state, save_weights, sha256_file, state_dic
 #: zoo's widest is 320), symbols of a factorized table (the zoo's q8 tails span a few hundred), CDF rows and
 #: |median| / |offset| (symbols stay far inside int32).
 MAX_CHANNELS = 1024
-MAX_SPAN = 1 << 14
+MAX_SPAN = zoo_vbr.MAX_Z_SYMBOLS
 MAX_TABLE_ROWS = 4096
 MAX_CENTRE = 1 << 20
 MAX_FILE_BYTES = 1 << 31
 CDF_TOP = 1 << 16  # CompressAI's rANS precision
+#: |Gain| of a variable-rate model (the inverse of y's quantization step; the zoo's span about 0.1 to 1).
+GAIN_RANGE = (1e-3, 1e3)
+assert set(VARIABLE_RATE) == set(VBR_CLASSES), "the torch-free list names the variable-rate architectures"
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,8 @@ def check_request(arch: str, metric: str) -> None:
     """AecError unless this version imports ``arch`` trained for ``metric``."""
     if arch in REFUSED:
         raise AecError(f"{arch} is not importable: {REFUSED[arch]}")
-    if arch not in CLASSES:
-        raise AecError(f"unknown architecture {arch!r}; importable: {', '.join(CLASSES)}")
+    if arch not in CLASSES and arch not in VBR_CLASSES:
+        raise AecError(f"unknown architecture {arch!r}; importable: {', '.join([*CLASSES, *VBR_CLASSES])}")
     if metric not in METRICS:
         raise AecError(f"unknown metric {metric!r}; CompressAI trains for {', '.join(METRICS)}")
 
@@ -151,7 +156,7 @@ def check_tensors(sd: dict[str, torch.Tensor], arch: str, label: str) -> tuple[i
     N, M = width["g_a.0.weight"], width["g_a.6.weight"]
     if not (0 < N <= MAX_CHANNELS and 0 < M <= MAX_CHANNELS):
         raise AecError(f"{label}: {N} and {M} channels, more than {MAX_CHANNELS}: not a {arch} checkpoint")
-    expected = {k: v.shape for k, v in CLASSES[arch](N, M).state_dict().items()}
+    expected = {k: v.shape for k, v in _reference(arch, N, M, sd).state_dict().items()}
     fixed = {k for k in expected if not k.endswith(TABLES)}
     missing, extra = fixed - sd.keys(), sd.keys() - expected.keys()
     if missing or extra:
@@ -169,7 +174,17 @@ def check_tensors(sd: dict[str, torch.Tensor], arch: str, label: str) -> tuple[i
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise AecError(f"{label}: {k} holds NaN or infinite values")
     _check_quantiles(sd["entropy_bottleneck.quantiles"], label)
+    if "Gain" in sd and not bool(((sd["Gain"].abs() >= GAIN_RANGE[0]) & (sd["Gain"].abs() <= GAIN_RANGE[1])).all()):
+        raise AecError(f"{label}: Gain out of range (|Gain| from {GAIN_RANGE[0]:g} to {GAIN_RANGE[1]:g})")
     return N, M
+
+
+def _reference(arch: str, N: int, M: int, sd: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """CompressAI's network of ``arch`` that a state dict must match (a variable-rate one with the variable z step
+    when the state dict has its network)."""
+    if arch in VBR_CLASSES:
+        return zoo_vbr.reference(arch, N, M, zoo_vbr.variable_z(sd))
+    return CLASSES[arch](N, M)
 
 
 def _check_quantiles(quantiles: torch.Tensor, label: str) -> None:
@@ -204,8 +219,9 @@ def _check_cdfs(sd: dict[str, torch.Tensor], prefix: str, rows: int, label: str)
 def _tables_kept(sd: dict[str, torch.Tensor], arch: str, N: int, M: int, label: str) -> bool:
     """True when the checkpoint's entropy tables are complete and usable (then they are kept), False when it
     has none (they are built); AecError for tables that are there but unusable."""
-    kept = [_check_cdfs(sd, "entropy_bottleneck", N if arch in HYPER else M, label)]
-    if arch in HYPER:
+    hyper = arch in HYPER or arch in VBR_CLASSES
+    kept = [_check_cdfs(sd, "entropy_bottleneck", N if hyper else M, label)]
+    if hyper:
         table = sd.get("gaussian_conditional.scale_table", torch.empty(0)).double()
         if _check_cdfs(sd, "gaussian_conditional", table.numel(), label):
             steps = table[1:] - table[:-1]
@@ -286,7 +302,8 @@ def from_file(path: Path, arch: str, metric: str, quality: int) -> tuple[object,
     published = published_as(digest)
     if published is not None and published != (arch, metric, quality):
         a, m, q = published
-        raise AecError(f"{path}: this is CompressAI's {a} ({m}) at quality {q}, not {arch} ({metric}) at {quality}")
+        at = lambda k: f" at quality {k}" if k else ""  # noqa: E731 - quality 0: a variable-rate model's one file
+        raise AecError(f"{path}: this is CompressAI's {a} ({m}){at(q)}, not {arch} ({metric}){at(quality)}")
     named = [key for key, url in zoo_urls().items() if url.rsplit("/", 1)[1] == path.name]
     if named and published is None:
         raise AecError(f"{path}: named as a file of CompressAI's zoo, but its sha256 is not the one its name carries")
@@ -386,6 +403,8 @@ def import_compressai(
     the zoo has, or those of the ``files``) from the zoo through torch.hub, or from local ``files`` paired with
     them in order. Every network is read and checked before anything is written. (model id, manifest entry)."""
     check_request(arch, metric)
+    if arch in VBR_CLASSES:
+        return import_variable_rate(arch, metric, qualities, list(files or []), progress)
     networks = []
     for zoo_q, path in plan(arch, metric, qualities, list(files or [])):
         obj, origin, digest = (
@@ -394,3 +413,59 @@ def import_compressai(
         ours = Q.compressai_quality(zoo_q)
         networks.append(Network(ours, convert(tensors_of(obj, origin), arch, ours, origin), origin, digest))
     return install(arch, metric, networks)
+
+
+# -- variable-rate models: one network, its per-quality grid computed here, once --------------------------------
+
+
+def convert_variable_rate(sd: dict[str, torch.Tensor], arch: str, metric: str, label: str) -> ZooVbrModel:
+    """The variable-rate model of a checked state dict: its tables kept or built, then the grid of per-quality
+    scales, z steps and z tables computed once (``ZooVbrModel.build_grid``) and the exact path built."""
+    sd = {k: v for k, v in sd.items() if k != "QuantOffset"}  # as CompressAI's from_state_dict drops it
+    N, M = check_tensors(sd, arch, label)
+    kept = _tables_kept(sd, arch, N, M, label)
+    model = ZooVbrModel(VbrArch(arch, metric, N, M, zoo_vbr.variable_z(sd)))
+    sd = {k: v for k, v in state_dict_for_model(sd).items() if kept or not k.endswith(TABLES)}
+    for name, _ in model.named_buffers():
+        if name.endswith(TABLES) and name in sd:
+            module, leaf = name.rsplit(".", 1)
+            setattr(model.get_submodule(module), leaf, torch.empty_like(sd[name]))
+    model.load_state_dict(sd, strict=False)  # every name was checked above; the grid is built below
+    try:
+        model.eval().build_grid() if kept else model.eval().build_tables()
+    except (RuntimeError, ValueError) as e:
+        raise AecError(f"{label}: cannot be coded exactly ({e})") from None
+    return model
+
+
+def import_variable_rate(
+    arch: str, metric: str, qualities: list[int] | None, files: list[Path], progress: bool
+) -> tuple[str, dict]:
+    """Import a variable-rate model: one network for every quality, from the zoo or one ``--from`` file."""
+    if qualities is not None:
+        raise AecError(f"{arch} is one network for every quality: give no --quality")
+    if len(files) > 1:
+        raise AecError(f"{arch} is one network for every quality: give one --from file")
+    if not files and (arch, metric, 0) not in zoo_urls():
+        raise AecError(f"CompressAI publishes no {metric} weights of {arch}: give a checkpoint with --from")
+    obj, origin, digest = fetch(arch, metric, 0, progress) if not files else from_file(files[0], arch, metric, 0)
+    model = convert_variable_rate(tensors_of(obj, origin), arch, metric, origin)
+    folder, mid = user_models_dir(), model_id(arch, metric)
+    entry = {
+        "file": f"{mid}.safetensors",
+        "kind": ZooVbrModel.kind,
+        "arch": model.arch_dict(),
+        "dtype": "float32",
+        "source": f"CompressAI's {arch} ({metric}), trained by CompressAI, imported with aecodec import",
+        "lambdas": {str(Q.compressai_quality(k)): lam for k, lam in enumerate(_lambdas(metric), 1)},
+        "from": origin,
+        "file_sha256": digest,
+    }
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        entry["sha256"] = save_weights(model, folder / entry["file"], half=False)
+        write_manifest_entry(folder, mid, entry, make_default=None)
+    except OSError as e:
+        raise AecError(f"{folder}: cannot write the imported model ({e.strerror or e})") from None
+    _load.cache_clear()  # a model of this id loaded before in this process is stale
+    return mid, entry

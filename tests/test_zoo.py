@@ -500,6 +500,24 @@ def test_variable_rate_symbols_are_identical_across_threads_and_float64(arch, ho
                 assert again == streams, (q, name)
 
 
+def test_variable_rate_grid_is_the_same_whatever_the_model_is_held_in(home, tmp_path):
+    """The stored grid (z's steps and tables, y's scales) is computed in float64 on copies: rebuilding it from a
+    model held in float64, or at another thread count, stores the very same buffers, as another machine must."""
+    model = load_codec(imported_vbr(tmp_path, "mbt2018-mean-vbr")).model
+    stored = {k: v.clone() for k, v in model.grid.state_dict().items()}
+    threads = torch.get_num_threads()
+    for name in ("float64", "threads2"):
+        m = copy.deepcopy(model).double() if name == "float64" else copy.deepcopy(model)
+        torch.set_num_threads(2 if name == "threads2" else 1)
+        try:
+            m.build_grid()
+        finally:
+            torch.set_num_threads(threads)
+        for k, v in m.grid.state_dict().items():
+            assert v.dtype == stored[k].dtype and torch.equal(v, stored[k]), (name, k)
+    assert len(set(stored["qs"].tolist())) > 1  # the variable step: the grid is not one table repeated
+
+
 @pytest.mark.parametrize("arch, variable_z", [(a, v) for a in VBR for v in (True, False)])
 def test_variable_rate_sizes_and_pixels_match_compressai(arch, variable_z, home, tmp_path, monkeypatch):
     """At each of CompressAI's levels s (our quality s+3): our streams within 0.5 % of its ``compress(x,

@@ -9,9 +9,9 @@ training ``trainable_class`` (a kind that only codes is refused).
 from __future__ import annotations
 
 from ..core.errors import AecError
-from ..weights.manifest import LEGACY_KIND, kind_of  # noqa: F401  (kind_of re-exported: reading kinds needs no torch)
 from . import context, hyperprior, zoo, zoo_vbr  # noqa: F401  (they register their kinds)
 from .base import KINDS, Kind, Model, Trainable
+from .kinds import LEGACY_KIND, kind_of  # noqa: F401  (kind_of re-exported: reading kinds needs no torch)
 from .overfit import model  # noqa: F401  (registers the fitted kind)
 
 #: Kind of manifest entries written before kinds existed (v2-v4 weights).

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.quality import LEVELS, MIN_LEVELS
-from ..weights.manifest import LEGACY_KIND
+from ..models.kinds import LEGACY_KIND
 
 #: Where runs live unless told otherwise: ``run_dir``'s default is its ``default`` (``~`` as written in help texts).
 RUNS = Path("~/.cache/aecodec/runs")

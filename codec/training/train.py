@@ -29,7 +29,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..api import decode_array, encode_array
+from ..coding import decoding, encoding
+from ..coding.options import EncodeOptions
 from ..core import engine
 from ..core import quality as Q
 from ..core.devices import resolve_device
@@ -195,10 +196,11 @@ def validate(model: Model, files: list[Path], qualities: tuple[float, ...], devi
     results = {}
     for q in qualities:
         bpps, psnrs = [], []
+        coder = encoding.setup(EncodeOptions(quality=q), codec)
         for path in files:
             rgb = load_rgb(path)
-            data = encode_array(rgb, q, codec)
-            rec = decode_array(data, codec)
+            data = encoding.encode_arrays(coder, [rgb], [{}])[0].data
+            rec = decoding.as_rgb(decoding.decode_planes([decoding.open_file(data, codec=codec)])[0])
             bpps.append(len(data) * 8 / (rgb.shape[0] * rgb.shape[1]))
             psnrs.append(psnr(rgb, rec))
         results[f"{q:g}"] = {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))}

@@ -15,11 +15,9 @@ from pathlib import Path
 
 from ..core.errors import AecError
 from ..core.quality import LEVELS, check_levels, check_quality, default_quality
+from ..models.kinds import kind_of
 from .imported import user_models_dir
 from .shipping import COMPANION, COMPANION_HINT, COMPANION_MODULE, distribution_of
-
-#: Kind of manifest entries written before kinds existed (v2-v4 weights: the gained hyperprior).
-LEGACY_KIND = "gain-msh"
 
 
 def weights_dir() -> Path:
@@ -84,14 +82,6 @@ def _read(folder: Path) -> dict:
     if not (isinstance(models, dict) and all(isinstance(entry, dict) for entry in models.values())):
         raise AecError(f'weights manifest {path} must be an object whose "models" maps ids to objects')
     return manifest
-
-
-def kind_of(entry: dict) -> str:
-    """The model kind a manifest entry names."""
-    kind = entry.get("kind", LEGACY_KIND)
-    if not isinstance(kind, str):
-        raise AecError(f"manifest kind must be a string, got {kind!r}")
-    return kind
 
 
 def model_kind(model_id: str) -> str | None:

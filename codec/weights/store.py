@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING
 from ..core.devices import resolve_device
 from ..core.digest import sha256_file
 from ..core.errors import AecError
+from ..models.kinds import kind_of
 from ..models.light import light_decoder
 from .handle import Codec
 from .imported import import_command, user_models_dir
-from .manifest import kind_of, model_kind, read_manifest, weights_dir, weights_path  # noqa: F401  (re-exported)
+from .manifest import model_kind, read_manifest, weights_dir, weights_path  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     import torch

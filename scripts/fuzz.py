@@ -602,7 +602,7 @@ def stages_reached() -> Iterator[set[str]]:
     """The ``STAGES`` and ``PLANE_STAGES`` that decoding inside the block reached, seen through hooks on
     ``codec.format.bitstream.unpack`` (on success), ``codec.core.engine.RansTables`` and
     ``codec.core.engine.synthesize_with`` (on entry; the fitted kind's decoders likewise: ``fast`` and the
-    reference's ``Decoder.image``) and ``codec.format.stored.read_plane`` (on entry, and on success); removed
+    reference's ``FittedDecoder.image``) and ``codec.format.stored.read_plane`` (on entry, and on success); removed
     on exit.
 
     A mutation that never gets past the parser tests the parser only: this says which ones go deeper.
@@ -614,7 +614,7 @@ def stages_reached() -> Iterator[set[str]]:
     seen: set[str] = set()
     # (owner, attribute, stage on entry, stage on success)
     hooks = [(bs, "unpack", None, "parsed"), (engine, "synthesize_with", "network", None)]
-    hooks += [(network.Decoder, "image", "network", None), (fast, "image", "network", None)]  # the overfit kind's
+    hooks += [(network.FittedDecoder, "image", "network", None), (fast, "image", "network", None)]  # the overfit kind's
     hooks += [(engine.RansTables, name, "rans", None) for name in ("decode", "decoder")]
     hooks += [(fast, name, "rans", None) for name in ("decode_params", "decode_grids")]  # its compiled decoder
     hooks += [(stored, "read_plane", "plane", "plane-decoded")]

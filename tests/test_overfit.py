@@ -21,7 +21,7 @@ from codec.models.overfit import coding, laplace
 from codec.models.overfit.coding import waves
 from codec.models.overfit.fit import PRESETS, FitPhase, FitPreset, fit, phase_steps, planned_iterations
 from codec.models.overfit.model import OverfitModel
-from codec.models.overfit.network import Arch, Decoder, causal_taps, grid_sizes, macs_per_pixel, wave_slope
+from codec.models.overfit.network import Arch, FittedDecoder, causal_taps, grid_sizes, macs_per_pixel, wave_slope
 from tests.conftest import one_error_line
 from tests.support import OVERFIT_ID
 
@@ -110,7 +110,7 @@ def test_mac_count_matches_the_layers():
 
     arch = Arch()
     h, w = 96, 128
-    dec = Decoder(arch)
+    dec = FittedDecoder(arch)
     grids = [torch.zeros(gh, gw) for gh, gw in grid_sizes(h, w, arch.grids)]
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         dec.arm(dec.contexts(grids))
@@ -122,7 +122,7 @@ def test_mac_count_matches_the_layers():
 
 def test_exact_arm_ignores_threads():
     """The ARM's coding tables come from integers: the same with 1 or 2 threads."""
-    dec = Decoder(Arch(), seed=5)
+    dec = FittedDecoder(Arch(), seed=5)
     grid = torch.randint(-6, 7, (23, 31)).float()
     before = torch.get_num_threads()
     try:

@@ -25,7 +25,7 @@ from codec.core.fixed import pointwise_layers
 from codec.format import bitstream as bs
 from codec.models.overfit import coding, fast
 from codec.models.overfit.arch import param_layout
-from codec.models.overfit.network import Arch, Decoder, grid_sizes
+from codec.models.overfit.network import Arch, FittedDecoder, grid_sizes
 from tests.support import OVERFIT_ID, fitted_grid_digest
 
 pytestmark = pytest.mark.skipif(not fast.available(), reason="the compiled decoder was not built")
@@ -64,7 +64,7 @@ def _random_streams(seed: int, h: int, w: int, spread: float, weights: float, ar
     """The two streams of a random decoder (parameters scaled by ``weights``) and random Laplace grids of
     scale ``spread`` (±1000 at most, as a fit keeps them), coded by the reference encoder."""
     rng = np.random.default_rng(seed)
-    dec = Decoder(arch, seed=seed)
+    dec = FittedDecoder(arch, seed=seed)
     with torch.no_grad():
         for _, p in dec.tensors():
             p.add_(torch.from_numpy(rng.normal(0, weights, tuple(p.shape))).float())
@@ -127,7 +127,7 @@ def test_fitted_files_decode_as_the_reference(photo_like):
 def test_integer_layers_are_the_exact_network_s():
     """``fixed.pointwise_layers`` quantizes as ``ExactNetwork`` does, and refuses what it refuses."""
     for seed, scale in ((0, 1.0), (1, 1e-4), (2, 300.0)):
-        dec = Decoder(ARCH, seed=seed)
+        dec = FittedDecoder(ARCH, seed=seed)
         with torch.no_grad():
             for _, p in dec.tensors():
                 p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)) * scale)
@@ -148,7 +148,7 @@ def test_integer_layers_are_the_exact_network_s():
 
 def test_parameter_layout_is_the_decoder_s():
     for arch in (ARCH, Arch(grids=1, context=5, arm_hidden=8, syn_hidden=4)):
-        assert [(n, tuple(p.shape)) for n, p in Decoder(arch).tensors()] == param_layout(arch)
+        assert [(n, tuple(p.shape)) for n, p in FittedDecoder(arch).tensors()] == param_layout(arch)
 
 
 # -- threads, torch, damage ------------------------------------------------------------------------------------

@@ -262,7 +262,7 @@ static float *upsample(const float *grids, const Py_ssize_t *hs, const Py_ssize_
     return acc;
 }
 
-/* Synthesis weights, packed in ``Decoder.tensors()`` order from syn_w1 on. */
+/* Synthesis weights, packed in ``FittedDecoder.tensors()`` order from syn_w1 on. */
 typedef struct {
     int G, S;
     const float *w1, *b1, *w2, *b2, *w3, *b3, *w4, *b4;

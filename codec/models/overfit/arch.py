@@ -1,7 +1,7 @@
 """The fitted kind's sizes and layout, with no torch: what both decoders (``network``'s torch reference and the
 compiled ``fast``) and the encoder share.
 
-``param_layout`` is the order and shape of the parameter tensors in stream 0 (``Decoder.tensors()``; a test
+``param_layout`` is the order and shape of the parameter tensors in stream 0 (``FittedDecoder.tensors()``; a test
 checks that the module's parameters are exactly these).
 """
 

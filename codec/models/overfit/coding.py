@@ -2,7 +2,7 @@
 
 One tile's two streams (docs/FORMAT.md, "overfit streams")::
 
-    stream 0   parameters: per tensor (``Decoder.tensors`` order) a byte ``e`` (step 2^-e) and a byte
+    stream 0   parameters: per tensor (``FittedDecoder.tensors`` order) a byte ``e`` (step 2^-e) and a byte
                ``k`` (Laplace scale step, centre 0), then one rANS stream of every tensor's integers
     stream 1   the grids, finest first, each in wave order (``waves``), every integer coded with the
                table the exact ARM derives from its already decoded causal neighbours
@@ -23,7 +23,7 @@ from ...core.engine import intra_op_threads
 from ...core.exact import CLAMP_BITS, ExactNetwork
 from . import laplace
 from .arch import HEADER_BYTES, MAX_STEP_EXP, MIN_SYMBOLS
-from .network import RADIUS, Arch, Decoder, grid_sizes, wave_slope
+from .network import RADIUS, Arch, FittedDecoder, grid_sizes, wave_slope
 
 #: Estimated cost of a value outside its table beyond the escape symbol (the rANS bypass code).
 ESCAPE_BITS = 40
@@ -63,7 +63,7 @@ def _centred_lengths() -> tuple[Tensor, Tensor, Tensor]:
     return matrix, offsets, torch.tensor(tops)
 
 
-def encode_params(decoder: Decoder, exps: list[int]) -> bytes:
+def encode_params(decoder: FittedDecoder, exps: list[int]) -> bytes:
     """Stream 0: the decoder's parameters quantized with the steps ``exps`` (one per tensor)."""
     header, symbols, indexes = bytearray(), [], []
     for (_, p), e in zip(decoder.tensors(), exps, strict=True):
@@ -76,9 +76,9 @@ def encode_params(decoder: Decoder, exps: list[int]) -> bytes:
     return bytes(header) + body
 
 
-def decode_params(data: bytes, arch: Arch) -> Decoder:
+def decode_params(data: bytes, arch: Arch) -> FittedDecoder:
     """The decoder a stream 0 describes; ValueError when it cannot be one."""
-    decoder = Decoder(arch)
+    decoder = FittedDecoder(arch)
     tensors = decoder.tensors()
     if len(data) < HEADER_BYTES * len(tensors):
         raise ValueError("decoder parameter stream is shorter than its header")
@@ -97,9 +97,9 @@ def decode_params(data: bytes, arch: Arch) -> Decoder:
     return decoder
 
 
-def dequantized(decoder: Decoder, exps: list[int]) -> Decoder:
+def dequantized(decoder: FittedDecoder, exps: list[int]) -> FittedDecoder:
     """A copy of ``decoder`` with its parameters at the steps ``exps``: what ``decode_params`` rebuilds."""
-    out = Decoder(decoder.arch)
+    out = FittedDecoder(decoder.arch)
     with torch.no_grad():
         for (_, q), (_, p), e in zip(out.tensors(), decoder.tensors(), exps, strict=True):
             q.copy_((quantize(p, e) * 2.0**-e).float())
@@ -116,7 +116,7 @@ def waves(h: int, w: int, slope: int) -> tuple[Tensor, list[int]]:
     return order, torch.bincount(t, minlength=slope * (h - 1) + w).tolist()
 
 
-def _tap_offsets(decoder: Decoder, padded_w: int) -> Tensor:
+def _tap_offsets(decoder: FittedDecoder, padded_w: int) -> Tensor:
     return torch.tensor([dy * padded_w + dx for dy, dx in decoder.taps])
 
 
@@ -131,7 +131,7 @@ def _centres(h: int, w: int, padded_w: int) -> Tensor:
     return (pos // w + RADIUS) * padded_w + pos % w + RADIUS
 
 
-def grid_symbols(decoder: Decoder, exact: ExactNetwork, grid: Tensor) -> tuple[Tensor, Tensor]:
+def grid_symbols(decoder: FittedDecoder, exact: ExactNetwork, grid: Tensor) -> tuple[Tensor, Tensor]:
     """(symbols, table indexes) of an integer grid (h, w), in raster order, as the decoder derives them."""
     h, w = grid.shape
     buf = _padded(h, w)
@@ -143,7 +143,7 @@ def grid_symbols(decoder: Decoder, exact: ExactNetwork, grid: Tensor) -> tuple[T
     return (grid.reshape(-1).double() - m).long(), index
 
 
-def encode_grids(decoder: Decoder, exact: ExactNetwork, grids: list[Tensor]) -> bytes:
+def encode_grids(decoder: FittedDecoder, exact: ExactNetwork, grids: list[Tensor]) -> bytes:
     """Stream 1: every grid's integers (finest first), each grid in wave order."""
     slope = wave_slope(decoder.taps)
     symbols, indexes = [], []
@@ -155,7 +155,9 @@ def encode_grids(decoder: Decoder, exact: ExactNetwork, grids: list[Tensor]) -> 
     return _encode(torch.cat(symbols), torch.cat(indexes))
 
 
-def decode_grids(decoder: Decoder, exact: ExactNetwork, data: bytes, sizes: list[tuple[int, int]]) -> list[Tensor]:
+def decode_grids(
+    decoder: FittedDecoder, exact: ExactNetwork, data: bytes, sizes: list[tuple[int, int]]
+) -> list[Tensor]:
     """The integer grids of stream 1, of the sizes given (finest first)."""
     part = laplace.tables().decoder(data, sum(h * w for h, w in sizes) + MIN_SYMBOLS)
     return [_decode_grid(decoder, exact, part, h, w) for h, w in sizes]
@@ -172,7 +174,7 @@ def decode_image(streams: list[bytes], h: int, w: int, arch: Arch) -> Tensor:
         return decoder.image(grids).float()
 
 
-def _decode_grid(decoder: Decoder, exact: ExactNetwork, part, h: int, w: int) -> Tensor:
+def _decode_grid(decoder: FittedDecoder, exact: ExactNetwork, part, h: int, w: int) -> Tensor:
     """One h×w grid, wave by wave, from the stream decoder ``part`` (``RansTables.decoder``)."""
     order, sizes = waves(h, w, wave_slope(decoder.taps))
     buf = _padded(h, w)

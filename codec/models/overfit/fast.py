@@ -1,6 +1,6 @@
 """The fitted kind's decoder without torch: a tile's streams to its pixels through the compiled ``_wavefront``.
 
-The torch path (``coding.decode_params`` / ``coding.decode_grids``, ``Decoder.image``) stays the reference the
+The torch path (``coding.decode_params`` / ``coding.decode_grids``, ``FittedDecoder.image``) stays the reference the
 tests compare against; this one decodes the same symbols (exactly: the same integer rules) and pixels within
 one level of it, in time proportional to the tile's positions::
 

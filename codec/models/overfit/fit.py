@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ...core import quality as Q
 from . import coding, laplace
-from .network import Arch, Decoder, grid_sizes
+from .network import Arch, FittedDecoder, grid_sizes
 
 log = logging.getLogger("codec.overfit")
 
@@ -114,7 +114,7 @@ def preset_for(effort: int, iterations: int | None = None) -> FitPreset:
 
 @dataclass
 class FitResult:
-    decoder: Decoder  # quantized parameters, as the decoder rebuilds them
+    decoder: FittedDecoder  # quantized parameters, as the decoder rebuilds them
     exps: list[int]
     grids: list[Tensor]  # integer-valued latents
     loss: float  # of the coded result: estimated bpp + λ·255²·MSE
@@ -138,7 +138,7 @@ class _Fit:
 
     def __init__(self, x: Tensor, arch: Arch, preset: FitPreset, seed: int):
         h, w = x.shape[-2:]
-        self.decoder = Decoder(arch, seed).to(x.device)
+        self.decoder = FittedDecoder(arch, seed).to(x.device)
         with torch.no_grad():
             self.decoder.arm_b3[1] = preset.arm_log_scale
         self.gains = [preset.latent_gain * preset.grid_gain**k for k in range(arch.grids)]
@@ -167,18 +167,18 @@ class _Fit:
             self.best = None
 
 
-def _loss(decoder: Decoder, grids: list[Tensor], x: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor]:
+def _loss(decoder: FittedDecoder, grids: list[Tensor], x: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor]:
     """(MSE + bpp / scale, bpp, mse) of the latents ``grids`` (``scale``: λ·255²)."""
     bpp, mse = _rate(decoder, grids, x.shape[-2] * x.shape[-1]), _mse(decoder, grids, x)
     return mse + bpp / scale, bpp, mse
 
 
-def _rate(decoder: Decoder, grids: list[Tensor], pixels: int) -> Tensor:
+def _rate(decoder: FittedDecoder, grids: list[Tensor], pixels: int) -> Tensor:
     flat = torch.cat([g.reshape(-1) for g in grids])
     return laplace.bits(flat, *decoder.arm(decoder.contexts(grids))).sum() / pixels
 
 
-def _mse(decoder: Decoder, grids: list[Tensor], x: Tensor) -> Tensor:
+def _mse(decoder: FittedDecoder, grids: list[Tensor], x: Tensor) -> Tensor:
     return torch.mean((decoder.image(grids) - x) ** 2)
 
 
@@ -200,7 +200,7 @@ class Stepper:
         self.times: dict[bool, list[float]] = {False: [], True: []}
         self._pool: ThreadPoolExecutor | None = None
 
-    def backward(self, decoder: Decoder, grids: list[Tensor]) -> None:
+    def backward(self, decoder: FittedDecoder, grids: list[Tensor]) -> None:
         """Gradients of MSE + bpp / scale into the decoder's parameters and, through ``grids``, the latents."""
         latents = grids[0].requires_grad
         r_in = [g.detach().requires_grad_(latents) for g in grids]
@@ -357,7 +357,7 @@ def _result(result, exps, grids, iterations, seconds) -> FitResult:
 
 
 @torch.no_grad()
-def choose_steps(decoder: Decoder, grids: list[Tensor], x: Tensor, lam: float):
+def choose_steps(decoder: FittedDecoder, grids: list[Tensor], x: Tensor, lam: float):
     """Per tensor, the step 2^-e minimizing latent bits + parameter bits + λ·255²·MSE·pixels.
 
     Greedy in ``tensors()`` order, the others at the finest step tried; an ARM tensor changes only the
@@ -376,10 +376,10 @@ def choose_steps(decoder: Decoder, grids: list[Tensor], x: Tensor, lam: float):
             cost[i, e] = coding.param_bits(coding.quantize(tensors[i][1], e))[1]
         return cost[i, e]
 
-    def rate(q: Decoder) -> float:
+    def rate(q: FittedDecoder) -> float:
         return float(laplace.bits(flat, *q.arm(ctx)).sum()) / pixels
 
-    def distortion(q: Decoder) -> float:
+    def distortion(q: FittedDecoder) -> float:
         return float(torch.mean((q.image(grids) - x) ** 2))
 
     def total(parts: tuple[float, float], exps: list[int]) -> float:

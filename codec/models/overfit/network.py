@@ -10,7 +10,7 @@ Cool-chic / C3 style (Ladune et al. 2023, Kim et al. 2024; our own code)::
         ▼
     synthesis: 1×1 conv G→S, ReLU, 1×1 S→3, then two 3×3 3→3 residual convs  ──► x̂ (RGB)
 
-Every size here is in ``Arch``; all parameters live in one ``Decoder`` module whose ``tensors()``
+Every size here is in ``Arch``; all parameters live in one ``FittedDecoder`` module whose ``tensors()``
 order is the bitstream's. The ARM is a float MLP on context columns while the encoder fits it; the decoder
 (and the encoder when it writes the final symbols) runs the same quantized parameters as an
 ``codec.core.exact.ExactNetwork`` on the same columns, so the coding tables are identical on every machine.
@@ -43,7 +43,7 @@ def _bicubic_kernel() -> Tensor:
     return torch.tensor([cubic((2 * t - UP_TAPS + 1) / 4) for t in range(UP_TAPS)])
 
 
-class Decoder(nn.Module):
+class FittedDecoder(nn.Module):
     """All of one image's decoder parameters (float while fitting; quantized values once coded)."""
 
     def __init__(self, arch: Arch, seed: int = 0):

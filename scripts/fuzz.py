@@ -33,6 +33,7 @@ import functools
 import io
 import os
 import random
+import shlex
 import shutil
 import struct
 import sys
@@ -758,6 +759,7 @@ class Options:
     timeout: float = 30.0  # the watchdog kills a case after this many wall-clock seconds (a hang)
     cli_every: int = 50  # also run every N-th case through the CLI (0: never)
     save: str | None = None  # write every case's bytes here before running it
+    weights: str | None = None  # the weights folder fuzzed with (None: the seeded test network)
 
 
 @dataclass
@@ -781,6 +783,8 @@ def replay(opts: Options, i: int) -> str:
     for name in ("max_pixels", "slow", "timeout"):
         if getattr(opts, name) != getattr(Options, name):  # the defaults
             args += f" --{name.replace('_', '-')} {getattr(opts, name)}"
+    if opts.weights:  # the case's files name those weights: another network decodes them otherwise, or not at all
+        args += f" --weights {shlex.quote(opts.weights)}"
     return f"python scripts/fuzz.py {args} --save /tmp/case"
 
 
@@ -951,15 +955,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def options(a: argparse.Namespace) -> Options:
     """The run a command line asks for (``replay`` writes such a command line)."""
-    return Options(a.cases, a.seed, a.start, a.max_pixels, a.slow, a.timeout, a.cli_every, a.save)
+    return Options(a.cases, a.seed, a.start, a.max_pixels, a.slow, a.timeout, a.cli_every, a.save, a.weights)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     opts = options(args)
     with tempfile.TemporaryDirectory(prefix="aec-fuzz-weights-") as folder:
-        if args.weights:
-            os.environ["AECODEC_WEIGHTS"] = args.weights
+        if opts.weights:
+            os.environ["AECODEC_WEIGHTS"] = opts.weights
         else:
             from tests.support import make_test_weights
 

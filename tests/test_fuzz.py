@@ -68,12 +68,14 @@ def test_the_ci_slice_decodes_or_fails_cleanly_and_reaches_every_layer():
 
 
 def test_the_replay_command_runs_the_case_with_the_same_settings():
-    """The CLI cases and the limits depend on the run's settings: the replay command carries them."""
+    """The CLI cases, the limits and the weights depend on the run's settings: the replay command carries them."""
     opts = fuzz.Options(cases=50, seed=3, cli_every=7, max_pixels=4096, slow=2.5, timeout=9.0)
-    command = shlex.split(fuzz.replay(opts, 4711))
-    assert command[:2] == ["python", "scripts/fuzz.py"]
-    again = fuzz.options(fuzz.parse_args(command[2:]))
-    assert again == dataclasses.replace(opts, start=4711, cases=1, save="/tmp/case")
+    for weights in (None, "/tmp/my weights"):
+        run = dataclasses.replace(opts, weights=weights)
+        command = shlex.split(fuzz.replay(run, 4711))
+        assert command[:2] == ["python", "scripts/fuzz.py"]
+        again = fuzz.options(fuzz.parse_args(command[2:]))
+        assert again == dataclasses.replace(run, start=4711, cases=1, save="/tmp/case")
 
 
 def test_the_readme_states_the_slices_and_the_limits():

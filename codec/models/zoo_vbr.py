@@ -216,25 +216,30 @@ class ZooVbrModel(Model):
     def build_grid(self) -> None:
         """Per grid quality, y's scale, z's step and z's tables, as CompressAI's ``update(scale=...)`` computes
         them (``qs = LowerBound(0.5)(gayn2zqstep(1/scale))``, ``update_variable(qs)``); z's step is 1 without the
-        variable-step network. The entropy bottleneck's own tables are left as they were. Then ``prepare``."""
-        eb = self.entropy_bottleneck
-        kept = [t.clone() for t in (eb._quantized_cdf, eb._offset, eb._cdf_length)]
+        variable-step network. Then ``prepare``.
+
+        In float64 on the CPU, on copies of those modules: these tables decide symbols, and two machines that
+        import the same zoo file must store the same grid (the weights hash a file names covers it). CompressAI's
+        float32 differs between CPUs by an ulp, enough to move a quantized CDF entry; float64 rounded once to the
+        float32 CDF builder leaves a machine's last-bit differences far below that rounding."""
+        eb = copy.deepcopy(self.entropy_bottleneck).double().cpu()
+        to_step = nn.Sequential(self.gayn2zqstep, self.lower_bound_zqstep) if self.arch.variable_z else None
+        to_step = copy.deepcopy(to_step).double().cpu() if to_step is not None else None
         lo, median, hi = eb.quantiles.detach().double().cpu().reshape(-1, 3).unbind(-1)
         span = float(torch.maximum(median - lo, hi - median).max())
         gains = self.Gain.detach().float().abs().cpu()
         scales, steps, tables = [], [], []
         for q in GRID:
             scale = grid_scale(gains, q)
-            qs = torch.ones(1)
-            if self.arch.variable_z:
-                qs = self.lower_bound_zqstep(self.gayn2zqstep(1.0 / scale.view(1).to(self.device))).float().cpu()
+            qs = torch.ones(1, dtype=torch.float64)
+            if to_step is not None:
+                qs = to_step(1.0 / scale.double().view(1)).float().double()  # the float32 step that is stored
                 if not (bool(torch.isfinite(qs).all()) and float(qs) > 0 and 2 * span / float(qs) <= MAX_Z_SYMBOLS):
                     raise ValueError(f"z's quantization step at quality {q:g} is {float(qs):g}: out of range")
-                eb.update_variable(force=True, qs=qs.to(self.device))
+                eb.update_variable(force=True, qs=qs)
             scales.append(scale)
             steps.append(qs)
             tables.append(tuple(t.detach().cpu().clone() for t in (eb._quantized_cdf, eb._offset, eb._cdf_length)))
-        eb._quantized_cdf, eb._offset, eb._cdf_length = kept
         self.grid.fill(scales, steps, tables)
         self.prepare()
 

@@ -341,7 +341,8 @@ def report(kodak: Path, out: Path, md: Path) -> None:
 
 
 def _varied(preset, setting: str, value: str):
-    """``preset`` with one field changed: a ``FitPreset`` field (``latent_gain``) or a phase's (``phase2.lr``)."""
+    """``preset`` with one field changed: a ``FitPreset`` field (``latent_gain``) or a phase's (``phase2.lr``;
+    ``phase0+1.noise`` changes it in phases 0 and 1)."""
     from dataclasses import fields, replace
 
     target, _, field = setting.rpartition(".")
@@ -350,12 +351,22 @@ def _varied(preset, setting: str, value: str):
         if field not in kind or field in ("phases", "iterations"):
             raise click.BadParameter(f"FitPreset has no field {field}", param_hint="--set")
         return replace(preset, **{field: type(getattr(preset, field))(value)})
-    index = int(target.removeprefix("phase"))
-    phase = preset.phases[index]
-    old = getattr(phase, field)
-    new = tuple(float(v) for v in value.split("/")) if isinstance(old, tuple) else type(old)(value)
-    phases = tuple(replace(p, **{field: new}) if i == index else p for i, p in enumerate(preset.phases))
-    return replace(preset, phases=phases)
+    indices = {int(i) for i in target.removeprefix("phase").split("+")}
+    phases = list(preset.phases)
+    for index in indices:
+        old = getattr(phases[index], field)
+        new = tuple(float(v) for v in value.split("/")) if isinstance(old, tuple) else type(old)(value)
+        phases[index] = replace(phases[index], **{field: new})
+    return replace(preset, phases=tuple(phases))
+
+
+def _variants(setting: str) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(label, [(field, value), …]) per variant: ``F=V1,V2`` is one variant per value; ``F=V;G=W`` is one
+    variant changing several fields."""
+    if ";" in setting:
+        return [(setting, [tuple(part.split("=", 1)) for part in setting.split(";")])]
+    name, _, values = setting.partition("=")
+    return [(f"{name}={value}", [(name, value)]) for value in values.split(",")]
 
 
 @main.command()
@@ -369,8 +380,8 @@ def _varied(preset, setting: str, value: str):
     "settings",
     multiple=True,
     required=True,
-    help="FIELD=V1,V2: a field of the fit's preset (latent_gain=8,16) or of one phase (phase2.lr=0.01,0.02; "
-    "tuples as a/b: phase2.noise=0.25/0.1).",
+    help="FIELD=V1,V2: a field of the fit's preset (latent_gain=8,16) or of phases (phase2.lr=0.01,0.02; "
+    "tuples as a/b: phase2.noise=0.25/0.1; phase0+1.lr: both); F=V;G=W: one variant changing both.",
 )
 def tune(data: Path, images: str, crop: int, iterations: int, qualities: str, settings: tuple[str, ...]) -> None:
     """A/B of the fit's preset on validation crops (never Kodak): the coded loss of each value, one line each.
@@ -389,18 +400,20 @@ def tune(data: Path, images: str, crop: int, iterations: int, qualities: str, se
     torch.set_num_threads(1)
     base = replace(F.PRESETS[0], iterations=iterations)
     for setting in settings:
-        name, _, values = setting.partition("=")
         for name_img in images.split(","):
             rgb = np.asarray(Image.open(data / f"{name_img}.png").convert("RGB"))
             h, w = rgb.shape[:2]
             top, left = (h - crop) // 2, (w - crop) // 2
             x = torch.from_numpy(rgb[top : top + crop, left : left + crop].copy()).permute(2, 0, 1)[None] / 255.0
             for q in _ints(qualities):
-                for value in values.split(","):
+                for label, changes in _variants(setting):
+                    preset = base
+                    for name, value in changes:
+                        preset = _varied(preset, name, value)
                     t0 = time.perf_counter()
-                    result = F.fit(x, q, Arch(), _varied(base, name, value), parallel=False)
+                    result = F.fit(x, q, Arch(), preset, parallel=False)
                     click.echo(
-                        f"{name}={value} {name_img} q{q} {iterations} it: loss {result.loss:.4f} "
+                        f"{label} {name_img} q{q} {iterations} it: loss {result.loss:.4f} "
                         f"bpp {result.bpp_latents + result.bpp_params:.4f} PSNR {result.psnr:.2f} "
                         f"({time.perf_counter() - t0:.0f} s)"
                     )

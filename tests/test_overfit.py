@@ -18,8 +18,9 @@ from codec.cli import main
 from codec.core.errors import AecError
 from codec.format import bitstream as bs
 from codec.models.overfit import coding, laplace
+from codec.models.overfit import fit as fit_module
 from codec.models.overfit.coding import waves
-from codec.models.overfit.fit import PRESETS, FitPhase, FitPreset, fit, phase_steps, planned_iterations
+from codec.models.overfit.fit import PRESETS, FitPhase, FitPreset, fit, kumaraswamy, phase_steps, planned_iterations
 from codec.models.overfit.model import OverfitModel
 from codec.models.overfit.network import Arch, FittedDecoder, causal_taps, grid_sizes, macs_per_pixel, wave_slope
 from tests.conftest import one_error_line
@@ -175,6 +176,34 @@ def test_a_preset_is_data():
     result = fit(_photo(24, 24, seed=2), 6.0, Arch(), preset, ticks.append)
     assert len(ticks) == result.iterations == 2 * 5 + 20 + 10
     assert all(torch.equal(g, g.round()) for g in result.grids)
+
+
+@pytest.mark.parametrize("a", [1.0, 2.0, 5.0])
+def test_kumaraswamy_noise_is_bounded_with_the_distribution_s_mean(a):
+    """Within (-1/2, 1/2), mean b·B(1 + 1/a, b) - 1/2; a = 1 is uniform, a larger a is narrower."""
+    u = torch.rand(200_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    n = kumaraswamy(u, a)
+    b = (2**a * (a - 1) + 1) / a
+    mean = b * math.exp(math.lgamma(1 + 1 / a) + math.lgamma(b) - math.lgamma(1 + 1 / a + b)) - 0.5
+    assert -0.5 <= float(n.min()) and float(n.max()) < 0.5
+    assert abs(float(n.mean()) - mean) < 0.003
+    assert float(kumaraswamy(torch.tensor([0.0, 1.0 - 1e-12], dtype=torch.float64), a)[0]) == -0.5
+    if a == 1.0:
+        assert abs(float(n.std()) - 12**-0.5) < 0.002
+    else:
+        assert float(n.std()) < float(kumaraswamy(u, a / 2).std())
+
+
+def test_the_noise_kind_reaches_the_fit(monkeypatch):
+    """A phase's ``noise_kind`` picks the noise its quantizer draws, at the phase's scheduled shape."""
+    shapes: list[float] = []
+    real = fit_module.kumaraswamy
+    monkeypatch.setattr(fit_module, "kumaraswamy", lambda u, a: shapes.append(a) or real(u, a))
+    phase = FitPhase(1.0, noise=(2.0, 4.0), noise_kind="kumaraswamy")
+    fit(_photo(16, 16, seed=5), 6.0, Arch(), FitPreset(iterations=3, phases=(phase,)))
+    assert sorted(set(shapes)) == [2.0, 3.0, 4.0]  # per grid, at t = 0, 1/2, 1
+    with pytest.raises(ValueError, match="noise kind"):
+        fit(_photo(16, 16, seed=5), 6.0, Arch(), FitPreset(3, (dataclasses.replace(phase, noise_kind="laplace"),)))
 
 
 @pytest.mark.slow

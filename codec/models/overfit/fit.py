@@ -49,8 +49,10 @@ class FitPhase:
 
     ``quantizer``: "softround" (C3's softround(softround(y, t) + noise, t), the same values for the rate and
     the image), "noise" (y + uniform noise) or "frozen" (the latents rounded and fixed: networks only).
-    ``temperature`` and ``noise`` go linearly from their first value to their second over the phase
-    (noise: the standard deviation of a Gaussian). ``lr`` is the peak learning rate; ``cosine`` decays it to
+    ``temperature`` and ``noise`` go linearly from their first value to their second over the phase.
+    ``noise_kind`` says what ``noise`` means: "gaussian", its standard deviation; "kumaraswamy", the shape
+    ``a`` of a Kumaraswamy noise on (-1/2, 1/2) with its mode at 0 (C3, Cool-chic 3+: 1 is uniform, larger is
+    narrower; bounded, so never a whole step). ``lr`` is the peak learning rate; ``cosine`` decays it to
     ``lr · floor`` by the phase's end. ``candidates`` > 1: the phase trains that many fits (new seeds for the
     first phase, else the best of the previous phase's) and keeps the best one. ``keep_best``: score the
     hard-rounded loss every ``score_every`` iterations and end on the best iterate.
@@ -63,6 +65,7 @@ class FitPhase:
     quantizer: str = "softround"
     temperature: tuple[float, float] = (0.3, 0.3)
     noise: tuple[float, float] = (0.25, 0.25)
+    noise_kind: str = "gaussian"
     candidates: int = 1
     keep_best: bool = False
     score_every: int = 25
@@ -241,13 +244,29 @@ class Stepper:
             self._pool.shutdown()
 
 
+def kumaraswamy(u: Tensor, a: float) -> Tensor:
+    """Kumaraswamy(a, b) noise from uniform ``u`` in [0, 1) by the inverse CDF, shifted to (-1/2, 1/2];
+    b = (2^a (a - 1) + 1) / a puts the mode at the centre (a = 1: uniform; larger a: narrower)."""
+    b = (2**a * (a - 1) + 1) / a
+    return (1 - (1 - u) ** (1 / b)) ** (1 / a) - 0.5
+
+
+def _noise(shape: torch.Size, gen: torch.Generator, kind: str, value: float) -> Tensor:
+    """Noise of a phase's ``noise_kind`` at ``value`` (a standard deviation or a Kumaraswamy shape)."""
+    if kind == "gaussian":
+        return torch.randn(shape, generator=gen, device=gen.device) * value
+    if kind == "kumaraswamy":
+        return kumaraswamy(torch.rand(shape, generator=gen, device=gen.device), value)
+    raise ValueError(f"unknown noise kind {kind!r}")
+
+
 def _quantized(fit: _Fit, phase: FitPhase, t: float) -> list[Tensor]:
     """The latents as the phase's quantizer sees them at ``t`` (0 → 1 over the phase)."""
     temp = phase.temperature[0] + (phase.temperature[1] - phase.temperature[0]) * t
-    sigma = phase.noise[0] + (phase.noise[1] - phase.noise[0]) * t
+    value = phase.noise[0] + (phase.noise[1] - phase.noise[0]) * t
     out = []
     for y in fit.grids():
-        n = torch.randn(y.shape, generator=fit.gen, device=y.device) * sigma
+        n = _noise(y.shape, fit.gen, phase.noise_kind, value)
         out.append(soft_round(soft_round(y, temp) + n, temp) if phase.quantizer == "softround" else y + n)
     return out
 

@@ -79,8 +79,8 @@ class FitPreset:
     phases: tuple[FitPhase, ...]
     #: Latents are stored divided by this: Adam's step on a latent is ``lr · latent_gain`` (C3/Cool-chic).
     latent_gain: float = 16.0
-    #: Extra gain per coarser grid (grid k: latent_gain · grid_gain^k): coarse grids, few and far-reaching,
-    #: may move faster (C3's per-grid gains).
+    #: Gain factor per coarser grid (grid k, 2^k times coarser: latent_gain · grid_gain^k). Below 1 the coarse
+    #: grids, few and far-reaching, move slower (Cool-chic: one gain, 16, for all grids).
     grid_gain: float = 1.0
     #: Gradient norm clip (over all parameters, loss at Cool-chic's scale); 0: none.
     clip: float = 0.1
@@ -98,7 +98,9 @@ PHASES = (
 )
 #: One preset per ``--effort`` level: the same recipe, longer. Iterations chosen for about 1, 3, 10 and
 #: 30 minutes on a 768×512 photo on two idle cores (README, "A codec fitted to each image").
-PRESETS: tuple[FitPreset, ...] = tuple(FitPreset(n, PHASES) for n in (160, 500, 1600, 5000))
+#: Grid k stored ÷ 16 · 0.7^k (16 … 1.9): better than one gain for all grids on validation crops
+#: (benchmarks/results/overfit-recipe.md, "ggain0.7").
+PRESETS: tuple[FitPreset, ...] = tuple(FitPreset(n, PHASES, grid_gain=0.7) for n in (160, 500, 1600, 5000))
 #: Most iterations an encoder accepts (``--iterations``).
 MAX_ITERATIONS = 100_000
 
